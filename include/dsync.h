@@ -1,0 +1,170 @@
+/*
+ * dsync.h: the public API of libdsync.
+ *
+ * libdsync gives a group of processes coordination services agreed across a
+ * cluster of nodes. This header and include/dsync/ are the whole public API.
+ *
+ * Conventions (libuv's, hiredis'):
+ *  - Functions that can fail return int: 0 on success, a negative DSYNC_E*
+ *    code otherwise; dsync_strerror() names the code. Results go through out
+ *    parameters.
+ *  - Every call on a dsync_node may be made from any thread; it is handed to
+ *    the node's loop thread and waits for its completion.
+ *  - Memory returned through an out parameter belongs to the caller and is
+ *    released with the _free function named next to the call.
+ *  - The library never prints; it logs through dsync_config.log_fn.
+ */
+#ifndef DSYNC_H
+#define DSYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsync/version.h"
+#include "dsync/errors.h"
+#include "dsync/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A running node. Opaque; created by dsync_node_open, freed by dsync_node_close. */
+typedef struct dsync_node dsync_node;
+
+/* Starts a node with the given configuration (copied; the caller keeps it).
+ * On success *out is the node and its loop thread runs. */
+int dsync_node_open(const dsync_config *cfg, dsync_node **out);
+
+/* Stops the loop thread, fails every call still in flight with
+ * DSYNC_ECLOSED, and frees the node. NULL is ignored. */
+void dsync_node_close(dsync_node *node);
+
+/* ------------------------------------------------------------------------
+ * Locks
+ * ------------------------------------------------------------------------ */
+
+typedef enum {
+    DSYNC_LOCK_SHARED = 1,    /* "S": any number of holders */
+    DSYNC_LOCK_EXCLUSIVE = 2, /* "X": one holder, nobody else */
+} dsync_lock_mode;
+
+typedef enum {
+    DSYNC_LOCK_GRANTED = 1,  /* the client holds the lock in the asked mode */
+    DSYNC_LOCK_WAITING = 2,  /* queued; granted by itself when the lock frees */
+    DSYNC_LOCK_DEADLOCK = 3, /* refused: waiting would close a wait-for cycle */
+} dsync_lock_status;
+
+/* Longest key and client id accepted, in bytes (not counting the NUL). */
+#define DSYNC_LOCK_KEY_MAX 256
+#define DSYNC_CLIENT_ID_MAX 128
+/* Longest deadlock cycle reported (clients); longer cycles are cut here. */
+#define DSYNC_LOCK_CYCLE_MAX 64
+
+typedef struct {
+    const char *key;       /* lock name, 1..DSYNC_LOCK_KEY_MAX bytes */
+    const char *client_id; /* holder identity, 1..DSYNC_CLIENT_ID_MAX bytes */
+    dsync_lock_mode mode;
+    /* Lease: the lock (or the waiting request) is dropped unless acquired
+     * again within ttl_ms. 0 means the node's default lease. */
+    uint64_t ttl_ms;
+    /* How long the call may block waiting for the grant. 0 returns at once
+     * with DSYNC_LOCK_WAITING when the lock is busy. */
+    uint64_t wait_ms;
+} dsync_lock_request;
+
+typedef struct {
+    dsync_lock_status status;
+    /* On GRANTED: a number larger than that of every earlier grant of any
+     * lock; a resource guarded by the lock refuses writes carrying a token
+     * smaller than one it has seen. */
+    uint64_t fencing_token;
+    /* On GRANTED: lease deadline, milliseconds from now. */
+    uint64_t lease_ms;
+    /* On WAITING: 1-based place in the key's wait queue. */
+    uint32_t position;
+    /* On DEADLOCK: the clients on the cycle, starting with the requester. */
+    uint32_t cycle_len;
+    char cycle[DSYNC_LOCK_CYCLE_MAX][DSYNC_CLIENT_ID_MAX + 1];
+} dsync_lock_result;
+
+/* Asks for a lock. Returns 0 with result->status saying what happened
+ * (a deadlock is a status, not an error), or DSYNC_EINVAL for bad arguments.
+ * Acquiring a lock already held (or already waited for) in the same mode
+ * renews its lease and is otherwise a no-op; asking for X while holding S
+ * upgrades when the client is the only holder and waits otherwise. */
+int dsync_lock_acquire(dsync_node *node, const dsync_lock_request *req,
+                       dsync_lock_result *result);
+
+/* Releases a held lock, or withdraws a waiting request, of client_id on key.
+ * *was_waiting (if not NULL) tells which of the two it was. Returns
+ * DSYNC_ENOTFOUND when the client neither holds nor waits for the key. */
+int dsync_lock_release(dsync_node *node, const char *key, const char *client_id,
+                       int *was_waiting);
+
+/* A snapshot of the whole lock table. */
+typedef struct {
+    char *client_id;
+    dsync_lock_mode mode;
+    uint64_t fencing_token; /* holders only */
+    uint64_t lease_ms;      /* time left on the lease */
+    int upgrade;            /* waiters only: an S holder asking for X */
+} dsync_lock_party;
+
+typedef struct {
+    char *key;
+    dsync_lock_mode mode; /* mode held; 0 when only waiters remain */
+    size_t n_holders;
+    dsync_lock_party *holders;
+    size_t n_waiters;
+    dsync_lock_party *waiters; /* in queue order */
+} dsync_lock_info;
+
+typedef struct {
+    char *waiter; /* client that waits ... */
+    char *holder; /* ... for this client */
+    char *key;    /* on this key */
+} dsync_wait_edge;
+
+typedef struct {
+    size_t n_locks;
+    dsync_lock_info *locks; /* sorted by key */
+    size_t n_edges;
+    dsync_wait_edge *edges;
+} dsync_lock_state;
+
+/* Fills *out with a snapshot; free it with dsync_lock_state_free. */
+int dsync_lock_state_get(dsync_node *node, dsync_lock_state *out);
+void dsync_lock_state_free(dsync_lock_state *state);
+
+/* Mode name "S" or "X"; dsync_lock_mode_parse returns 0 for anything else. */
+const char *dsync_lock_mode_name(dsync_lock_mode mode);
+dsync_lock_mode dsync_lock_mode_parse(const char *name);
+
+/* ------------------------------------------------------------------------
+ * Node status and metrics
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t node_id;
+    const char *role; /* "leader", "follower", "candidate", "standalone" */
+    uint64_t leader_id;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t uptime_ms;
+} dsync_health;
+
+int dsync_node_health(dsync_node *node, dsync_health *out);
+
+/* Renders every metric of the node in Prometheus text format 0.0.4.
+ * *text is malloc'ed and NUL-terminated; the caller frees it with free(). */
+int dsync_node_metrics(dsync_node *node, char **text, size_t *len);
+
+/* The node's metric registry, so an embedder (dsyncd) can add its own
+ * series, rendered with the node's. Owned by the node. */
+typedef struct dsync_metrics dsync_metrics;
+dsync_metrics *dsync_node_metrics_registry(dsync_node *node);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DSYNC_H */

@@ -1,0 +1,99 @@
+/*
+ * util.h: small shared pieces every module uses: hashing, a string-keyed
+ * hash map, a growable byte buffer, clocks, and logging through the
+ * embedder's callback.
+ */
+#ifndef DSYNC_UTIL_H
+#define DSYNC_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsync/config.h"
+
+/* ---- hashing ----------------------------------------------------------- */
+
+/* A well-mixed 64-bit hash of len bytes (FNV-1a folded through a 64-bit
+ * finalizer); the same on every machine and run. */
+uint64_t ut_hash64(const void *data, size_t len, uint64_t seed);
+/* A 64-bit mixer for integers (splitmix64's finalizer). */
+uint64_t ut_mix64(uint64_t x);
+/* CRC-32C (Castagnoli) of len bytes, continuing from crc (start with 0). */
+uint32_t ut_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- string-keyed hash map ------------------------------------------- */
+
+/* Open addressing with linear probing and backward-shift deletion. Keys are
+ * copied into the map; values are the caller's pointers. */
+typedef struct {
+    char *key;
+    uint64_t hash;
+    void *value;
+} ut_map_slot;
+
+typedef struct {
+    ut_map_slot *slots;
+    size_t cap;   /* power of two, or 0 */
+    size_t count; /* live entries */
+} ut_map;
+
+void ut_map_init(ut_map *m);
+/* Frees the map's own memory (slots and key copies), not the values. */
+void ut_map_close(ut_map *m);
+void *ut_map_get(const ut_map *m, const char *key);
+/* Inserts or replaces. Returns 0, or DSYNC_ENOMEM with the map unchanged. */
+int ut_map_put(ut_map *m, const char *key, void *value);
+/* Removes key; returns its value, or NULL when absent. */
+void *ut_map_del(ut_map *m, const char *key);
+/* Iteration: for (size_t i = 0; ut_map_next(m, &i, &k, &v);) ... Do not
+ * insert while iterating; deleting the current key is not allowed either. */
+bool ut_map_next(const ut_map *m, size_t *iter, const char **key, void **value);
+
+/* ---- byte buffer ------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool oom; /* an append failed; the buffer holds what fit before it */
+} ut_buf;
+
+void ut_buf_init(ut_buf *b);
+void ut_buf_free(ut_buf *b);
+int ut_buf_reserve(ut_buf *b, size_t extra);
+int ut_buf_append(ut_buf *b, const void *data, size_t len);
+int ut_buf_puts(ut_buf *b, const char *s);
+int ut_buf_printf(ut_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands the NUL-terminated contents to the caller and resets the buffer.
+ * NULL if an append had failed (the buffer is freed). */
+char *ut_buf_detach(ut_buf *b, size_t *len);
+
+/* ---- time ------------------------------------------------------------- */
+
+/* Milliseconds and nanoseconds of CLOCK_MONOTONIC. */
+uint64_t ut_now_ms(void);
+uint64_t ut_now_ns(void);
+/* Milliseconds since the Unix epoch (wall clock). */
+uint64_t ut_wall_ms(void);
+
+/* ---- logging ---------------------------------------------------------- */
+
+typedef struct {
+    dsync_log_fn fn;
+    void *ctx;
+    dsync_log_level level;
+} ut_logger;
+
+void ut_log(const ut_logger *lg, dsync_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- strings ---------------------------------------------------------- */
+
+/* strdup that returns NULL on failure (strdup is not C11). */
+char *ut_strdup(const char *s);
+/* Copies at most cap-1 bytes and NUL-terminates; returns -1 if truncated. */
+int ut_strlcpy(char *dst, const char *src, size_t cap);
+
+#endif

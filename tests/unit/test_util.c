@@ -1,0 +1,139 @@
+/* test_util.c: the hash map, byte buffer, hashes and error names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "dsync.h"
+#include "util/util.h"
+
+static void test_map_puts_gets_and_replaces(void **state)
+{
+    ut_map m;
+    ut_map_init(&m);
+    assert_null(ut_map_get(&m, "a"));
+    int one = 1, two = 2;
+    assert_int_equal(ut_map_put(&m, "a", &one), 0);
+    assert_ptr_equal(ut_map_get(&m, "a"), &one);
+    assert_int_equal(ut_map_put(&m, "a", &two), 0);
+    assert_ptr_equal(ut_map_get(&m, "a"), &two);
+    assert_int_equal(m.count, 1);
+    assert_ptr_equal(ut_map_del(&m, "a"), &two);
+    assert_null(ut_map_get(&m, "a"));
+    assert_null(ut_map_del(&m, "a"));
+    ut_map_close(&m);
+}
+
+/* Many inserts and deletes in a pseudo-random order, checked against a
+ * plain array: exercises growth and backward-shift deletion. */
+static void test_map_matches_a_reference_under_churn(void **state)
+{
+    enum { N = 5000 };
+    static int present[N];
+    static int vals[N];
+    memset(present, 0, sizeof present);
+    ut_map m;
+    ut_map_init(&m);
+    uint64_t x = 42;
+    char key[32];
+    for (int step = 0; step < 60000; step++) {
+        x = ut_mix64(x + step);
+        int k = (int)(x % N);
+        snprintf(key, sizeof key, "key-%d", k);
+        if (x & 0x100) {
+            vals[k] = k;
+            assert_int_equal(ut_map_put(&m, key, &vals[k]), 0);
+            present[k] = 1;
+        } else {
+            void *v = ut_map_del(&m, key);
+            assert_true(present[k] ? v == &vals[k] : v == NULL);
+            present[k] = 0;
+        }
+    }
+    size_t live = 0;
+    for (int k = 0; k < N; k++) {
+        snprintf(key, sizeof key, "key-%d", k);
+        void *v = ut_map_get(&m, key);
+        assert_true(present[k] ? v == &vals[k] : v == NULL);
+        live += (size_t)present[k];
+    }
+    assert_int_equal(m.count, live);
+    size_t seen = 0;
+    const char *k;
+    for (size_t it = 0; ut_map_next(&m, &it, &k, NULL);)
+        seen++;
+    assert_int_equal(seen, live);
+    ut_map_close(&m);
+}
+
+static void test_buf_grows_and_detaches(void **state)
+{
+    ut_buf b;
+    ut_buf_init(&b);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ut_buf_printf(&b, "%d,", i), 0);
+    assert_int_equal(ut_buf_printf(&b, "%s", "x"), 0);
+    size_t len;
+    char *s = ut_buf_detach(&b, &len);
+    assert_non_null(s);
+    assert_int_equal(strlen(s), len);
+    assert_memory_equal(s, "0,1,2,", 6);
+    assert_int_equal(s[len - 1], 'x');
+    free(s);
+    /* A long formatted string takes the slow path. */
+    char big[600];
+    memset(big, 'q', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(ut_buf_printf(&b, "<%s>", big), 0);
+    assert_int_equal(b.len, sizeof big + 1);
+    ut_buf_free(&b);
+}
+
+static void test_crc32c_matches_the_standard_check_value(void **state)
+{
+    /* RFC 3720 B.4 check value for "123456789". */
+    assert_int_equal(ut_crc32c(0, "123456789", 9), 0xe3069283);
+    /* Chunked input gives the same CRC. */
+    uint32_t c = ut_crc32c(0, "1234", 4);
+    assert_int_equal(ut_crc32c(c, "56789", 5), 0xe3069283);
+}
+
+static void test_hash_spreads_similar_keys(void **state)
+{
+    /* Keys differing in one character land in different top bits. */
+    int top_bits[16] = {0};
+    char key[16];
+    for (int i = 0; i < 1600; i++) {
+        snprintf(key, sizeof key, "topic-%d", i);
+        top_bits[ut_hash64(key, strlen(key), 0) >> 60]++;
+    }
+    for (int i = 0; i < 16; i++)
+        assert_in_range(top_bits[i], 60, 140);
+}
+
+static void test_every_error_code_has_a_name_and_text(void **state)
+{
+    for (int code = 0; code >= DSYNC_ERR_MIN; code--) {
+        assert_string_not_equal(dsync_errname(code), "EUNKNOWN");
+        assert_string_not_equal(dsync_strerror(code), "unknown error");
+    }
+    assert_string_equal(dsync_errname(-999), "EUNKNOWN");
+    assert_string_equal(dsync_version(), DSYNC_VERSION_STRING);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_puts_gets_and_replaces),
+        cmocka_unit_test(test_map_matches_a_reference_under_churn),
+        cmocka_unit_test(test_buf_grows_and_detaches),
+        cmocka_unit_test(test_crc32c_matches_the_standard_check_value),
+        cmocka_unit_test(test_hash_spreads_similar_keys),
+        cmocka_unit_test(test_every_error_code_has_a_name_and_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

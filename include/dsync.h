@@ -23,6 +23,7 @@
 #include "dsync/version.h"
 #include "dsync/errors.h"
 #include "dsync/config.h"
+#include "dsync/metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -161,7 +162,6 @@ int dsync_node_metrics(dsync_node *node, char **text, size_t *len);
 
 /* The node's metric registry, so an embedder (dsyncd) can add its own
  * series, rendered with the node's. Owned by the node. */
-typedef struct dsync_metrics dsync_metrics;
 dsync_metrics *dsync_node_metrics_registry(dsync_node *node);
 
 #ifdef __cplusplus

@@ -1,0 +1,221 @@
+/*
+ * node.c: a node's lifecycle and its event loop.
+ *
+ * The loop thread sleeps in poll() on an eventfd until a caller submits a
+ * call or the next deadline (a lease, a parked call) comes due. Callers
+ * never touch service state: they queue an nd_call and sleep on its
+ * semaphore, so the services need no locks of their own (Redis' model).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "node_internal.h"
+
+static void wake(dsync_node *n)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the loop will wake. */
+    while (write(n->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+void nd_complete(nd_call *call, int rc)
+{
+    call->rc = rc;
+    sem_post(&call->done);
+}
+
+int nd_submit(dsync_node *n, nd_call *call)
+{
+    call->rc = DSYNC_ECLOSED;
+    call->next = NULL;
+    call->submitted_ns = ut_now_ns();
+    if (sem_init(&call->done, 0, 0) != 0)
+        return DSYNC_ENOMEM;
+
+    pthread_mutex_lock(&n->mu);
+    if (n->closing) {
+        pthread_mutex_unlock(&n->mu);
+        sem_destroy(&call->done);
+        return DSYNC_ECLOSED;
+    }
+    bool was_empty = n->queue_head == NULL;
+    if (n->queue_tail)
+        n->queue_tail->next = call;
+    else
+        n->queue_head = call;
+    n->queue_tail = call;
+    pthread_mutex_unlock(&n->mu);
+
+    /* Only the first call into an empty queue needs to wake the loop. */
+    if (was_empty)
+        wake(n);
+    while (sem_wait(&call->done) != 0 && errno == EINTR)
+        ;
+    sem_destroy(&call->done);
+    return call->rc;
+}
+
+static void handle(dsync_node *n, nd_call *call, uint64_t now_ms)
+{
+    switch (call->kind) {
+    case ND_CALL_LOCK_ACQUIRE:
+    case ND_CALL_LOCK_RELEASE:
+    case ND_CALL_LOCK_STATE:
+        nd_locks_handle(n, call, now_ms);
+        return;
+    case ND_CALL_HEALTH: {
+        dsync_health *h = call->u.health;
+        memset(h, 0, sizeof *h);
+        h->node_id = n->cfg.node_id;
+        /* A node without peers is a cluster of one: always its leader. */
+        h->role = "leader";
+        h->leader_id = n->cfg.node_id;
+        h->term = 1;
+        h->uptime_ms = now_ms - n->started_ms;
+        nd_complete(call, 0);
+        return;
+    }
+    }
+    nd_complete(call, DSYNC_EINVAL);
+}
+
+static void *loop_main(void *arg)
+{
+    dsync_node *n = arg;
+    uint64_t next_deadline = UINT64_MAX;
+    for (;;) {
+        uint64_t now = ut_now_ms();
+        int timeout = -1;
+        if (next_deadline != UINT64_MAX)
+            timeout = next_deadline <= now ? 0 : (int)(next_deadline - now > 60000 ? 60000 : next_deadline - now);
+        struct pollfd pfd = {.fd = n->wake_fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, timeout);
+        if (pr < 0 && errno != EINTR)
+            ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: poll: %s", strerror(errno));
+        if (pr > 0) {
+            uint64_t count;
+            if (read(n->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+                ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: eventfd: %s", strerror(errno));
+        }
+
+        pthread_mutex_lock(&n->mu);
+        nd_call *batch = n->queue_head;
+        n->queue_head = n->queue_tail = NULL;
+        bool closing = n->closing;
+        pthread_mutex_unlock(&n->mu);
+
+        now = ut_now_ms();
+        while (batch) {
+            nd_call *next = batch->next;
+            batch->next = NULL;
+            if (closing)
+                nd_complete(batch, DSYNC_ECLOSED);
+            else
+                handle(n, batch, now);
+            batch = next;
+        }
+        if (closing)
+            break;
+        next_deadline = nd_locks_tick(n, ut_now_ms());
+    }
+    return NULL;
+}
+
+int dsync_node_open(const dsync_config *cfg, dsync_node **out)
+{
+    char err[256];
+    *out = NULL;
+    if (dsync_config_validate(cfg, err, sizeof err) != 0)
+        return DSYNC_ECONFIG;
+
+    dsync_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return DSYNC_ENOMEM;
+    n->cfg = *cfg;
+    n->log.fn = cfg->log_fn;
+    n->log.ctx = cfg->log_ctx;
+    n->log.level = cfg->log_level;
+    n->started_ms = ut_now_ms();
+    n->wake_fd = -1;
+
+    int rc = DSYNC_ENOMEM;
+    n->metrics = dsync_metrics_new();
+    if (!n->metrics)
+        goto fail;
+    n->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (n->wake_fd < 0) {
+        rc = DSYNC_EIO;
+        goto fail;
+    }
+    if ((rc = nd_locks_open(n)) != 0)
+        goto fail;
+    if (pthread_mutex_init(&n->mu, NULL) != 0) {
+        rc = DSYNC_ENOMEM;
+        goto fail_locks;
+    }
+    if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
+        rc = DSYNC_ENOMEM;
+        pthread_mutex_destroy(&n->mu);
+        goto fail_locks;
+    }
+    ut_log(&n->log, DSYNC_LOG_INFO, "node %llu open (single node)",
+           (unsigned long long)cfg->node_id);
+    *out = n;
+    return 0;
+
+fail_locks:
+    nd_locks_close(n);
+fail:
+    if (n->wake_fd >= 0)
+        close(n->wake_fd);
+    dsync_metrics_free(n->metrics);
+    free(n);
+    return rc;
+}
+
+void dsync_node_close(dsync_node *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->closing = true;
+    pthread_mutex_unlock(&n->mu);
+    wake(n);
+    pthread_join(n->thread, NULL);
+
+    /* The loop has stopped: fail what is still parked, then late submits
+     * see closing and never queue. */
+    for (nd_call *c = n->parked; c;) {
+        nd_call *next = c->next;
+        nd_complete(c, DSYNC_ECLOSED);
+        c = next;
+    }
+    n->parked = NULL;
+    nd_locks_close(n);
+    close(n->wake_fd);
+    pthread_mutex_destroy(&n->mu);
+    dsync_metrics_free(n->metrics);
+    free(n);
+}
+
+int dsync_node_health(dsync_node *n, dsync_health *out)
+{
+    nd_call call = {.kind = ND_CALL_HEALTH, .u.health = out};
+    return nd_submit(n, &call);
+}
+
+int dsync_node_metrics(dsync_node *n, char **text, size_t *len)
+{
+    /* The registry is thread-safe; rendering needs no trip to the loop. */
+    return dsync_metrics_render(n->metrics, text, len);
+}
+
+dsync_metrics *dsync_node_metrics_registry(dsync_node *n)
+{
+    return n->metrics;
+}

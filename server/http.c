@@ -1,0 +1,417 @@
+/*
+ * http.c: civetweb setup, routing, bounded body reading and replies.
+ *
+ * Hardening for civetweb 1.15 (see DESIGN.md, known hazards): no
+ * document_root, no form handling, a whole-request deadline, and the body
+ * size judged from Content-Length before reading: a request that declares
+ * too much, or declares its length twice, is refused with the connection
+ * closed, so no worker ever blocks on a body we will not read.
+ */
+#include <civetweb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "util/util.h"
+
+static const http_route *g_routes;
+static size_t g_n_routes;
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void send_response(http_req *r, int status, const char *content_type, const char *body,
+                          size_t len, const char *extra_name, const char *extra_value,
+                          bool close_conn)
+{
+    char lenbuf[32];
+    snprintf(lenbuf, sizeof lenbuf, "%zu", len);
+    r->status = status;
+    if (close_conn)
+        mg_disable_keep_alive(r->conn);
+    mg_response_header_start(r->conn, status);
+    mg_response_header_add(r->conn, "Content-Type", content_type, -1);
+    mg_response_header_add(r->conn, "Content-Length", lenbuf, -1);
+    mg_response_header_add(r->conn, "Cache-Control", "no-store", -1);
+    if (extra_name)
+        mg_response_header_add(r->conn, extra_name, extra_value, -1);
+    if (close_conn)
+        mg_response_header_add(r->conn, "Connection", "close", -1);
+    mg_response_header_send(r->conn);
+    if (len > 0)
+        mg_write(r->conn, body, len);
+}
+
+void http_reply_text(http_req *r, int status, const char *content_type, const char *text,
+                     size_t len)
+{
+    send_response(r, status, content_type, text, len, NULL, NULL, false);
+}
+
+void http_reply_json(http_req *r, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, false);
+        return;
+    }
+    send_response(r, status, "application/json", text, strlen(text), NULL, NULL, false);
+    free(text);
+}
+
+static void reply_error_ex(http_req *r, int status, const char *code, const char *extra_name,
+                           const char *extra_value, bool close_conn, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, true);
+        return;
+    }
+    send_response(r, status, "application/json", text, strlen(text), extra_name, extra_value,
+                  close_conn);
+    free(text);
+}
+
+void http_reply_error(http_req *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_ex(r, status, code, NULL, NULL, false, fmt, ap);
+    va_end(ap);
+}
+
+static void reply_error_closing(http_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reply_error_closing(http_req *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_ex(r, status, code, NULL, NULL, true, fmt, ap);
+    va_end(ap);
+}
+
+static void reply_error_header(http_req *r, int status, const char *code, const char *hname,
+                               const char *hvalue, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void reply_error_header(http_req *r, int status, const char *code, const char *hname,
+                               const char *hvalue, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_ex(r, status, code, hname, hvalue, false, fmt, ap);
+    va_end(ap);
+}
+
+void http_reply_dsync_error(http_req *r, int rc, const char *what)
+{
+    switch (rc) {
+    case DSYNC_EINVAL:
+        http_reply_error(r, 400, "invalid_field", "%s: invalid argument", what);
+        return;
+    case DSYNC_ENOTFOUND:
+        http_reply_error(r, 404, "not_found", "%s: not found", what);
+        return;
+    case DSYNC_EEXIST:
+        http_reply_error(r, 409, "conflict", "%s: conflicts with an existing request", what);
+        return;
+    case DSYNC_ETOOBIG:
+        http_reply_error(r, 413, "payload_too_large", "%s: too large", what);
+        return;
+    case DSYNC_EUNAVAILABLE:
+    case DSYNC_ENOTLEADER:
+    case DSYNC_ETIMEDOUT:
+    case DSYNC_ECLOSED:
+        reply_error_header(r, 503, "unavailable", "Retry-After", "1", "%s: %s", what,
+                           dsync_strerror(rc));
+        return;
+    default:
+        http_reply_error(r, 500, "internal", "%s: %s", what, dsync_strerror(rc));
+        return;
+    }
+}
+
+/* ---- field access ------------------------------------------------------- */
+
+bool http_field_string(http_req *r, const char *name, bool required, size_t max_len,
+                       const char **out)
+{
+    json_t *v = json_object_get(r->body, name);
+    *out = NULL;
+    if (!v) {
+        if (required)
+            http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
+        return !required;
+    }
+    if (!json_is_string(v)) {
+        http_reply_error(r, 400, "invalid_field", "field \"%s\" must be a string", name);
+        return false;
+    }
+    size_t len = json_string_length(v);
+    if (len == 0 || len > max_len) {
+        http_reply_error(r, 400, "invalid_field", "field \"%s\" must be 1 to %zu bytes", name,
+                         max_len);
+        return false;
+    }
+    if (strlen(json_string_value(v)) != len) {
+        http_reply_error(r, 400, "invalid_field", "field \"%s\" must not contain NUL", name);
+        return false;
+    }
+    *out = json_string_value(v);
+    return true;
+}
+
+bool http_field_uint(http_req *r, const char *name, bool required, uint64_t min, uint64_t max,
+                     uint64_t *out)
+{
+    json_t *v = json_object_get(r->body, name);
+    if (!v) {
+        if (required)
+            http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
+        return !required;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
+        http_reply_error(r, 400, "invalid_field",
+                         "field \"%s\" must be an integer from %llu to %llu", name,
+                         (unsigned long long)min, (unsigned long long)max);
+        return false;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+/* ---- body --------------------------------------------------------------- */
+
+/* Reads the body into a malloc'ed buffer. Replies and returns NULL when the
+ * request is refused. *len excludes the NUL added at the end. */
+static char *read_body(http_req *r, size_t *len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(r->conn);
+    uint64_t max = r->server->cfg->max_body_bytes;
+    int n_length = 0;
+    bool chunked = false;
+    for (int i = 0; i < ri->num_headers; i++) {
+        if (strcasecmp(ri->http_headers[i].name, "Content-Length") == 0)
+            n_length++;
+        else if (strcasecmp(ri->http_headers[i].name, "Transfer-Encoding") == 0)
+            chunked = true;
+    }
+    /* Two lengths, or a length and chunking, are how requests get smuggled
+     * past proxies (RFC 9112 §6.3): refuse and drop the connection. */
+    if (n_length > 1 || (n_length == 1 && chunked)) {
+        reply_error_closing(r, 400, "invalid_request",
+                            "conflicting Content-Length / Transfer-Encoding headers");
+        return NULL;
+    }
+    if (ri->content_length > 0 && (uint64_t)ri->content_length > max) {
+        reply_error_closing(r, 413, "payload_too_large",
+                            "request body of %lld bytes is over the limit of %llu",
+                            ri->content_length, (unsigned long long)max);
+        return NULL;
+    }
+    size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length : 4096;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        reply_error_closing(r, 500, "internal", "out of memory");
+        return NULL;
+    }
+    size_t got = 0;
+    for (;;) {
+        if (got == cap) {
+            if (ri->content_length >= 0)
+                break;
+            if (cap > max) {
+                free(buf);
+                reply_error_closing(r, 413, "payload_too_large",
+                                    "chunked request body is over the limit of %llu",
+                                    (unsigned long long)max);
+                return NULL;
+            }
+            size_t ncap = cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
+            char *nb = realloc(buf, ncap + 1);
+            if (!nb) {
+                free(buf);
+                reply_error_closing(r, 500, "internal", "out of memory");
+                return NULL;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        int n = mg_read(r->conn, buf + got, cap - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (ri->content_length >= 0 && got < (size_t)ri->content_length) {
+        free(buf);
+        reply_error_closing(r, 400, "invalid_request", "request body ended early");
+        return NULL;
+    }
+    if (got > max) {
+        free(buf);
+        reply_error_closing(r, 413, "payload_too_large",
+                            "request body is over the limit of %llu", (unsigned long long)max);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+static bool parse_json_body(http_req *r)
+{
+    size_t len;
+    char *text = read_body(r, &len);
+    if (!text)
+        return false;
+    json_error_t jerr;
+    /* Reject duplicate keys: {"mode":"S","mode":"X"} has no one meaning. */
+    r->body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (!r->body) {
+        http_reply_error(r, 400, "invalid_json", "malformed JSON at line %d column %d: %s",
+                         jerr.line, jerr.column, jerr.text);
+        return false;
+    }
+    if (!json_is_object(r->body)) {
+        http_reply_error(r, 400, "invalid_json", "the request body must be a JSON object");
+        return false;
+    }
+    return true;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+static int dispatch(struct mg_connection *conn, void *cbdata)
+{
+    srv *s = cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    uint64_t start = ut_now_ns();
+    http_req r = {.conn = conn, .server = s, .method = ri->request_method,
+                  .query = ri->query_string};
+    const char *path = ri->local_uri ? ri->local_uri : "";
+
+    const http_route *match = NULL;
+    bool path_known = false;
+    char allow[64] = "";
+    for (size_t i = 0; i < g_n_routes; i++) {
+        if (strcmp(g_routes[i].path, path) != 0)
+            continue;
+        path_known = true;
+        if (strcmp(g_routes[i].method, ri->request_method) == 0) {
+            match = &g_routes[i];
+            break;
+        }
+        if (allow[0])
+            strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
+        strncat(allow, g_routes[i].method, sizeof allow - strlen(allow) - 1);
+    }
+
+    const char *path_label = path_known ? path : "other";
+    if (!match) {
+        if (path_known)
+            reply_error_header(&r, 405, "method_not_allowed", "Allow", allow,
+                               "%s is not allowed on %s (allowed: %s)", ri->request_method, path,
+                               allow);
+        else
+            http_reply_error(&r, 404, "not_found", "no such endpoint: %s", path);
+    } else if (!match->want_json || parse_json_body(&r)) {
+        match->fn(&r);
+    }
+    json_decref(r.body);
+
+    char code[8];
+    snprintf(code, sizeof code, "%d", r.status);
+    const char *labels[3] = {method_label(ri->request_method), path_label, code};
+    dsync_series_add(dsync_metric_series(s->requests, labels, 3), 1);
+    dsync_series_observe(dsync_metric_series1(s->duration, path_label),
+                         (double)(ut_now_ns() - start) / 1e9);
+    /* Non-zero: the request is handled; civetweb does nothing more. */
+    return r.status ? r.status : 1;
+}
+
+static int log_message(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    fprintf(stderr, "dsyncd: civetweb: %s\n", message);
+    return 1;
+}
+
+int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_route *routes,
+               size_t n, char *err, size_t errlen)
+{
+    g_routes = routes;
+    g_n_routes = n;
+    s->node = node;
+    s->cfg = cfg;
+    dsync_metrics *m = dsync_node_metrics_registry(node);
+    s->requests = dsync_metrics_counter(m, "http_requests_total",
+                                        "HTTP requests by method, path and status code.",
+                                        "method,path,code");
+    s->duration = dsync_metrics_histogram(m, "http_request_duration_seconds",
+                                          "HTTP request latency by path.", "path",
+                                          dsync_metrics_latency_bounds,
+                                          dsync_metrics_latency_n_bounds);
+    if (!s->requests || !s->duration) {
+        snprintf(err, errlen, "cannot register HTTP metrics");
+        return DSYNC_ENOMEM;
+    }
+
+    char threads[16], timeout[24];
+    snprintf(threads, sizeof threads, "%u", cfg->http_threads);
+    snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)cfg->http_request_timeout_ms);
+    /* No document_root: dsyncd serves no files (CVE-2025-55763). */
+    const char *options[] = {
+        "listening_ports", cfg->http_addr,
+        "num_threads", threads,
+        "request_timeout_ms", timeout,
+        "enable_keep_alive", "yes",
+        "keep_alive_timeout_ms", "30000",
+        "tcp_nodelay", "1",
+        NULL,
+    };
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = log_message;
+    mg_init_library(0);
+    unsigned ecode = 0;
+    char etext[256] = "";
+    struct mg_error_data ed = {.code = &ecode, .text = etext, .text_buffer_size = sizeof etext};
+    struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
+    s->ctx = mg_start2(&init, &ed);
+    if (!s->ctx) {
+        snprintf(err, errlen, "cannot serve HTTP on %s: %s", cfg->http_addr,
+                 etext[0] ? etext : "unknown error");
+        mg_exit_library();
+        return DSYNC_EIO;
+    }
+    mg_set_request_handler(s->ctx, "/", dispatch, s);
+    return 0;
+}
+
+void http_stop(srv *s)
+{
+    if (s->ctx) {
+        mg_stop(s->ctx);
+        s->ctx = NULL;
+        mg_exit_library();
+    }
+}

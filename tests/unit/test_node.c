@@ -1,0 +1,255 @@
+/*
+ * test_node.c: the node runtime: calls from many threads reach the loop,
+ * blocking acquires wake on grants and on their deadline, leases end by
+ * themselves, and close fails what is still waiting.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "dsync.h"
+#include "util/util.h"
+
+static int open_node(void **state)
+{
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    dsync_node *n;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    *state = n;
+    return 0;
+}
+
+static int close_node(void **state)
+{
+    dsync_node_close(*state);
+    return 0;
+}
+
+static dsync_lock_result acquire(dsync_node *n, const char *client, const char *key,
+                                 dsync_lock_mode mode, uint64_t ttl, uint64_t wait)
+{
+    dsync_lock_request req = {key, client, mode, ttl, wait};
+    dsync_lock_result res;
+    assert_int_equal(dsync_lock_acquire(n, &req, &res), 0);
+    return res;
+}
+
+static void test_acquire_and_release_round_trip_through_the_loop(void **state)
+{
+    dsync_node *n = *state;
+    dsync_lock_result r = acquire(n, "c1", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
+    assert_int_equal(r.status, DSYNC_LOCK_GRANTED);
+    assert_true(r.fencing_token > 0);
+    /* Default lease applies when ttl_ms is 0. */
+    assert_in_range(r.lease_ms, 1, 30000);
+    int was_waiting = -1;
+    assert_int_equal(dsync_lock_release(n, "k", "c1", &was_waiting), 0);
+    assert_int_equal(was_waiting, 0);
+    assert_int_equal(dsync_lock_release(n, "k", "c1", NULL), DSYNC_ENOTFOUND);
+}
+
+static void test_bad_arguments_are_refused_without_change(void **state)
+{
+    dsync_node *n = *state;
+    dsync_lock_request bad[] = {
+        {"", "c", DSYNC_LOCK_SHARED, 0, 0},
+        {"k", "", DSYNC_LOCK_SHARED, 0, 0},
+        {"k", "c", (dsync_lock_mode)7, 0, 0},
+        {"k", "c", DSYNC_LOCK_SHARED, 86400001ULL * 1000, 0}, /* over the max ttl */
+        {"k", "c", DSYNC_LOCK_SHARED, 0, 3600001ULL * 1000},  /* over the max wait */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dsync_lock_result res;
+        assert_int_equal(dsync_lock_acquire(n, &bad[i], &res), DSYNC_EINVAL);
+    }
+    dsync_lock_state st;
+    assert_int_equal(dsync_lock_state_get(n, &st), 0);
+    assert_int_equal(st.n_locks, 0);
+    dsync_lock_state_free(&st);
+}
+
+typedef struct {
+    dsync_node *node;
+    dsync_lock_result res;
+    int rc;
+} waiter_arg;
+
+static void *blocking_acquire(void *p)
+{
+    waiter_arg *a = p;
+    dsync_lock_request req = {"k", "w", DSYNC_LOCK_EXCLUSIVE, 0, 10000};
+    a->rc = dsync_lock_acquire(a->node, &req, &a->res);
+    return NULL;
+}
+
+/* Polls the lock state until the waiter shows up, bounded. */
+static void wait_for_waiters(dsync_node *n, size_t count)
+{
+    uint64_t deadline = ut_now_ms() + 5000;
+    for (;;) {
+        dsync_lock_state st;
+        assert_int_equal(dsync_lock_state_get(n, &st), 0);
+        size_t w = st.n_locks ? st.locks[0].n_waiters : 0;
+        dsync_lock_state_free(&st);
+        if (w == count)
+            return;
+        assert_true(ut_now_ms() < deadline);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void test_blocking_acquire_wakes_on_the_release(void **state)
+{
+    dsync_node *n = *state;
+    dsync_lock_result first = acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
+    waiter_arg a = {.node = n};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, blocking_acquire, &a), 0);
+    wait_for_waiters(n, 1);
+    assert_int_equal(dsync_lock_release(n, "k", "h", NULL), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.res.status, DSYNC_LOCK_GRANTED);
+    assert_true(a.res.fencing_token > first.fencing_token);
+}
+
+static void test_blocking_acquire_answers_waiting_at_its_deadline(void **state)
+{
+    dsync_node *n = *state;
+    acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
+    uint64_t start = ut_now_ms();
+    dsync_lock_result r = acquire(n, "w", "k", DSYNC_LOCK_EXCLUSIVE, 0, 150);
+    uint64_t took = ut_now_ms() - start;
+    assert_int_equal(r.status, DSYNC_LOCK_WAITING);
+    assert_int_equal(r.position, 1);
+    assert_true(took >= 150);
+}
+
+static void test_an_unrenewed_lease_ends_and_grants_the_waiter(void **state)
+{
+    dsync_node *n = *state;
+    dsync_lock_result h = acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 100, 0);
+    assert_int_equal(h.status, DSYNC_LOCK_GRANTED);
+    /* Blocks until the holder's lease runs out, with nobody releasing. */
+    dsync_lock_result w = acquire(n, "w", "k", DSYNC_LOCK_EXCLUSIVE, 0, 10000);
+    assert_int_equal(w.status, DSYNC_LOCK_GRANTED);
+    assert_true(w.fencing_token > h.fencing_token);
+    assert_int_equal(dsync_lock_release(n, "k", "h", NULL), DSYNC_ENOTFOUND);
+}
+
+static void test_close_fails_a_call_that_is_still_waiting(void **state)
+{
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    dsync_node *n;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
+    waiter_arg a = {.node = n};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, blocking_acquire, &a), 0);
+    wait_for_waiters(n, 1);
+    dsync_node_close(n);
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, DSYNC_ECLOSED);
+}
+
+typedef struct {
+    dsync_node *node;
+    int id;
+    int *inside;
+    uint64_t *last_token;
+    pthread_mutex_t *mu;
+    int violations;
+} worker_arg;
+
+/* Each worker takes the X lock with a blocking acquire, checks nobody else
+ * is inside, and releases; tokens must rise in grant order. */
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    char client[16];
+    snprintf(client, sizeof client, "w%d", a->id);
+    for (int i = 0; i < 200; i++) {
+        dsync_lock_request req = {"hot", client, DSYNC_LOCK_EXCLUSIVE, 0, 10000};
+        dsync_lock_result res;
+        if (dsync_lock_acquire(a->node, &req, &res) != 0 || res.status != DSYNC_LOCK_GRANTED) {
+            a->violations++;
+            continue;
+        }
+        pthread_mutex_lock(a->mu);
+        if (*a->inside != 0 || res.fencing_token <= *a->last_token)
+            a->violations++;
+        *a->inside = 1;
+        *a->last_token = res.fencing_token;
+        pthread_mutex_unlock(a->mu);
+        pthread_mutex_lock(a->mu);
+        *a->inside = 0;
+        pthread_mutex_unlock(a->mu);
+        if (dsync_lock_release(a->node, "hot", client, NULL) != 0)
+            a->violations++;
+    }
+    return NULL;
+}
+
+static void test_many_threads_take_turns_on_one_exclusive_lock(void **state)
+{
+    dsync_node *n = *state;
+    enum { T = 8 };
+    pthread_t th[T];
+    worker_arg args[T];
+    int inside = 0;
+    uint64_t last = 0;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    for (int i = 0; i < T; i++) {
+        args[i] = (worker_arg){n, i, &inside, &last, &mu, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].violations, 0);
+    }
+    assert_true(last >= T * 200);
+}
+
+static void test_metrics_count_outcomes(void **state)
+{
+    dsync_node *n = *state;
+    acquire(n, "a", "k1", DSYNC_LOCK_SHARED, 0, 0);
+    acquire(n, "b", "k1", DSYNC_LOCK_EXCLUSIVE, 0, 0);
+    char *text;
+    size_t len;
+    assert_int_equal(dsync_node_metrics(n, &text, &len), 0);
+    assert_non_null(strstr(text, "locks_acquire_total{mode=\"S\",result=\"ok\"} 1\n"));
+    assert_non_null(strstr(text, "locks_acquire_total{mode=\"X\",result=\"wait\"} 1\n"));
+    assert_non_null(strstr(text, "locks_held 1\n"));
+    assert_non_null(strstr(text, "locks_waiting 1\n"));
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_acquire_and_release_round_trip_through_the_loop,
+                                        open_node, close_node),
+        cmocka_unit_test_setup_teardown(test_bad_arguments_are_refused_without_change, open_node,
+                                        close_node),
+        cmocka_unit_test_setup_teardown(test_blocking_acquire_wakes_on_the_release, open_node,
+                                        close_node),
+        cmocka_unit_test_setup_teardown(test_blocking_acquire_answers_waiting_at_its_deadline,
+                                        open_node, close_node),
+        cmocka_unit_test_setup_teardown(test_an_unrenewed_lease_ends_and_grants_the_waiter,
+                                        open_node, close_node),
+        cmocka_unit_test(test_close_fails_a_call_that_is_still_waiting),
+        cmocka_unit_test_setup_teardown(test_many_threads_take_turns_on_one_exclusive_lock,
+                                        open_node, close_node),
+        cmocka_unit_test_setup_teardown(test_metrics_count_outcomes, open_node, close_node),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

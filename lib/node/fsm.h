@@ -1,0 +1,75 @@
+/*
+ * fsm.h: lock commands as they travel in Raft log entries, and their
+ * application to the lock table.
+ *
+ * A command carries who proposed it (origin node, request sequence), so the
+ * node that is waiting for it can recognise its own entry when it applies,
+ * and the time the leader stamped on it, so every replica applies it at the
+ * same instant. Time in the table never goes backwards: apply uses the
+ * largest stamp seen so far.
+ *
+ * Encoding, little-endian: u8 version | u8 op | u64 origin | u64 seq |
+ * u64 now_ms | op fields. ACQUIRE: u8 mode, u64 ttl_ms, u64 wait_ms,
+ * u16 key length, key, u16 client length, client. RELEASE: key, client
+ * as above. EXPIRE: nothing more.
+ */
+#ifndef DSYNC_NODE_FSM_H
+#define DSYNC_NODE_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsync.h"
+#include "lock/lock.h"
+#include "util/util.h"
+
+#define FSM_VERSION 1
+
+typedef enum {
+    FSM_ACQUIRE = 1,
+    FSM_RELEASE = 2,
+    FSM_EXPIRE = 3, /* leader's lease sweep: lk_expire at now_ms */
+} fsm_op;
+
+typedef struct {
+    fsm_op op;
+    uint64_t origin; /* node id that proposed it */
+    uint64_t seq;    /* its request number on that node */
+    uint64_t now_ms; /* leader's wall clock when proposed */
+    dsync_lock_mode mode;
+    uint64_t ttl_ms;
+    uint64_t wait_ms;
+    char key[DSYNC_LOCK_KEY_MAX + 1];
+    char client_id[DSYNC_CLIENT_ID_MAX + 1];
+} fsm_cmd;
+
+/* Appends the encoding of cmd to b. */
+int fsm_encode(const fsm_cmd *cmd, ut_buf *b);
+/* Decodes; DSYNC_ECORRUPT on anything malformed (bad version, op, mode,
+ * lengths, trailing bytes). */
+int fsm_decode(const void *data, size_t len, fsm_cmd *cmd);
+
+/* The result of applying one command, for the node that waits on it. */
+typedef struct {
+    int rc;
+    dsync_lock_result lock;
+    int was_waiting;
+} fsm_result;
+
+typedef struct {
+    lk_table *locks;
+    uint64_t clock_ms; /* largest now_ms applied: the table's time */
+    uint64_t applied_index;
+} fsm;
+
+int fsm_init(fsm *f);
+void fsm_close(fsm *f);
+/* Applies one command; fills res. Deterministic in (state, cmd). */
+void fsm_apply(fsm *f, const fsm_cmd *cmd, fsm_result *res);
+
+/* Snapshot of the whole machine (clock + lock table); restore leaves f
+ * unchanged on DSYNC_ECORRUPT. */
+int fsm_snapshot(const fsm *f, ut_buf *b);
+int fsm_restore(fsm *f, const void *data, size_t len);
+
+#endif

@@ -13,6 +13,8 @@ CC      ?= cc
 PREFIX  ?= /usr/local
 SAN     ?=
 SIM_SEEDS ?= 300
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
@@ -66,28 +68,33 @@ lib: $(LIBA)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIBA): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@
-	ar rcs $@ $^
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(DSYNCD): $(SERVER_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBA) -lcivetweb $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBA) -lcivetweb $(LIBS)
 
 $(BIN)/%: $(BUILD)/examples/%.o $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBA) -lcmocka $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBA) -lcmocka $(LIBS)
 
 $(BUILD)/tests/test_integ_%: $(BUILD)/tests/integration/test_integ_%.o $(INTEG_LIB_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_LIB_OBJ) $(LIBA) -lcmocka $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(INTEG_LIB_OBJ) $(LIBA) -lcmocka $(LIBS)
 
 # ---- tests ---------------------------------------------------------------
 
@@ -96,7 +103,10 @@ test:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory check
 
-check: test-unit test-integration
+# Every test binary in one run, so one closing line sums up the suite.
+check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES)
+	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
+	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN)
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)

@@ -272,10 +272,9 @@ void dsync_config_defaults(dsync_config *cfg)
  * blank or comment line, -1 for a malformed one. */
 static int parse_env_line(char *line, char **name, char **value)
 {
+    line[strcspn(line, "\r\n")] = '\0';
     char *s = (char *)trim(line);
-    size_t n = strlen(s);
-    if (n && s[n - 1] == '\r')
-        s[--n] = '\0';
+    size_t n;
     if (!*s || *s == '#')
         return 0;
     if (strncmp(s, "export ", 7) == 0)

@@ -106,7 +106,7 @@ static void test_hash_spreads_similar_keys(void **state)
 {
     /* Keys differing in one character land in different top bits. */
     int top_bits[16] = {0};
-    char key[16];
+    char key[32];
     for (int i = 0; i < 1600; i++) {
         snprintf(key, sizeof key, "topic-%d", i);
         top_bits[ut_hash64(key, strlen(key), 0) >> 60]++;

@@ -59,7 +59,8 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
 
-.PHONY: all lib test check test-unit test-integration test-asan run run-cluster bench \
+
+.PHONY: all lib test check test-unit test-integration test-asan test-valgrind run run-cluster bench \
         install uninstall clean deps format
 
 all: $(LIBA) $(DSYNCD) $(EXAMPLES)
@@ -120,6 +121,11 @@ test-asan:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) --no-print-directory SAN=1 check
+
+# Unit tests under valgrind's memcheck (fewer simulation seeds: it is ~30x slower).
+test-valgrind: $(UNIT_BIN)
+	@DSYNC_SIM_SEEDS=20 VALGRIND="valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
+	    scripts/run-tests.sh valgrind $(UNIT_BIN)
 
 # ---- running -------------------------------------------------------------
 

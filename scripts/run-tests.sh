@@ -2,6 +2,7 @@
 # Runs cmocka test binaries one after another and sums up their results.
 # Each binary prints "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s)...";
 # a binary that dies before its summary counts as one failure.
+# VALGRIND, when set, is a command prefix (make test-valgrind).
 # Usage: run-tests.sh LABEL BINARY...
 set -u
 label=$1; shift
@@ -12,7 +13,7 @@ for t in "$@"; do
     name=$(basename "$t")
     echo "=== $label: $name"
     start=$(date +%s)
-    "$t" 2>&1 | tee "$log"
+    ${VALGRIND:-} "$t" 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)

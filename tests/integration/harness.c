@@ -1,0 +1,412 @@
+/*
+ * harness.c: start, stop and talk to real dsyncd processes (see harness.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define MAX_TRACKED 32
+static pid_t tracked[MAX_TRACKED];
+static bool atexit_installed;
+
+static void kill_leftovers(void)
+{
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (tracked[i] > 0) {
+            kill(tracked[i], SIGKILL);
+            waitpid(tracked[i], NULL, 0);
+            tracked[i] = 0;
+        }
+    }
+}
+
+static void track(pid_t pid, bool add)
+{
+    if (!atexit_installed) {
+        atexit(kill_leftovers);
+        atexit_installed = true;
+    }
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (add && tracked[i] == 0) {
+            tracked[i] = pid;
+            return;
+        }
+        if (!add && tracked[i] == pid) {
+            tracked[i] = 0;
+            return;
+        }
+    }
+}
+
+long long h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+bool h_wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
+{
+    long long deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        if (cond(arg))
+            return true;
+        if (h_now_ms() >= deadline)
+            return false;
+        sleep_ms(10);
+    }
+}
+
+const char *h_dsyncd_path(void)
+{
+    const char *p = getenv("DSYNCD");
+    return p && *p ? p : "bin/dsyncd";
+}
+
+int h_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+void h_node_init(h_node *n, int node_id, const char *const *extra)
+{
+    memset(n, 0, sizeof *n);
+    n->node_id = node_id;
+    n->http_port = h_free_port();
+    n->peer_port = h_free_port();
+    strcpy(n->dir, "/tmp/dsync-integ-XXXXXX");
+    if (!mkdtemp(n->dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+    snprintf(n->log_path, sizeof n->log_path, "%s/dsyncd.log", n->dir);
+    for (int i = 0; extra && extra[i] && i < H_MAX_ENV; i++)
+        snprintf(n->extra_env[n->n_extra++], sizeof n->extra_env[0], "%s", extra[i]);
+}
+
+void h_node_print_log(const h_node *n)
+{
+    FILE *f = fopen(n->log_path, "r");
+    if (!f)
+        return;
+    char lines[20][512];
+    int count = 0;
+    while (fgets(lines[count % 20], sizeof lines[0], f))
+        count++;
+    fclose(f);
+    fprintf(stderr, "--- last lines of %s ---\n", n->log_path);
+    for (int i = count > 20 ? count - 20 : 0; i < count; i++)
+        fputs(lines[i % 20], stderr);
+}
+
+static bool health_ok(void *arg)
+{
+    h_node *n = arg;
+    int st = 0;
+    /* A node that died will never answer: stop polling. */
+    if (waitpid(n->pid, &st, WNOHANG) == n->pid) {
+        track(n->pid, false);
+        n->pid = 0;
+        return true;
+    }
+    h_resp r;
+    h_http(n, "GET", "/health", NULL, "", &r);
+    bool ok = r.status == 200;
+    h_resp_free(&r);
+    return ok;
+}
+
+int h_node_start(h_node *n)
+{
+    const char *bin = h_dsyncd_path();
+    char abs_bin[1024];
+    if (bin[0] != '/' && realpath(bin, abs_bin))
+        bin = abs_bin;
+    char env[H_MAX_ENV + 12][600];
+    char *envp[H_MAX_ENV + 13];
+    int k = 0;
+    snprintf(env[k++], sizeof env[0], "DSYNC_NODE_ID=%d", n->node_id);
+    snprintf(env[k++], sizeof env[0], "DSYNC_HTTP_ADDR=127.0.0.1:%d", n->http_port);
+    snprintf(env[k++], sizeof env[0], "DSYNC_PEER_ADDR=127.0.0.1:%d", n->peer_port);
+    snprintf(env[k++], sizeof env[0], "DSYNC_PEERS=%s", n->peers);
+    snprintf(env[k++], sizeof env[0], "DSYNC_DATA_DIR=%s/data", n->dir);
+    snprintf(env[k++], sizeof env[0], "DSYNC_LOG_LEVEL=info");
+    snprintf(env[k++], sizeof env[0], "PATH=/usr/bin:/bin");
+    const char *asan = getenv("ASAN_OPTIONS");
+    if (asan)
+        snprintf(env[k++], sizeof env[0], "ASAN_OPTIONS=%s", asan);
+    const char *ubsan = getenv("UBSAN_OPTIONS");
+    if (ubsan)
+        snprintf(env[k++], sizeof env[0], "UBSAN_OPTIONS=%s", ubsan);
+    for (int i = 0; i < n->n_extra; i++)
+        snprintf(env[k++], sizeof env[0], "%s", n->extra_env[i]);
+    for (int i = 0; i < k; i++)
+        envp[i] = env[i];
+    envp[k] = NULL;
+
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        if (chdir(n->dir) != 0)
+            _exit(126);
+        char *argv[] = {(char *)bin, NULL};
+        execve(bin, argv, envp);
+        _exit(127);
+    }
+    n->pid = pid;
+    track(pid, true);
+    /* Generous: the ASan build starts slowly on a loaded machine. */
+    if (!h_wait_until(health_ok, n, 15000) || n->pid == 0) {
+        fprintf(stderr, "dsyncd (node %d, http %d) did not become healthy\n", n->node_id,
+                n->http_port);
+        h_node_print_log(n);
+        if (n->pid)
+            h_node_kill9(n);
+        return -1;
+    }
+    return 0;
+}
+
+static int reap(h_node *n, int sig, int timeout_ms)
+{
+    if (n->pid <= 0)
+        return 0;
+    kill(n->pid, sig);
+    long long deadline = h_now_ms() + timeout_ms;
+    int st = 0, clean = 0;
+    while (waitpid(n->pid, &st, WNOHANG) == 0) {
+        if (h_now_ms() >= deadline) {
+            fprintf(stderr, "dsyncd (node %d) ignored signal %d for %d ms\n", n->node_id, sig,
+                    timeout_ms);
+            kill(n->pid, SIGKILL);
+            waitpid(n->pid, &st, 0);
+            clean = -1;
+            break;
+        }
+        sleep_ms(5);
+    }
+    /* A clean stop exits 0; anything else (a sanitizer report, a crash)
+     * fails the test that stopped it. */
+    if (sig != SIGKILL && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+        fprintf(stderr, "dsyncd (node %d) did not exit cleanly (status 0x%x)\n", n->node_id, st);
+        h_node_print_log(n);
+        clean = -1;
+    }
+    track(n->pid, false);
+    n->pid = 0;
+    return clean;
+}
+
+int h_node_stop(h_node *n)
+{
+    return reap(n, SIGTERM, 5000);
+}
+
+void h_node_kill9(h_node *n)
+{
+    reap(n, SIGKILL, 5000);
+}
+
+int h_node_destroy(h_node *n)
+{
+    int rc = h_node_stop(n);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", n->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", n->dir);
+    return rc;
+}
+
+/* ---- HTTP client ------------------------------------------------------- */
+
+static int connect_node(const h_node *n, int timeout_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)n->http_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void header_value(const char *head, const char *name, char *out, size_t cap)
+{
+    out[0] = '\0';
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+        const char *line = p + 2;
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            const char *end = strstr(v, "\r\n");
+            size_t len = end ? (size_t)(end - v) : strlen(v);
+            if (len >= cap)
+                len = cap - 1;
+            memcpy(out, v, len);
+            out[len] = '\0';
+            return;
+        }
+    }
+}
+
+/* Reads until EOF or timeout and parses one response. */
+static int read_response(int fd, h_resp *r)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1024 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    buf[len] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || !sep) {
+        free(buf);
+        return -1;
+    }
+    *sep = '\0';
+    r->status = atoi(buf + 9);
+    header_value(buf, "Content-Type", r->content_type, sizeof r->content_type);
+    header_value(buf, "Allow", r->allow, sizeof r->allow);
+    header_value(buf, "Retry-After", r->retry_after, sizeof r->retry_after);
+    header_value(buf, "Connection", r->connection, sizeof r->connection);
+    char cl[32];
+    header_value(buf, "Content-Length", cl, sizeof cl);
+    char *body = sep + 4;
+    size_t body_len = len - (size_t)(body - buf);
+    if (cl[0] && (size_t)atol(cl) < body_len)
+        body_len = (size_t)atol(cl);
+    r->body = malloc(body_len + 1);
+    memcpy(r->body, body, body_len);
+    r->body[body_len] = '\0';
+    r->body_len = body_len;
+    free(buf);
+    return 0;
+}
+
+int h_raw(const h_node *n, const void *data, size_t len, int timeout_ms, h_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd = connect_node(n, timeout_ms);
+    if (fd < 0)
+        return -1;
+    const char *p = data;
+    while (len > 0) {
+        ssize_t k = send(fd, p, len, MSG_NOSIGNAL);
+        if (k <= 0)
+            break; /* the server may close early (413): read what it said */
+        p += k;
+        len -= (size_t)k;
+    }
+    int rc = read_response(fd, r);
+    close(fd);
+    return rc;
+}
+
+int h_http(const h_node *n, const char *method, const char *path, const char *body,
+           const char *extra_headers, h_resp *r)
+{
+    size_t blen = body ? strlen(body) : 0;
+    size_t cap = blen + 1024 + (extra_headers ? strlen(extra_headers) : 0);
+    char *req = malloc(cap);
+    int hl = snprintf(req, cap,
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+                      "Content-Type: application/json\r\n",
+                      method, path, extra_headers ? extra_headers : "");
+    if (body)
+        hl += snprintf(req + hl, cap - (size_t)hl, "Content-Length: %zu\r\n", blen);
+    hl += snprintf(req + hl, cap - (size_t)hl, "\r\n");
+    if (body)
+        memcpy(req + hl, body, blen);
+    int rc = h_raw(n, req, (size_t)hl + blen, 10000, r);
+    free(req);
+    return rc;
+}
+
+void h_resp_free(h_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+json_t *h_json(const h_node *n, const char *method, const char *path, const char *body,
+               int *status)
+{
+    h_resp r;
+    h_http(n, method, path, body, "", &r);
+    if (status)
+        *status = r.status;
+    json_t *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    h_resp_free(&r);
+    return j;
+}
+
+double h_metric(const h_node *n, const char *series)
+{
+    h_resp r;
+    h_http(n, "GET", "/metrics", NULL, "", &r);
+    double v = -1;
+    size_t sl = strlen(series);
+    for (char *line = r.body; line && *line;) {
+        char *end = strchr(line, '\n');
+        if (strncmp(line, series, sl) == 0 && line[sl] == ' ') {
+            v = atof(line + sl + 1);
+            break;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    h_resp_free(&r);
+    return v;
+}

@@ -218,7 +218,7 @@ static void test_releasing_an_upgrading_reader_drops_both_its_hold_and_its_wait(
  * last request closes the cycle and must be refused without a trace. */
 static void deadlock_of_length(lk_table *t, int n)
 {
-    char c[8][8], k[8][8];
+    char c[8][16], k[8][16];
     for (int i = 0; i < n; i++) {
         snprintf(c[i], sizeof c[i], "c%d", i);
         snprintf(k[i], sizeof k[i], "k%d", i);

@@ -363,7 +363,7 @@ static bool restore_into(lk_table *t, const void *data, size_t len)
      * requests in seq order, the order they were made in. */
     if (ok && lk_heap_reserve(t, n_all) != 0)
         ok = false;
-    if (ok)
+    if (ok && n_all > 1)
         qsort(all, n_all, sizeof *all, cmp_seq);
     for (size_t i = 0; ok && i < n_all; i++)
         if (i > 0 && all[i - 1]->seq == all[i]->seq)

@@ -16,10 +16,8 @@ const char *dsync_lock_mode_name(dsync_lock_mode mode)
 
 dsync_lock_mode dsync_lock_mode_parse(const char *name)
 {
-    if (name && strcmp(name, "S") == 0)
-        return DSYNC_LOCK_SHARED;
-    if (name && strcmp(name, "X") == 0)
-        return DSYNC_LOCK_EXCLUSIVE;
+    if (name && strcmp(name, "S") == 0) return DSYNC_LOCK_SHARED;
+    if (name && strcmp(name, "X") == 0) return DSYNC_LOCK_EXCLUSIVE;
     return (dsync_lock_mode)0;
 }
 
@@ -32,8 +30,7 @@ static int cmp_lock(const void *a, const void *b)
 static lk_lock **sorted_locks(const lk_table *t)
 {
     lk_lock **v = malloc((t->locks.count ? t->locks.count : 1) * sizeof *v);
-    if (!v)
-        return NULL;
+    if (!v) return NULL;
     size_t n = 0;
     void *val;
     for (size_t it = 0; ut_map_next(&t->locks, &it, NULL, &val);)
@@ -53,8 +50,7 @@ typedef struct {
 static void add_edge(void *ctx, const lk_req *w, const lk_req *b)
 {
     edge_sink *s = ctx;
-    if (s->oom)
-        return;
+    if (s->oom) return;
     if (s->out->n_edges == s->cap) {
         size_t ncap = s->cap ? s->cap * 2 : 16;
         dsync_wait_edge *ne = realloc(s->out->edges, ncap * sizeof *ne);
@@ -70,16 +66,14 @@ static void add_edge(void *ctx, const lk_req *w, const lk_req *b)
     e->holder = ut_strdup(b->client->id);
     e->key = ut_strdup(w->lock->key);
     s->out->n_edges++;
-    if (!e->waiter || !e->holder || !e->key)
-        s->oom = true;
+    if (!e->waiter || !e->holder || !e->key) s->oom = true;
 }
 
 static bool fill_parties(const lk_list *list, dsync_lock_party **out, size_t *n, uint64_t now)
 {
     *n = 0;
     *out = calloc(list->n ? list->n : 1, sizeof **out);
-    if (!*out)
-        return false;
+    if (!*out) return false;
     for (const lk_req *r = list->head; r; r = r->next) {
         dsync_lock_party *p = &(*out)[(*n)++];
         p->client_id = ut_strdup(r->client->id);
@@ -87,8 +81,7 @@ static bool fill_parties(const lk_list *list, dsync_lock_party **out, size_t *n,
         p->fencing_token = r->waiting ? 0 : r->token;
         p->lease_ms = r->deadline > now ? r->deadline - now : 0;
         p->upgrade = r->upgrade;
-        if (!p->client_id)
-            return false;
+        if (!p->client_id) return false;
     }
     return true;
 }
@@ -97,8 +90,7 @@ int lk_state(const lk_table *t, uint64_t now_ms, dsync_lock_state *out)
 {
     memset(out, 0, sizeof *out);
     lk_lock **locks = sorted_locks(t);
-    if (!locks)
-        return DSYNC_ENOMEM;
+    if (!locks) return DSYNC_ENOMEM;
     size_t n = t->locks.count;
     out->locks = calloc(n ? n : 1, sizeof *out->locks);
     bool ok = out->locks != NULL;
@@ -131,8 +123,7 @@ static void free_parties(dsync_lock_party *p, size_t n)
 
 void dsync_lock_state_free(dsync_lock_state *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     for (size_t i = 0; i < s->n_locks; i++) {
         free(s->locks[i].key);
         free_parties(s->locks[i].holders, s->locks[i].n_holders);
@@ -159,103 +150,41 @@ void dsync_lock_state_free(dsync_lock_state *s)
 #define SNAP_MAGIC 0x42544b4cu
 #define SNAP_VERSION 1u
 
-static void w8(ut_buf *b, uint8_t v)
-{
-    ut_buf_append(b, &v, 1);
-}
-
-static void w32(ut_buf *b, uint32_t v)
-{
-    unsigned char p[4];
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-    ut_buf_append(b, p, 4);
-}
-
-static void w64(ut_buf *b, uint64_t v)
-{
-    w32(b, (uint32_t)v);
-    w32(b, (uint32_t)(v >> 32));
-}
-
-static void wstr(ut_buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    w8(b, (uint8_t)n);
-    w8(b, (uint8_t)(n >> 8));
-    ut_buf_append(b, s, n);
-}
-
 static void write_req(ut_buf *b, const lk_req *r)
 {
-    wstr(b, r->client->id);
-    w8(b, (uint8_t)r->mode);
-    w8(b, r->upgrade ? 1 : 0);
-    w64(b, r->token);
-    w64(b, r->deadline);
-    w64(b, r->ttl_ms);
-    w64(b, r->seq);
+    ut_buf_put_str16(b, r->client->id);
+    ut_buf_put_le(b, (uint8_t)r->mode, 1);
+    ut_buf_put_le(b, r->upgrade ? 1 : 0, 1);
+    ut_buf_put_le(b, r->token, 8);
+    ut_buf_put_le(b, r->deadline, 8);
+    ut_buf_put_le(b, r->ttl_ms, 8);
+    ut_buf_put_le(b, r->seq, 8);
 }
 
 int lk_table_snapshot(const lk_table *t, ut_buf *b)
 {
     lk_lock **locks = sorted_locks(t);
-    if (!locks)
-        return DSYNC_ENOMEM;
+    if (!locks) return DSYNC_ENOMEM;
     size_t start = b->len;
-    w32(b, SNAP_MAGIC);
-    w32(b, SNAP_VERSION);
-    w64(b, t->next_token);
-    w64(b, t->next_seq);
-    w32(b, (uint32_t)t->locks.count);
+    ut_buf_put_le(b, SNAP_MAGIC, 4);
+    ut_buf_put_le(b, SNAP_VERSION, 4);
+    ut_buf_put_le(b, t->next_token, 8);
+    ut_buf_put_le(b, t->next_seq, 8);
+    ut_buf_put_le(b, (uint32_t)t->locks.count, 4);
     for (size_t i = 0; i < t->locks.count; i++) {
         const lk_lock *l = locks[i];
-        wstr(b, l->key);
-        w32(b, (uint32_t)l->holders.n);
+        ut_buf_put_str16(b, l->key);
+        ut_buf_put_le(b, (uint32_t)l->holders.n, 4);
         for (const lk_req *r = l->holders.head; r; r = r->next)
             write_req(b, r);
-        w32(b, (uint32_t)l->waiters.n);
+        ut_buf_put_le(b, (uint32_t)l->waiters.n, 4);
         for (const lk_req *r = l->waiters.head; r; r = r->next)
             write_req(b, r);
     }
     free(locks);
-    if (b->oom)
-        return DSYNC_ENOMEM;
-    w32(b, ut_crc32c(0, b->data + start, b->len - start));
+    if (b->oom) return DSYNC_ENOMEM;
+    ut_buf_put_le(b, ut_crc32c(0, b->data + start, b->len - start), 4);
     return b->oom ? DSYNC_ENOMEM : 0;
-}
-
-typedef struct {
-    const unsigned char *p;
-    size_t left;
-    bool bad;
-} rd;
-
-static uint64_t rn(rd *r, int bytes)
-{
-    if (r->left < (size_t)bytes) {
-        r->bad = true;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)r->p[i] << (8 * i);
-    r->p += bytes;
-    r->left -= (size_t)bytes;
-    return v;
-}
-
-static void rstr(rd *r, char *out, size_t max)
-{
-    size_t n = (size_t)rn(r, 2);
-    if (r->bad || n == 0 || n > max || n > r->left || memchr(r->p, '\0', n)) {
-        r->bad = true;
-        return;
-    }
-    memcpy(out, r->p, n);
-    out[n] = '\0';
-    r->p += n;
-    r->left -= n;
 }
 
 static int cmp_seq(const void *a, const void *b)
@@ -266,12 +195,13 @@ static int cmp_seq(const void *a, const void *b)
 
 /* Reads one request into a fresh lk_req tied to lock l (client linked
  * later, in seq order). */
-static lk_req *read_req(rd *r, lk_table *t, lk_lock *l, bool waiting)
+static lk_req *read_req(ut_reader *r, lk_table *t, lk_lock *l, bool waiting)
 {
     char client[DSYNC_CLIENT_ID_MAX + 1];
-    rstr(r, client, DSYNC_CLIENT_ID_MAX);
-    uint8_t mode = (uint8_t)rn(r, 1), flags = (uint8_t)rn(r, 1);
-    uint64_t token = rn(r, 8), deadline = rn(r, 8), ttl = rn(r, 8), seq = rn(r, 8);
+    ut_read_str16(r, client, DSYNC_CLIENT_ID_MAX);
+    uint8_t mode = (uint8_t)ut_read_le(r, 1), flags = (uint8_t)ut_read_le(r, 1);
+    uint64_t token = ut_read_le(r, 8), deadline = ut_read_le(r, 8), ttl = ut_read_le(r, 8),
+             seq = ut_read_le(r, 8);
     if (r->bad || (mode != DSYNC_LOCK_SHARED && mode != DSYNC_LOCK_EXCLUSIVE) || flags > 1 ||
         (flags && !waiting) || ttl == 0 || seq >= t->next_seq || (!waiting && token == 0) ||
         token >= t->next_token) {
@@ -300,16 +230,15 @@ static lk_req *read_req(rd *r, lk_table *t, lk_lock *l, bool waiting)
 /* Builds a table from the bytes into t (empty); false when malformed. */
 static bool restore_into(lk_table *t, const void *data, size_t len)
 {
-    rd r = {data, len - 4, false};
-    if (len < 4 + 28 || ut_crc32c(0, data, len - 4) != (uint32_t)rn(&(rd){(const unsigned char *)data + len - 4, 4, false}, 4))
+    const unsigned char *bytes = data;
+    if (len < 4 + 28 || ut_crc32c(0, bytes, len - 4) != (uint32_t)ut_get_le(bytes + len - 4, 4))
         return false;
-    if (rn(&r, 4) != SNAP_MAGIC || rn(&r, 4) != SNAP_VERSION)
-        return false;
-    t->next_token = rn(&r, 8);
-    t->next_seq = rn(&r, 8);
-    uint32_t n_locks = (uint32_t)rn(&r, 4);
-    if (r.bad || t->next_token == 0)
-        return false;
+    ut_reader r = {bytes, len - 4, false};
+    if (ut_read_le(&r, 4) != SNAP_MAGIC || ut_read_le(&r, 4) != SNAP_VERSION) return false;
+    t->next_token = ut_read_le(&r, 8);
+    t->next_seq = ut_read_le(&r, 8);
+    uint32_t n_locks = (uint32_t)ut_read_le(&r, 4);
+    if (r.bad || t->next_token == 0) return false;
     /* All requests, linked to their clients at the end in seq order. */
     lk_req **all = NULL;
     size_t n_all = 0, cap = 0;
@@ -317,7 +246,7 @@ static bool restore_into(lk_table *t, const void *data, size_t len)
     char prev_key[DSYNC_LOCK_KEY_MAX + 1] = "";
     for (uint32_t i = 0; ok && i < n_locks; i++) {
         char key[DSYNC_LOCK_KEY_MAX + 1];
-        rstr(&r, key, DSYNC_LOCK_KEY_MAX);
+        ut_read_str16(&r, key, DSYNC_LOCK_KEY_MAX);
         if (r.bad || (i > 0 && strcmp(prev_key, key) >= 0)) {
             ok = false;
             break;
@@ -329,7 +258,7 @@ static bool restore_into(lk_table *t, const void *data, size_t len)
             break;
         }
         for (int waiting = 0; ok && waiting < 2; waiting++) {
-            uint32_t n = (uint32_t)rn(&r, 4);
+            uint32_t n = (uint32_t)ut_read_le(&r, 4);
             if (r.bad || n > r.left / 36) {
                 ok = false;
                 break;
@@ -354,20 +283,15 @@ static bool restore_into(lk_table *t, const void *data, size_t len)
                 lk_list_push_back(waiting ? &l->waiters : &l->holders, q);
             }
         }
-        if (ok && l->holders.n + l->waiters.n == 0)
-            ok = false;
+        if (ok && l->holders.n + l->waiters.n == 0) ok = false;
     }
-    if (r.bad || r.left != 0)
-        ok = false;
+    if (r.bad || r.left != 0) ok = false;
     /* Lock lists keep the file's order; clients and the heap get their
      * requests in seq order, the order they were made in. */
-    if (ok && lk_heap_reserve(t, n_all) != 0)
-        ok = false;
-    if (ok && n_all > 1)
-        qsort(all, n_all, sizeof *all, cmp_seq);
+    if (ok && lk_heap_reserve(t, n_all) != 0) ok = false;
+    if (ok && n_all > 1) qsort(all, n_all, sizeof *all, cmp_seq);
     for (size_t i = 0; ok && i < n_all; i++)
-        if (i > 0 && all[i - 1]->seq == all[i]->seq)
-            ok = false;
+        if (i > 0 && all[i - 1]->seq == all[i]->seq) ok = false;
     for (size_t i = 0; i < n_all; i++) {
         if (ok) {
             lk_req_link_rest(t, all[i]);
@@ -384,12 +308,10 @@ static bool restore_into(lk_table *t, const void *data, size_t len)
 int lk_table_restore(lk_table *t, const void *data, size_t len)
 {
     lk_table *fresh = lk_table_new();
-    if (!fresh)
-        return DSYNC_ENOMEM;
+    if (!fresh) return DSYNC_ENOMEM;
     bool ok = restore_into(fresh, data, len);
     char err[160];
-    if (ok)
-        ok = lk_check_invariants(fresh, err, sizeof err) == 0;
+    if (ok) ok = lk_check_invariants(fresh, err, sizeof err) == 0;
     if (!ok) {
         lk_table_free(fresh);
         return DSYNC_ECORRUPT;
@@ -431,8 +353,7 @@ int lk_check_invariants(const lk_table *t, char *err, size_t errlen)
                 if (o->client == h->client)
                     return bad(err, errlen, "a client holds a key twice", l->key);
         }
-        if (n != l->holders.n)
-            return bad(err, errlen, "holder count is wrong", l->key);
+        if (n != l->holders.n) return bad(err, errlen, "holder count is wrong", l->key);
         if (nx > 0 && l->holders.n > 1)
             return bad(err, errlen, "an X holder shares the key", l->key);
         n = 0;
@@ -445,8 +366,7 @@ int lk_check_invariants(const lk_table *t, char *err, size_t errlen)
             if (w->upgrade != holds || (w->upgrade && w->mode != DSYNC_LOCK_EXCLUSIVE))
                 return bad(err, errlen, "an upgrade flag disagrees with the holders", l->key);
         }
-        if (n != l->waiters.n)
-            return bad(err, errlen, "waiter count is wrong", l->key);
+        if (n != l->waiters.n) return bad(err, errlen, "waiter count is wrong", l->key);
         const lk_req *w = l->waiters.head;
         if (w) {
             bool grantable;
@@ -463,8 +383,7 @@ int lk_check_invariants(const lk_table *t, char *err, size_t errlen)
         holders += l->holders.n;
         waiters += l->waiters.n;
     }
-    if (holders != t->n_holders || waiters != t->n_waiters ||
-        holders + waiters != t->heap_n)
+    if (holders != t->n_holders || waiters != t->n_waiters || holders + waiters != t->heap_n)
         return bad(err, errlen, "table counts disagree with the locks", NULL);
     for (size_t i = 0; i < t->heap_n; i++) {
         if (t->heap[i]->heap_idx != i)
@@ -482,8 +401,7 @@ int lk_check_invariants(const lk_table *t, char *err, size_t errlen)
             if (r->cnext && r->cnext->seq <= r->seq)
                 return bad(err, errlen, "a client list is out of order", r->lock->key);
         }
-        if (n != c->n || n == 0)
-            return bad(err, errlen, "a client count is wrong", c->id);
+        if (n != c->n || n == 0) return bad(err, errlen, "a client count is wrong", c->id);
         in_clients += n;
     }
     if (in_clients != t->heap_n)

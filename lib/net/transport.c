@@ -64,27 +64,14 @@ struct nt_transport {
     nt_stats stats;
 };
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int nt_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *port)
 {
     const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen)
-        return DSYNC_EINVAL;
+    if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen) return DSYNC_EINVAL;
     char *end;
     errno = 0;
     unsigned long p = strtoul(colon + 1, &end, 10);
-    if (errno || *end || end == colon + 1 || p == 0 || p > 65535)
-        return DSYNC_EINVAL;
+    if (errno || *end || end == colon + 1 || p == 0 || p > 65535) return DSYNC_EINVAL;
     memcpy(host, addr, (size_t)(colon - addr));
     host[colon - addr] = '\0';
     *port = (uint16_t)p;
@@ -94,8 +81,7 @@ int nt_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *port)
 static peer *find_peer(nt_transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return &t->peers[i];
+        if (t->peers[i].id == id) return &t->peers[i];
     return NULL;
 }
 
@@ -105,8 +91,7 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     struct addrinfo *res;
     char ps[8];
     snprintf(ps, sizeof ps, "%u", port);
-    if (getaddrinfo(host, ps, &hints, &res) != 0)
-        return -1;
+    if (getaddrinfo(host, ps, &hints, &res) != 0) return -1;
     memcpy(ss, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
@@ -117,11 +102,9 @@ int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen)
 {
     *out = NULL;
     nt_transport *t = calloc(1, sizeof *t);
-    if (!t)
-        return DSYNC_ENOMEM;
+    if (!t) return DSYNC_ENOMEM;
     t->opt = *opt;
-    if (!t->opt.max_outbox_bytes)
-        t->opt.max_outbox_bytes = 2 * (size_t)NT_MAX_FRAME;
+    if (!t->opt.max_outbox_bytes) t->opt.max_outbox_bytes = 2 * (size_t)NT_MAX_FRAME;
     t->listen_fd = -1;
     t->peers = calloc(opt->n_peers, sizeof *t->peers);
     if (!t->peers) {
@@ -169,8 +152,7 @@ int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen)
 
 static void out_down(nt_transport *t, peer *p, uint64_t now_ms)
 {
-    if (p->fd >= 0)
-        close(p->fd);
+    if (p->fd >= 0) close(p->fd);
     p->fd = -1;
     p->state = OUT_DOWN;
     p->outbox.len = 0;
@@ -188,17 +170,14 @@ static void in_close(nt_transport *t, size_t i)
 
 void nt_close(nt_transport *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     for (size_t i = 0; i < t->n_peers; i++) {
-        if (t->peers[i].fd >= 0)
-            close(t->peers[i].fd);
+        if (t->peers[i].fd >= 0) close(t->peers[i].fd);
         ut_buf_free(&t->peers[i].outbox);
     }
     while (t->n_in)
         in_close(t, t->n_in - 1);
-    if (t->listen_fd >= 0)
-        close(t->listen_fd);
+    if (t->listen_fd >= 0) close(t->listen_fd);
     free(t->in);
     free(t->peers);
     free(t->slot_kind);
@@ -206,19 +185,17 @@ void nt_close(nt_transport *t)
     free(t);
 }
 
-static int queue_frame(peer *p, uint8_t type, const void *p1, size_t n1, const void *p2,
-                       size_t n2)
+static int queue_frame(peer *p, uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2)
 {
     unsigned char hdr[NT_HEADER];
     hdr[0] = MAGIC0;
     hdr[1] = MAGIC1;
     hdr[2] = NT_VERSION;
     hdr[3] = type;
-    put_u32(hdr + 4, (uint32_t)(n1 + n2));
+    ut_put_le(hdr + 4, (uint32_t)(n1 + n2), 4);
     uint32_t crc = ut_crc32c(0, p1, n1);
-    if (n2)
-        crc = ut_crc32c(crc, p2, n2);
-    put_u32(hdr + 8, crc);
+    if (n2) crc = ut_crc32c(crc, p2, n2);
+    ut_put_le(hdr + 8, crc, 4);
     size_t before = p->outbox.len;
     if (ut_buf_append(&p->outbox, hdr, sizeof hdr) || (n1 && ut_buf_append(&p->outbox, p1, n1)) ||
         (n2 && ut_buf_append(&p->outbox, p2, n2))) {
@@ -261,12 +238,11 @@ static void dial(nt_transport *t, peer *p, uint64_t now_ms)
     }
 }
 
-int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t n1,
-             const void *p2, size_t n2)
+int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t n1, const void *p2,
+             size_t n2)
 {
     peer *p = find_peer(t, to);
-    if (!p || p->self)
-        return DSYNC_ENOTFOUND;
+    if (!p || p->self) return DSYNC_ENOTFOUND;
     if (p->drop || p->state == OUT_DOWN || n1 + n2 > NT_MAX_FRAME ||
         p->outbox.len - p->out_off + n1 + n2 > t->opt.max_outbox_bytes) {
         t->stats.frames_dropped++;
@@ -287,15 +263,12 @@ int nt_send(nt_transport *t, uint64_t to, uint8_t type, const void *payload, siz
 
 static bool ensure_slots(nt_transport *t, size_t n)
 {
-    if (n <= t->slot_cap)
-        return true;
+    if (n <= t->slot_cap) return true;
     uint8_t *k = realloc(t->slot_kind, n);
-    if (!k)
-        return false;
+    if (!k) return false;
     t->slot_kind = k;
     size_t *ix = realloc(t->slot_idx, n * sizeof *ix);
-    if (!ix)
-        return false;
+    if (!ix) return false;
     t->slot_idx = ix;
     t->slot_cap = n;
     return true;
@@ -304,8 +277,7 @@ static bool ensure_slots(nt_transport *t, size_t n)
 size_t nt_pollfds(nt_transport *t, struct pollfd *fds, size_t max)
 {
     size_t n = 0;
-    if (!ensure_slots(t, max))
-        return 0;
+    if (!ensure_slots(t, max)) return 0;
     if (n < max) {
         fds[n] = (struct pollfd){.fd = t->listen_fd, .events = POLLIN};
         t->slot_kind[n] = SLOT_LISTEN;
@@ -313,11 +285,9 @@ size_t nt_pollfds(nt_transport *t, struct pollfd *fds, size_t max)
     }
     for (size_t i = 0; i < t->n_peers && n < max; i++) {
         peer *p = &t->peers[i];
-        if (p->fd < 0)
-            continue;
+        if (p->fd < 0) continue;
         short ev = POLLIN;
-        if (p->state == OUT_CONNECTING || p->outbox.len > p->out_off)
-            ev |= POLLOUT;
+        if (p->state == OUT_CONNECTING || p->outbox.len > p->out_off) ev |= POLLOUT;
         fds[n] = (struct pollfd){.fd = p->fd, .events = ev};
         t->slot_kind[n] = SLOT_OUT;
         t->slot_idx[n++] = i;
@@ -334,8 +304,7 @@ static void accept_all(nt_transport *t)
 {
     for (;;) {
         int fd = accept4(t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
+        if (fd < 0) return;
         /* A cluster has a handful of peers; a flood of connections is not
          * one of them. */
         if (t->n_in >= 4 * t->n_peers + 16) {
@@ -365,13 +334,11 @@ static void accept_all(nt_transport *t)
 static void flush_out(nt_transport *t, peer *p, uint64_t now_ms)
 {
     while (p->out_off < p->outbox.len) {
-        ssize_t n = send(p->fd, p->outbox.data + p->out_off, p->outbox.len - p->out_off,
-                         MSG_NOSIGNAL);
+        ssize_t n =
+            send(p->fd, p->outbox.data + p->out_off, p->outbox.len - p->out_off, MSG_NOSIGNAL);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                out_down(t, p, now_ms);
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) out_down(t, p, now_ms);
             return;
         }
         p->out_off += (size_t)n;
@@ -389,24 +356,20 @@ static bool parse_frames(nt_transport *t, inbound *c, uint64_t now_ms)
     const unsigned char *d = (const unsigned char *)c->inbuf.data;
     while (c->inbuf.len - off >= NT_HEADER) {
         const unsigned char *h = d + off;
-        uint32_t len = get_u32(h + 4);
+        uint32_t len = (uint32_t)ut_get_le(h + 4, 4);
         if (h[0] != MAGIC0 || h[1] != MAGIC1 || h[2] != NT_VERSION || len > NT_MAX_FRAME)
             return false;
-        if (c->inbuf.len - off - NT_HEADER < len)
-            break;
+        if (c->inbuf.len - off - NT_HEADER < len) break;
         const unsigned char *payload = h + NT_HEADER;
-        if (ut_crc32c(0, payload, len) != get_u32(h + 8))
-            return false;
+        if (ut_crc32c(0, payload, len) != (uint32_t)ut_get_le(h + 8, 4)) return false;
         uint8_t type = h[3];
         if (c->from == 0) {
-            if (type != NT_HELLO || len != 9 || payload[8] != NT_VERSION)
-                return false;
+            if (type != NT_HELLO || len != 9 || payload[8] != NT_VERSION) return false;
             uint64_t id = 0;
             for (int i = 0; i < 8; i++)
                 id |= (uint64_t)payload[i] << (8 * i);
             peer *p = find_peer(t, id);
-            if (!p || p->self)
-                return false;
+            if (!p || p->self) return false;
             c->from = id;
         } else if (type == NT_HELLO) {
             return false;
@@ -433,14 +396,11 @@ static bool parse_frames(nt_transport *t, inbound *c, uint64_t now_ms)
 static bool read_in(nt_transport *t, inbound *c, uint64_t now_ms)
 {
     for (;;) {
-        if (ut_buf_reserve(&c->inbuf, 64 * 1024) != 0)
-            return false;
+        if (ut_buf_reserve(&c->inbuf, 64 * 1024) != 0) return false;
         ssize_t n = recv(c->fd, c->inbuf.data + c->inbuf.len, c->inbuf.cap - c->inbuf.len - 1, 0);
-        if (n == 0)
-            return false;
+        if (n == 0) return false;
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return errno == EAGAIN || errno == EWOULDBLOCK;
         }
         c->inbuf.len += (size_t)n;
@@ -463,16 +423,14 @@ void nt_handle(nt_transport *t, const struct pollfd *fds, size_t n, uint64_t now
     bool close_in[n];
     memset(close_in, 0, sizeof close_in);
     for (size_t i = 0; i < n; i++) {
-        if (!fds[i].revents)
-            continue;
+        if (!fds[i].revents) continue;
         switch (t->slot_kind[i]) {
         case SLOT_LISTEN:
             accept_all(t);
             break;
         case SLOT_OUT: {
             peer *p = &t->peers[t->slot_idx[i]];
-            if (p->fd != fds[i].fd)
-                break;
+            if (p->fd != fds[i].fd) break;
             if (p->state == OUT_CONNECTING) {
                 int soerr = 0;
                 socklen_t sl = sizeof soerr;
@@ -491,20 +449,17 @@ void nt_handle(nt_transport *t, const struct pollfd *fds, size_t n, uint64_t now
                 out_down(t, p, now_ms);
                 break;
             }
-            if (fds[i].revents & POLLOUT)
-                flush_out(t, p, now_ms);
+            if (fds[i].revents & POLLOUT) flush_out(t, p, now_ms);
             break;
         }
         case SLOT_IN:
-            if (!read_in(t, &t->in[t->slot_idx[i]], now_ms))
-                close_in[i] = true;
+            if (!read_in(t, &t->in[t->slot_idx[i]], now_ms)) close_in[i] = true;
             break;
         }
     }
     /* Close from the highest index down so the swap-remove stays valid. */
     for (size_t i = n; i-- > 0;)
-        if (close_in[i] && t->slot_kind[i] == SLOT_IN)
-            in_close(t, t->slot_idx[i]);
+        if (close_in[i] && t->slot_kind[i] == SLOT_IN) in_close(t, t->slot_idx[i]);
 }
 
 uint64_t nt_tick(nt_transport *t, uint64_t now_ms)
@@ -512,14 +467,10 @@ uint64_t nt_tick(nt_transport *t, uint64_t now_ms)
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < t->n_peers; i++) {
         peer *p = &t->peers[i];
-        if (p->self)
-            continue;
-        if (p->state == OUT_DOWN && now_ms >= p->next_dial_ms)
-            dial(t, p, now_ms);
-        if (p->state == OUT_UP && p->outbox.len > p->out_off)
-            flush_out(t, p, now_ms);
-        if (p->state == OUT_DOWN && p->next_dial_ms < next)
-            next = p->next_dial_ms;
+        if (p->self) continue;
+        if (p->state == OUT_DOWN && now_ms >= p->next_dial_ms) dial(t, p, now_ms);
+        if (p->state == OUT_UP && p->outbox.len > p->out_off) flush_out(t, p, now_ms);
+        if (p->state == OUT_DOWN && p->next_dial_ms < next) next = p->next_dial_ms;
     }
     return next;
 }
@@ -527,16 +478,14 @@ uint64_t nt_tick(nt_transport *t, uint64_t now_ms)
 uint64_t nt_last_heard(const nt_transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return t->peers[i].last_heard;
+        if (t->peers[i].id == id) return t->peers[i].last_heard;
     return 0;
 }
 
 bool nt_connected(const nt_transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return t->peers[i].state == OUT_UP;
+        if (t->peers[i].id == id) return t->peers[i].state == OUT_UP;
     return false;
 }
 
@@ -545,16 +494,14 @@ void nt_set_drop(nt_transport *t, const uint64_t *ids, size_t n)
     for (size_t i = 0; i < t->n_peers; i++) {
         t->peers[i].drop = false;
         for (size_t j = 0; j < n; j++)
-            if (t->peers[i].id == ids[j])
-                t->peers[i].drop = true;
+            if (t->peers[i].id == ids[j]) t->peers[i].drop = true;
     }
 }
 
 bool nt_dropping(const nt_transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
-            return t->peers[i].drop;
+        if (t->peers[i].id == id) return t->peers[i].drop;
     return false;
 }
 

@@ -29,9 +29,9 @@ struct st_log {
     char log_path[DSYNC_PATH_MAX + 16];
     char snap_path[DSYNC_PATH_MAX + 16];
     int fd;
-    uint64_t synced_size;  /* bytes of the file known durable */
-    ut_buf pending;        /* records not yet written */
-    uint64_t last_index;   /* including pending appends */
+    uint64_t synced_size; /* bytes of the file known durable */
+    ut_buf pending;       /* records not yet written */
+    uint64_t last_index;  /* including pending appends */
     uint64_t snap_index;
     uint64_t snap_term;
     bool broken;
@@ -39,30 +39,6 @@ struct st_log {
     st_loaded loaded;
     char *file_image; /* the log as read at open; entries point into it */
 };
-
-/* ---- little-endian helpers ------------------------------------------------ */
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 /* ---- file helpers ------------------------------------------------------- */
 
@@ -72,8 +48,7 @@ static int write_all(int fd, const void *data, size_t len)
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return DSYNC_EIO;
         }
         p += n;
@@ -85,8 +60,7 @@ static int write_all(int fd, const void *data, size_t len)
 static int fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return DSYNC_EIO;
+    if (fd < 0) return DSYNC_EIO;
     int rc = fsync(fd) == 0 ? 0 : DSYNC_EIO;
     close(fd);
     return rc;
@@ -98,8 +72,7 @@ static int read_file(const char *path, char **data, size_t *len)
     *data = NULL;
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : DSYNC_EIO;
+    if (fd < 0) return errno == ENOENT ? 0 : DSYNC_EIO;
     struct stat st;
     if (fstat(fd, &st) != 0) {
         close(fd);
@@ -113,10 +86,8 @@ static int read_file(const char *path, char **data, size_t *len)
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
         got += (size_t)n;
     }
     close(fd);
@@ -128,33 +99,27 @@ static int read_file(const char *path, char **data, size_t *len)
 static int mkdir_p(const char *path)
 {
     char tmp[DSYNC_PATH_MAX + 16];
-    if (ut_strlcpy(tmp, path, sizeof tmp) != 0)
-        return DSYNC_EINVAL;
+    if (ut_strlcpy(tmp, path, sizeof tmp) != 0) return DSYNC_EINVAL;
     for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
+        if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return DSYNC_EIO;
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
         *p = '/';
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return DSYNC_EIO;
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
     return 0;
 }
 
 /* ---- records -------------------------------------------------------------- */
 
-static int add_record(ut_buf *b, uint8_t type, const void *p1, size_t n1, const void *p2,
-                      size_t n2)
+static int add_record(ut_buf *b, uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2)
 {
     unsigned char hdr[REC_HEADER];
     uint32_t crc = ut_crc32c(0, &type, 1);
     crc = ut_crc32c(crc, p1, n1);
-    if (n2)
-        crc = ut_crc32c(crc, p2, n2);
-    put_u32(hdr, (uint32_t)(n1 + n2));
-    put_u32(hdr + 4, crc);
+    if (n2) crc = ut_crc32c(crc, p2, n2);
+    ut_put_le(hdr, (uint32_t)(n1 + n2), 4);
+    ut_put_le(hdr + 4, crc, 4);
     hdr[8] = type;
     if (ut_buf_append(b, hdr, sizeof hdr) || ut_buf_append(b, p1, n1) ||
         (n2 && ut_buf_append(b, p2, n2)))
@@ -165,8 +130,8 @@ static int add_record(ut_buf *b, uint8_t type, const void *p1, size_t n1, const 
 static int add_entry_record(ut_buf *b, const st_entry *e)
 {
     unsigned char fixed[17];
-    put_u64(fixed, e->index);
-    put_u64(fixed + 8, e->term);
+    ut_put_le(fixed, e->index, 8);
+    ut_put_le(fixed + 8, e->term, 8);
     fixed[16] = e->type;
     return add_record(b, REC_ENTRY, fixed, sizeof fixed, e->data, e->len);
 }
@@ -174,9 +139,9 @@ static int add_entry_record(ut_buf *b, const st_entry *e)
 static int add_hard_state_record(ut_buf *b, const st_hard_state *hs)
 {
     unsigned char p[24];
-    put_u64(p, hs->term);
-    put_u64(p + 8, hs->vote);
-    put_u64(p + 16, hs->commit);
+    ut_put_le(p, hs->term, 8);
+    ut_put_le(p + 8, hs->vote, 8);
+    ut_put_le(p + 16, hs->commit, 8);
     return add_record(b, REC_HARD_STATE, p, sizeof p, NULL, 0);
 }
 
@@ -196,8 +161,7 @@ static int replay_push(replay *r, const st_entry *e)
     if (r->n == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 256;
         st_entry *ne = realloc(r->entries, ncap * sizeof *ne);
-        if (!ne)
-            return DSYNC_ENOMEM;
+        if (!ne) return DSYNC_ENOMEM;
         r->entries = ne;
         r->cap = ncap;
     }
@@ -209,8 +173,7 @@ static int replay_push(replay *r, const st_entry *e)
 static bool all_zero(const unsigned char *p, size_t len)
 {
     for (size_t i = 0; i < len; i++)
-        if (p[i])
-            return false;
+        if (p[i]) return false;
     return true;
 }
 
@@ -225,8 +188,8 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
             r->torn_bytes = left;
             break;
         }
-        uint32_t plen = get_u32(data + off);
-        uint32_t crc = get_u32(data + off + 4);
+        uint32_t plen = (uint32_t)ut_get_le(data + off, 4);
+        uint32_t crc = (uint32_t)ut_get_le(data + off + 4, 4);
         uint8_t type = data[off + 8];
         if (plen > REC_MAX_PAYLOAD || plen > left - REC_HEADER) {
             /* A length running past the end is a record cut short by the
@@ -255,8 +218,8 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
             return DSYNC_ECORRUPT;
         }
         if (type == REC_ENTRY && plen >= 17) {
-            st_entry e = {get_u64(payload), get_u64(payload + 8), payload[16], payload + 17,
-                          plen - 17};
+            st_entry e = {ut_get_le(payload, 8), ut_get_le(payload + 8, 8), payload[16],
+                          payload + 17, plen - 17};
             if (e.index > snap_index) {
                 uint64_t first = r->n ? r->entries[0].index : e.index;
                 uint64_t last = r->n ? r->entries[r->n - 1].index : snap_index;
@@ -265,14 +228,13 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
                              (unsigned long long)e.index, (unsigned long long)last);
                     return DSYNC_ECORRUPT;
                 }
-                if (r->n && e.index <= last)
-                    r->n = e.index > first ? (size_t)(e.index - first) : 0;
-                if (replay_push(r, &e) != 0)
-                    return DSYNC_ENOMEM;
+                if (r->n && e.index <= last) r->n = e.index > first ? (size_t)(e.index - first) : 0;
+                if (replay_push(r, &e) != 0) return DSYNC_ENOMEM;
             }
         } else if (type == REC_HARD_STATE && plen == 24) {
             r->has_hs = true;
-            r->hs = (st_hard_state){get_u64(payload), get_u64(payload + 8), get_u64(payload + 16)};
+            r->hs = (st_hard_state){ut_get_le(payload, 8), ut_get_le(payload + 8, 8),
+                                    ut_get_le(payload + 16, 8)};
         } else {
             snprintf(err, errlen, "raft log: unknown record type %u (length %u) at offset %zu",
                      type, plen, off);
@@ -295,24 +257,21 @@ static int load_snapshot(st_log *l, char *err, size_t errlen)
         snprintf(err, errlen, "cannot read %s: %s", l->snap_path, strerror(errno));
         return rc;
     }
-    if (!data)
-        return 0;
+    if (!data) return 0;
     const unsigned char *p = (const unsigned char *)data;
     /* magic, version, index, term, conf_len, conf, data_len, data, crc */
-    if (len < 4 + 4 + 8 + 8 + 4 + 8 + 4 || get_u32(p) != SNAP_MAGIC || get_u32(p + 4) != SNAP_VERSION)
+    if (len < 4 + 4 + 8 + 8 + 4 + 8 + 4 || (uint32_t)ut_get_le(p, 4) != SNAP_MAGIC ||
+        (uint32_t)ut_get_le(p + 4, 4) != SNAP_VERSION)
         goto corrupt;
-    uint32_t conf_len = get_u32(p + 24);
-    if (conf_len > len - 40)
-        goto corrupt;
-    uint64_t data_len = get_u64(p + 28 + conf_len);
-    if (data_len != len - 40 - conf_len)
-        goto corrupt;
-    if (ut_crc32c(0, p, len - 4) != get_u32(p + len - 4))
-        goto corrupt;
+    uint32_t conf_len = (uint32_t)ut_get_le(p + 24, 4);
+    if (conf_len > len - 40) goto corrupt;
+    uint64_t data_len = ut_get_le(p + 28 + conf_len, 8);
+    if (data_len != len - 40 - conf_len) goto corrupt;
+    if (ut_crc32c(0, p, len - 4) != (uint32_t)ut_get_le(p + len - 4, 4)) goto corrupt;
     st_loaded *ld = &l->loaded;
     ld->has_snapshot = true;
-    ld->snapshot.index = l->snap_index = get_u64(p + 8);
-    ld->snapshot.term = l->snap_term = get_u64(p + 16);
+    ld->snapshot.index = l->snap_index = ut_get_le(p + 8, 8);
+    ld->snapshot.term = l->snap_term = ut_get_le(p + 16, 8);
     ld->snapshot.conf_len = conf_len;
     ld->snapshot.conf = malloc(conf_len + 1);
     ld->snapshot_data = malloc(data_len + 1);
@@ -349,8 +308,7 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
 {
     *out = NULL;
     st_log *l = calloc(1, sizeof *l);
-    if (!l)
-        return DSYNC_ENOMEM;
+    if (!l) return DSYNC_ENOMEM;
     l->fd = -1;
     ut_buf_init(&l->pending);
     int rc;
@@ -365,8 +323,7 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
         snprintf(err, errlen, "cannot create %s: %s", l->dir, strerror(errno));
         goto fail;
     }
-    if ((rc = load_snapshot(l, err, errlen)) != 0)
-        goto fail;
+    if ((rc = load_snapshot(l, err, errlen)) != 0) goto fail;
 
     size_t len;
     if ((rc = read_file(l->log_path, &l->file_image, &len)) != 0) {
@@ -405,12 +362,10 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
     }
     l->synced_size = r.valid_bytes;
     *out = l;
-    if (loaded)
-        *loaded = &l->loaded;
+    if (loaded) *loaded = &l->loaded;
     return 0;
 fail:
-    if (l->fd >= 0)
-        close(l->fd);
+    if (l->fd >= 0) close(l->fd);
     free_loaded(l);
     ut_buf_free(&l->pending);
     free(l);
@@ -419,10 +374,8 @@ fail:
 
 void st_log_close(st_log *l)
 {
-    if (!l)
-        return;
-    if (l->fd >= 0)
-        close(l->fd);
+    if (!l) return;
+    if (l->fd >= 0) close(l->fd);
     free_loaded(l);
     ut_buf_free(&l->pending);
     free(l);
@@ -432,14 +385,13 @@ void st_log_close(st_log *l)
 
 int st_log_append(st_log *l, const st_entry *entries, size_t n)
 {
-    if (l->broken)
-        return DSYNC_EIO;
+    if (l->broken) return DSYNC_EIO;
     for (size_t i = 0; i < n; i++) {
         const st_entry *e = &entries[i];
-        if (e->index <= l->snap_index || e->index > l->last_index + 1 || e->len > REC_MAX_PAYLOAD - 17)
+        if (e->index <= l->snap_index || e->index > l->last_index + 1 ||
+            e->len > REC_MAX_PAYLOAD - 17)
             return DSYNC_EINVAL;
-        if (add_entry_record(&l->pending, e) != 0)
-            return DSYNC_ENOMEM;
+        if (add_entry_record(&l->pending, e) != 0) return DSYNC_ENOMEM;
         l->last_index = e->index;
     }
     return 0;
@@ -447,20 +399,16 @@ int st_log_append(st_log *l, const st_entry *entries, size_t n)
 
 int st_log_set_hard_state(st_log *l, const st_hard_state *hs)
 {
-    if (l->broken)
-        return DSYNC_EIO;
+    if (l->broken) return DSYNC_EIO;
     return add_hard_state_record(&l->pending, hs);
 }
 
 int st_log_sync(st_log *l, size_t *synced_bytes)
 {
-    if (l->broken)
-        return DSYNC_EIO;
+    if (l->broken) return DSYNC_EIO;
     size_t n = l->pending.len;
-    if (synced_bytes)
-        *synced_bytes = n;
-    if (n == 0)
-        return 0;
+    if (synced_bytes) *synced_bytes = n;
+    if (n == 0) return 0;
     if (write_all(l->fd, l->pending.data, n) != 0 || fdatasync(l->fd) != 0) {
         l->broken = true;
         return DSYNC_EIO;
@@ -490,12 +438,12 @@ static int write_snapshot_file(st_log *l, const st_snapshot_meta *meta, const vo
     ut_buf b;
     ut_buf_init(&b);
     unsigned char hdr[28], dl[8], crc[4];
-    put_u32(hdr, SNAP_MAGIC);
-    put_u32(hdr + 4, SNAP_VERSION);
-    put_u64(hdr + 8, meta->index);
-    put_u64(hdr + 16, meta->term);
-    put_u32(hdr + 24, (uint32_t)meta->conf_len);
-    put_u64(dl, len);
+    ut_put_le(hdr, SNAP_MAGIC, 4);
+    ut_put_le(hdr + 4, SNAP_VERSION, 4);
+    ut_put_le(hdr + 8, meta->index, 8);
+    ut_put_le(hdr + 16, meta->term, 8);
+    ut_put_le(hdr + 24, (uint32_t)meta->conf_len, 4);
+    ut_put_le(dl, len, 8);
     ut_buf_append(&b, hdr, sizeof hdr);
     ut_buf_append(&b, meta->conf, meta->conf_len);
     ut_buf_append(&b, dl, sizeof dl);
@@ -504,30 +452,26 @@ static int write_snapshot_file(st_log *l, const st_snapshot_meta *meta, const vo
         ut_buf_free(&b);
         return DSYNC_ENOMEM;
     }
-    put_u32(crc, ut_crc32c(0, b.data, b.len));
+    ut_put_le(crc, ut_crc32c(0, b.data, b.len), 4);
     ut_buf_append(&b, crc, sizeof crc);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int rc = DSYNC_EIO;
     if (fd >= 0 && !b.oom && write_all(fd, b.data, b.len) == 0 && fsync(fd) == 0 &&
         rename(tmp, l->snap_path) == 0 && fsync_dir(l->dir) == 0)
         rc = 0;
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     ut_buf_free(&b);
     return rc;
 }
 
 int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *data, size_t len)
 {
-    if (l->broken)
-        return DSYNC_EIO;
-    if (meta->index < l->snap_index)
-        return DSYNC_EINVAL;
+    if (l->broken) return DSYNC_EIO;
+    if (meta->index < l->snap_index) return DSYNC_EINVAL;
     /* Everything buffered goes to disk first: the rewrite below starts
      * from the file. */
     int rc = st_log_sync(l, NULL);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if ((rc = write_snapshot_file(l, meta, data, len)) != 0) {
         l->broken = true;
         return rc;
@@ -539,8 +483,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     char *image;
     size_t ilen;
     char err[256];
-    if ((rc = read_file(l->log_path, &image, &ilen)) != 0)
-        goto broken;
+    if ((rc = read_file(l->log_path, &image, &ilen)) != 0) goto broken;
     replay r;
     rc = replay_log((const unsigned char *)image, ilen, l->snap_index, &r, err, sizeof err);
     if (rc != 0) {
@@ -561,8 +504,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     }
     ut_buf nb;
     ut_buf_init(&nb);
-    if (r.has_hs)
-        add_hard_state_record(&nb, &r.hs);
+    if (r.has_hs) add_hard_state_record(&nb, &r.hs);
     for (size_t i = keep_from; i < r.n; i++)
         add_entry_record(&nb, &r.entries[i]);
     uint64_t new_last = keep_from < r.n ? r.entries[r.n - 1].index : meta->index;
@@ -583,8 +525,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     size_t new_size = nb.len;
     ut_buf_free(&nb);
     if (rc != 0) {
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         goto broken;
     }
     close(l->fd);
@@ -603,12 +544,9 @@ void st_log_crash_for_test(st_log *l, size_t keep_unsynced)
 {
     /* Bytes written but not synced may or may not survive a power loss;
      * the test chooses how many did. */
-    if (keep_unsynced > l->pending.len)
-        keep_unsynced = l->pending.len;
-    if (keep_unsynced)
-        write_all(l->fd, l->pending.data, keep_unsynced);
-    if (ftruncate(l->fd, (off_t)(l->synced_size + keep_unsynced)) != 0)
-        abort();
+    if (keep_unsynced > l->pending.len) keep_unsynced = l->pending.len;
+    if (keep_unsynced) write_all(l->fd, l->pending.data, keep_unsynced);
+    if (ftruncate(l->fd, (off_t)(l->synced_size + keep_unsynced)) != 0) abort();
     l->pending.len = 0;
     st_log_close(l);
 }

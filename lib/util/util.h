@@ -70,6 +70,28 @@ int ut_buf_printf(ut_buf *b, const char *fmt, ...) __attribute__((format(printf,
  * NULL if an append had failed (the buffer is freed). */
 char *ut_buf_detach(ut_buf *b, size_t *len);
 
+/* ---- little-endian encoding ------------------------------------------ */
+
+/* Fixed-width little-endian integers in and out of raw bytes. */
+void ut_put_le(unsigned char *p, uint64_t v, int bytes);
+uint64_t ut_get_le(const unsigned char *p, int bytes);
+/* Appends v as `bytes` little-endian bytes; a failure sets b->oom. */
+void ut_buf_put_le(ut_buf *b, uint64_t v, int bytes);
+/* Appends a string as u16 length + bytes. */
+void ut_buf_put_str16(ut_buf *b, const char *s);
+
+/* A bounds-checked reader: any short read sets bad and yields zeros. */
+typedef struct {
+    const unsigned char *p;
+    size_t left;
+    bool bad;
+} ut_reader;
+
+uint64_t ut_read_le(ut_reader *r, int bytes);
+/* Reads a u16-length string of 1..max bytes without NULs into out
+ * (max + 1 bytes); anything else sets bad. */
+void ut_read_str16(ut_reader *r, char *out, size_t max);
+
 /* ---- time ------------------------------------------------------------- */
 
 /* Milliseconds and nanoseconds of CLOCK_MONOTONIC. */

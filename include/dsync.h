@@ -93,14 +93,12 @@ typedef struct {
  * Acquiring a lock already held (or already waited for) in the same mode
  * renews its lease and is otherwise a no-op; asking for X while holding S
  * upgrades when the client is the only holder and waits otherwise. */
-int dsync_lock_acquire(dsync_node *node, const dsync_lock_request *req,
-                       dsync_lock_result *result);
+int dsync_lock_acquire(dsync_node *node, const dsync_lock_request *req, dsync_lock_result *result);
 
 /* Releases a held lock, or withdraws a waiting request, of client_id on key.
  * *was_waiting (if not NULL) tells which of the two it was. Returns
  * DSYNC_ENOTFOUND when the client neither holds nor waits for the key. */
-int dsync_lock_release(dsync_node *node, const char *key, const char *client_id,
-                       int *was_waiting);
+int dsync_lock_release(dsync_node *node, const char *key, const char *client_id, int *was_waiting);
 
 /* A snapshot of the whole lock table. */
 typedef struct {

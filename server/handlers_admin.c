@@ -14,9 +14,9 @@ void handle_health(http_req *r)
     http_reply_json(r, 200,
                     json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:s}", "status", "ok", "node_id",
                               (json_int_t)h.node_id, "role", h.role, "leader_id",
-                              (json_int_t)h.leader_id, "term", (json_int_t)h.term,
-                              "commit_index", (json_int_t)h.commit_index, "uptime_ms",
-                              (json_int_t)h.uptime_ms, "version", dsync_version()));
+                              (json_int_t)h.leader_id, "term", (json_int_t)h.term, "commit_index",
+                              (json_int_t)h.commit_index, "uptime_ms", (json_int_t)h.uptime_ms,
+                              "version", dsync_version()));
 }
 
 void handle_metrics(http_req *r)

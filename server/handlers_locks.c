@@ -115,9 +115,9 @@ void handle_lock_state(http_req *r)
     }
     json_t *edges = json_array();
     for (size_t i = 0; i < st.n_edges; i++)
-        json_array_append_new(edges, json_pack("{s:s,s:s,s:s}", "waiter", st.edges[i].waiter,
-                                               "holder", st.edges[i].holder, "key",
-                                               st.edges[i].key));
+        json_array_append_new(edges,
+                              json_pack("{s:s,s:s,s:s}", "waiter", st.edges[i].waiter, "holder",
+                                        st.edges[i].holder, "key", st.edges[i].key));
     dsync_lock_state_free(&st);
     http_reply_json(r, 200, json_pack("{s:o,s:o}", "locks", locks, "wait_for", edges));
 }

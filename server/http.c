@@ -29,19 +29,15 @@ static void send_response(http_req *r, int status, const char *content_type, con
     char lenbuf[32];
     snprintf(lenbuf, sizeof lenbuf, "%zu", len);
     r->status = status;
-    if (close_conn)
-        mg_disable_keep_alive(r->conn);
+    if (close_conn) mg_disable_keep_alive(r->conn);
     mg_response_header_start(r->conn, status);
     mg_response_header_add(r->conn, "Content-Type", content_type, -1);
     mg_response_header_add(r->conn, "Content-Length", lenbuf, -1);
     mg_response_header_add(r->conn, "Cache-Control", "no-store", -1);
-    if (extra_name)
-        mg_response_header_add(r->conn, extra_name, extra_value, -1);
-    if (close_conn)
-        mg_response_header_add(r->conn, "Connection", "close", -1);
+    if (extra_name) mg_response_header_add(r->conn, extra_name, extra_value, -1);
+    if (close_conn) mg_response_header_add(r->conn, "Connection", "close", -1);
     mg_response_header_send(r->conn);
-    if (len > 0)
-        mg_write(r->conn, body, len);
+    if (len > 0) mg_write(r->conn, body, len);
 }
 
 void http_reply_text(http_req *r, int status, const char *content_type, const char *text,
@@ -55,7 +51,8 @@ void http_reply_json(http_req *r, int status, json_t *body)
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
         send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, false);
         return;
     }
@@ -72,7 +69,8 @@ static void reply_error_ex(http_req *r, int status, const char *code, const char
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
         send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, true);
         return;
     }
@@ -147,8 +145,7 @@ bool http_field_string(http_req *r, const char *name, bool required, size_t max_
     json_t *v = json_object_get(r->body, name);
     *out = NULL;
     if (!v) {
-        if (required)
-            http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
+        if (required) http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
         return !required;
     }
     if (!json_is_string(v)) {
@@ -174,12 +171,11 @@ bool http_field_uint(http_req *r, const char *name, bool required, uint64_t min,
 {
     json_t *v = json_object_get(r->body, name);
     if (!v) {
-        if (required)
-            http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
+        if (required) http_reply_error(r, 400, "invalid_field", "field \"%s\" is required", name);
         return !required;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
+        (uint64_t)json_integer_value(v) > max) {
         http_reply_error(r, 400, "invalid_field",
                          "field \"%s\" must be an integer from %llu to %llu", name,
                          (unsigned long long)min, (unsigned long long)max);
@@ -227,8 +223,7 @@ static char *read_body(http_req *r, size_t *len)
     size_t got = 0;
     for (;;) {
         if (got == cap) {
-            if (ri->content_length >= 0)
-                break;
+            if (ri->content_length >= 0) break;
             if (cap > max) {
                 free(buf);
                 reply_error_closing(r, 413, "payload_too_large",
@@ -247,8 +242,7 @@ static char *read_body(http_req *r, size_t *len)
             cap = ncap;
         }
         int n = mg_read(r->conn, buf + got, cap - got);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         got += (size_t)n;
     }
     if (ri->content_length >= 0 && got < (size_t)ri->content_length) {
@@ -258,8 +252,8 @@ static char *read_body(http_req *r, size_t *len)
     }
     if (got > max) {
         free(buf);
-        reply_error_closing(r, 413, "payload_too_large",
-                            "request body is over the limit of %llu", (unsigned long long)max);
+        reply_error_closing(r, 413, "payload_too_large", "request body is over the limit of %llu",
+                            (unsigned long long)max);
         return NULL;
     }
     buf[got] = '\0';
@@ -271,8 +265,7 @@ static bool parse_json_body(http_req *r)
 {
     size_t len;
     char *text = read_body(r, &len);
-    if (!text)
-        return false;
+    if (!text) return false;
     json_error_t jerr;
     /* Reject duplicate keys: {"mode":"S","mode":"X"} has no one meaning. */
     r->body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -295,8 +288,7 @@ static const char *method_label(const char *m)
 {
     static const char *const known[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(m, known[i]) == 0)
-            return known[i];
+        if (strcmp(m, known[i]) == 0) return known[i];
     return "other";
 }
 
@@ -305,23 +297,21 @@ static int dispatch(struct mg_connection *conn, void *cbdata)
     srv *s = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
     uint64_t start = ut_now_ns();
-    http_req r = {.conn = conn, .server = s, .method = ri->request_method,
-                  .query = ri->query_string};
+    http_req r = {
+        .conn = conn, .server = s, .method = ri->request_method, .query = ri->query_string};
     const char *path = ri->local_uri ? ri->local_uri : "";
 
     const http_route *match = NULL;
     bool path_known = false;
     char allow[64] = "";
     for (size_t i = 0; i < g_n_routes; i++) {
-        if (strcmp(g_routes[i].path, path) != 0)
-            continue;
+        if (strcmp(g_routes[i].path, path) != 0) continue;
         path_known = true;
         if (strcmp(g_routes[i].method, ri->request_method) == 0) {
             match = &g_routes[i];
             break;
         }
-        if (allow[0])
-            strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
+        if (allow[0]) strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
         strncat(allow, g_routes[i].method, sizeof allow - strlen(allow) - 1);
     }
 
@@ -363,13 +353,12 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
     s->node = node;
     s->cfg = cfg;
     dsync_metrics *m = dsync_node_metrics_registry(node);
-    s->requests = dsync_metrics_counter(m, "http_requests_total",
-                                        "HTTP requests by method, path and status code.",
-                                        "method,path,code");
-    s->duration = dsync_metrics_histogram(m, "http_request_duration_seconds",
-                                          "HTTP request latency by path.", "path",
-                                          dsync_metrics_latency_bounds,
-                                          dsync_metrics_latency_n_bounds);
+    s->requests =
+        dsync_metrics_counter(m, "http_requests_total",
+                              "HTTP requests by method, path and status code.", "method,path,code");
+    s->duration = dsync_metrics_histogram(
+        m, "http_request_duration_seconds", "HTTP request latency by path.", "path",
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds);
     if (!s->requests || !s->duration) {
         snprintf(err, errlen, "cannot register HTTP metrics");
         return DSYNC_ENOMEM;
@@ -380,12 +369,18 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
     snprintf(timeout, sizeof timeout, "%llu", (unsigned long long)cfg->http_request_timeout_ms);
     /* No document_root: dsyncd serves no files (CVE-2025-55763). */
     const char *options[] = {
-        "listening_ports", cfg->http_addr,
-        "num_threads", threads,
-        "request_timeout_ms", timeout,
-        "enable_keep_alive", "yes",
-        "keep_alive_timeout_ms", "30000",
-        "tcp_nodelay", "1",
+        "listening_ports",
+        cfg->http_addr,
+        "num_threads",
+        threads,
+        "request_timeout_ms",
+        timeout,
+        "enable_keep_alive",
+        "yes",
+        "keep_alive_timeout_ms",
+        "30000",
+        "tcp_nodelay",
+        "1",
         NULL,
     };
     struct mg_callbacks cb;

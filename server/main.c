@@ -39,12 +39,11 @@ static void log_stderr(void *ctx, dsync_log_level level, const char *msg)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: dsyncd [--env FILE] [--help] [--version]\n"
-            "\n"
-            "Runs one libdsync node and serves its HTTP API.\n"
-            "Configuration comes from the environment, then FILE (default ./.env, if it\n"
-            "exists), then these defaults:\n\n");
+    fprintf(out, "usage: dsyncd [--env FILE] [--help] [--version]\n"
+                 "\n"
+                 "Runs one libdsync node and serves its HTTP API.\n"
+                 "Configuration comes from the environment, then FILE (default ./.env, if it\n"
+                 "exists), then these defaults:\n\n");
     for (const dsync_config_var *v = dsync_config_vars(); v->name; v++)
         fprintf(out, "  %-30s %s (default: \"%s\")\n", v->name, v->help, v->default_value);
 }

@@ -35,21 +35,21 @@ typedef struct {
 } dsync_peer;
 
 typedef struct {
-    uint64_t node_id;                    /* DSYNC_NODE_ID, >= 1 */
-    char http_addr[DSYNC_ADDR_MAX];      /* DSYNC_HTTP_ADDR, host:port */
-    char peer_addr[DSYNC_ADDR_MAX];      /* DSYNC_PEER_ADDR, host:port */
-    size_t n_peers;                      /* DSYNC_PEERS; 0 = single node */
+    uint64_t node_id;               /* DSYNC_NODE_ID, >= 1 */
+    char http_addr[DSYNC_ADDR_MAX]; /* DSYNC_HTTP_ADDR, host:port */
+    char peer_addr[DSYNC_ADDR_MAX]; /* DSYNC_PEER_ADDR, host:port */
+    size_t n_peers;                 /* DSYNC_PEERS; 0 = single node */
     dsync_peer peers[DSYNC_MAX_PEERS];
-    char data_dir[DSYNC_PATH_MAX];       /* DSYNC_DATA_DIR */
-    char redis_url[DSYNC_PATH_MAX];      /* DSYNC_REDIS_URL; "" = local file */
-    uint64_t max_body_bytes;             /* DSYNC_MAX_BODY_BYTES */
-    int fault_injection;                 /* DSYNC_FAULT_INJECTION, 0 or 1 */
-    uint64_t lock_default_ttl_ms;        /* DSYNC_LOCK_DEFAULT_TTL_MS */
-    uint64_t lock_max_ttl_ms;            /* DSYNC_LOCK_MAX_TTL_MS */
-    uint64_t lock_max_wait_ms;           /* DSYNC_LOCK_MAX_WAIT_MS */
-    uint32_t http_threads;               /* DSYNC_HTTP_THREADS */
-    uint64_t http_request_timeout_ms;    /* DSYNC_HTTP_REQUEST_TIMEOUT_MS */
-    dsync_log_level log_level;           /* DSYNC_LOG_LEVEL: debug|info|warn|error */
+    char data_dir[DSYNC_PATH_MAX];    /* DSYNC_DATA_DIR */
+    char redis_url[DSYNC_PATH_MAX];   /* DSYNC_REDIS_URL; "" = local file */
+    uint64_t max_body_bytes;          /* DSYNC_MAX_BODY_BYTES */
+    int fault_injection;              /* DSYNC_FAULT_INJECTION, 0 or 1 */
+    uint64_t lock_default_ttl_ms;     /* DSYNC_LOCK_DEFAULT_TTL_MS */
+    uint64_t lock_max_ttl_ms;         /* DSYNC_LOCK_MAX_TTL_MS */
+    uint64_t lock_max_wait_ms;        /* DSYNC_LOCK_MAX_WAIT_MS */
+    uint32_t http_threads;            /* DSYNC_HTTP_THREADS */
+    uint64_t http_request_timeout_ms; /* DSYNC_HTTP_REQUEST_TIMEOUT_MS */
+    dsync_log_level log_level;        /* DSYNC_LOG_LEVEL: debug|info|warn|error */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

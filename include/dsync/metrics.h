@@ -37,8 +37,7 @@ dsync_metric *dsync_metrics_gauge(dsync_metrics *m, const char *name, const char
                                   const char *labels);
 /* bounds: the upper bounds of the buckets, strictly increasing; +Inf is added. */
 dsync_metric *dsync_metrics_histogram(dsync_metrics *m, const char *name, const char *help,
-                                      const char *labels, const double *bounds,
-                                      size_t n_bounds);
+                                      const char *labels, const double *bounds, size_t n_bounds);
 
 /* Default latency buckets in seconds, 100 us .. 10 s. */
 extern const double dsync_metrics_latency_bounds[];

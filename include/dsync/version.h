@@ -7,7 +7,7 @@
 #define DSYNC_VERSION_PATCH 0
 #define DSYNC_VERSION_STRING "0.1.0"
 /* One number that grows with every release: 0xMMmmpp. */
-#define DSYNC_VERSION_NUMBER                                                                      \
+#define DSYNC_VERSION_NUMBER                                                                       \
     ((DSYNC_VERSION_MAJOR << 16) | (DSYNC_VERSION_MINOR << 8) | DSYNC_VERSION_PATCH)
 
 #ifdef __cplusplus

@@ -13,11 +13,9 @@
 void lk_edges_of(const lk_req *w, lk_edge_fn fn, void *ctx)
 {
     for (const lk_req *h = w->lock->holders.head; h; h = h->next)
-        if (h->client != w->client && lk_incompatible(w->mode, h->mode))
-            fn(ctx, w, h);
+        if (h->client != w->client && lk_incompatible(w->mode, h->mode)) fn(ctx, w, h);
     for (const lk_req *e = w->lock->waiters.head; e && e != w; e = e->next)
-        if (e->client != w->client && lk_incompatible(w->mode, e->mode))
-            fn(ctx, w, e);
+        if (e->client != w->client && lk_incompatible(w->mode, e->mode)) fn(ctx, w, e);
 }
 
 typedef struct {
@@ -32,8 +30,7 @@ static void visit(search *s, lk_client *c);
 static void on_edge(void *ctx, const lk_req *waiter, const lk_req *blocker)
 {
     search *s = ctx;
-    if (s->found)
-        return;
+    if (s->found) return;
     lk_client *next = blocker->client;
     if (next == s->target) {
         s->found = true;
@@ -41,8 +38,7 @@ static void on_edge(void *ctx, const lk_req *waiter, const lk_req *blocker)
         s->target->parent = waiter->client;
         return;
     }
-    if (next->visit == s->t->visit_epoch)
-        return;
+    if (next->visit == s->t->visit_epoch) return;
     next->parent = waiter->client;
     visit(s, next);
 }
@@ -53,8 +49,7 @@ static void visit(search *s, lk_client *c)
 {
     c->visit = s->t->visit_epoch;
     for (lk_req *r = c->head; r && !s->found; r = r->cnext)
-        if (r->waiting)
-            lk_edges_of(r, on_edge, s);
+        if (r->waiting) lk_edges_of(r, on_edge, s);
 }
 
 bool lk_find_cycle(lk_table *t, lk_client *c, dsync_lock_result *res)
@@ -63,8 +58,7 @@ bool lk_find_cycle(lk_table *t, lk_client *c, dsync_lock_result *res)
     t->visit_epoch++;
     c->parent = NULL;
     visit(&s, c);
-    if (!s.found)
-        return false;
+    if (!s.found) return false;
     /* parent links run backwards along the cycle: c <- ... <- last <- c.
      * Collect them, then reverse so the cycle reads c -> ... -> last. */
     lk_client *chain[DSYNC_LOCK_CYCLE_MAX];

@@ -48,7 +48,7 @@ struct lk_client {
     char *id;
     lk_req *head, *tail; /* creation order */
     size_t n;
-    uint64_t visit; /* DFS epoch mark */
+    uint64_t visit;    /* DFS epoch mark */
     lk_client *parent; /* DFS path */
 };
 

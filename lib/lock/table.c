@@ -78,12 +78,9 @@ static void heap_down(lk_table *t, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < t->heap_n && earlier(t->heap[l], t->heap[m]))
-            m = l;
-        if (r < t->heap_n && earlier(t->heap[r], t->heap[m]))
-            m = r;
-        if (m == i)
-            return;
+        if (l < t->heap_n && earlier(t->heap[l], t->heap[m])) m = l;
+        if (r < t->heap_n && earlier(t->heap[r], t->heap[m])) m = r;
+        if (m == i) return;
         heap_swap(t, i, m);
         i = m;
     }
@@ -117,11 +114,9 @@ static void set_deadline(lk_table *t, lk_req *r, uint64_t deadline)
 lk_lock *lk_lock_get(lk_table *t, const char *key, bool create)
 {
     lk_lock *l = ut_map_get(&t->locks, key);
-    if (l || !create)
-        return l;
+    if (l || !create) return l;
     l = calloc(1, sizeof *l);
-    if (!l)
-        return NULL;
+    if (!l) return NULL;
     l->key = ut_strdup(key);
     if (!l->key || ut_map_put(&t->locks, key, l) != 0) {
         free(l->key);
@@ -134,11 +129,9 @@ lk_lock *lk_lock_get(lk_table *t, const char *key, bool create)
 lk_client *lk_client_get(lk_table *t, const char *id, bool create)
 {
     lk_client *c = ut_map_get(&t->clients, id);
-    if (c || !create)
-        return c;
+    if (c || !create) return c;
     c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->id = ut_strdup(id);
     if (!c->id || ut_map_put(&t->clients, id, c) != 0) {
         free(c->id);
@@ -150,8 +143,7 @@ lk_client *lk_client_get(lk_table *t, const char *id, bool create)
 
 static void maybe_free_lock(lk_table *t, lk_lock *l)
 {
-    if (l->holders.n || l->waiters.n)
-        return;
+    if (l->holders.n || l->waiters.n) return;
     ut_map_del(&t->locks, l->key);
     free(l->key);
     free(l);
@@ -159,8 +151,7 @@ static void maybe_free_lock(lk_table *t, lk_lock *l)
 
 static void maybe_free_client(lk_table *t, lk_client *c)
 {
-    if (c->n)
-        return;
+    if (c->n) return;
     ut_map_del(&t->clients, c->id);
     free(c->id);
     free(c);
@@ -168,14 +159,12 @@ static void maybe_free_client(lk_table *t, lk_client *c)
 
 int lk_heap_reserve(lk_table *t, size_t n)
 {
-    if (t->heap_n + n <= t->heap_cap)
-        return 0;
+    if (t->heap_n + n <= t->heap_cap) return 0;
     size_t ncap = t->heap_cap ? t->heap_cap : 64;
     while (ncap < t->heap_n + n)
         ncap *= 2;
     lk_req **nh = realloc(t->heap, ncap * sizeof *nh);
-    if (!nh)
-        return DSYNC_ENOMEM;
+    if (!nh) return DSYNC_ENOMEM;
     t->heap = nh;
     t->heap_cap = ncap;
     return 0;
@@ -203,8 +192,7 @@ void lk_req_link_rest(lk_table *t, lk_req *r)
 
 int lk_req_link(lk_table *t, lk_req *r, bool front)
 {
-    if (lk_heap_reserve(t, 1) != 0)
-        return DSYNC_ENOMEM;
+    if (lk_heap_reserve(t, 1) != 0) return DSYNC_ENOMEM;
     lk_list *list = r->waiting ? &r->lock->waiters : &r->lock->holders;
     if (front)
         lk_list_push_front(list, r);
@@ -243,8 +231,7 @@ void lk_req_unlink(lk_table *t, lk_req *r)
 lk_table *lk_table_new(void)
 {
     lk_table *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
+    if (!t) return NULL;
     ut_map_init(&t->locks);
     ut_map_init(&t->clients);
     t->next_token = 1;
@@ -260,8 +247,7 @@ void lk_table_clear(lk_table *t)
 
 void lk_table_free(lk_table *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     lk_table_clear(t);
     /* A restore that failed half-way can leave locks and clients with no
      * requests behind; free whatever is left. */
@@ -288,8 +274,7 @@ void lk_table_set_listener(lk_table *t, lk_event_fn fn, void *ctx)
 
 static void emit(lk_table *t, lk_event_kind kind, const lk_req *r)
 {
-    if (!t->listener)
-        return;
+    if (!t->listener) return;
     lk_event ev = {kind, r->lock->key, r->client->id, r->mode, r->token, r->deadline};
     t->listener(t->listener_ctx, &ev);
 }
@@ -298,11 +283,9 @@ static void emit(lk_table *t, lk_event_kind kind, const lk_req *r)
 static void find_reqs(const lk_client *c, const lk_lock *l, lk_req **hold, lk_req **wait)
 {
     *hold = *wait = NULL;
-    if (!c)
-        return;
+    if (!c) return;
     for (lk_req *r = c->head; r; r = r->cnext) {
-        if (r->lock != l)
-            continue;
+        if (r->lock != l) continue;
         if (r->waiting)
             *wait = r;
         else
@@ -313,8 +296,7 @@ static void find_reqs(const lk_client *c, const lk_lock *l, lk_req **hold, lk_re
 static bool compatible_with_holders(const lk_lock *l, dsync_lock_mode mode)
 {
     for (const lk_req *h = l->holders.head; h; h = h->next)
-        if (lk_incompatible(mode, h->mode))
-            return false;
+        if (lk_incompatible(mode, h->mode)) return false;
     return true;
 }
 
@@ -341,8 +323,7 @@ static void grant_waiters(lk_table *t, lk_lock *l, uint64_t now)
     while ((w = l->waiters.head) != NULL) {
         if (w->upgrade) {
             /* Only the upgrader's own S may remain. */
-            if (l->holders.n != 1 || l->holders.head->client != w->client)
-                return;
+            if (l->holders.n != 1 || l->holders.head->client != w->client) return;
             lk_req *h = l->holders.head;
             h->mode = DSYNC_LOCK_EXCLUSIVE;
             h->token = t->next_token++;
@@ -352,8 +333,7 @@ static void grant_waiters(lk_table *t, lk_lock *l, uint64_t now)
             emit(t, LK_EV_GRANTED, h);
             continue;
         }
-        if (!compatible_with_holders(l, w->mode))
-            return;
+        if (!compatible_with_holders(l, w->mode)) return;
         lk_list_remove(&l->waiters, w);
         w->waiting = false;
         lk_list_push_back(&l->holders, w);
@@ -367,8 +347,7 @@ static void grant_waiters(lk_table *t, lk_lock *l, uint64_t now)
 
 static bool valid_name(const char *s, size_t max)
 {
-    if (!s)
-        return false;
+    if (!s) return false;
     size_t n = strnlen(s, max + 1);
     return n > 0 && n <= max;
 }
@@ -385,8 +364,7 @@ int lk_acquire(lk_table *t, const lk_request *q, dsync_lock_result *res)
     lk_lock *l = lk_lock_get(t, q->key, false);
     lk_client *c = lk_client_get(t, q->client_id, false);
     lk_req *hold = NULL, *wait = NULL;
-    if (l)
-        find_reqs(c, l, &hold, &wait);
+    if (l) find_reqs(c, l, &hold, &wait);
 
     /* Asking again for what one holds (or less) renews the lease. */
     if (hold && (hold->mode == q->mode || hold->mode == DSYNC_LOCK_EXCLUSIVE)) {
@@ -396,8 +374,7 @@ int lk_acquire(lk_table *t, const lk_request *q, dsync_lock_result *res)
         return 0;
     }
     if (wait) {
-        if (wait->mode != q->mode)
-            return DSYNC_EEXIST;
+        if (wait->mode != q->mode) return DSYNC_EEXIST;
         wait->ttl_ms = q->ttl_ms;
         set_deadline(t, wait, now + wait_lease);
         res->status = DSYNC_LOCK_WAITING;
@@ -415,19 +392,15 @@ int lk_acquire(lk_table *t, const lk_request *q, dsync_lock_result *res)
     }
 
     bool created_lock = l == NULL, created_client = c == NULL;
-    if (!l && !(l = lk_lock_get(t, q->key, true)))
-        return DSYNC_ENOMEM;
+    if (!l && !(l = lk_lock_get(t, q->key, true))) return DSYNC_ENOMEM;
     if (!c && !(c = lk_client_get(t, q->client_id, true))) {
-        if (created_lock)
-            maybe_free_lock(t, l);
+        if (created_lock) maybe_free_lock(t, l);
         return DSYNC_ENOMEM;
     }
     lk_req *r = calloc(1, sizeof *r);
     if (!r) {
-        if (created_lock)
-            maybe_free_lock(t, l);
-        if (created_client)
-            maybe_free_client(t, c);
+        if (created_lock) maybe_free_lock(t, l);
+        if (created_client) maybe_free_client(t, c);
         return DSYNC_ENOMEM;
     }
     r->lock = l;
@@ -438,22 +411,17 @@ int lk_acquire(lk_table *t, const lk_request *q, dsync_lock_result *res)
     r->upgrade = hold != NULL;
     r->waiting = hold != NULL || l->waiters.n > 0 || !compatible_with_holders(l, q->mode);
     r->deadline = now + (r->waiting ? wait_lease : q->ttl_ms);
-    if (!r->waiting)
-        r->token = t->next_token++;
+    if (!r->waiting) r->token = t->next_token++;
 
     /* Upgraders go ahead of ordinary waiters, behind earlier upgraders. */
     bool front = false;
-    if (r->upgrade && l->waiters.head && !l->waiters.head->upgrade)
-        front = true;
+    if (r->upgrade && l->waiters.head && !l->waiters.head->upgrade) front = true;
     if (lk_req_link(t, r, front) != 0) {
-        if (!r->waiting)
-            t->next_token--;
+        if (!r->waiting) t->next_token--;
         t->next_seq--;
         free(r);
-        if (created_lock)
-            maybe_free_lock(t, l);
-        if (created_client)
-            maybe_free_client(t, c);
+        if (created_lock) maybe_free_lock(t, l);
+        if (created_client) maybe_free_client(t, c);
         return DSYNC_ENOMEM;
     }
     if (r->upgrade && !front && l->waiters.tail == r && l->waiters.n > 1) {
@@ -496,20 +464,15 @@ int lk_release(lk_table *t, const char *key, const char *client_id, uint64_t now
     lk_lock *l = lk_lock_get(t, key, false);
     lk_client *c = lk_client_get(t, client_id, false);
     lk_req *hold = NULL, *wait = NULL;
-    if (l)
-        find_reqs(c, l, &hold, &wait);
-    if (!hold && !wait)
-        return DSYNC_ENOTFOUND;
-    if (was_waiting)
-        *was_waiting = hold == NULL;
+    if (l) find_reqs(c, l, &hold, &wait);
+    if (!hold && !wait) return DSYNC_ENOTFOUND;
+    if (was_waiting) *was_waiting = hold == NULL;
     /* The lock is freed with its last request: grant only if it lives. */
-    if (wait)
-        lk_req_unlink(t, wait);
+    if (wait) lk_req_unlink(t, wait);
     if (hold) {
         bool others = l->holders.n > 1 || l->waiters.n > 0;
         lk_req_unlink(t, hold);
-        if (!others)
-            return 0; /* l is gone with its last request */
+        if (!others) return 0; /* l is gone with its last request */
     } else if (!ut_map_get(&t->locks, key)) {
         return 0;
     }
@@ -528,14 +491,12 @@ size_t lk_expire(lk_table *t, uint64_t now_ms)
             /* An upgrade wait outlives the S hold it came from: it becomes
              * an ordinary X request at the head of the queue. */
             for (lk_req *w = l->waiters.head; w; w = w->next)
-                if (w->upgrade && w->client == r->client)
-                    w->upgrade = false;
+                if (w->upgrade && w->client == r->client) w->upgrade = false;
         }
         emit(t, r->waiting ? LK_EV_WAIT_EXPIRED : LK_EV_EXPIRED, r);
         lk_req_unlink(t, r);
         dropped++;
-        if (survives)
-            grant_waiters(t, l, now_ms);
+        if (survives) grant_waiters(t, l, now_ms);
     }
     return dropped;
 }
@@ -547,12 +508,9 @@ uint64_t lk_next_deadline(const lk_table *t)
 
 void lk_counts(const lk_table *t, size_t *n_locks, size_t *n_holders, size_t *n_waiters)
 {
-    if (n_locks)
-        *n_locks = t->locks.count;
-    if (n_holders)
-        *n_holders = t->n_holders;
-    if (n_waiters)
-        *n_waiters = t->n_waiters;
+    if (n_locks) *n_locks = t->locks.count;
+    if (n_holders) *n_holders = t->n_holders;
+    if (n_waiters) *n_waiters = t->n_waiters;
 }
 
 uint64_t lk_next_token(const lk_table *t)

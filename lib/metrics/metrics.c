@@ -25,7 +25,7 @@ struct dsync_series {
     dsync_series *next; /* creation order */
     dsync_metric *family;
     char **values;
-    _Atomic uint64_t value; /* counter/gauge: double bits; histogram: sum bits */
+    _Atomic uint64_t value;    /* counter/gauge: double bits; histogram: sum bits */
     _Atomic uint64_t *buckets; /* histogram: n_bounds + 1 counts, not cumulative */
 };
 
@@ -113,8 +113,7 @@ static void free_family(dsync_metric *f)
 
 void dsync_metrics_free(dsync_metrics *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     for (size_t i = 0; i < m->n; i++)
         free_family(m->families[i]);
     free(m->families);
@@ -124,14 +123,12 @@ void dsync_metrics_free(dsync_metrics *m)
 
 static bool valid_name(const char *s, bool colon_ok)
 {
-    if (!s || !*s)
-        return false;
+    if (!s || !*s) return false;
     for (const char *p = s; *p; p++) {
         char c = *p;
-        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                     (colon_ok && c == ':');
-        if (!alpha && !(p > s && c >= '0' && c <= '9'))
-            return false;
+        bool alpha =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon_ok && c == ':');
+        if (!alpha && !(p > s && c >= '0' && c <= '9')) return false;
     }
     return true;
 }
@@ -140,24 +137,19 @@ static bool valid_name(const char *s, bool colon_ok)
 static int split_labels(const char *labels, char out[DSYNC_METRIC_MAX_LABELS][64], size_t *n)
 {
     *n = 0;
-    if (!labels || !*labels)
-        return 0;
+    if (!labels || !*labels) return 0;
     const char *p = labels;
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (*n == DSYNC_METRIC_MAX_LABELS || len == 0 || len >= 64)
-            return -1;
+        if (*n == DSYNC_METRIC_MAX_LABELS || len == 0 || len >= 64) return -1;
         memcpy(out[*n], p, len);
         out[*n][len] = '\0';
-        if (!valid_name(out[*n], false) || strncmp(out[*n], "__", 2) == 0)
-            return -1;
+        if (!valid_name(out[*n], false) || strncmp(out[*n], "__", 2) == 0) return -1;
         for (size_t i = 0; i < *n; i++)
-            if (strcmp(out[i], out[*n]) == 0)
-                return -1;
+            if (strcmp(out[i], out[*n]) == 0) return -1;
         (*n)++;
-        if (!comma)
-            return 0;
+        if (!comma) return 0;
         p = comma + 1;
     }
 }
@@ -168,22 +160,18 @@ static dsync_metric *register_family(dsync_metrics *m, const char *name, const c
 {
     char names[DSYNC_METRIC_MAX_LABELS][64];
     size_t n_labels;
-    if (!m || !valid_name(name, true) || split_labels(labels, names, &n_labels) != 0)
-        return NULL;
+    if (!m || !valid_name(name, true) || split_labels(labels, names, &n_labels) != 0) return NULL;
     if (type == M_HISTOGRAM) {
         for (size_t i = 0; i < n_labels; i++)
-            if (strcmp(names[i], "le") == 0)
-                return NULL;
+            if (strcmp(names[i], "le") == 0) return NULL;
         for (size_t i = 0; i < n_bounds; i++)
-            if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))
-                return NULL;
+            if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1])) return NULL;
     }
 
     pthread_mutex_lock(&m->mu);
     dsync_metric *f = NULL;
     for (size_t i = 0; i < m->n; i++) {
-        if (strcmp(m->families[i]->name, name) != 0)
-            continue;
+        if (strcmp(m->families[i]->name, name) != 0) continue;
         f = m->families[i];
         bool same = f->type == type && f->n_labels == n_labels;
         for (size_t j = 0; same && j < n_labels; j++)
@@ -197,14 +185,12 @@ static dsync_metric *register_family(dsync_metrics *m, const char *name, const c
     if (m->n == m->cap) {
         size_t ncap = m->cap ? m->cap * 2 : 16;
         dsync_metric **nf = realloc(m->families, ncap * sizeof *nf);
-        if (!nf)
-            goto oom;
+        if (!nf) goto oom;
         m->families = nf;
         m->cap = ncap;
     }
     f = calloc(1, sizeof *f);
-    if (!f)
-        goto oom;
+    if (!f) goto oom;
     f->reg = m;
     f->type = type;
     f->name = ut_strdup(name);
@@ -219,8 +205,7 @@ static dsync_metric *register_family(dsync_metrics *m, const char *name, const c
     if (type == M_HISTOGRAM) {
         f->bounds = malloc((n_bounds ? n_bounds : 1) * sizeof *bounds);
         ok = ok && f->bounds;
-        if (f->bounds)
-            memcpy(f->bounds, bounds, n_bounds * sizeof *bounds);
+        if (f->bounds) memcpy(f->bounds, bounds, n_bounds * sizeof *bounds);
         f->n_bounds = n_bounds;
     }
     if (!ok) {
@@ -255,19 +240,16 @@ dsync_metric *dsync_metrics_histogram(dsync_metrics *m, const char *name, const 
 
 dsync_series *dsync_metric_series(dsync_metric *f, const char *const *values, size_t n_values)
 {
-    if (!f || n_values != f->n_labels)
-        return NULL;
+    if (!f || n_values != f->n_labels) return NULL;
     /* The lookup key joins the values with a byte no sane label contains;
      * a value holding it still works, it merely cannot collide wrongly
      * because the length of each value is part of the key. */
     char key[1024];
     size_t off = 0;
     for (size_t i = 0; i < n_values; i++) {
-        if (!values[i])
-            return NULL;
+        if (!values[i]) return NULL;
         int n = snprintf(key + off, sizeof key - off, "%zu:%s\x1f", strlen(values[i]), values[i]);
-        if (n < 0 || (size_t)n >= sizeof key - off)
-            return NULL;
+        if (n < 0 || (size_t)n >= sizeof key - off) return NULL;
         off += (size_t)n;
     }
     key[off] = '\0';
@@ -280,8 +262,7 @@ dsync_series *dsync_metric_series(dsync_metric *f, const char *const *values, si
         return s;
     }
     s = calloc(1, sizeof *s);
-    if (!s)
-        goto oom;
+    if (!s) goto oom;
     s->family = f;
     s->values = calloc(n_values ? n_values : 1, sizeof *s->values);
     bool ok = s->values != NULL;
@@ -327,24 +308,20 @@ dsync_series *dsync_metric_series2(dsync_metric *f, const char *v1, const char *
 
 void dsync_series_add(dsync_series *s, double delta)
 {
-    if (!s || s->family->type == M_HISTOGRAM)
-        return;
-    if (s->family->type == M_COUNTER && !(delta >= 0))
-        return; /* counters only go up */
+    if (!s || s->family->type == M_HISTOGRAM) return;
+    if (s->family->type == M_COUNTER && !(delta >= 0)) return; /* counters only go up */
     atomic_add_double(&s->value, delta);
 }
 
 void dsync_series_set(dsync_series *s, double value)
 {
-    if (!s || s->family->type != M_GAUGE)
-        return;
+    if (!s || s->family->type != M_GAUGE) return;
     atomic_store_explicit(&s->value, d2u(value), memory_order_relaxed);
 }
 
 void dsync_series_observe(dsync_series *s, double value)
 {
-    if (!s || s->family->type != M_HISTOGRAM)
-        return;
+    if (!s || s->family->type != M_HISTOGRAM) return;
     const dsync_metric *f = s->family;
     /* le is inclusive: a value equal to a bound belongs to that bucket. */
     size_t lo = 0, hi = f->n_bounds;
@@ -361,8 +338,7 @@ void dsync_series_observe(dsync_series *s, double value)
 
 double dsync_series_value(const dsync_series *s)
 {
-    if (!s)
-        return 0;
+    if (!s) return 0;
     if (s->family->type != M_HISTOGRAM)
         return u2d(atomic_load_explicit(&((dsync_series *)s)->value, memory_order_relaxed));
     uint64_t count = 0;
@@ -405,16 +381,14 @@ static void put_series_name(ut_buf *b, const dsync_metric *f, const dsync_series
 {
     ut_buf_puts(b, f->name);
     ut_buf_puts(b, suffix);
-    if (f->n_labels == 0 && !le)
-        return;
+    if (f->n_labels == 0 && !le) return;
     ut_buf_puts(b, "{");
     for (size_t i = 0; i < f->n_labels; i++) {
         ut_buf_printf(b, "%s%s=\"", i ? "," : "", f->labels[i]);
         put_escaped(b, s->values[i], true);
         ut_buf_puts(b, "\"");
     }
-    if (le)
-        ut_buf_printf(b, "%sle=\"%s\"", f->n_labels ? "," : "", le);
+    if (le) ut_buf_printf(b, "%sle=\"%s\"", f->n_labels ? "," : "", le);
     ut_buf_puts(b, "}");
 }
 

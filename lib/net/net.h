@@ -58,8 +58,8 @@ void nt_close(nt_transport *t);
  * switch): Raft tolerates lost messages and will send again. */
 int nt_send(nt_transport *t, uint64_t to, uint8_t type, const void *payload, size_t len);
 /* The same, with the payload in two pieces (header + body). */
-int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t n1,
-             const void *p2, size_t n2);
+int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t n1, const void *p2,
+             size_t n2);
 
 /* Fills fds (at most max) with what the loop must poll; returns the count. */
 size_t nt_pollfds(nt_transport *t, struct pollfd *fds, size_t max);

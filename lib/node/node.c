@@ -34,8 +34,7 @@ int nd_submit(dsync_node *n, nd_call *call)
     call->rc = DSYNC_ECLOSED;
     call->next = NULL;
     call->submitted_ns = ut_now_ns();
-    if (sem_init(&call->done, 0, 0) != 0)
-        return DSYNC_ENOMEM;
+    if (sem_init(&call->done, 0, 0) != 0) return DSYNC_ENOMEM;
 
     pthread_mutex_lock(&n->mu);
     if (n->closing) {
@@ -52,8 +51,7 @@ int nd_submit(dsync_node *n, nd_call *call)
     pthread_mutex_unlock(&n->mu);
 
     /* Only the first call into an empty queue needs to wake the loop. */
-    if (was_empty)
-        wake(n);
+    if (was_empty) wake(n);
     while (sem_wait(&call->done) != 0 && errno == EINTR)
         ;
     sem_destroy(&call->done);
@@ -92,7 +90,9 @@ static void *loop_main(void *arg)
         uint64_t now = ut_now_ms();
         int timeout = -1;
         if (next_deadline != UINT64_MAX)
-            timeout = next_deadline <= now ? 0 : (int)(next_deadline - now > 60000 ? 60000 : next_deadline - now);
+            timeout = next_deadline <= now
+                          ? 0
+                          : (int)(next_deadline - now > 60000 ? 60000 : next_deadline - now);
         struct pollfd pfd = {.fd = n->wake_fd, .events = POLLIN};
         int pr = poll(&pfd, 1, timeout);
         if (pr < 0 && errno != EINTR)
@@ -119,8 +119,7 @@ static void *loop_main(void *arg)
                 handle(n, batch, now);
             batch = next;
         }
-        if (closing)
-            break;
+        if (closing) break;
         next_deadline = nd_locks_tick(n, ut_now_ms());
     }
     return NULL;
@@ -130,12 +129,10 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
 {
     char err[256];
     *out = NULL;
-    if (dsync_config_validate(cfg, err, sizeof err) != 0)
-        return DSYNC_ECONFIG;
+    if (dsync_config_validate(cfg, err, sizeof err) != 0) return DSYNC_ECONFIG;
 
     dsync_node *n = calloc(1, sizeof *n);
-    if (!n)
-        return DSYNC_ENOMEM;
+    if (!n) return DSYNC_ENOMEM;
     n->cfg = *cfg;
     n->log.fn = cfg->log_fn;
     n->log.ctx = cfg->log_ctx;
@@ -145,15 +142,13 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
 
     int rc = DSYNC_ENOMEM;
     n->metrics = dsync_metrics_new();
-    if (!n->metrics)
-        goto fail;
+    if (!n->metrics) goto fail;
     n->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (n->wake_fd < 0) {
         rc = DSYNC_EIO;
         goto fail;
     }
-    if ((rc = nd_locks_open(n)) != 0)
-        goto fail;
+    if ((rc = nd_locks_open(n)) != 0) goto fail;
     if (pthread_mutex_init(&n->mu, NULL) != 0) {
         rc = DSYNC_ENOMEM;
         goto fail_locks;
@@ -171,8 +166,7 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
 fail_locks:
     nd_locks_close(n);
 fail:
-    if (n->wake_fd >= 0)
-        close(n->wake_fd);
+    if (n->wake_fd >= 0) close(n->wake_fd);
     dsync_metrics_free(n->metrics);
     free(n);
     return rc;
@@ -180,8 +174,7 @@ fail:
 
 void dsync_node_close(dsync_node *n)
 {
-    if (!n)
-        return;
+    if (!n) return;
     pthread_mutex_lock(&n->mu);
     n->closing = true;
     pthread_mutex_unlock(&n->mu);

@@ -56,8 +56,7 @@ static void on_event(void *ctx, const lk_event *ev)
             res->status = DSYNC_LOCK_GRANTED;
             res->fencing_token = ev->fencing_token;
             res->lease_ms = ev->lease_deadline > now ? ev->lease_deadline - now : 0;
-            dsync_series_observe(n->lm.wait_seconds,
-                                 (double)(ut_now_ns() - c->submitted_ns) / 1e9);
+            dsync_series_observe(n->lm.wait_seconds, (double)(ut_now_ns() - c->submitted_ns) / 1e9);
             nd_complete(c, 0);
         }
         return;
@@ -79,14 +78,12 @@ static void on_event(void *ctx, const lk_event *ev)
 int nd_locks_open(dsync_node *n)
 {
     n->locks = lk_table_new();
-    if (!n->locks)
-        return DSYNC_ENOMEM;
+    if (!n->locks) return DSYNC_ENOMEM;
     lk_table_set_listener(n->locks, on_event, n);
 
     dsync_metrics *m = n->metrics;
-    dsync_metric *acq = dsync_metrics_counter(m, "locks_acquire_total",
-                                              "Lock acquire requests by mode and outcome.",
-                                              "mode,result");
+    dsync_metric *acq = dsync_metrics_counter(
+        m, "locks_acquire_total", "Lock acquire requests by mode and outcome.", "mode,result");
     static const char *const results[3] = {"ok", "wait", "deadlock"};
     for (int mi = 0; mi < 2; mi++)
         for (int ri = 0; ri < 3; ri++)
@@ -100,8 +97,8 @@ int nd_locks_open(dsync_node *n)
         m, "locks_lease_expired_total", "Leases that ended without renewal, by party.", "party");
     n->lm.expired_holders = dsync_metric_series1(exp, "holder");
     n->lm.expired_waiters = dsync_metric_series1(exp, "waiter");
-    n->lm.held = dsync_metric_series0(
-        dsync_metrics_gauge(m, "locks_held", "Lock holder entries (one per client per key).", NULL));
+    n->lm.held = dsync_metric_series0(dsync_metrics_gauge(
+        m, "locks_held", "Lock holder entries (one per client per key).", NULL));
     n->lm.waiting = dsync_metric_series0(
         dsync_metrics_gauge(m, "locks_waiting", "Lock requests waiting in a queue.", NULL));
     n->lm.keys = dsync_metric_series0(
@@ -121,8 +118,7 @@ void nd_locks_close(dsync_node *n)
 
 static int check_name(const char *s, size_t max)
 {
-    if (!s)
-        return DSYNC_EINVAL;
+    if (!s) return DSYNC_EINVAL;
     size_t len = strnlen(s, max + 1);
     return len == 0 || len > max ? DSYNC_EINVAL : 0;
 }
@@ -132,7 +128,8 @@ static void acquire(dsync_node *n, nd_call *call, uint64_t now_ms)
     const dsync_lock_request *req = call->u.acquire.req;
     dsync_lock_result *res = call->u.acquire.res;
     memset(res, 0, sizeof *res);
-    if (check_name(req->key, DSYNC_LOCK_KEY_MAX) || check_name(req->client_id, DSYNC_CLIENT_ID_MAX) ||
+    if (check_name(req->key, DSYNC_LOCK_KEY_MAX) ||
+        check_name(req->client_id, DSYNC_CLIENT_ID_MAX) ||
         (req->mode != DSYNC_LOCK_SHARED && req->mode != DSYNC_LOCK_EXCLUSIVE) ||
         req->ttl_ms > n->cfg.lock_max_ttl_ms || req->wait_ms > n->cfg.lock_max_wait_ms) {
         nd_complete(call, DSYNC_EINVAL);
@@ -192,8 +189,7 @@ static void release(dsync_node *n, nd_call *call, uint64_t now_ms)
         while ((c = unpark(n, key, client)) != NULL)
             nd_complete(c, DSYNC_ENOTFOUND);
     }
-    if (call->u.release.was_waiting)
-        *call->u.release.was_waiting = was_waiting;
+    if (call->u.release.was_waiting) *call->u.release.was_waiting = was_waiting;
     update_gauges(n);
     nd_complete(call, rc);
 }
@@ -232,17 +228,16 @@ uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms)
             /* Asking again renews the waiting request (the client is still
              * here) and gives its place in the queue as of now. */
             const dsync_lock_request *req = c->u.acquire.req;
-            lk_request lr = {req->key, req->client_id, req->mode,
-                             req->ttl_ms ? req->ttl_ms : n->cfg.lock_default_ttl_ms, 0, now_ms};
+            lk_request lr = {req->key,  req->client_id,
+                             req->mode, req->ttl_ms ? req->ttl_ms : n->cfg.lock_default_ttl_ms,
+                             0,         now_ms};
             nd_complete(c, lk_acquire(n->locks, &lr, c->u.acquire.res));
             continue;
         }
-        if (c->deadline_ms < next)
-            next = c->deadline_ms;
+        if (c->deadline_ms < next) next = c->deadline_ms;
         pp = &c->next;
     }
-    if (lk_expire(n->locks, now_ms) > 0)
-        update_gauges(n);
+    if (lk_expire(n->locks, now_ms) > 0) update_gauges(n);
     uint64_t lease = lk_next_deadline(n->locks);
     return lease < next ? lease : next;
 }
@@ -251,24 +246,21 @@ uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms)
 
 int dsync_lock_acquire(dsync_node *n, const dsync_lock_request *req, dsync_lock_result *result)
 {
-    if (!n || !req || !result)
-        return DSYNC_EINVAL;
+    if (!n || !req || !result) return DSYNC_EINVAL;
     nd_call call = {.kind = ND_CALL_LOCK_ACQUIRE, .u.acquire = {req, result}};
     return nd_submit(n, &call);
 }
 
 int dsync_lock_release(dsync_node *n, const char *key, const char *client_id, int *was_waiting)
 {
-    if (!n)
-        return DSYNC_EINVAL;
+    if (!n) return DSYNC_EINVAL;
     nd_call call = {.kind = ND_CALL_LOCK_RELEASE, .u.release = {key, client_id, was_waiting}};
     return nd_submit(n, &call);
 }
 
 int dsync_lock_state_get(dsync_node *n, dsync_lock_state *out)
 {
-    if (!n || !out)
-        return DSYNC_EINVAL;
+    if (!n || !out) return DSYNC_EINVAL;
     memset(out, 0, sizeof *out);
     nd_call call = {.kind = ND_CALL_LOCK_STATE, .u.state = out};
     return nd_submit(n, &call);

@@ -66,8 +66,7 @@ typedef struct {
 typedef struct st_log st_log;
 
 /* Opens (creating if needed) the store in dir/raft. */
-int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *err,
-                size_t errlen);
+int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *err, size_t errlen);
 void st_log_close(st_log *l);
 
 /* Buffers entries: each must be last+1, or at most last (replacing the tail

@@ -19,10 +19,8 @@ void ut_buf_free(ut_buf *b)
 
 int ut_buf_reserve(ut_buf *b, size_t extra)
 {
-    if (b->oom)
-        return DSYNC_ENOMEM;
-    if (b->len + extra + 1 <= b->cap)
-        return 0;
+    if (b->oom) return DSYNC_ENOMEM;
+    if (b->len + extra + 1 <= b->cap) return 0;
     size_t ncap = b->cap ? b->cap : 256;
     while (ncap < b->len + extra + 1)
         ncap *= 2;
@@ -38,8 +36,7 @@ int ut_buf_reserve(ut_buf *b, size_t extra)
 
 int ut_buf_append(ut_buf *b, const void *data, size_t len)
 {
-    if (ut_buf_reserve(b, len) != 0)
-        return DSYNC_ENOMEM;
+    if (ut_buf_reserve(b, len) != 0) return DSYNC_ENOMEM;
     memcpy(b->data + b->len, data, len);
     b->len += len;
     b->data[b->len] = '\0';
@@ -58,12 +55,9 @@ int ut_buf_printf(ut_buf *b, const char *fmt, ...)
     char small[256];
     int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return DSYNC_EINVAL;
-    if ((size_t)n < sizeof small)
-        return ut_buf_append(b, small, (size_t)n);
-    if (ut_buf_reserve(b, (size_t)n) != 0)
-        return DSYNC_ENOMEM;
+    if (n < 0) return DSYNC_EINVAL;
+    if ((size_t)n < sizeof small) return ut_buf_append(b, small, (size_t)n);
+    if (ut_buf_reserve(b, (size_t)n) != 0) return DSYNC_ENOMEM;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -77,11 +71,9 @@ char *ut_buf_detach(ut_buf *b, size_t *len)
         ut_buf_free(b);
         return NULL;
     }
-    if (!b->data && ut_buf_reserve(b, 0) != 0)
-        return NULL;
+    if (!b->data && ut_buf_reserve(b, 0) != 0) return NULL;
     char *d = b->data;
-    if (len)
-        *len = b->len;
+    if (len) *len = b->len;
     ut_buf_init(b);
     return d;
 }

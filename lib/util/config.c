@@ -22,13 +22,13 @@ typedef struct {
     setter set;
 } var_def;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (err && errlen)
-        vsnprintf(err, errlen, fmt, ap);
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return DSYNC_ECONFIG;
 }
@@ -36,16 +36,13 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 /* Strict unsigned parse: digits only, no sign, no junk, no overflow. */
 static int parse_u64(const char *s, uint64_t *out)
 {
-    if (!*s)
-        return -1;
+    if (!*s) return -1;
     for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return -1;
+        if (*p < '0' || *p > '9') return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -1;
+    if (errno || *end) return -1;
     *out = v;
     return 0;
 }
@@ -66,8 +63,7 @@ static int check_addr(const char *name, const char *value, char *err, size_t err
 {
     const char *colon = strrchr(value, ':');
     uint64_t port;
-    if (!colon || colon == value || parse_u64(colon + 1, &port) != 0 || port == 0 ||
-        port > 65535)
+    if (!colon || colon == value || parse_u64(colon + 1, &port) != 0 || port == 0 || port > 65535)
         return fail(err, errlen, "%s: \"%s\" is not host:port (port 1..65535)", name, value);
     for (const char *p = value; p < colon; p++) {
         char c = *p;
@@ -91,16 +87,14 @@ static int set_node_id(dsync_config *c, const char *n, const char *v, char *e, s
 
 static int set_http_addr(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
-    if (check_addr(n, v, e, el) != 0)
-        return DSYNC_ECONFIG;
+    if (check_addr(n, v, e, el) != 0) return DSYNC_ECONFIG;
     ut_strlcpy(c->http_addr, v, sizeof c->http_addr);
     return 0;
 }
 
 static int set_peer_addr(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
-    if (check_addr(n, v, e, el) != 0)
-        return DSYNC_ECONFIG;
+    if (check_addr(n, v, e, el) != 0) return DSYNC_ECONFIG;
     ut_strlcpy(c->peer_addr, v, sizeof c->peer_addr);
     return 0;
 }
@@ -120,8 +114,7 @@ static int set_peers(dsync_config *c, const char *n, const char *v, char *e, siz
     dsync_peer peers[DSYNC_MAX_PEERS];
     size_t count = 0;
     char copy[DSYNC_MAX_PEERS * (DSYNC_ADDR_MAX + 24)];
-    if (ut_strlcpy(copy, v, sizeof copy) != 0)
-        return fail(e, el, "%s: value is too long", n);
+    if (ut_strlcpy(copy, v, sizeof copy) != 0) return fail(e, el, "%s: value is too long", n);
     if (*trim(copy) == '\0') {
         c->n_peers = 0;
         return 0;
@@ -130,15 +123,13 @@ static int set_peers(dsync_config *c, const char *n, const char *v, char *e, siz
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *it = (char *)trim(item);
         char *eq = strchr(it, '=');
-        if (!eq)
-            return fail(e, el, "%s: \"%s\" is not id=host:port", n, it);
+        if (!eq) return fail(e, el, "%s: \"%s\" is not id=host:port", n, it);
         *eq = '\0';
         uint64_t id;
         if (parse_u64(trim(it), &id) != 0 || id == 0)
             return fail(e, el, "%s: peer id \"%s\" is not an integer >= 1", n, it);
         const char *addr = trim(eq + 1);
-        if (check_addr(n, addr, e, el) != 0)
-            return DSYNC_ECONFIG;
+        if (check_addr(n, addr, e, el) != 0) return DSYNC_ECONFIG;
         for (size_t i = 0; i < count; i++)
             if (peers[i].id == id)
                 return fail(e, el, "%s: peer id %llu appears twice", n, (unsigned long long)id);
@@ -177,8 +168,7 @@ static int set_redis_url(dsync_config *c, const char *n, const char *v, char *e,
         return fail(e, el, "%s: \"%s\" must look like redis://host:port[/db]", n, v);
     memcpy(hostport, rest, hlen);
     hostport[hlen] = '\0';
-    if (check_addr(n, hostport, e, el) != 0)
-        return DSYNC_ECONFIG;
+    if (check_addr(n, hostport, e, el) != 0) return DSYNC_ECONFIG;
     uint64_t db;
     if (slash && (parse_u64(slash + 1, &db) != 0 || db > 15))
         return fail(e, el, "%s: \"%s\" has a database number outside 0..15", n, v);
@@ -191,8 +181,7 @@ static int set_redis_url(dsync_config *c, const char *n, const char *v, char *e,
     static int fn(dsync_config *c, const char *n, const char *v, char *e, size_t el)               \
     {                                                                                              \
         uint64_t x = 0;                                                                            \
-        if (ranged(n, v, min, max, &x, e, el) != 0)                                                \
-            return DSYNC_ECONFIG;                                                                  \
+        if (ranged(n, v, min, max, &x, e, el) != 0) return DSYNC_ECONFIG;                          \
         c->field = x;                                                                              \
         return 0;                                                                                  \
     }
@@ -223,8 +212,7 @@ static const var_def vars[] = {
      set_http_addr},
     {{"DSYNC_PEER_ADDR", "127.0.0.1:9081", "where the peer transport listens (host:port)"},
      set_peer_addr},
-    {{"DSYNC_PEERS", "", "all members as id=host:port,...; empty means a single node"},
-     set_peers},
+    {{"DSYNC_PEERS", "", "all members as id=host:port,...; empty means a single node"}, set_peers},
     {{"DSYNC_DATA_DIR", "./data/node1", "Raft log, snapshots, local queue file"}, set_data_dir},
     {{"DSYNC_REDIS_URL", "", "redis://host:port[/db] for the queue/cache store; empty: local file"},
      set_redis_url},
@@ -254,8 +242,7 @@ int dsync_config_set(dsync_config *cfg, const char *name, const char *value, cha
                      size_t errlen)
 {
     for (size_t i = 0; i < N_VARS; i++)
-        if (strcmp(vars[i].var.name, name) == 0)
-            return vars[i].set(cfg, name, value, err, errlen);
+        if (strcmp(vars[i].var.name, name) == 0) return vars[i].set(cfg, name, value, err, errlen);
     return fail(err, errlen, "%s: unknown configuration variable", name);
 }
 
@@ -275,13 +262,10 @@ static int parse_env_line(char *line, char **name, char **value)
     line[strcspn(line, "\r\n")] = '\0';
     char *s = (char *)trim(line);
     size_t n;
-    if (!*s || *s == '#')
-        return 0;
-    if (strncmp(s, "export ", 7) == 0)
-        s = (char *)trim(s + 7);
+    if (!*s || *s == '#') return 0;
+    if (strncmp(s, "export ", 7) == 0) s = (char *)trim(s + 7);
     char *eq = strchr(s, '=');
-    if (!eq || eq == s)
-        return -1;
+    if (!eq || eq == s) return -1;
     *eq = '\0';
     *name = (char *)trim(s);
     char *v = (char *)trim(eq + 1);
@@ -307,8 +291,7 @@ static int load_file(dsync_config *cfg, const char *path, char *err, size_t errl
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        if (errno == ENOENT)
-            return 0;
+        if (errno == ENOENT) return 0;
         return fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
     }
     char line[8192];
@@ -323,8 +306,7 @@ static int load_file(dsync_config *cfg, const char *path, char *err, size_t errl
             /* Unknown DSYNC_ names are typos worth stopping for. */
             char inner[400];
             rc = dsync_config_set(cfg, name, value, inner, sizeof inner);
-            if (rc != 0)
-                fail(err, errlen, "%s:%d: %s", path, lineno, inner);
+            if (rc != 0) fail(err, errlen, "%s:%d: %s", path, lineno, inner);
         }
     }
     fclose(f);
@@ -336,15 +318,13 @@ int dsync_config_load(dsync_config *cfg, const char *env_path, char *err, size_t
     dsync_config_defaults(cfg);
     if (env_path) {
         int rc = load_file(cfg, env_path, err, errlen);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
     }
     for (size_t i = 0; i < N_VARS; i++) {
         const char *v = getenv(vars[i].var.name);
         if (v) {
             int rc = vars[i].set(cfg, vars[i].var.name, v, err, errlen);
-            if (rc != 0)
-                return rc;
+            if (rc != 0) return rc;
         }
     }
     return 0;
@@ -352,18 +332,15 @@ int dsync_config_load(dsync_config *cfg, const char *env_path, char *err, size_t
 
 int dsync_config_validate(const dsync_config *cfg, char *err, size_t errlen)
 {
-    if (cfg->node_id == 0)
-        return fail(err, errlen, "DSYNC_NODE_ID: must be >= 1");
+    if (cfg->node_id == 0) return fail(err, errlen, "DSYNC_NODE_ID: must be >= 1");
     if (cfg->lock_default_ttl_ms > cfg->lock_max_ttl_ms)
         return fail(err, errlen,
                     "DSYNC_LOCK_DEFAULT_TTL_MS: %llu is larger than DSYNC_LOCK_MAX_TTL_MS %llu",
                     (unsigned long long)cfg->lock_default_ttl_ms,
                     (unsigned long long)cfg->lock_max_ttl_ms);
-    if (cfg->n_peers == 0)
-        return 0;
+    if (cfg->n_peers == 0) return 0;
     for (size_t i = 0; i < cfg->n_peers; i++) {
-        if (cfg->peers[i].id != cfg->node_id)
-            continue;
+        if (cfg->peers[i].id != cfg->node_id) continue;
         if (strcmp(cfg->peers[i].addr, cfg->peer_addr) != 0)
             return fail(err, errlen,
                         "DSYNC_PEERS: this node (%llu) is listed at %s but DSYNC_PEER_ADDR is %s",

@@ -46,8 +46,7 @@ uint32_t ut_crc32c(uint32_t crc, const void *data, size_t len)
 {
     /* Building the table twice from two threads writes the same bytes, so
      * the race is benign; the flag only saves the work. */
-    if (!__atomic_load_n(&crc32c_ready, __ATOMIC_ACQUIRE))
-        crc32c_init();
+    if (!__atomic_load_n(&crc32c_ready, __ATOMIC_ACQUIRE)) crc32c_init();
     const unsigned char *p = data;
     crc = ~crc;
     while (len >= 8) {

@@ -35,15 +35,13 @@ static size_t find(const ut_map *m, const char *key, uint64_t h)
     size_t mask = m->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const ut_map_slot *s = &m->slots[i];
-        if (!s->key || (s->hash == h && strcmp(s->key, key) == 0))
-            return i;
+        if (!s->key || (s->hash == h && strcmp(s->key, key) == 0)) return i;
     }
 }
 
 void *ut_map_get(const ut_map *m, const char *key)
 {
-    if (m->count == 0)
-        return NULL;
+    if (m->count == 0) return NULL;
     size_t i = find(m, key, key_hash(key));
     return m->slots[i].key ? m->slots[i].value : NULL;
 }
@@ -52,12 +50,10 @@ static int grow(ut_map *m)
 {
     size_t ncap = m->cap ? m->cap * 2 : 16;
     ut_map_slot *ns = calloc(ncap, sizeof *ns);
-    if (!ns)
-        return DSYNC_ENOMEM;
+    if (!ns) return DSYNC_ENOMEM;
     for (size_t i = 0; i < m->cap; i++) {
         ut_map_slot *s = &m->slots[i];
-        if (!s->key)
-            continue;
+        if (!s->key) continue;
         size_t j = s->hash & (ncap - 1);
         while (ns[j].key)
             j = (j + 1) & (ncap - 1);
@@ -72,8 +68,7 @@ static int grow(ut_map *m)
 int ut_map_put(ut_map *m, const char *key, void *value)
 {
     /* Keep the load under 3/4 so probe runs stay short. */
-    if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != 0)
-        return DSYNC_ENOMEM;
+    if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != 0) return DSYNC_ENOMEM;
     uint64_t h = key_hash(key);
     size_t i = find(m, key, h);
     ut_map_slot *s = &m->slots[i];
@@ -82,8 +77,7 @@ int ut_map_put(ut_map *m, const char *key, void *value)
         return 0;
     }
     char *copy = ut_strdup(key);
-    if (!copy)
-        return DSYNC_ENOMEM;
+    if (!copy) return DSYNC_ENOMEM;
     s->key = copy;
     s->hash = h;
     s->value = value;
@@ -93,12 +87,10 @@ int ut_map_put(ut_map *m, const char *key, void *value)
 
 void *ut_map_del(ut_map *m, const char *key)
 {
-    if (m->count == 0)
-        return NULL;
+    if (m->count == 0) return NULL;
     size_t mask = m->cap - 1;
     size_t i = find(m, key, key_hash(key));
-    if (!m->slots[i].key)
-        return NULL;
+    if (!m->slots[i].key) return NULL;
     void *value = m->slots[i].value;
     free(m->slots[i].key);
     m->slots[i].key = NULL;
@@ -108,8 +100,7 @@ void *ut_map_del(ut_map *m, const char *key)
     for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
         size_t home = m->slots[j].hash & mask;
         bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
-        if (stays)
-            continue;
+        if (stays) continue;
         m->slots[i] = m->slots[j];
         m->slots[j].key = NULL;
         i = j;
@@ -121,10 +112,8 @@ bool ut_map_next(const ut_map *m, size_t *iter, const char **key, void **value)
 {
     for (size_t i = *iter; i < m->cap; i++) {
         if (m->slots[i].key) {
-            if (key)
-                *key = m->slots[i].key;
-            if (value)
-                *value = m->slots[i].value;
+            if (key) *key = m->slots[i].key;
+            if (value) *value = m->slots[i].value;
             *iter = i + 1;
             return true;
         }

@@ -29,8 +29,7 @@ uint64_t ut_wall_ms(void)
 
 void ut_log(const ut_logger *lg, dsync_log_level level, const char *fmt, ...)
 {
-    if (!lg || !lg->fn || level < lg->level)
-        return;
+    if (!lg || !lg->fn || level < lg->level) return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -43,16 +42,14 @@ char *ut_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
+    if (d) memcpy(d, s, n);
     return d;
 }
 
 int ut_strlcpy(char *dst, const char *src, size_t cap)
 {
     size_t n = strlen(src);
-    if (cap == 0)
-        return -1;
+    if (cap == 0) return -1;
     if (n >= cap) {
         memcpy(dst, src, cap - 1);
         dst[cap - 1] = '\0';
@@ -85,16 +82,14 @@ static const struct {
 const char *dsync_strerror(int code)
 {
     for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
-        if (errors[i].code == code)
-            return errors[i].text;
+        if (errors[i].code == code) return errors[i].text;
     return "unknown error";
 }
 
 const char *dsync_errname(int code)
 {
     for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
-        if (errors[i].code == code)
-            return errors[i].name;
+        if (errors[i].code == code) return errors[i].name;
     return "EUNKNOWN";
 }
 

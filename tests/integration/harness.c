@@ -68,10 +68,8 @@ bool h_wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
 {
     long long deadline = h_now_ms() + timeout_ms;
     for (;;) {
-        if (cond(arg))
-            return true;
-        if (h_now_ms() >= deadline)
-            return false;
+        if (cond(arg)) return true;
+        if (h_now_ms() >= deadline) return false;
         sleep_ms(10);
     }
 }
@@ -87,8 +85,7 @@ int h_free_port(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return -1;
     }
     socklen_t len = sizeof sa;
@@ -116,8 +113,7 @@ void h_node_init(h_node *n, int node_id, const char *const *extra)
 void h_node_print_log(const h_node *n)
 {
     FILE *f = fopen(n->log_path, "r");
-    if (!f)
-        return;
+    if (!f) return;
     char lines[20][512];
     int count = 0;
     while (fgets(lines[count % 20], sizeof lines[0], f))
@@ -149,8 +145,7 @@ int h_node_start(h_node *n)
 {
     const char *bin = h_dsyncd_path();
     char abs_bin[1024];
-    if (bin[0] != '/' && realpath(bin, abs_bin))
-        bin = abs_bin;
+    if (bin[0] != '/' && realpath(bin, abs_bin)) bin = abs_bin;
     char env[H_MAX_ENV + 12][600];
     char *envp[H_MAX_ENV + 13];
     int k = 0;
@@ -162,11 +157,9 @@ int h_node_start(h_node *n)
     snprintf(env[k++], sizeof env[0], "DSYNC_LOG_LEVEL=info");
     snprintf(env[k++], sizeof env[0], "PATH=/usr/bin:/bin");
     const char *asan = getenv("ASAN_OPTIONS");
-    if (asan)
-        snprintf(env[k++], sizeof env[0], "ASAN_OPTIONS=%s", asan);
+    if (asan) snprintf(env[k++], sizeof env[0], "ASAN_OPTIONS=%s", asan);
     const char *ubsan = getenv("UBSAN_OPTIONS");
-    if (ubsan)
-        snprintf(env[k++], sizeof env[0], "UBSAN_OPTIONS=%s", ubsan);
+    if (ubsan) snprintf(env[k++], sizeof env[0], "UBSAN_OPTIONS=%s", ubsan);
     for (int i = 0; i < n->n_extra; i++)
         snprintf(env[k++], sizeof env[0], "%s", n->extra_env[i]);
     for (int i = 0; i < k; i++)
@@ -174,8 +167,7 @@ int h_node_start(h_node *n)
     envp[k] = NULL;
 
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         int fd = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
@@ -183,8 +175,7 @@ int h_node_start(h_node *n)
             dup2(fd, 2);
             close(fd);
         }
-        if (chdir(n->dir) != 0)
-            _exit(126);
+        if (chdir(n->dir) != 0) _exit(126);
         char *argv[] = {(char *)bin, NULL};
         execve(bin, argv, envp);
         _exit(127);
@@ -196,8 +187,7 @@ int h_node_start(h_node *n)
         fprintf(stderr, "dsyncd (node %d, http %d) did not become healthy\n", n->node_id,
                 n->http_port);
         h_node_print_log(n);
-        if (n->pid)
-            h_node_kill9(n);
+        if (n->pid) h_node_kill9(n);
         return -1;
     }
     return 0;
@@ -205,8 +195,7 @@ int h_node_start(h_node *n)
 
 static int reap(h_node *n, int sig, int timeout_ms)
 {
-    if (n->pid <= 0)
-        return 0;
+    if (n->pid <= 0) return 0;
     kill(n->pid, sig);
     long long deadline = h_now_ms() + timeout_ms;
     int st = 0, clean = 0;
@@ -248,8 +237,7 @@ int h_node_destroy(h_node *n)
     int rc = h_node_stop(n);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", n->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", n->dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", n->dir);
     return rc;
 }
 
@@ -258,12 +246,12 @@ int h_node_destroy(h_node *n)
 static int connect_node(const h_node *n, int timeout_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)n->http_port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)n->http_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         close(fd);
@@ -284,8 +272,7 @@ static void header_value(const char *head, const char *name, char *out, size_t c
                 v++;
             const char *end = strstr(v, "\r\n");
             size_t len = end ? (size_t)(end - v) : strlen(v);
-            if (len >= cap)
-                len = cap - 1;
+            if (len >= cap) len = cap - 1;
             memcpy(out, v, len);
             out[len] = '\0';
             return;
@@ -304,10 +291,8 @@ static int read_response(int fd, h_resp *r)
             buf = realloc(buf, cap);
         }
         ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
         len += (size_t)k;
     }
     buf[len] = '\0';
@@ -326,8 +311,7 @@ static int read_response(int fd, h_resp *r)
     header_value(buf, "Content-Length", cl, sizeof cl);
     char *body = sep + 4;
     size_t body_len = len - (size_t)(body - buf);
-    if (cl[0] && (size_t)atol(cl) < body_len)
-        body_len = (size_t)atol(cl);
+    if (cl[0] && (size_t)atol(cl) < body_len) body_len = (size_t)atol(cl);
     r->body = malloc(body_len + 1);
     memcpy(r->body, body, body_len);
     r->body[body_len] = '\0';
@@ -340,13 +324,11 @@ int h_raw(const h_node *n, const void *data, size_t len, int timeout_ms, h_resp 
 {
     memset(r, 0, sizeof *r);
     int fd = connect_node(n, timeout_ms);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     const char *p = data;
     while (len > 0) {
         ssize_t k = send(fd, p, len, MSG_NOSIGNAL);
-        if (k <= 0)
-            break; /* the server may close early (413): read what it said */
+        if (k <= 0) break; /* the server may close early (413): read what it said */
         p += k;
         len -= (size_t)k;
     }
@@ -365,11 +347,9 @@ int h_http(const h_node *n, const char *method, const char *path, const char *bo
                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
                       "Content-Type: application/json\r\n",
                       method, path, extra_headers ? extra_headers : "");
-    if (body)
-        hl += snprintf(req + hl, cap - (size_t)hl, "Content-Length: %zu\r\n", blen);
+    if (body) hl += snprintf(req + hl, cap - (size_t)hl, "Content-Length: %zu\r\n", blen);
     hl += snprintf(req + hl, cap - (size_t)hl, "\r\n");
-    if (body)
-        memcpy(req + hl, body, blen);
+    if (body) memcpy(req + hl, body, blen);
     int rc = h_raw(n, req, (size_t)hl + blen, 10000, r);
     free(req);
     return rc;
@@ -381,13 +361,11 @@ void h_resp_free(h_resp *r)
     r->body = NULL;
 }
 
-json_t *h_json(const h_node *n, const char *method, const char *path, const char *body,
-               int *status)
+json_t *h_json(const h_node *n, const char *method, const char *path, const char *body, int *status)
 {
     h_resp r;
     h_http(n, method, path, body, "", &r);
-    if (status)
-        *status = r.status;
+    if (status) *status = r.status;
     json_t *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
     h_resp_free(&r);
     return j;

@@ -88,8 +88,8 @@ static void release(h_node *n, const char *client, const char *key, int expect_s
     if (st == 200)
         assert_string_equal(json_string_value(json_object_get(j, "status")), "released");
     else
-        assert_string_equal(
-            json_string_value(json_object_get(json_object_get(j, "error"), "code")), "not_found");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                            "not_found");
     json_decref(j);
 }
 
@@ -99,8 +99,7 @@ static json_t *lock_of(json_t *state, const char *key)
     json_t *l;
     json_array_foreach(json_object_get(state, "locks"), i, l)
     {
-        if (strcmp(json_string_value(json_object_get(l, "key")), key) == 0)
-            return l;
+        if (strcmp(json_string_value(json_object_get(l, "key")), key) == 0) return l;
     }
     return NULL;
 }
@@ -424,8 +423,7 @@ static void *worker(void *p)
         json_int_t token = json_integer_value(json_object_get(j, "fencing_token"));
         json_decref(j);
         pthread_mutex_lock(a->mu);
-        if (*a->inside || token <= *a->last_token)
-            a->violations++;
+        if (*a->inside || token <= *a->last_token) a->violations++;
         *a->inside = 1;
         *a->last_token = token;
         pthread_mutex_unlock(a->mu);
@@ -433,8 +431,7 @@ static void *worker(void *p)
         *a->inside = 0;
         pthread_mutex_unlock(a->mu);
         json_decref(h_json(a->n, "POST", "/locks/release", rel, &st));
-        if (st != 200)
-            a->violations++;
+        if (st != 200) a->violations++;
     }
     return NULL;
 }
@@ -462,19 +459,19 @@ static void test_eight_clients_take_turns_on_one_exclusive_lock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_three_readers_then_a_writer_that_is_not_starved,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_three_readers_then_a_writer_that_is_not_starved, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_two_clients_crossing_on_a_and_b_are_refused_as_a_deadlock, setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            test_an_unrenewed_lease_frees_the_lock_for_a_blocked_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_unrenewed_lease_frees_the_lock_for_a_blocked_waiter,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewing_a_lease_keeps_the_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_ms_times_out_waiting_or_returns_the_grant,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_requests_get_their_error_and_change_nothing,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_eight_clients_take_turns_on_one_exclusive_lock,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_ms_times_out_waiting_or_returns_the_grant, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_requests_get_their_error_and_change_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_eight_clients_take_turns_on_one_exclusive_lock, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,8 +146,7 @@ static void test_validate_checks_values_against_each_other(void **state)
     assert_non_null(strstr(err, "DSYNC_LOCK_DEFAULT_TTL_MS"));
 
     dsync_config_defaults(&cfg);
-    assert_int_equal(dsync_config_set(&cfg, "DSYNC_PEERS", "2=127.0.0.1:9082", err, sizeof err),
-                     0);
+    assert_int_equal(dsync_config_set(&cfg, "DSYNC_PEERS", "2=127.0.0.1:9082", err, sizeof err), 0);
     assert_int_equal(dsync_config_validate(&cfg, err, sizeof err), DSYNC_ECONFIG);
     assert_non_null(strstr(err, "not among the peers"));
 

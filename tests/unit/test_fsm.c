@@ -14,11 +14,15 @@
 
 #include "node/fsm.h"
 
-static fsm_cmd acquire_cmd(const char *key, const char *client, dsync_lock_mode mode,
-                           uint64_t now)
+static fsm_cmd acquire_cmd(const char *key, const char *client, dsync_lock_mode mode, uint64_t now)
 {
-    fsm_cmd c = {.op = FSM_ACQUIRE, .origin = 2, .seq = 7, .now_ms = now, .mode = mode,
-                 .ttl_ms = 1000, .wait_ms = 0};
+    fsm_cmd c = {.op = FSM_ACQUIRE,
+                 .origin = 2,
+                 .seq = 7,
+                 .now_ms = now,
+                 .mode = mode,
+                 .ttl_ms = 1000,
+                 .wait_ms = 0};
     strcpy(c.key, key);
     strcpy(c.client_id, client);
     return c;
@@ -116,8 +120,7 @@ static void test_replicas_fed_the_same_log_agree_even_after_a_restore(void **sta
             c = (fsm_cmd){.op = FSM_EXPIRE, .now_ms = now};
         }
         /* A clock that steps back (a new leader) never moves the table back. */
-        if (i % 97 == 0)
-            c.now_ms = now - 500;
+        if (i % 97 == 0) c.now_ms = now - 500;
         fsm_result ra, rb;
         fsm_apply(&a, &c, &ra);
         fsm_apply(&b, &c, &rb);

@@ -70,8 +70,7 @@ static void rel(lk_table *t, const char *c, const char *k, int expect_rc)
 static void check(lk_table *t)
 {
     char err[256];
-    if (lk_check_invariants(t, err, sizeof err) != 0)
-        fail_msg("invariant: %s", err);
+    if (lk_check_invariants(t, err, sizeof err) != 0) fail_msg("invariant: %s", err);
 }
 
 static ut_buf snap(lk_table *t)
@@ -276,8 +275,7 @@ typedef struct {
 static void on_event(void *ctx, const lk_event *e)
 {
     events *es = ctx;
-    if (es->n == 16)
-        return;
+    if (es->n == 16) return;
     es->ev[es->n] = *e;
     snprintf(es->key[es->n], 32, "%s", e->key);
     snprintf(es->client[es->n], 32, "%s", e->client_id);
@@ -451,16 +449,14 @@ static const char *independent_check(lk_table *t)
 {
     static char msg[128];
     dsync_lock_state st;
-    if (lk_state(t, now, &st) != 0)
-        return "lk_state failed";
+    if (lk_state(t, now, &st) != 0) return "lk_state failed";
     const char *bad = NULL;
     for (size_t i = 0; i < st.n_locks && !bad; i++) {
         const dsync_lock_info *l = &st.locks[i];
         bool has_x = false;
         for (size_t h = 0; h < l->n_holders; h++)
             has_x |= l->holders[h].mode == X;
-        if (has_x && l->n_holders > 1)
-            bad = "X held together with another holder";
+        if (has_x && l->n_holders > 1) bad = "X held together with another holder";
         if (l->n_waiters && !l->waiters[0].upgrade &&
             (l->n_holders == 0 || (!has_x && l->waiters[0].mode == S)))
             bad = "the head waiter could have been granted";
@@ -479,8 +475,7 @@ static const char *independent_check(lk_table *t)
             size_t j = 0;
             while (j < nn && strcmp(names[j], ends[k]) != 0)
                 j++;
-            if (j == nn && nn < MAXC)
-                names[nn++] = ends[k];
+            if (j == nn && nn < MAXC) names[nn++] = ends[k];
             idx[k] = j;
         }
         reach[idx[0]][idx[1]] = true;
@@ -491,10 +486,8 @@ static const char *independent_check(lk_table *t)
                 for (size_t j = 0; j < nn; j++)
                     reach[i][j] |= reach[k][j];
     for (size_t i = 0; i < nn && !bad; i++)
-        if (reach[i][i])
-            bad = "cycle in the wait-for edges";
-    if (bad)
-        snprintf(msg, sizeof msg, "%s", bad);
+        if (reach[i][i]) bad = "cycle in the wait-for edges";
+    if (bad) snprintf(msg, sizeof msg, "%s", bad);
     dsync_lock_state_free(&st);
     return bad ? msg : NULL;
 }
@@ -511,8 +504,12 @@ static int run_seed(uint64_t seed, int steps)
         const char *k = keys[(x >> 8) % 6], *c = clients[(x >> 16) % 8];
         unsigned op = x % 16;
         if (op < 8) {
-            lk_request q = {k, c, (x >> 24) & 1 ? X : S, 50 + (x >> 32) % 500,
-                            (x >> 40) & 1 ? (x >> 44) % 300 : 0, now};
+            lk_request q = {k,
+                            c,
+                            (x >> 24) & 1 ? X : S,
+                            50 + (x >> 32) % 500,
+                            (x >> 40) & 1 ? (x >> 44) % 300 : 0,
+                            now};
             ut_buf before = snap(t);
             dsync_lock_result r;
             int rc = lk_acquire(t, &q, &r);
@@ -546,14 +543,13 @@ static int run_seed(uint64_t seed, int steps)
             t = r;
         }
         if (lk_next_token(t) <= last_token) {
-            print_message("seed %llu step %d: token counter went back\n",
-                          (unsigned long long)seed, step);
+            print_message("seed %llu step %d: token counter went back\n", (unsigned long long)seed,
+                          step);
             return -1;
         }
         char err[256];
         const char *bad = lk_check_invariants(t, err, sizeof err) == 0 ? NULL : err;
-        if (!bad)
-            bad = independent_check(t);
+        if (!bad) bad = independent_check(t);
         if (bad) {
             print_message("seed %llu step %d: %s (rerun with DSYNC_SEED=%llu)\n",
                           (unsigned long long)seed, step, bad, (unsigned long long)seed);
@@ -575,8 +571,7 @@ static void test_random_operations_keep_every_invariant(void **state)
     const char *n = getenv("DSYNC_SIM_SEEDS");
     int seeds = n ? atoi(n) : 200;
     for (int s = 1; s <= seeds; s++)
-        if (run_seed((uint64_t)s, 3000) != 0)
-            fail_msg("seed %d failed", s);
+        if (run_seed((uint64_t)s, 3000) != 0) fail_msg("seed %d failed", s);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

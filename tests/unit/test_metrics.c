@@ -150,8 +150,7 @@ static void *hammer(void *p)
         for (int i = 0; i < 200; i++) {
             char *text;
             size_t len;
-            if (dsync_metrics_render(a->reg, &text, &len) == 0)
-                free(text);
+            if (dsync_metrics_render(a->reg, &text, &len) == 0) free(text);
         }
         return NULL;
     }

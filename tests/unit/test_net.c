@@ -29,8 +29,7 @@ typedef struct {
 static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload, size_t len)
 {
     inbox *ib = ctx;
-    if (ib->n >= 64)
-        return;
+    if (ib->n >= 64) return;
     ib->from[ib->n] = from;
     ib->type[ib->n] = type;
     size_t n = len < 63 ? len : 63;
@@ -58,13 +57,16 @@ typedef struct {
 
 static nt_transport *open_node(pair *p, int i)
 {
-    nt_options opt = {.self_id = p->peers[i].id, .listen_addr = p->peers[i].addr,
-                      .peers = p->peers, .n_peers = 2, .on_frame = on_frame, .ctx = &p->ib[i]};
+    nt_options opt = {.self_id = p->peers[i].id,
+                      .listen_addr = p->peers[i].addr,
+                      .peers = p->peers,
+                      .n_peers = 2,
+                      .on_frame = on_frame,
+                      .ctx = &p->ib[i]};
     char err[256];
     nt_transport *t;
     int rc = nt_open(&opt, &t, err, sizeof err);
-    if (rc != 0)
-        fail_msg("nt_open: %s", err);
+    if (rc != 0) fail_msg("nt_open: %s", err);
     return t;
 }
 
@@ -96,8 +98,7 @@ static void turn(pair *p, uint64_t now, int timeout_ms)
     struct pollfd fds[2][32];
     size_t n[2];
     for (int i = 0; i < 2; i++) {
-        if (!p->t[i])
-            continue;
+        if (!p->t[i]) continue;
         nt_tick(p->t[i], now);
         n[i] = nt_pollfds(p->t[i], fds[i], 32);
         poll(fds[i], n[i], timeout_ms);
@@ -193,8 +194,8 @@ static void test_a_bad_checksum_drops_the_connection_and_the_frame(void **state)
     uint32_t crc = ut_crc32c(0, hello + NT_HEADER, 9);
     for (int i = 0; i < 4; i++)
         hello[8 + i] = (unsigned char)(crc >> (8 * i));
-    unsigned char bad[NT_HEADER + 3] = {'D', 'S', NT_VERSION, NT_USER, 3, 0, 0, 0, 1, 2, 3, 4,
-                                        'b', 'a', 'd'};
+    unsigned char bad[NT_HEADER + 3] = {'D', 'S', NT_VERSION, NT_USER, 3,   0,   0,  0,
+                                        1,   2,   3,          4,       'b', 'a', 'd'};
     send(fd, hello, sizeof hello, 0);
     send(fd, bad, sizeof bad, 0);
     nt_stats st;

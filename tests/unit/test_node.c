@@ -99,8 +99,7 @@ static void wait_for_waiters(dsync_node *n, size_t count)
         assert_int_equal(dsync_lock_state_get(n, &st), 0);
         size_t w = st.n_locks ? st.locks[0].n_waiters : 0;
         dsync_lock_state_free(&st);
-        if (w == count)
-            return;
+        if (w == count) return;
         assert_true(ut_now_ms() < deadline);
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
@@ -186,16 +185,14 @@ static void *worker(void *p)
             continue;
         }
         pthread_mutex_lock(a->mu);
-        if (*a->inside != 0 || res.fencing_token <= *a->last_token)
-            a->violations++;
+        if (*a->inside != 0 || res.fencing_token <= *a->last_token) a->violations++;
         *a->inside = 1;
         *a->last_token = res.fencing_token;
         pthread_mutex_unlock(a->mu);
         pthread_mutex_lock(a->mu);
         *a->inside = 0;
         pthread_mutex_unlock(a->mu);
-        if (dsync_lock_release(a->node, "hot", client, NULL) != 0)
-            a->violations++;
+        if (dsync_lock_release(a->node, "hot", client, NULL) != 0) a->violations++;
     }
     return NULL;
 }

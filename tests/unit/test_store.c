@@ -45,8 +45,7 @@ static st_log *open_ok(fixture *f, const st_loaded **ld)
     st_log *l;
     char err[256] = "";
     int rc = st_log_open(f->dir, &l, ld, err, sizeof err);
-    if (rc != 0)
-        fail_msg("open: %s (%s)", dsync_strerror(rc), err);
+    if (rc != 0) fail_msg("open: %s (%s)", dsync_strerror(rc), err);
     return l;
 }
 
@@ -280,10 +279,10 @@ static void test_a_corrupt_snapshot_stops_the_open(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_synced_entries_and_hard_state_survive_a_reopen,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_an_entry_at_an_earlier_index_replaces_the_tail,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_synced_entries_and_hard_state_survive_a_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_an_entry_at_an_earlier_index_replaces_the_tail, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_unsynced_writes_lost_in_a_power_loss_cost_nothing_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_corrupt_record_in_the_middle_stops_the_open, setup,
@@ -292,8 +291,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_snapshot_compacts_the_log_and_restarts_with_it,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_snapshot_past_a_conflicting_log_drops_the_log,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_snapshot_past_a_conflicting_log_drops_the_log, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_corrupt_snapshot_stops_the_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -53,6 +53,7 @@ int main(void)
 {
     dsync_config cfg;
     dsync_config_defaults(&cfg); /* a single node, no peers */
+    cfg.data_dir[0] = '\0';      /* nothing on disk: a throwaway node */
     check(dsync_node_open(&cfg, &node), "open");
 
     printf("-- three readers share, a writer queues behind them\n");

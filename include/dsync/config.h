@@ -50,6 +50,7 @@ typedef struct {
     uint32_t http_threads;            /* DSYNC_HTTP_THREADS */
     uint64_t http_request_timeout_ms; /* DSYNC_HTTP_REQUEST_TIMEOUT_MS */
     dsync_log_level log_level;        /* DSYNC_LOG_LEVEL: debug|info|warn|error */
+    uint64_t snapshot_entries;        /* DSYNC_SNAPSHOT_ENTRIES */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

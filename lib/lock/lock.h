@@ -96,6 +96,10 @@ int lk_release(lk_table *t, const char *key, const char *client_id, uint64_t now
  * each. Returns how many holders and waiters were dropped. */
 size_t lk_expire(lk_table *t, uint64_t now_ms);
 
+/* 1-based place of client's waiting request in key's queue; 0 when it
+ * does not wait there. Read-only. */
+uint32_t lk_position(const lk_table *t, const char *key, const char *client_id);
+
 /* Earliest lease deadline in the table, UINT64_MAX when it is empty. */
 uint64_t lk_next_deadline(const lk_table *t);
 

@@ -501,6 +501,15 @@ size_t lk_expire(lk_table *t, uint64_t now_ms)
     return dropped;
 }
 
+uint32_t lk_position(const lk_table *t, const char *key, const char *client_id)
+{
+    const lk_lock *l = ut_map_get(&t->locks, key);
+    uint32_t pos = 1;
+    for (const lk_req *r = l ? l->waiters.head : NULL; r; r = r->next, pos++)
+        if (strcmp(r->client->id, client_id) == 0) return pos;
+    return 0;
+}
+
 uint64_t lk_next_deadline(const lk_table *t)
 {
     return t->heap_n ? t->heap[0]->deadline : UINT64_MAX;

@@ -120,6 +120,7 @@ static void *loop_main(void *arg)
             batch = next;
         }
         if (closing) break;
+        nd_locks_flush(n);
         next_deadline = nd_locks_tick(n, ut_now_ms());
     }
     return NULL;
@@ -148,7 +149,10 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
         rc = DSYNC_EIO;
         goto fail;
     }
-    if ((rc = nd_locks_open(n)) != 0) goto fail;
+    if ((rc = nd_locks_open(n)) != 0) {
+        /* nd_locks_open has logged why (a corrupt log names the record). */
+        goto fail;
+    }
     if (pthread_mutex_init(&n->mu, NULL) != 0) {
         rc = DSYNC_ENOMEM;
         goto fail_locks;
@@ -158,8 +162,8 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
         pthread_mutex_destroy(&n->mu);
         goto fail_locks;
     }
-    ut_log(&n->log, DSYNC_LOG_INFO, "node %llu open (single node)",
-           (unsigned long long)cfg->node_id);
+    ut_log(&n->log, DSYNC_LOG_INFO, "node %llu open (single node, data in %s)",
+           (unsigned long long)cfg->node_id, cfg->data_dir[0] ? cfg->data_dir : "memory only");
     *out = n;
     return 0;
 

@@ -18,6 +18,8 @@
 #include "dsync.h"
 #include "dsync/metrics.h"
 #include "lock/lock.h"
+#include "node/fsm.h"
+#include "store/store.h"
 #include "util/util.h"
 
 typedef enum {
@@ -35,6 +37,7 @@ struct nd_call {
     nd_call *next; /* in the submit queue, then in the parked list */
 
     uint64_t submitted_ns; /* for latency metrics */
+    fsm_cmd cmd;           /* writes: the command appended for this call */
     uint64_t deadline_ms;  /* parked calls: when to give up waiting */
 
     union {
@@ -63,7 +66,10 @@ typedef struct {
     dsync_series *held;
     dsync_series *waiting;
     dsync_series *keys;
-    dsync_series *wait_seconds; /* histogram: time from park to grant */
+    dsync_series *wait_seconds;  /* histogram: time from park to grant */
+    dsync_series *fsync_seconds; /* histogram: one group commit */
+    dsync_series *batch_entries; /* histogram: entries per group commit */
+    dsync_series *snapshots;     /* counter */
 } nd_lock_metrics;
 
 struct dsync_node {
@@ -79,8 +85,18 @@ struct dsync_node {
     bool closing;
 
     /* Everything below belongs to the loop thread alone. */
-    lk_table *locks;
-    nd_call *parked; /* calls waiting for an event or their deadline */
+    fsm fsm;                              /* the lock table and its clock */
+    st_log *store;                        /* durable log; NULL when DSYNC_DATA_DIR is empty */
+    bool store_broken;                    /* a write or fsync failed: refuse writes for good */
+    uint64_t last_index;                  /* last entry appended */
+    uint64_t snapshot_index;              /* last entry covered by the stored snapshot */
+    uint64_t next_seq;                    /* request numbers of this node's commands */
+    bool replaying;                       /* applying the log at open: no callers, no metrics */
+    nd_call *pending_head, *pending_tail; /* appended, waiting for sync + apply */
+    bool expire_pending;                  /* sweep is appended and waits for sync + apply */
+    fsm_cmd sweep;                        /* the lease-expiry command of this turn */
+    ut_buf scratch;                       /* command encoding */
+    nd_call *parked;                      /* calls waiting for an event or their deadline */
     dsync_metrics *metrics;
     nd_lock_metrics lm;
 };
@@ -94,6 +110,9 @@ void nd_complete(nd_call *call, int rc);
 int nd_locks_open(dsync_node *n);
 void nd_locks_close(dsync_node *n);
 void nd_locks_handle(dsync_node *n, nd_call *call, uint64_t now_ms);
+/* Makes the entries appended this turn durable (one fsync for all of
+ * them), applies them, and answers their callers. */
+void nd_locks_flush(dsync_node *n);
 /* Expires leases and parked calls due by now; returns the next deadline
  * (absolute ms) the loop must wake for, UINT64_MAX if none. */
 uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms);

@@ -1,10 +1,19 @@
 /*
  * node_locks.c: the lock service inside the node loop.
  *
- * Validates and normalises public requests (default and maximum lease,
- * maximum wait), applies them to the pure lock table with the loop's clock,
- * parks acquires that asked to wait, and wakes them from the table's
- * events: a grant completes the parked call, a deadline answers "waiting".
+ * Writes go through the log, the way Raft will drive them: a call becomes
+ * a command (lib/node/fsm.h) stamped with the wall clock, appended to the
+ * durable log; at the end of the loop turn one fsync makes the whole batch
+ * durable (group commit), then the commands are applied in log order and
+ * their callers answered. Nothing is answered before its entry is on disk,
+ * so a node killed at any moment restarts with every lock it granted and
+ * every fencing token it handed out. Lease expiry is a command too.
+ *
+ * With DSYNC_DATA_DIR empty the log lives in memory only (tests, embedded
+ * throwaway nodes); everything else is the same.
+ *
+ * On a single node an entry commits once it is durable here; the Raft
+ * issue replaces that rule with "durable on a majority".
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +30,7 @@ static int mode_index(dsync_lock_mode m)
 static void update_gauges(dsync_node *n)
 {
     size_t keys, holders, waiters;
-    lk_counts(n->locks, &keys, &holders, &waiters);
+    lk_counts(n->fsm.locks, &keys, &holders, &waiters);
     dsync_series_set(n->lm.keys, (double)keys);
     dsync_series_set(n->lm.held, (double)holders);
     dsync_series_set(n->lm.waiting, (double)waiters);
@@ -32,8 +41,7 @@ static nd_call *unpark(dsync_node *n, const char *key, const char *client_id)
 {
     for (nd_call **pp = &n->parked; *pp; pp = &(*pp)->next) {
         nd_call *c = *pp;
-        if (c->kind == ND_CALL_LOCK_ACQUIRE && strcmp(c->u.acquire.req->key, key) == 0 &&
-            strcmp(c->u.acquire.req->client_id, client_id) == 0) {
+        if (strcmp(c->cmd.key, key) == 0 && strcmp(c->cmd.client_id, client_id) == 0) {
             *pp = c->next;
             c->next = NULL;
             return c;
@@ -45,10 +53,12 @@ static nd_call *unpark(dsync_node *n, const char *key, const char *client_id)
 static void on_event(void *ctx, const lk_event *ev)
 {
     dsync_node *n = ctx;
-    uint64_t now = ut_now_ms();
+    if (n->replaying) return;
+    uint64_t now = n->fsm.clock_ms;
     switch (ev->kind) {
     case LK_EV_GRANTED: {
         nd_call *c;
+        update_gauges(n);
         /* One client may have several callers blocked on the same grant. */
         while ((c = unpark(n, ev->key, ev->client_id)) != NULL) {
             dsync_lock_result *res = c->u.acquire.res;
@@ -75,12 +85,8 @@ static void on_event(void *ctx, const lk_event *ev)
     }
 }
 
-int nd_locks_open(dsync_node *n)
+static void register_metrics(dsync_node *n)
 {
-    n->locks = lk_table_new();
-    if (!n->locks) return DSYNC_ENOMEM;
-    lk_table_set_listener(n->locks, on_event, n);
-
     dsync_metrics *m = n->metrics;
     dsync_metric *acq = dsync_metrics_counter(
         m, "locks_acquire_total", "Lock acquire requests by mode and outcome.", "mode,result");
@@ -106,14 +112,87 @@ int nd_locks_open(dsync_node *n)
     n->lm.wait_seconds = dsync_metric_series0(dsync_metrics_histogram(
         m, "locks_wait_seconds", "Time a blocking acquire waited before its grant.", NULL,
         dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    n->lm.fsync_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "log_fsync_seconds", "Time of one group commit (write + fdatasync) of the log.", NULL,
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    n->lm.batch_entries = dsync_metric_series0(dsync_metrics_histogram(
+        m, "log_batch_entries", "Log entries made durable by one group commit.", NULL, batch_bounds,
+        sizeof batch_bounds / sizeof batch_bounds[0]));
+    n->lm.snapshots = dsync_metric_series0(dsync_metrics_counter(
+        m, "log_snapshots_total", "Snapshots taken of the lock table.", NULL));
+}
+
+/* Rebuilds the table from the stored snapshot and log. */
+static int replay(dsync_node *n, const st_loaded *ld)
+{
+    if (ld->has_snapshot) {
+        if (fsm_restore(&n->fsm, ld->snapshot_data, ld->snapshot_len) != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR, "%s: the snapshot's lock table is corrupt",
+                   n->cfg.data_dir);
+            return DSYNC_ECORRUPT;
+        }
+        n->snapshot_index = n->last_index = ld->snapshot.index;
+    }
+    n->replaying = true;
+    for (size_t i = 0; i < ld->n_entries; i++) {
+        fsm_cmd cmd;
+        if (fsm_decode(ld->entries[i].data, ld->entries[i].len, &cmd) != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR,
+                   "%s: log entry %llu passed its checksum but is not a lock command",
+                   n->cfg.data_dir, (unsigned long long)ld->entries[i].index);
+            n->replaying = false;
+            return DSYNC_ECORRUPT;
+        }
+        fsm_result res;
+        fsm_apply(&n->fsm, &cmd, &res);
+        n->last_index = ld->entries[i].index;
+    }
+    n->replaying = false;
+    if (ld->torn_bytes)
+        ut_log(&n->log, DSYNC_LOG_WARN,
+               "%s: cut %zu bytes of a torn write off the end of the log (never acknowledged)",
+               n->cfg.data_dir, ld->torn_bytes);
+    size_t keys;
+    lk_counts(n->fsm.locks, &keys, NULL, NULL);
+    ut_log(&n->log, DSYNC_LOG_INFO, "restored %zu locked key(s) from snapshot %llu + %zu entries",
+           keys, (unsigned long long)n->snapshot_index, ld->n_entries);
+    return 0;
+}
+
+int nd_locks_open(dsync_node *n)
+{
+    int rc = fsm_init(&n->fsm);
+    if (rc != 0) return rc;
+    lk_table_set_listener(n->fsm.locks, on_event, n);
+    ut_buf_init(&n->scratch);
+    register_metrics(n);
+    if (n->cfg.data_dir[0]) {
+        char err[512];
+        const st_loaded *ld;
+        rc = st_log_open(n->cfg.data_dir, &n->store, &ld, err, sizeof err);
+        if (rc != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR, "cannot open the log in %s: %s", n->cfg.data_dir, err);
+            fsm_close(&n->fsm);
+            return rc;
+        }
+        if ((rc = replay(n, ld)) != 0) {
+            st_log_close(n->store);
+            n->store = NULL;
+            fsm_close(&n->fsm);
+            return rc;
+        }
+    }
     update_gauges(n);
     return 0;
 }
 
 void nd_locks_close(dsync_node *n)
 {
-    lk_table_free(n->locks);
-    n->locks = NULL;
+    st_log_close(n->store);
+    n->store = NULL;
+    fsm_close(&n->fsm);
+    ut_buf_free(&n->scratch);
 }
 
 static int check_name(const char *s, size_t max)
@@ -123,11 +202,38 @@ static int check_name(const char *s, size_t max)
     return len == 0 || len > max ? DSYNC_EINVAL : 0;
 }
 
-static void acquire(dsync_node *n, nd_call *call, uint64_t now_ms)
+/* Appends cmd as the next log entry. */
+static int append(dsync_node *n, fsm_cmd *cmd)
+{
+    if (n->store_broken) return DSYNC_EIO;
+    cmd->origin = n->cfg.node_id;
+    cmd->seq = ++n->next_seq;
+    cmd->now_ms = ut_wall_ms();
+    n->scratch.len = 0;
+    if (fsm_encode(cmd, &n->scratch) != 0) return DSYNC_ENOMEM;
+    if (n->store) {
+        st_entry e = {n->last_index + 1, 1, 1, n->scratch.data, n->scratch.len};
+        int rc = st_log_append(n->store, &e, 1);
+        if (rc != 0) return rc;
+    }
+    n->last_index++;
+    return 0;
+}
+
+static void queue_pending(dsync_node *n, nd_call *call)
+{
+    call->next = NULL;
+    if (n->pending_tail)
+        n->pending_tail->next = call;
+    else
+        n->pending_head = call;
+    n->pending_tail = call;
+}
+
+static void submit_acquire(dsync_node *n, nd_call *call)
 {
     const dsync_lock_request *req = call->u.acquire.req;
-    dsync_lock_result *res = call->u.acquire.res;
-    memset(res, 0, sizeof *res);
+    memset(call->u.acquire.res, 0, sizeof *call->u.acquire.res);
     if (check_name(req->key, DSYNC_LOCK_KEY_MAX) ||
         check_name(req->client_id, DSYNC_CLIENT_ID_MAX) ||
         (req->mode != DSYNC_LOCK_SHARED && req->mode != DSYNC_LOCK_EXCLUSIVE) ||
@@ -135,34 +241,73 @@ static void acquire(dsync_node *n, nd_call *call, uint64_t now_ms)
         nd_complete(call, DSYNC_EINVAL);
         return;
     }
-    lk_request lr = {
-        .key = req->key,
-        .client_id = req->client_id,
-        .mode = req->mode,
-        .ttl_ms = req->ttl_ms ? req->ttl_ms : n->cfg.lock_default_ttl_ms,
-        .wait_ms = req->wait_ms,
-        .now_ms = now_ms,
-    };
-    int rc = lk_acquire(n->locks, &lr, res);
+    fsm_cmd *c = &call->cmd;
+    memset(c, 0, sizeof *c);
+    c->op = FSM_ACQUIRE;
+    c->mode = req->mode;
+    c->ttl_ms = req->ttl_ms ? req->ttl_ms : n->cfg.lock_default_ttl_ms;
+    c->wait_ms = req->wait_ms;
+    strcpy(c->key, req->key);
+    strcpy(c->client_id, req->client_id);
+    int rc = append(n, c);
     if (rc != 0) {
         nd_complete(call, rc);
         return;
     }
-    int mi = mode_index(req->mode);
-    switch (res->status) {
-    case DSYNC_LOCK_GRANTED:
-        dsync_series_add(n->lm.acquire[mi][RES_OK], 1);
-        break;
-    case DSYNC_LOCK_WAITING:
-        dsync_series_add(n->lm.acquire[mi][RES_WAIT], 1);
-        break;
-    case DSYNC_LOCK_DEADLOCK:
-        dsync_series_add(n->lm.acquire[mi][RES_DEADLOCK], 1);
-        break;
+    queue_pending(n, call);
+}
+
+static void submit_release(dsync_node *n, nd_call *call)
+{
+    const char *key = call->u.release.key, *client = call->u.release.client_id;
+    if (check_name(key, DSYNC_LOCK_KEY_MAX) || check_name(client, DSYNC_CLIENT_ID_MAX)) {
+        nd_complete(call, DSYNC_EINVAL);
+        return;
     }
-    update_gauges(n);
-    if (res->status == DSYNC_LOCK_WAITING && req->wait_ms > 0) {
-        call->deadline_ms = now_ms + req->wait_ms;
+    fsm_cmd *c = &call->cmd;
+    memset(c, 0, sizeof *c);
+    c->op = FSM_RELEASE;
+    strcpy(c->key, key);
+    strcpy(c->client_id, client);
+    int rc = append(n, c);
+    if (rc != 0) {
+        nd_complete(call, rc);
+        return;
+    }
+    queue_pending(n, call);
+}
+
+/* Answers one call from the result of applying its command. */
+static void answer(dsync_node *n, nd_call *call, const fsm_result *r)
+{
+    if (call->kind == ND_CALL_LOCK_RELEASE) {
+        if (r->rc == DSYNC_ENOTFOUND) {
+            dsync_series_add(n->lm.release_not_found, 1);
+        } else if (r->rc == 0) {
+            dsync_series_add(r->was_waiting ? n->lm.release_withdrawn : n->lm.release_released, 1);
+            /* A client withdrawing a request it is also blocked on (from
+             * another thread) ends that wait: nothing is left to wait for. */
+            nd_call *c;
+            while ((c = unpark(n, call->cmd.key, call->cmd.client_id)) != NULL)
+                nd_complete(c, DSYNC_ENOTFOUND);
+        }
+        if (call->u.release.was_waiting) *call->u.release.was_waiting = r->was_waiting;
+        nd_complete(call, r->rc);
+        return;
+    }
+    dsync_lock_result *res = call->u.acquire.res;
+    *res = r->lock;
+    if (r->rc != 0) {
+        nd_complete(call, r->rc);
+        return;
+    }
+    int mi = mode_index(call->cmd.mode);
+    int ri = res->status == DSYNC_LOCK_GRANTED   ? RES_OK
+             : res->status == DSYNC_LOCK_WAITING ? RES_WAIT
+                                                 : RES_DEADLOCK;
+    dsync_series_add(n->lm.acquire[mi][ri], 1);
+    if (res->status == DSYNC_LOCK_WAITING && call->cmd.wait_ms > 0) {
+        call->deadline_ms = ut_now_ms() + call->cmd.wait_ms;
         call->next = n->parked;
         n->parked = call;
         return;
@@ -170,44 +315,94 @@ static void acquire(dsync_node *n, nd_call *call, uint64_t now_ms)
     nd_complete(call, 0);
 }
 
-static void release(dsync_node *n, nd_call *call, uint64_t now_ms)
+static void maybe_snapshot(dsync_node *n)
 {
-    const char *key = call->u.release.key, *client = call->u.release.client_id;
-    if (check_name(key, DSYNC_LOCK_KEY_MAX) || check_name(client, DSYNC_CLIENT_ID_MAX)) {
-        nd_complete(call, DSYNC_EINVAL);
+    if (!n->store || n->last_index - n->snapshot_index < n->cfg.snapshot_entries) return;
+    ut_buf b;
+    ut_buf_init(&b);
+    int rc = fsm_snapshot(&n->fsm, &b);
+    if (rc == 0) {
+        st_snapshot_meta meta = {n->last_index, 1, NULL, 0};
+        rc = st_log_save_snapshot(n->store, &meta, b.data, b.len);
+    }
+    ut_buf_free(&b);
+    if (rc == 0) {
+        n->snapshot_index = n->last_index;
+        dsync_series_add(n->lm.snapshots, 1);
+    } else if (rc == DSYNC_EIO) {
+        n->store_broken = true;
+        ut_log(&n->log, DSYNC_LOG_ERROR, "snapshot failed: the log refuses further writes");
+    }
+}
+
+void nd_locks_flush(dsync_node *n)
+{
+    if (!n->pending_head && !n->expire_pending) return;
+    nd_call *calls = n->pending_head;
+    n->pending_head = n->pending_tail = NULL;
+    size_t entries = 0;
+    for (nd_call *c = calls; c; c = c->next)
+        entries++;
+    entries += n->expire_pending;
+
+    int rc = 0;
+    if (n->store) {
+        uint64_t start = ut_now_ns();
+        rc = st_log_sync(n->store, NULL);
+        dsync_series_observe(n->lm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+        dsync_series_observe(n->lm.batch_entries, (double)entries);
+    }
+    if (rc != 0) {
+        /* PostgreSQL's lesson: after a failed fsync the kernel may have
+         * dropped the pages; retrying could report success for lost data.
+         * Refuse every write from now on; the operator restarts the node,
+         * which replays only what is really on disk. */
+        n->store_broken = true;
+        ut_log(&n->log, DSYNC_LOG_ERROR,
+               "fsync of the log failed: refusing writes until the node restarts");
+        n->expire_pending = false;
+        while (calls) {
+            nd_call *next = calls->next;
+            nd_complete(calls, DSYNC_EIO);
+            calls = next;
+        }
         return;
     }
-    int was_waiting = 0;
-    int rc = lk_release(n->locks, key, client, now_ms, &was_waiting);
-    if (rc == DSYNC_ENOTFOUND) {
-        dsync_series_add(n->lm.release_not_found, 1);
-    } else if (rc == 0) {
-        dsync_series_add(was_waiting ? n->lm.release_withdrawn : n->lm.release_released, 1);
-        /* A client withdrawing a request it is also blocked on (from another
-         * thread) ends that wait: there is nothing left to wait for. */
-        nd_call *c;
-        while ((c = unpark(n, key, client)) != NULL)
-            nd_complete(c, DSYNC_ENOTFOUND);
+
+    /* Apply in log order: the calls' entries, then the sweep. */
+    while (calls) {
+        nd_call *next = calls->next;
+        fsm_result r;
+        fsm_apply(&n->fsm, &calls->cmd, &r);
+        /* Gauges first: an answered caller may read /metrics at once. */
+        update_gauges(n);
+        answer(n, calls, &r);
+        calls = next;
     }
-    if (call->u.release.was_waiting) *call->u.release.was_waiting = was_waiting;
+    if (n->expire_pending) {
+        fsm_result r;
+        fsm_apply(&n->fsm, &n->sweep, &r);
+        n->expire_pending = false;
+    }
     update_gauges(n);
-    nd_complete(call, rc);
+    maybe_snapshot(n);
 }
 
 void nd_locks_handle(dsync_node *n, nd_call *call, uint64_t now_ms)
 {
     switch (call->kind) {
     case ND_CALL_LOCK_ACQUIRE:
-        acquire(n, call, now_ms);
+        submit_acquire(n, call);
         return;
     case ND_CALL_LOCK_RELEASE:
-        release(n, call, now_ms);
+        submit_release(n, call);
         return;
     case ND_CALL_LOCK_STATE:
-        /* Expire first so the snapshot never shows a lease that has ended. */
-        lk_expire(n->locks, now_ms);
-        update_gauges(n);
-        nd_complete(call, lk_state(n->locks, now_ms, call->u.state));
+        /* A read sees every write queued before it. */
+        nd_locks_flush(n);
+        nd_complete(call, lk_state(n->fsm.locks,
+                                   n->fsm.clock_ms > ut_wall_ms() ? n->fsm.clock_ms : ut_wall_ms(),
+                                   call->u.state));
         return;
     default:
         nd_complete(call, DSYNC_EINVAL);
@@ -225,21 +420,38 @@ uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms)
         if (c->deadline_ms <= now_ms) {
             *pp = c->next;
             c->next = NULL;
-            /* Asking again renews the waiting request (the client is still
-             * here) and gives its place in the queue as of now. */
-            const dsync_lock_request *req = c->u.acquire.req;
-            lk_request lr = {req->key,  req->client_id,
-                             req->mode, req->ttl_ms ? req->ttl_ms : n->cfg.lock_default_ttl_ms,
-                             0,         now_ms};
-            nd_complete(c, lk_acquire(n->locks, &lr, c->u.acquire.res));
+            /* The answer is the client's place in the queue as of now. */
+            dsync_lock_result *res = c->u.acquire.res;
+            res->status = DSYNC_LOCK_WAITING;
+            res->position = lk_position(n->fsm.locks, c->cmd.key, c->cmd.client_id);
+            if (res->position == 0) {
+                nd_complete(c, DSYNC_ETIMEDOUT);
+                continue;
+            }
+            nd_complete(c, 0);
             continue;
         }
         if (c->deadline_ms < next) next = c->deadline_ms;
         pp = &c->next;
     }
-    if (lk_expire(n->locks, now_ms) > 0) update_gauges(n);
-    uint64_t lease = lk_next_deadline(n->locks);
-    return lease < next ? lease : next;
+    /* Lease expiry is a logged command, so a restart expires exactly what
+     * the node had expired, at the same instants. */
+    uint64_t wall = ut_wall_ms();
+    uint64_t lease = lk_next_deadline(n->fsm.locks);
+    if (lease <= wall && !n->store_broken) {
+        nd_locks_flush(n); /* the sweep goes after everything appended */
+        n->sweep = (fsm_cmd){.op = FSM_EXPIRE};
+        if (append(n, &n->sweep) == 0) {
+            n->expire_pending = true;
+            nd_locks_flush(n);
+            lease = lk_next_deadline(n->fsm.locks);
+        }
+    }
+    if (lease != UINT64_MAX) {
+        uint64_t in = lease > wall ? lease - wall : 0;
+        if (now_ms + in < next) next = now_ms + in;
+    }
+    return next;
 }
 
 /* ---- public calls -------------------------------------------------------- */

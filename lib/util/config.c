@@ -146,8 +146,9 @@ static int set_peers(dsync_config *c, const char *n, const char *v, char *e, siz
 
 static int set_data_dir(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
-    if (!*v || ut_strlcpy(c->data_dir, v, sizeof c->data_dir) != 0)
-        return fail(e, el, "%s: must be a path of 1 to %d bytes", n, DSYNC_PATH_MAX - 1);
+    /* Empty is allowed on purpose: a node with nothing on disk. */
+    if (ut_strlcpy(c->data_dir, v, sizeof c->data_dir) != 0)
+        return fail(e, el, "%s: must be a path of at most %d bytes", n, DSYNC_PATH_MAX - 1);
     return 0;
 }
 
@@ -193,6 +194,7 @@ RANGED_SETTER(set_max_ttl, lock_max_ttl_ms, 1, 86400000ULL)
 RANGED_SETTER(set_max_wait, lock_max_wait_ms, 0, 3600000ULL)
 RANGED_SETTER(set_http_threads, http_threads, 1, 1024)
 RANGED_SETTER(set_http_timeout, http_request_timeout_ms, 100, 600000)
+RANGED_SETTER(set_snapshot_entries, snapshot_entries, 16, 100000000ULL)
 
 static int set_log_level(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
@@ -213,7 +215,8 @@ static const var_def vars[] = {
     {{"DSYNC_PEER_ADDR", "127.0.0.1:9081", "where the peer transport listens (host:port)"},
      set_peer_addr},
     {{"DSYNC_PEERS", "", "all members as id=host:port,...; empty means a single node"}, set_peers},
-    {{"DSYNC_DATA_DIR", "./data/node1", "Raft log, snapshots, local queue file"}, set_data_dir},
+    {{"DSYNC_DATA_DIR", "./data/node1", "log, snapshots, local queue file; empty: memory only"},
+     set_data_dir},
     {{"DSYNC_REDIS_URL", "", "redis://host:port[/db] for the queue/cache store; empty: local file"},
      set_redis_url},
     {{"DSYNC_MAX_BODY_BYTES", "1048576", "larger request bodies get 413"}, set_max_body},
@@ -226,6 +229,8 @@ static const var_def vars[] = {
     {{"DSYNC_HTTP_REQUEST_TIMEOUT_MS", "10000", "whole-request deadline for HTTP clients"},
      set_http_timeout},
     {{"DSYNC_LOG_LEVEL", "info", "debug, info, warn or error"}, set_log_level},
+    {{"DSYNC_SNAPSHOT_ENTRIES", "10000", "snapshot the state and compact the log every N entries"},
+     set_snapshot_entries},
 };
 #define N_VARS (sizeof vars / sizeof vars[0])
 

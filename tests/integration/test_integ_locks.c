@@ -395,6 +395,36 @@ static void test_bad_requests_get_their_error_and_change_nothing(void **state)
                             "code=\"400\"}") >= 18);
 }
 
+static void test_a_node_killed_with_sigkill_restarts_with_every_granted_lock(void **state)
+{
+    h_node *n = *state;
+    json_int_t t1 = granted(n, "h1", "k1", "X");
+    json_int_t t2 = granted(n, "h2", "k2", "S");
+    waiting(n, "w", "k1", "X", 1);
+    h_node_kill9(n);
+    assert_int_equal(h_node_start(n), 0);
+
+    int st;
+    json_t *s = h_json(n, "GET", "/locks/state", NULL, &st);
+    json_t *l1 = lock_of(s, "k1"), *l2 = lock_of(s, "k2");
+    assert_non_null(l1);
+    assert_non_null(l2);
+    json_t *h = json_array_get(json_object_get(l1, "holders"), 0);
+    assert_string_equal(json_string_value(json_object_get(h, "client_id")), "h1");
+    assert_int_equal(json_integer_value(json_object_get(h, "fencing_token")), t1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(l1, "waiters"), 0), "client_id")),
+                        "w");
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_array_get(json_object_get(l2, "holders"), 0), "fencing_token")),
+                     t2);
+    json_decref(s);
+    /* The holder is still the holder; new grants get larger tokens. */
+    assert_int_equal(granted(n, "h1", "k1", "X"), t1);
+    release(n, "h1", "k1", 200);
+    assert_true(granted(n, "w", "k1", "X") > t2);
+}
+
 typedef struct {
     h_node *n;
     int id;
@@ -472,6 +502,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_eight_clients_take_turns_on_one_exclusive_lock, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_node_killed_with_sigkill_restarts_with_every_granted_lock, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

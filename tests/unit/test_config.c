@@ -111,7 +111,6 @@ static void test_every_bad_value_is_refused_naming_its_variable(void **state)
         {"DSYNC_PEERS",
          "1=a:1,2=a:2,3=a:3,4=a:4,5=a:5,6=a:6,7=a:7,8=a:8,9=a:9,10=a:10,11=a:11,12=a:12,13=a:13,"
          "14=a:14,15=a:15,16=a:16,17=a:17"},
-        {"DSYNC_DATA_DIR", ""},
         {"DSYNC_REDIS_URL", "http://x:1"},
         {"DSYNC_REDIS_URL", "redis://x"},
         {"DSYNC_REDIS_URL", "redis://x:1/16"},
@@ -124,6 +123,7 @@ static void test_every_bad_value_is_refused_naming_its_variable(void **state)
         {"DSYNC_HTTP_THREADS", "0"},
         {"DSYNC_HTTP_REQUEST_TIMEOUT_MS", "99"},
         {"DSYNC_LOG_LEVEL", "loud"},
+        {"DSYNC_SNAPSHOT_ENTRIES", "15"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_env();

@@ -21,6 +21,7 @@ static int open_node(void **state)
 {
     dsync_config cfg;
     dsync_config_defaults(&cfg);
+    cfg.data_dir[0] = '\0'; /* memory only: tests share no directory */
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);
     *state = n;
@@ -149,6 +150,7 @@ static void test_close_fails_a_call_that_is_still_waiting(void **state)
 {
     dsync_config cfg;
     dsync_config_defaults(&cfg);
+    cfg.data_dir[0] = '\0'; /* memory only: tests share no directory */
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);
     acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
@@ -232,6 +234,111 @@ static void test_metrics_count_outcomes(void **state)
     free(text);
 }
 
+/* ---- durability ---------------------------------------------------------- */
+
+static dsync_node *open_in(const char *dir, uint64_t snapshot_entries)
+{
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    cfg.snapshot_entries = snapshot_entries;
+    dsync_node *n;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    return n;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_locks_and_tokens_survive_a_restart(void **state)
+{
+    char dir[] = "/tmp/dsync-node-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    dsync_node *n = open_in(dir, 10000);
+    dsync_lock_result h = acquire(n, "holder", "k", DSYNC_LOCK_EXCLUSIVE, 60000, 0);
+    dsync_lock_result w = acquire(n, "waiter", "k", DSYNC_LOCK_SHARED, 60000, 0);
+    assert_int_equal(w.status, DSYNC_LOCK_WAITING);
+    acquire(n, "r", "other", DSYNC_LOCK_SHARED, 60000, 0);
+    dsync_node_close(n);
+
+    n = open_in(dir, 10000);
+    dsync_lock_state st;
+    assert_int_equal(dsync_lock_state_get(n, &st), 0);
+    assert_int_equal(st.n_locks, 2);
+    assert_string_equal(st.locks[0].key, "k");
+    assert_string_equal(st.locks[0].holders[0].client_id, "holder");
+    assert_int_equal(st.locks[0].holders[0].fencing_token, h.fencing_token);
+    assert_string_equal(st.locks[0].waiters[0].client_id, "waiter");
+    dsync_lock_state_free(&st);
+    /* Tokens keep rising across the restart. */
+    assert_int_equal(dsync_lock_release(n, "k", "holder", NULL), 0);
+    dsync_lock_result g = acquire(n, "waiter", "k", DSYNC_LOCK_SHARED, 60000, 0);
+    assert_int_equal(g.status, DSYNC_LOCK_GRANTED);
+    assert_true(g.fencing_token > h.fencing_token + 1);
+    dsync_node_close(n);
+    rm_rf(dir);
+}
+
+static void test_snapshots_compact_the_log_and_restore_the_table(void **state)
+{
+    char dir[] = "/tmp/dsync-node-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    dsync_node *n = open_in(dir, 16);
+    uint64_t last = 0, k6 = 0;
+    char key[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "k%d", i % 7);
+        dsync_lock_result r = acquire(n, "c", key, DSYNC_LOCK_EXCLUSIVE, 60000, 0);
+        last = r.fencing_token > last ? r.fencing_token : last;
+        if (i == 6) k6 = r.fencing_token;
+        if (i % 7 != 6) assert_int_equal(dsync_lock_release(n, key, "c", NULL), 0);
+    }
+    char *text;
+    size_t len;
+    assert_int_equal(dsync_node_metrics(n, &text, &len), 0);
+    assert_null(strstr(text, "log_snapshots_total 0\n"));
+    free(text);
+    dsync_node_close(n);
+
+    n = open_in(dir, 16);
+    dsync_lock_state st;
+    assert_int_equal(dsync_lock_state_get(n, &st), 0);
+    assert_int_equal(st.n_locks, 1);
+    assert_string_equal(st.locks[0].key, "k6");
+    assert_int_equal(st.locks[0].holders[0].fencing_token, k6);
+    dsync_lock_state_free(&st);
+    dsync_lock_result r = acquire(n, "d", "fresh", DSYNC_LOCK_EXCLUSIVE, 60000, 0);
+    assert_true(r.fencing_token > last);
+    dsync_node_close(n);
+    rm_rf(dir);
+}
+
+static void test_a_log_corrupt_in_the_middle_refuses_to_open(void **state)
+{
+    char dir[] = "/tmp/dsync-node-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    dsync_node *n = open_in(dir, 10000);
+    for (int i = 0; i < 5; i++)
+        acquire(n, "c", "k", DSYNC_LOCK_EXCLUSIVE, 60000, 0);
+    dsync_node_close(n);
+    char path[128];
+    snprintf(path, sizeof path, "%s/raft/log", dir);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, 40, SEEK_SET);
+    fputc('#', f);
+    fclose(f);
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    assert_int_equal(dsync_node_open(&cfg, &n), DSYNC_ECORRUPT);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +356,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_threads_take_turns_on_one_exclusive_lock,
                                         open_node, close_node),
         cmocka_unit_test_setup_teardown(test_metrics_count_outcomes, open_node, close_node),
+        cmocka_unit_test(test_locks_and_tokens_survive_a_restart),
+        cmocka_unit_test(test_snapshots_compact_the_log_and_restore_the_table),
+        cmocka_unit_test(test_a_log_corrupt_in_the_middle_refuses_to_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,7 @@ LIBS    := -ljansson -lhiredis -lm
 LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))
 EX_SRC     := $(sort $(wildcard examples/*.c))
+BENCH_SRC  := $(sort $(wildcard benchmarks/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC  := $(sort $(wildcard tests/integration/test_*.c))
 INTEG_LIB  := $(filter-out $(INTEG_SRC),$(sort $(wildcard tests/integration/*.c)))
@@ -54,6 +55,7 @@ INTEG_LIB_OBJ := $(INTEG_LIB:%.c=$(BUILD)/%.o)
 
 DSYNCD     := $(BIN)/dsyncd
 EXAMPLES   := $(EX_SRC:examples/%.c=$(BIN)/%)
+BENCHES    := $(BENCH_SRC:benchmarks/%.c=$(BIN)/%)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
@@ -63,7 +65,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 .PHONY: all lib test check test-unit test-integration test-asan test-valgrind run run-cluster bench \
         install uninstall clean deps format
 
-all: $(LIBA) $(DSYNCD) $(EXAMPLES)
+all: $(LIBA) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
 lib: $(LIBA)
 
@@ -81,6 +83,11 @@ $(DSYNCD): $(SERVER_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBA) -lcivetweb $(LIBS)
+
+$(BIN)/%: $(BUILD)/benchmarks/%.o $(LIBA)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
 
 $(BIN)/%: $(BUILD)/examples/%.o $(LIBA)
 	@mkdir -p $(dir $@)

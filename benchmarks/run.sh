@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make bench: lock acquire+release cycles through the library on one node,
+# durable (fsync before every answer, group commit) and memory-only, with 1
+# and 32 concurrent clients. Each run is bounded by SECONDS (default 5).
+# The three-node cluster and the etcd comparison arrive with the Raft issue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${SECONDS_PER_RUN:-5}
+dir=$(mktemp -d /tmp/dsync-bench-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+for store in fsync memory; do
+    for threads in 1 32; do
+        rm -rf "$dir/data"
+        target=$([ "$store" = fsync ] && echo "$dir/data" || echo -)
+        bin/lock_bench "$threads" "$secs" "$target" distinct
+    done
+    rm -rf "$dir/data"
+    bin/lock_bench 32 "$secs" "$([ "$store" = fsync ] && echo "$dir/data" || echo -)" contended
+done

@@ -1,0 +1,672 @@
+/*
+ * raft.c: elections, replication and commitment (see raft.h).
+ *
+ * The log lives in memory, entries [1, last]; `stable` is how far the
+ * caller has persisted it. A leader counts itself toward a majority only
+ * up to `stable`, so nothing commits that is not durable on a majority.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsync/errors.h"
+#include "raft.h"
+
+typedef enum { PR_PROBE, PR_REPLICATE } pr_state;
+
+typedef struct {
+    uint64_t id;
+    uint64_t match, next;
+    pr_state state;
+    bool probe_sent;    /* probe: one append out, wait for its answer */
+    size_t inflight;    /* replicate: appends not yet acknowledged */
+    bool recent_active; /* heard from within this election timeout */
+    bool vote_granted, vote_answered;
+    uint64_t hb_match; /* match at the previous heartbeat answer */
+} progress;
+
+struct raft {
+    raft_config cfg;
+    uint64_t voters[RAFT_MAX_NODES];
+    size_t n;
+    progress pr[RAFT_MAX_NODES];
+
+    raft_role role;
+    uint64_t term, vote, leader, commit, applied;
+    raft_hard_state saved_hs; /* what the caller last persisted */
+
+    raft_entry *log; /* log[i] holds index i + 1 */
+    size_t last, cap;
+    uint64_t stable;        /* persisted up to here */
+    uint64_t unstable_from; /* first index not yet handed out to persist */
+
+    unsigned elapsed, heartbeat_elapsed, timeout;
+    uint64_t rng;
+
+    raft_msg *out;
+    size_t n_out, cap_out;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t rand_next(raft *r)
+{
+    r->rng += 0x9e3779b97f4a7c15ULL;
+    return ut_mix64(r->rng);
+}
+
+static void reset_timeout(raft *r)
+{
+    r->elapsed = 0;
+    r->timeout = r->cfg.election_tick + (unsigned)(rand_next(r) % r->cfg.election_tick);
+}
+
+uint64_t raft_term_at(const raft *r, uint64_t index)
+{
+    return index >= 1 && index <= r->last ? r->log[index - 1].term : 0;
+}
+
+static uint64_t last_term(const raft *r)
+{
+    return raft_term_at(r, r->last);
+}
+
+static progress *find_pr(raft *r, uint64_t id)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].id == id) return &r->pr[i];
+    return NULL;
+}
+
+static size_t quorum(const raft *r)
+{
+    return r->n / 2 + 1;
+}
+
+static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, size_t len)
+{
+    if (r->last == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 64;
+        raft_entry *nl = realloc(r->log, ncap * sizeof *nl);
+        if (!nl) return DSYNC_ENOMEM;
+        r->log = nl;
+        r->cap = ncap;
+    }
+    void *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (!copy) return DSYNC_ENOMEM;
+        memcpy(copy, data, len);
+    }
+    r->log[r->last] = (raft_entry){r->last + 1, term, type, copy, len};
+    r->last++;
+    return 0;
+}
+
+/* Drops entries from index on (a conflicting uncommitted tail, §5.3). */
+static void truncate_from(raft *r, uint64_t index)
+{
+    while (r->last >= index) {
+        free(r->log[r->last - 1].data);
+        r->last--;
+    }
+    if (r->stable >= index) r->stable = index - 1;
+    if (r->unstable_from > index) r->unstable_from = index;
+}
+
+static void send(raft *r, raft_msg m)
+{
+    if (r->n_out == r->cap_out) {
+        size_t ncap = r->cap_out ? r->cap_out * 2 : 16;
+        raft_msg *no = realloc(r->out, ncap * sizeof *no);
+        if (!no) {
+            free(m.entries); /* a lost message: Raft retries */
+            return;
+        }
+        r->out = no;
+        r->cap_out = ncap;
+    }
+    m.from = r->cfg.id;
+    if (!m.term) m.term = r->term;
+    r->out[r->n_out++] = m;
+}
+
+/* ---- roles ---------------------------------------------------------------- */
+
+static void become_follower(raft *r, uint64_t term, uint64_t leader)
+{
+    if (term != r->term) {
+        r->term = term;
+        r->vote = 0;
+    }
+    r->role = RAFT_FOLLOWER;
+    r->leader = leader;
+    reset_timeout(r);
+}
+
+static void send_append(raft *r, progress *p, bool allow_empty);
+
+static void bcast_append(raft *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].id != r->cfg.id) send_append(r, &r->pr[i], false);
+}
+
+static void become_leader(raft *r)
+{
+    r->role = RAFT_LEADER;
+    r->leader = r->cfg.id;
+    r->heartbeat_elapsed = 0;
+    r->elapsed = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        progress *p = &r->pr[i];
+        p->match = p->id == r->cfg.id ? r->stable : 0;
+        p->next = r->last + 1;
+        p->state = PR_PROBE;
+        p->probe_sent = false;
+        p->inflight = 0;
+        p->recent_active = true;
+    }
+    /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
+    append_local(r, r->term, RAFT_ENTRY_NOOP, NULL, 0);
+    bcast_append(r);
+}
+
+static void campaign(raft *r, bool pre)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        r->pr[i].vote_granted = r->pr[i].id == r->cfg.id;
+        r->pr[i].vote_answered = r->pr[i].id == r->cfg.id;
+    }
+    uint64_t term;
+    if (pre) {
+        /* PreVote (§9.6): ask first, without disturbing anyone's term. */
+        r->role = RAFT_PRECANDIDATE;
+        term = r->term + 1;
+    } else {
+        r->role = RAFT_CANDIDATE;
+        r->term++;
+        r->vote = r->cfg.id;
+        term = r->term;
+    }
+    r->leader = 0;
+    reset_timeout(r);
+    if (r->n == 1) {
+        if (pre)
+            campaign(r, false);
+        else
+            become_leader(r);
+        return;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->pr[i].id == r->cfg.id) continue;
+        send(r, (raft_msg){.type = pre ? RAFT_MSG_PREVOTE : RAFT_MSG_VOTE,
+                           .to = r->pr[i].id,
+                           .term = term,
+                           .index = r->last,
+                           .log_term = last_term(r)});
+    }
+}
+
+/* ---- replication ---------------------------------------------------------- */
+
+static void send_append(raft *r, progress *p, bool allow_empty)
+{
+    if (p->state == PR_PROBE && p->probe_sent) return;
+    if (p->state == PR_REPLICATE && p->inflight >= r->cfg.max_inflight) return;
+    uint64_t prev = p->next - 1;
+    size_t count = 0;
+    if (p->next <= r->last) {
+        count = (size_t)(r->last - p->next + 1);
+        if (count > r->cfg.max_msg_entries) count = r->cfg.max_msg_entries;
+    }
+    if (count == 0 && !allow_empty && p->state == PR_REPLICATE) return;
+    raft_entry *ents = NULL;
+    if (count) {
+        ents = calloc(count, sizeof *ents);
+        if (!ents) return;
+        for (size_t i = 0; i < count; i++) {
+            const raft_entry *e = &r->log[p->next - 1 + i];
+            ents[i] = *e;
+            ents[i].data = NULL;
+            if (e->len) {
+                ents[i].data = malloc(e->len);
+                if (!ents[i].data) {
+                    for (size_t j = 0; j < i; j++)
+                        free(ents[j].data);
+                    free(ents);
+                    return;
+                }
+                memcpy(ents[i].data, e->data, e->len);
+            }
+        }
+    }
+    send(r, (raft_msg){.type = RAFT_MSG_APPEND,
+                       .to = p->id,
+                       .index = prev,
+                       .log_term = raft_term_at(r, prev),
+                       .commit = r->commit,
+                       .entries = ents,
+                       .n_entries = count});
+    if (p->state == PR_PROBE) {
+        p->probe_sent = true;
+    } else if (count) {
+        /* Pipelining: assume success and move on (§10.2.1 of the thesis). */
+        p->next += count;
+        p->inflight++;
+    }
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static bool maybe_commit(raft *r)
+{
+    uint64_t m[RAFT_MAX_NODES];
+    for (size_t i = 0; i < r->n; i++)
+        m[i] = r->pr[i].id == r->cfg.id ? r->stable : r->pr[i].match;
+    qsort(m, r->n, sizeof m[0], cmp_u64_desc);
+    uint64_t n = m[quorum(r) - 1];
+    /* Only an entry of the current term commits by counting (§5.4.2). */
+    if (n > r->commit && raft_term_at(r, n) == r->term) {
+        r->commit = n;
+        return true;
+    }
+    return false;
+}
+
+/* ---- message handling ------------------------------------------------------ */
+
+static bool log_up_to_date(const raft *r, uint64_t index, uint64_t term)
+{
+    uint64_t lt = last_term(r);
+    return term > lt || (term == lt && index >= r->last);
+}
+
+static void handle_append(raft *r, const raft_msg *m)
+{
+    raft_msg resp = {.type = RAFT_MSG_APPEND_RESP, .to = m->from};
+    if (m->index < r->commit) {
+        /* Already committed here: say how far we are. */
+        resp.index = r->commit;
+        send(r, resp);
+        return;
+    }
+    if (m->index > r->last || raft_term_at(r, m->index) != m->log_term) {
+        /* Fast back-off: point the leader before the conflicting term. */
+        uint64_t hint = m->index > r->last ? r->last : m->index - 1;
+        if (m->index <= r->last) {
+            uint64_t t = raft_term_at(r, m->index);
+            while (hint > r->commit && raft_term_at(r, hint) == t)
+                hint--;
+        }
+        resp.reject = true;
+        resp.index = m->index;
+        resp.reject_hint = hint;
+        send(r, resp);
+        return;
+    }
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const raft_entry *e = &m->entries[i];
+        if (e->index <= r->last) {
+            if (raft_term_at(r, e->index) == e->term) continue;
+            /* Never drop a committed entry: the leader would be wrong. */
+            if (e->index <= r->commit) return;
+            truncate_from(r, e->index);
+        }
+        if (append_local(r, e->term, e->type, e->data, e->len) != 0) return;
+    }
+    uint64_t last_new = m->index + m->n_entries;
+    uint64_t c = m->commit < last_new ? m->commit : last_new;
+    if (c > r->commit) r->commit = c;
+    resp.index = last_new;
+    send(r, resp);
+}
+
+static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
+{
+    p->recent_active = true;
+    if (m->reject) {
+        /* Stale rejections of an index we no longer probe are ignored. */
+        if (m->index != p->next - 1 && p->state == PR_PROBE) return;
+        uint64_t next = m->reject_hint + 1;
+        if (next > p->next - 1 && p->next > 1) next = p->next - 1;
+        if (next <= p->match) next = p->match + 1;
+        if (next < 1) next = 1;
+        p->next = next;
+        p->state = PR_PROBE;
+        p->probe_sent = false;
+        p->inflight = 0;
+        send_append(r, p, true);
+        return;
+    }
+    if (m->index > r->last) return; /* cannot match what we never had: drop */
+    if (m->index > p->match) p->match = m->index;
+    if (p->next < p->match + 1) p->next = p->match + 1;
+    if (p->state == PR_PROBE) {
+        p->state = PR_REPLICATE;
+        p->probe_sent = false;
+        p->inflight = 0;
+        p->next = p->match + 1;
+    } else if (p->inflight > 0) {
+        p->inflight--;
+    }
+    if (maybe_commit(r))
+        bcast_append(r);
+    else
+        send_append(r, p, false);
+}
+
+static void handle_vote(raft *r, const raft_msg *m, bool pre)
+{
+    bool can_vote = pre ? m->term > r->term || (r->vote == 0 && r->leader == 0)
+                        : r->vote == 0 || r->vote == m->from;
+    bool grant = can_vote && log_up_to_date(r, m->index, m->log_term);
+    raft_msg resp = {
+        .type = pre ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP, .to = m->from, .reject = !grant};
+    /* A prevote answer carries the term asked about, so a granted one
+     * never looks stale to the asker; a refusal carries ours. */
+    resp.term = pre && grant ? m->term : r->term;
+    if (grant && !pre) {
+        r->vote = m->from;
+        reset_timeout(r);
+    }
+    send(r, resp);
+}
+
+static void handle_vote_resp(raft *r, progress *p, const raft_msg *m)
+{
+    if (p->vote_answered) return;
+    p->vote_answered = true;
+    p->vote_granted = !m->reject;
+    size_t yes = 0, no = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        yes += r->pr[i].vote_answered && r->pr[i].vote_granted;
+        no += r->pr[i].vote_answered && !r->pr[i].vote_granted;
+    }
+    if (yes >= quorum(r)) {
+        if (r->role == RAFT_PRECANDIDATE)
+            campaign(r, false);
+        else
+            become_leader(r);
+    } else if (no >= quorum(r)) {
+        become_follower(r, r->term, 0);
+    }
+}
+
+int raft_step(raft *r, const raft_msg *m)
+{
+    progress *p = find_pr(r, m->from);
+    if (!p || m->from == r->cfg.id || m->to != r->cfg.id || m->type < RAFT_MSG_VOTE ||
+        m->type >= RAFT_MSG_MAX_ || m->term == 0)
+        return DSYNC_EINVAL;
+    for (size_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].index != m->index + 1 + i || m->entries[i].term > m->term)
+            return DSYNC_EINVAL;
+
+    bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
+    if (m->term > r->term) {
+        /* Leader stickiness: while we hear a leader, a higher-term vote
+         * request is a disruptive node, not a failed leader (§9.6). */
+        if (vote_req && r->cfg.check_quorum && r->leader != 0 && r->elapsed < r->cfg.election_tick)
+            return 0;
+        if (m->type == RAFT_MSG_PREVOTE || (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject)) {
+            /* Prevotes never change terms. */
+        } else {
+            bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT;
+            become_follower(r, m->term, from_leader ? m->from : 0);
+        }
+    } else if (m->term < r->term) {
+        if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT) {
+            /* A deposed leader learns our term from the answer. */
+            send(r, (raft_msg){.type = RAFT_MSG_APPEND_RESP, .to = m->from});
+        } else if (m->type == RAFT_MSG_PREVOTE) {
+            send(r, (raft_msg){.type = RAFT_MSG_PREVOTE_RESP, .to = m->from, .reject = true});
+        }
+        return 0;
+    }
+
+    switch (m->type) {
+    case RAFT_MSG_PREVOTE:
+        handle_vote(r, m, true);
+        break;
+    case RAFT_MSG_VOTE:
+        handle_vote(r, m, false);
+        break;
+    case RAFT_MSG_PREVOTE_RESP:
+        /* A grant from an earlier pre-campaign asked about another term. */
+        if (r->role == RAFT_PRECANDIDATE && (m->reject || m->term == r->term + 1))
+            handle_vote_resp(r, p, m);
+        break;
+    case RAFT_MSG_VOTE_RESP:
+        if (r->role == RAFT_CANDIDATE) handle_vote_resp(r, p, m);
+        break;
+    case RAFT_MSG_APPEND:
+    case RAFT_MSG_HEARTBEAT:
+        if (r->role != RAFT_FOLLOWER) become_follower(r, r->term, m->from);
+        r->leader = m->from;
+        r->elapsed = 0;
+        if (m->type == RAFT_MSG_APPEND) {
+            handle_append(r, m);
+        } else {
+            /* The leader sends min(match, commit): safe to adopt. */
+            uint64_t c = m->commit < r->last ? m->commit : r->last;
+            if (c > r->commit) r->commit = c;
+            send(r, (raft_msg){.type = RAFT_MSG_HEARTBEAT_RESP, .to = m->from});
+        }
+        break;
+    case RAFT_MSG_APPEND_RESP:
+        if (r->role == RAFT_LEADER) handle_append_resp(r, p, m);
+        break;
+    case RAFT_MSG_HEARTBEAT_RESP:
+        if (r->role == RAFT_LEADER) {
+            p->recent_active = true;
+            if (p->match < r->last && p->match == p->hb_match) {
+                /* No progress for a whole heartbeat: appends were lost.
+                 * Probe again from what the follower surely has. */
+                p->state = PR_PROBE;
+                p->next = p->match + 1;
+                p->inflight = 0;
+                p->probe_sent = false;
+                send_append(r, p, true);
+            }
+            p->hb_match = p->match;
+        }
+        break;
+    default:
+        return DSYNC_EINVAL;
+    }
+    return 0;
+}
+
+void raft_tick(raft *r)
+{
+    if (r->role != RAFT_LEADER) {
+        if (++r->elapsed >= r->timeout) campaign(r, r->cfg.pre_vote);
+        return;
+    }
+    if (++r->heartbeat_elapsed >= r->cfg.heartbeat_tick) {
+        r->heartbeat_elapsed = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            progress *p = &r->pr[i];
+            if (p->id == r->cfg.id) continue;
+            uint64_t c = p->match < r->commit ? p->match : r->commit;
+            send(r, (raft_msg){.type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c});
+        }
+    }
+    if (++r->elapsed >= r->cfg.election_tick) {
+        r->elapsed = 0;
+        if (r->cfg.check_quorum) {
+            /* CheckQuorum: a leader cut off from a majority steps down. */
+            size_t active = 0;
+            for (size_t i = 0; i < r->n; i++) {
+                active += r->pr[i].id == r->cfg.id || r->pr[i].recent_active;
+                r->pr[i].recent_active = false;
+            }
+            if (active < quorum(r)) become_follower(r, r->term, 0);
+        }
+    }
+}
+
+int raft_propose(raft *r, const void *data, size_t len, uint64_t *index)
+{
+    if (r->role != RAFT_LEADER) return DSYNC_ENOTLEADER;
+    int rc = append_local(r, r->term, RAFT_ENTRY_NORMAL, data, len);
+    if (rc != 0) return rc;
+    if (index) *index = r->last;
+    bcast_append(r);
+    return 0;
+}
+
+/* ---- ready / advance ------------------------------------------------------- */
+
+bool raft_has_ready(const raft *r)
+{
+    uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
+    return r->n_out > 0 || r->unstable_from <= r->last || to_apply > r->applied ||
+           r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
+           r->saved_hs.commit != r->commit;
+}
+
+void raft_ready_get(raft *r, raft_ready *rd)
+{
+    memset(rd, 0, sizeof *rd);
+    rd->hard_state = (raft_hard_state){r->term, r->vote, r->commit};
+    rd->hard_state_changed = memcmp(&rd->hard_state, &r->saved_hs, sizeof rd->hard_state) != 0;
+    if (r->unstable_from <= r->last) {
+        rd->entries = &r->log[r->unstable_from - 1];
+        rd->n_entries = (size_t)(r->last - r->unstable_from + 1);
+    }
+    rd->msgs = r->out;
+    rd->n_msgs = r->n_out;
+    /* Apply only what is committed and persisted here. */
+    uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
+    if (to_apply > r->applied) {
+        rd->committed = &r->log[r->applied];
+        rd->n_committed = (size_t)(to_apply - r->applied);
+    }
+    rd->role = r->role;
+    rd->leader = r->leader;
+    rd->term = r->term;
+}
+
+void raft_advance(raft *r, raft_ready *rd)
+{
+    r->saved_hs = rd->hard_state;
+    if (rd->n_entries) {
+        r->stable = rd->entries[rd->n_entries - 1].index;
+        r->unstable_from = r->stable + 1;
+    }
+    if (rd->n_committed) r->applied = rd->committed[rd->n_committed - 1].index;
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        for (size_t j = 0; j < rd->msgs[i].n_entries; j++)
+            free(rd->msgs[i].entries[j].data);
+        free(rd->msgs[i].entries);
+    }
+    r->n_out = 0;
+    if (r->role == RAFT_LEADER) {
+        progress *self = find_pr(r, r->cfg.id);
+        self->match = r->stable;
+        if (maybe_commit(r)) bcast_append(r);
+    }
+}
+
+/* ---- lifecycle and accessors ---------------------------------------------- */
+
+raft *raft_new(const raft_config *cfg)
+{
+    if (cfg->id == 0 || cfg->n_voters == 0 || cfg->n_voters > RAFT_MAX_NODES ||
+        cfg->election_tick < 2 || cfg->heartbeat_tick == 0 ||
+        cfg->heartbeat_tick >= cfg->election_tick || cfg->max_inflight == 0 ||
+        cfg->max_msg_entries == 0)
+        return NULL;
+    /* Members are distinct non-zero ids. */
+    for (size_t i = 0; i < cfg->n_voters; i++) {
+        if (cfg->voters[i] == 0) return NULL;
+        for (size_t j = 0; j < i; j++)
+            if (cfg->voters[j] == cfg->voters[i]) return NULL;
+    }
+    raft *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->cfg = *cfg;
+    bool self = false;
+    for (size_t i = 0; i < cfg->n_voters; i++) {
+        r->voters[i] = cfg->voters[i];
+        r->pr[i].id = cfg->voters[i];
+        self |= cfg->voters[i] == cfg->id;
+    }
+    r->n = cfg->n_voters;
+    r->cfg.voters = r->voters;
+    r->cfg.entries = NULL;
+    r->rng = cfg->seed ^ ut_mix64(cfg->id);
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        if (cfg->entries[i].index != i + 1 ||
+            append_local(r, cfg->entries[i].term, cfg->entries[i].type, cfg->entries[i].data,
+                         cfg->entries[i].len) != 0) {
+            raft_free(r);
+            return NULL;
+        }
+    }
+    if (!self || cfg->hard_state.commit > r->last || cfg->applied > cfg->hard_state.commit) {
+        raft_free(r);
+        return NULL;
+    }
+    r->stable = r->last;
+    r->unstable_from = r->last + 1;
+    r->term = cfg->hard_state.term;
+    r->vote = cfg->hard_state.vote;
+    r->commit = cfg->hard_state.commit;
+    r->applied = cfg->applied;
+    r->saved_hs = cfg->hard_state;
+    r->role = RAFT_FOLLOWER;
+    reset_timeout(r);
+    return r;
+}
+
+void raft_free(raft *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->last; i++)
+        free(r->log[i].data);
+    free(r->log);
+    for (size_t i = 0; i < r->n_out; i++) {
+        for (size_t j = 0; j < r->out[i].n_entries; j++)
+            free(r->out[i].entries[j].data);
+        free(r->out[i].entries);
+    }
+    free(r->out);
+    free(r);
+}
+
+raft_role raft_get_role(const raft *r)
+{
+    return r->role;
+}
+
+uint64_t raft_leader(const raft *r)
+{
+    return r->leader;
+}
+
+uint64_t raft_term(const raft *r)
+{
+    return r->term;
+}
+
+uint64_t raft_commit_index(const raft *r)
+{
+    return r->commit;
+}
+
+uint64_t raft_last_index(const raft *r)
+{
+    return r->last;
+}
+
+const char *raft_role_name(raft_role role)
+{
+    static const char *const names[] = {"follower", "precandidate", "candidate", "leader"};
+    return role <= RAFT_LEADER ? names[role] : "unknown";
+}

@@ -1,0 +1,144 @@
+/*
+ * raft.h: the consensus core, a pure state machine (etcd raft's shape).
+ *
+ * No sockets, files, clocks or threads: the node drives it with
+ * raft_step() for each message from a peer, raft_tick() for each logical
+ * tick, raft_propose() for new commands, and collects what to do with
+ * raft_ready():
+ *   1. persist rd.hard_state (if rd.hard_state_changed) and rd.entries
+ *      (the first may overwrite the log from its index on),
+ *   2. only then send rd.msgs (a vote or an ack must never go out before
+ *      the state it reports is durable: Raft paper §5.1, Figure 2),
+ *   3. apply rd.committed in order,
+ *   4. call raft_advance(r, &rd).
+ * Everything rd points to stays valid until raft_advance; nothing else may
+ * be called in between. Time and randomness are inputs (ticks, seed), so a
+ * whole cluster runs deterministically in one process.
+ *
+ * Implemented: elections with randomized timeouts, PreVote (thesis §9.6),
+ * CheckQuorum with leader stickiness, a no-op entry at the start of each
+ * term, log replication with per-follower progress (probe / pipelined
+ * replicate with an in-flight limit), fast conflict back-off, the commit
+ * rule of §5.4.2. Not yet: snapshots / InstallSnapshot, ReadIndex,
+ * membership changes.
+ */
+#ifndef DSYNC_RAFT_H
+#define DSYNC_RAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+#define RAFT_MAX_NODES 16
+
+typedef enum { RAFT_FOLLOWER, RAFT_PRECANDIDATE, RAFT_CANDIDATE, RAFT_LEADER } raft_role;
+
+enum { RAFT_ENTRY_NORMAL = 1, RAFT_ENTRY_NOOP = 2 };
+
+typedef struct {
+    uint64_t index;
+    uint64_t term;
+    uint8_t type;
+    void *data; /* owned by whoever holds the entry (log, message, ready) */
+    size_t len;
+} raft_entry;
+
+typedef enum {
+    RAFT_MSG_VOTE = 1,
+    RAFT_MSG_VOTE_RESP,
+    RAFT_MSG_PREVOTE,
+    RAFT_MSG_PREVOTE_RESP,
+    RAFT_MSG_APPEND,
+    RAFT_MSG_APPEND_RESP,
+    RAFT_MSG_HEARTBEAT,
+    RAFT_MSG_HEARTBEAT_RESP,
+    RAFT_MSG_MAX_
+} raft_msg_type;
+
+typedef struct {
+    raft_msg_type type;
+    uint64_t from, to, term;
+    uint64_t log_term; /* vote: last log term; append: term at index */
+    uint64_t index;    /* vote: last log index; append: entry before entries;
+                          append resp: last index matched (or rejected) */
+    uint64_t commit;
+    bool reject;
+    uint64_t reject_hint; /* append resp: where the leader should probe */
+    raft_entry *entries;
+    size_t n_entries;
+} raft_msg;
+
+typedef struct {
+    uint64_t term;
+    uint64_t vote;
+    uint64_t commit;
+} raft_hard_state;
+
+typedef struct {
+    uint64_t id;
+    const uint64_t *voters; /* every member, self included */
+    size_t n_voters;
+    unsigned election_tick;  /* followers wait [e, 2e) ticks for a leader */
+    unsigned heartbeat_tick; /* leaders send heartbeats this often */
+    size_t max_inflight;     /* append messages in flight per follower */
+    size_t max_msg_entries;  /* entries per append message */
+    bool pre_vote;
+    bool check_quorum;
+    uint64_t seed;
+    /* Restart state: what the node had persisted. */
+    raft_hard_state hard_state;
+    const raft_entry *entries; /* copied */
+    size_t n_entries;
+    uint64_t applied; /* entries up to here are already in the state machine */
+} raft_config;
+
+typedef struct {
+    bool hard_state_changed;
+    raft_hard_state hard_state;
+    raft_entry *entries; /* to persist */
+    size_t n_entries;
+    raft_msg *msgs; /* to send after persisting */
+    size_t n_msgs;
+    raft_entry *committed; /* to apply, in order */
+    size_t n_committed;
+    raft_role role;
+    uint64_t leader;
+    uint64_t term;
+} raft_ready;
+
+typedef struct raft raft;
+
+/* New node from cfg; NULL on bad configuration or out of memory. */
+raft *raft_new(const raft_config *cfg);
+void raft_free(raft *r);
+
+void raft_tick(raft *r);
+/* A message from a peer. DSYNC_EINVAL (and no effect) for one that is
+ * malformed or from a non-member; peers are never trusted. */
+int raft_step(raft *r, const raft_msg *m);
+/* Appends a command when leader; DSYNC_ENOTLEADER otherwise. */
+int raft_propose(raft *r, const void *data, size_t len, uint64_t *index);
+
+bool raft_has_ready(const raft *r);
+void raft_ready_get(raft *r, raft_ready *rd);
+void raft_advance(raft *r, raft_ready *rd);
+
+raft_role raft_get_role(const raft *r);
+uint64_t raft_leader(const raft *r);
+uint64_t raft_term(const raft *r);
+uint64_t raft_commit_index(const raft *r);
+uint64_t raft_last_index(const raft *r);
+/* Term of the entry at index (0 when absent). */
+uint64_t raft_term_at(const raft *r, uint64_t index);
+const char *raft_role_name(raft_role role);
+
+/* Wire form of a message: versioned, little-endian; decode copies entry
+ * data into fresh allocations released by raft_msg_free_entries, and
+ * returns DSYNC_ECORRUPT for anything malformed. */
+int raft_msg_encode(const raft_msg *m, ut_buf *b);
+int raft_msg_decode(const void *data, size_t len, raft_msg *out);
+void raft_msg_free_entries(raft_msg *m);
+
+#endif

@@ -53,6 +53,9 @@ typedef struct {
     bool cut[MAXN]; /* node cut off from everyone */
     double drop, dup;
     double p_crash, p_restart, p_cut; /* per step, for one random node */
+    bool scripted;                    /* named scenarios: no PreVote/CheckQuorum */
+    /* Scripted scenarios may drop chosen messages. */
+    bool (*drop_fn)(const raft_msg *m);
     packet *net;
     size_t n_net, cap_net;
     /* global knowledge for the checks */
@@ -102,8 +105,8 @@ static void start_node(sim *s, int i)
          * no-op, the window in which §5.4.2 matters (Figure 8). */
         .max_inflight = 1 + (size_t)(s->seed % 4),
         .max_msg_entries = 1 + (size_t)(s->seed / 4 % 3),
-        .pre_vote = true,
-        .check_quorum = true,
+        .pre_vote = !s->scripted,
+        .check_quorum = !s->scripted,
         .seed = s->seed * 31 + (uint64_t)i + s->now,
         .hard_state = nd->hs,
         .entries = nd->log,
@@ -157,6 +160,7 @@ static void net_send(sim *s, const raft_msg *m)
     if (to < 0)
         fail_msg("message type %d from %llu to unknown %llu", m->type, (unsigned long long)m->from,
                  (unsigned long long)m->to);
+    if (s->drop_fn && s->drop_fn(m)) return;
     int copies = chance(s, s->drop) ? 0 : chance(s, s->dup) ? 2 : 1;
     for (int c = 0; c < copies; c++) {
         ut_buf b;
@@ -400,6 +404,140 @@ static void test_random_clusters_under_faults_stay_safe_and_converge(void **stat
     assert_int_equal(failed, 0);
 }
 
+/* ---- scripted scenarios --------------------------------------------------- */
+
+static void scripted_init(sim *s, int n, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->seed = s->rng = seed;
+    s->n = n;
+    s->scripted = true;
+    for (int i = 0; i < n; i++)
+        s->ids[i] = (uint64_t)i + 1;
+    for (int i = 0; i < n; i++)
+        start_node(s, i);
+}
+
+/* Delivers everything in flight among reachable nodes until quiet. */
+static void settle(sim *s)
+{
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < s->n; i++)
+            if (s->nodes[i].up) process_ready(s, i);
+        if (s->n_net == 0) break;
+        s->now += 4;
+        deliver_due(s);
+    }
+    check_invariants(s);
+    if (s->fail[0]) fail_msg("%s", s->fail);
+}
+
+/* Ticks node i alone until it wins an election among the reachable nodes.
+ * Stops the moment it wins: what it sends as leader is still queued in
+ * its outbox, so the caller decides whether anyone hears it. */
+static void elect(sim *s, int i)
+{
+    for (int t = 0; t < 200; t++) {
+        raft_tick(s->nodes[i].r);
+        for (int round = 0; round < 20; round++) {
+            for (int k = 0; k < s->n; k++)
+                if (s->nodes[k].up && k != i) process_ready(s, k);
+            if (raft_get_role(s->nodes[i].r) == RAFT_LEADER) return;
+            process_ready(s, i);
+            s->now += 4;
+            while (s->n_net) {
+                deliver_due(s);
+                if (raft_get_role(s->nodes[i].r) == RAFT_LEADER) return;
+                for (int k = 0; k < s->n; k++)
+                    if (s->nodes[k].up && k != i) process_ready(s, k);
+                s->now += 4;
+            }
+        }
+    }
+    fail_msg("node %d was not elected", i);
+}
+
+static sim *scenario; /* for the drop filter */
+
+/* Lets S3 receive X (index 2) but nothing at index 3 once it has X. */
+static bool drop_index3_to_s3(const raft_msg *m)
+{
+    if (m->type != RAFT_MSG_APPEND || m->to != 3 || !scenario->nodes[2].up ||
+        raft_term_at(scenario->nodes[2].r, 2) == 0)
+        return false;
+    for (size_t k = 0; k < m->n_entries; k++)
+        if (m->entries[k].index >= 3) return true;
+    return false;
+}
+
+/* Figure 8 of the Raft paper, with our no-op entries: an entry of an
+ * old term that reaches a majority must not be committed by counting,
+ * because a node holding a newer-term entry at that index can still win
+ * an election and overwrite it. */
+static void test_figure_8_an_old_term_entry_on_a_majority_is_not_committed(void **state)
+{
+    sim s;
+    /* Seed 12: one entry per append and one in flight, so X and the new
+     * leader's no-op travel separately. */
+    scripted_init(&s, 5, 12);
+    scenario = &s;
+    /* Term 1: S1 leads; its no-op (index 1) commits everywhere. */
+    elect(&s, 0);
+    settle(&s);
+    uint64_t v = 42;
+    /* (a) S1 appends X at index 2 and only S2 receives it. */
+    for (int i = 2; i < 5; i++)
+        s.cut[i] = true;
+    assert_int_equal(raft_propose(s.nodes[0].r, &v, sizeof v, NULL), 0);
+    settle(&s);
+    assert_int_equal(raft_term_at(s.nodes[1].r, 2), raft_term(s.nodes[0].r));
+    /* (b) S1 crashes; S5 wins with S3 and S4 and writes its no-op at
+     * index 2, which nobody hears. */
+    crash_node(&s, 0);
+    s.cut[1] = true;
+    s.cut[2] = s.cut[3] = s.cut[4] = false;
+    elect(&s, 4);
+    uint64_t t5 = raft_term(s.nodes[4].r);
+    s.cut[4] = true;
+    settle(&s);
+    /* (c) S5 crashes; S1 returns and wins with S2 and S3, and gets X onto
+     * S3 but not its own no-op: X is on a majority (S1, S2, S3). */
+    crash_node(&s, 4);
+    start_node(&s, 0);
+    s.cut[4] = false;
+    s.cut[0] = s.cut[1] = s.cut[2] = false;
+    s.cut[3] = true;
+    s.drop_fn = drop_index3_to_s3;
+    elect(&s, 0);
+    settle(&s);
+    assert_int_equal(raft_term_at(s.nodes[2].r, 2), 1);
+    /* §5.4.2: X is of an old term, so the leader must not count it in. */
+    assert_true(raft_commit_index(s.nodes[0].r) < 2);
+    /* (d) S1 crashes; S5 wins with S3 and S4 (its index-2 entry has a
+     * newer term) and replaces X everywhere it can. Safe: X was never
+     * committed, and the checks after every settle confirm it. */
+    crash_node(&s, 0);
+    s.drop_fn = NULL;
+    start_node(&s, 4);
+    s.cut[3] = false;
+    s.cut[1] = true; /* S2 would refuse S5 anyway */
+    elect(&s, 4);
+    assert_true(raft_term(s.nodes[4].r) > t5);
+    settle(&s);
+    assert_int_equal(raft_term_at(s.nodes[2].r, 2), t5);
+    /* Everyone back: all converge on S5's history. */
+    s.cut[1] = false;
+    start_node(&s, 0);
+    for (int k = 0; k < 40; k++) {
+        for (int i = 0; i < s.n; i++)
+            raft_tick(s.nodes[i].r);
+        settle(&s);
+    }
+    for (int i = 0; i < s.n; i++)
+        assert_int_equal(raft_term_at(s.nodes[i].r, 2), t5);
+    free_sim(&s);
+}
+
 static void test_garbage_never_decodes_into_a_message_that_crashes(void **state)
 {
     raft_entry e = {5, 2, RAFT_ENTRY_NORMAL, "payload", 7};
@@ -430,6 +568,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_clusters_under_faults_stay_safe_and_converge),
+        cmocka_unit_test(test_figure_8_an_old_term_entry_on_a_majority_is_not_committed),
         cmocka_unit_test(test_garbage_never_decodes_into_a_message_that_crashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,7 +22,13 @@ typedef struct {
     bool recent_active; /* heard from within this election timeout */
     bool vote_granted, vote_answered;
     uint64_t hb_match; /* match at the previous heartbeat answer */
+    uint64_t read_ack; /* highest read round this follower confirmed */
 } progress;
+
+/* A read waiting for a heartbeat round to confirm the leader (§6.4). */
+typedef struct {
+    uint64_t context, index, from, round; /* from 0: asked locally */
+} pending_read;
 
 struct raft {
     raft_config cfg;
@@ -44,6 +50,12 @@ struct raft {
 
     raft_msg *out;
     size_t n_out, cap_out;
+
+    pending_read *pending;
+    size_t n_pending, cap_pending;
+    uint64_t read_round;
+    raft_read_state *reads; /* answers for the next ready */
+    size_t n_reads, cap_reads;
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -140,6 +152,9 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
     }
     r->role = RAFT_FOLLOWER;
     r->leader = leader;
+    /* Reads waiting for this node's leadership will never be confirmed;
+     * their callers time out and retry with the new leader. */
+    r->n_pending = 0;
     reset_timeout(r);
 }
 
@@ -165,7 +180,9 @@ static void become_leader(raft *r)
         p->probe_sent = false;
         p->inflight = 0;
         p->recent_active = true;
+        p->read_ack = 0;
     }
+    r->read_round = 0;
     /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
     append_local(r, r->term, RAFT_ENTRY_NOOP, NULL, 0);
     bcast_append(r);
@@ -396,6 +413,90 @@ static void handle_vote_resp(raft *r, progress *p, const raft_msg *m)
     }
 }
 
+/* ---- linearizable reads (ReadIndex, thesis §6.4) --------------------------- */
+
+static void add_read(raft *r, uint64_t context, uint64_t index)
+{
+    if (r->n_reads == r->cap_reads) {
+        size_t ncap = r->cap_reads ? r->cap_reads * 2 : 16;
+        raft_read_state *nr = realloc(r->reads, ncap * sizeof *nr);
+        if (!nr) return; /* the caller times out and retries */
+        r->reads = nr;
+        r->cap_reads = ncap;
+    }
+    r->reads[r->n_reads++] = (raft_read_state){context, index};
+}
+
+static void answer_read(raft *r, const pending_read *p)
+{
+    if (p->from == 0)
+        add_read(r, p->context, p->index);
+    else
+        send(r, (raft_msg){.type = RAFT_MSG_READ_INDEX_RESP,
+                           .to = p->from,
+                           .index = p->index,
+                           .context = p->context});
+}
+
+static void bcast_heartbeat(raft *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        progress *p = &r->pr[i];
+        if (p->id == r->cfg.id) continue;
+        uint64_t c = p->match < r->commit ? p->match : r->commit;
+        send(r,
+             (raft_msg){
+                 .type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c, .context = r->read_round});
+    }
+}
+
+/* Answers every pending read whose heartbeat round a majority confirmed. */
+static void release_reads(raft *r)
+{
+    size_t done = 0;
+    while (done < r->n_pending) {
+        const pending_read *p = &r->pending[done];
+        size_t acks = 0;
+        for (size_t i = 0; i < r->n; i++)
+            acks += r->pr[i].id == r->cfg.id || r->pr[i].read_ack >= p->round;
+        if (acks < quorum(r)) break;
+        answer_read(r, p);
+        done++;
+    }
+    memmove(r->pending, r->pending + done, (r->n_pending - done) * sizeof *r->pending);
+    r->n_pending -= done;
+}
+
+/* The leader takes a read: its index is the commit index now, valid once
+ * a majority confirms in a later heartbeat round that it still leads. */
+static int leader_read(raft *r, uint64_t context, uint64_t from)
+{
+    /* Until an entry of its term commits, a new leader does not know the
+     * commit index of its predecessor (§6.4, step 1). */
+    if (raft_term_at(r, r->commit) != r->term) return DSYNC_EUNAVAILABLE;
+    if (r->n_pending == r->cap_pending) {
+        size_t ncap = r->cap_pending ? r->cap_pending * 2 : 16;
+        pending_read *np = realloc(r->pending, ncap * sizeof *np);
+        if (!np) return DSYNC_ENOMEM;
+        r->pending = np;
+        r->cap_pending = ncap;
+    }
+    r->pending[r->n_pending++] = (pending_read){context, r->commit, from, ++r->read_round};
+    if (r->n == 1)
+        release_reads(r);
+    else
+        bcast_heartbeat(r);
+    return 0;
+}
+
+int raft_read_index(raft *r, uint64_t context)
+{
+    if (r->role == RAFT_LEADER) return leader_read(r, context, 0);
+    if (r->role != RAFT_FOLLOWER || r->leader == 0) return DSYNC_EUNAVAILABLE;
+    send(r, (raft_msg){.type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = context});
+    return 0;
+}
+
 int raft_step(raft *r, const raft_msg *m)
 {
     progress *p = find_pr(r, m->from);
@@ -454,7 +555,8 @@ int raft_step(raft *r, const raft_msg *m)
             /* The leader sends min(match, commit): safe to adopt. */
             uint64_t c = m->commit < r->last ? m->commit : r->last;
             if (c > r->commit) r->commit = c;
-            send(r, (raft_msg){.type = RAFT_MSG_HEARTBEAT_RESP, .to = m->from});
+            send(r,
+                 (raft_msg){.type = RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .context = m->context});
         }
         break;
     case RAFT_MSG_APPEND_RESP:
@@ -463,6 +565,10 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_HEARTBEAT_RESP:
         if (r->role == RAFT_LEADER) {
             p->recent_active = true;
+            if (m->context > p->read_ack && m->context <= r->read_round) {
+                p->read_ack = m->context;
+                release_reads(r);
+            }
             if (p->match < r->last && p->match == p->hb_match) {
                 /* No progress for a whole heartbeat: appends were lost.
                  * Probe again from what the follower surely has. */
@@ -474,6 +580,14 @@ int raft_step(raft *r, const raft_msg *m)
             }
             p->hb_match = p->match;
         }
+        break;
+    case RAFT_MSG_READ_INDEX:
+        /* A follower's read: answered once confirmed, or dropped (the
+         * follower retries) when this node cannot serve it. */
+        if (r->role == RAFT_LEADER) leader_read(r, m->context, m->from);
+        break;
+    case RAFT_MSG_READ_INDEX_RESP:
+        if (m->from == r->leader) add_read(r, m->context, m->index);
         break;
     default:
         return DSYNC_EINVAL;
@@ -489,12 +603,7 @@ void raft_tick(raft *r)
     }
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_tick) {
         r->heartbeat_elapsed = 0;
-        for (size_t i = 0; i < r->n; i++) {
-            progress *p = &r->pr[i];
-            if (p->id == r->cfg.id) continue;
-            uint64_t c = p->match < r->commit ? p->match : r->commit;
-            send(r, (raft_msg){.type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c});
-        }
+        bcast_heartbeat(r);
     }
     if (++r->elapsed >= r->cfg.election_tick) {
         r->elapsed = 0;
@@ -525,7 +634,7 @@ int raft_propose(raft *r, const void *data, size_t len, uint64_t *index)
 bool raft_has_ready(const raft *r)
 {
     uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
-    return r->n_out > 0 || r->unstable_from <= r->last || to_apply > r->applied ||
+    return r->n_out > 0 || r->n_reads > 0 || r->unstable_from <= r->last || to_apply > r->applied ||
            r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
            r->saved_hs.commit != r->commit;
 }
@@ -547,6 +656,8 @@ void raft_ready_get(raft *r, raft_ready *rd)
         rd->committed = &r->log[r->applied];
         rd->n_committed = (size_t)(to_apply - r->applied);
     }
+    rd->reads = r->reads;
+    rd->n_reads = r->n_reads;
     rd->role = r->role;
     rd->leader = r->leader;
     rd->term = r->term;
@@ -566,6 +677,7 @@ void raft_advance(raft *r, raft_ready *rd)
         free(rd->msgs[i].entries);
     }
     r->n_out = 0;
+    r->n_reads = 0;
     if (r->role == RAFT_LEADER) {
         progress *self = find_pr(r, r->cfg.id);
         self->match = r->stable;
@@ -637,6 +749,8 @@ void raft_free(raft *r)
         free(r->out[i].entries);
     }
     free(r->out);
+    free(r->pending);
+    free(r->reads);
     free(r);
 }
 

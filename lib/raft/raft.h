@@ -19,8 +19,8 @@
  * CheckQuorum with leader stickiness, a no-op entry at the start of each
  * term, log replication with per-follower progress (probe / pipelined
  * replicate with an in-flight limit), fast conflict back-off, the commit
- * rule of §5.4.2. Not yet: snapshots / InstallSnapshot, ReadIndex,
- * membership changes.
+ * rule of §5.4.2, linearizable reads by ReadIndex. Not yet: snapshots /
+ * InstallSnapshot, membership changes.
  */
 #ifndef DSYNC_RAFT_H
 #define DSYNC_RAFT_H
@@ -54,6 +54,8 @@ typedef enum {
     RAFT_MSG_APPEND_RESP,
     RAFT_MSG_HEARTBEAT,
     RAFT_MSG_HEARTBEAT_RESP,
+    RAFT_MSG_READ_INDEX,      /* follower -> leader: a read, context = its id */
+    RAFT_MSG_READ_INDEX_RESP, /* leader -> follower: index = safe read index */
     RAFT_MSG_MAX_
 } raft_msg_type;
 
@@ -66,6 +68,7 @@ typedef struct {
     uint64_t commit;
     bool reject;
     uint64_t reject_hint; /* append resp: where the leader should probe */
+    uint64_t context;     /* heartbeats: read round; read index: request id */
     raft_entry *entries;
     size_t n_entries;
 } raft_msg;
@@ -94,6 +97,12 @@ typedef struct {
     uint64_t applied; /* entries up to here are already in the state machine */
 } raft_config;
 
+/* A read that may be served once the state machine has applied index. */
+typedef struct {
+    uint64_t context; /* the caller's request id */
+    uint64_t index;
+} raft_read_state;
+
 typedef struct {
     bool hard_state_changed;
     raft_hard_state hard_state;
@@ -103,6 +112,8 @@ typedef struct {
     size_t n_msgs;
     raft_entry *committed; /* to apply, in order */
     size_t n_committed;
+    raft_read_state *reads; /* ReadIndex answers */
+    size_t n_reads;
     raft_role role;
     uint64_t leader;
     uint64_t term;
@@ -118,6 +129,14 @@ void raft_tick(raft *r);
 /* A message from a peer. DSYNC_EINVAL (and no effect) for one that is
  * malformed or from a non-member; peers are never trusted. */
 int raft_step(raft *r, const raft_msg *m);
+/* Linearizable read (ReadIndex, thesis §6.4): asks for the index a read
+ * must wait for. The answer comes in a later ready's reads, with context;
+ * serve the read once applied >= index. The leader confirms it is still
+ * leader with a heartbeat round to a majority first; a follower asks the
+ * leader. DSYNC_EUNAVAILABLE when there is no leader (or the leader has not
+ * yet committed an entry of its term): retry. */
+int raft_read_index(raft *r, uint64_t context);
+
 /* Appends a command when leader; DSYNC_ENOTLEADER otherwise. */
 int raft_propose(raft *r, const void *data, size_t len, uint64_t *index);
 

@@ -66,6 +66,10 @@ typedef struct {
     uint64_t *leader_of_term;
     size_t cap_terms;
     uint64_t next_value;
+    /* reads: context -> highest index applied anywhere when it was asked */
+    uint64_t *read_floor;
+    size_t cap_reads;
+    uint64_t next_read, reads_answered;
     char fail[256];
     int step;
 } sim;
@@ -220,6 +224,16 @@ static void process_ready(sim *s, int i)
             if (!s->cut[i]) net_send(s, &rd.msgs[k]);
         for (size_t k = 0; k < rd.n_committed; k++)
             record_apply(s, i, &rd.committed[k]);
+        for (size_t k = 0; k < rd.n_reads; k++) {
+            /* Linearizability: a read covers every write applied anywhere
+             * before it was asked. */
+            uint64_t ctx = rd.reads[k].context;
+            CHECK(s, ctx <= s->next_read && rd.reads[k].index >= s->read_floor[ctx],
+                  "node %d read %llu at index %llu, below %llu applied before it", i,
+                  (unsigned long long)ctx, (unsigned long long)rd.reads[k].index,
+                  (unsigned long long)(ctx <= s->next_read ? s->read_floor[ctx] : 0));
+            s->reads_answered++;
+        }
         raft_advance(nd->r, &rd);
     }
 }
@@ -294,6 +308,18 @@ static int leader_index(sim *s)
     return -1;
 }
 
+/* Asks node i for a linearizable read, remembering what it must cover. */
+static void ask_read(sim *s, int i)
+{
+    uint64_t ctx = s->next_read + 1;
+    if ((size_t)ctx >= s->cap_reads) {
+        s->cap_reads = s->cap_reads ? s->cap_reads * 2 : 256;
+        s->read_floor = realloc(s->read_floor, s->cap_reads * sizeof(uint64_t));
+    }
+    s->read_floor[ctx] = s->n_committed;
+    if (raft_read_index(s->nodes[i].r, ctx) == 0) s->next_read = ctx;
+}
+
 static void step(sim *s, bool faults)
 {
     s->now++;
@@ -305,6 +331,8 @@ static void step(sim *s, bool faults)
         uint64_t v = ++s->next_value;
         raft_propose(s->nodes[l].r, &v, sizeof v, NULL);
     }
+    int reader = (int)(rnd(s) % (uint64_t)s->n);
+    if (s->nodes[reader].up && chance(s, 0.2)) ask_read(s, reader);
     if (faults) {
         int i = (int)(rnd(s) % (uint64_t)s->n);
         if (s->nodes[i].up && chance(s, s->p_crash))
@@ -333,6 +361,7 @@ static void free_sim(sim *s)
     free(s->committed_term);
     free(s->committed_val);
     free(s->committed_by);
+    free(s->read_floor);
     free(s->leader_of_term);
 }
 
@@ -381,12 +410,22 @@ static int run_seed(uint64_t seed, int steps)
     }
     CHECK(&s, calm < 600, "no convergence within 600 calm ticks (target %llu)",
           (unsigned long long)target);
+    /* Liveness of reads: once calm, a read at the leader is answered. */
+    uint64_t answered = s.reads_answered;
+    int waited;
+    for (waited = 0; waited < 100 && !s.fail[0] && s.reads_answered == answered; waited++) {
+        int l = leader_index(&s);
+        if (l >= 0) ask_read(&s, l);
+        step(&s, false);
+        s.step++;
+    }
+    CHECK(&s, waited < 100, "a read at the leader went unanswered for 100 calm ticks");
     if (getenv("DSYNC_SIM_VERBOSE"))
-        print_message("seed %llu: %d nodes, %zu entries committed, %llu proposals, final term "
-                      "%llu, %d steps\n",
+        print_message("seed %llu: %d nodes, %zu entries committed, %llu proposals, %llu reads "
+                      "answered, final term %llu, %d steps\n",
                       (unsigned long long)seed, s.n, s.n_committed,
-                      (unsigned long long)s.next_value, (unsigned long long)raft_term(s.nodes[0].r),
-                      s.step);
+                      (unsigned long long)s.next_value, (unsigned long long)s.reads_answered,
+                      (unsigned long long)raft_term(s.nodes[0].r), s.step);
     int rc = 0;
     if (s.fail[0]) {
         print_message("raft sim seed %llu failed at step %d: %s (rerun: DSYNC_SEED=%llu)\n",
@@ -600,16 +639,64 @@ static void test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced(vo
     free_sim(&s);
 }
 
+/* ReadIndex: a leader cut off from the majority (no CheckQuorum here, so
+ * it still believes it leads) must not answer a read, because a new leader
+ * may already have committed writes it has not seen. */
+static void test_a_deposed_leader_that_does_not_know_it_answers_no_read(void **state)
+{
+    sim s;
+    scripted_init(&s, 3, 21);
+    elect(&s, 0);
+    settle(&s);
+    uint64_t v = 7;
+    raft_propose(s.nodes[0].r, &v, sizeof v, NULL);
+    settle(&s);
+    s.cut[0] = true;
+    elect(&s, 1);
+    settle(&s);
+    v = 8;
+    raft_propose(s.nodes[1].r, &v, sizeof v, NULL);
+    settle(&s);
+    assert_int_equal(raft_get_role(s.nodes[0].r), RAFT_LEADER); /* it does not know */
+    assert_true(raft_commit_index(s.nodes[1].r) > raft_commit_index(s.nodes[0].r));
+
+    uint64_t before = s.reads_answered;
+    ask_read(&s, 0);
+    for (int k = 0; k < 30; k++) {
+        raft_tick(s.nodes[0].r);
+        settle(&s);
+    }
+    assert_int_equal(s.reads_answered, before);
+    /* The real leader answers, at an index covering the new write. */
+    ask_read(&s, 1);
+    for (int k = 0; k < 5 && s.reads_answered == before; k++) {
+        raft_tick(s.nodes[1].r);
+        settle(&s);
+    }
+    assert_int_equal(s.reads_answered, before + 1);
+    free_sim(&s);
+}
+
 static void test_garbage_never_decodes_into_a_message_that_crashes(void **state)
 {
     raft_entry e = {5, 2, RAFT_ENTRY_NORMAL, "payload", 7};
-    raft_msg m = {RAFT_MSG_APPEND, 1, 2, 3, 2, 4, 4, false, 0, &e, 1};
+    raft_msg m = {.type = RAFT_MSG_APPEND,
+                  .from = 1,
+                  .to = 2,
+                  .term = 3,
+                  .log_term = 2,
+                  .index = 4,
+                  .commit = 4,
+                  .context = 9,
+                  .entries = &e,
+                  .n_entries = 1};
     ut_buf b;
     ut_buf_init(&b);
     assert_int_equal(raft_msg_encode(&m, &b), 0);
     raft_msg out;
     assert_int_equal(raft_msg_decode(b.data, b.len, &out), 0);
     assert_int_equal(out.n_entries, 1);
+    assert_int_equal(out.context, 9);
     assert_memory_equal(out.entries[0].data, "payload", 7);
     raft_msg_free_entries(&out);
     for (size_t n = 0; n < b.len; n++)
@@ -632,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_random_clusters_under_faults_stay_safe_and_converge),
         cmocka_unit_test(test_figure_8_an_old_term_entry_on_a_majority_is_not_committed),
         cmocka_unit_test(test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced),
+        cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
         cmocka_unit_test(test_garbage_never_decodes_into_a_message_that_crashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

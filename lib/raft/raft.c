@@ -9,54 +9,7 @@
 #include <string.h>
 
 #include "dsync/errors.h"
-#include "raft.h"
-
-typedef enum { PR_PROBE, PR_REPLICATE } pr_state;
-
-typedef struct {
-    uint64_t id;
-    uint64_t match, next;
-    pr_state state;
-    bool probe_sent;    /* probe: one append out, wait for its answer */
-    size_t inflight;    /* replicate: appends not yet acknowledged */
-    bool recent_active; /* heard from within this election timeout */
-    bool vote_granted, vote_answered;
-    uint64_t hb_match; /* match at the previous heartbeat answer */
-    uint64_t read_ack; /* highest read round this follower confirmed */
-} progress;
-
-/* A read waiting for a heartbeat round to confirm the leader (§6.4). */
-typedef struct {
-    uint64_t context, index, from, round; /* from 0: asked locally */
-} pending_read;
-
-struct raft {
-    raft_config cfg;
-    uint64_t voters[RAFT_MAX_NODES];
-    size_t n;
-    progress pr[RAFT_MAX_NODES];
-
-    raft_role role;
-    uint64_t term, vote, leader, commit, applied;
-    raft_hard_state saved_hs; /* what the caller last persisted */
-
-    raft_entry *log; /* log[i] holds index i + 1 */
-    size_t last, cap;
-    uint64_t stable;        /* persisted up to here */
-    uint64_t unstable_from; /* first index not yet handed out to persist */
-
-    unsigned elapsed, heartbeat_elapsed, timeout;
-    uint64_t rng;
-
-    raft_msg *out;
-    size_t n_out, cap_out;
-
-    pending_read *pending;
-    size_t n_pending, cap_pending;
-    uint64_t read_round;
-    raft_read_state *reads; /* answers for the next ready */
-    size_t n_reads, cap_reads;
-};
+#include "raft_internal.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -89,7 +42,7 @@ static progress *find_pr(raft *r, uint64_t id)
     return NULL;
 }
 
-static size_t quorum(const raft *r)
+size_t raft_quorum(const raft *r)
 {
     return r->n / 2 + 1;
 }
@@ -125,7 +78,7 @@ static void truncate_from(raft *r, uint64_t index)
     if (r->unstable_from > index) r->unstable_from = index;
 }
 
-static void send(raft *r, raft_msg m)
+void raft_send(raft *r, raft_msg m)
 {
     if (r->n_out == r->cap_out) {
         size_t ncap = r->cap_out ? r->cap_out * 2 : 16;
@@ -216,11 +169,11 @@ static void campaign(raft *r, bool pre)
     }
     for (size_t i = 0; i < r->n; i++) {
         if (r->pr[i].id == r->cfg.id) continue;
-        send(r, (raft_msg){.type = pre ? RAFT_MSG_PREVOTE : RAFT_MSG_VOTE,
-                           .to = r->pr[i].id,
-                           .term = term,
-                           .index = r->last,
-                           .log_term = last_term(r)});
+        raft_send(r, (raft_msg){.type = pre ? RAFT_MSG_PREVOTE : RAFT_MSG_VOTE,
+                                .to = r->pr[i].id,
+                                .term = term,
+                                .index = r->last,
+                                .log_term = last_term(r)});
     }
 }
 
@@ -257,13 +210,13 @@ static void send_append(raft *r, progress *p, bool allow_empty)
             }
         }
     }
-    send(r, (raft_msg){.type = RAFT_MSG_APPEND,
-                       .to = p->id,
-                       .index = prev,
-                       .log_term = raft_term_at(r, prev),
-                       .commit = r->commit,
-                       .entries = ents,
-                       .n_entries = count});
+    raft_send(r, (raft_msg){.type = RAFT_MSG_APPEND,
+                            .to = p->id,
+                            .index = prev,
+                            .log_term = raft_term_at(r, prev),
+                            .commit = r->commit,
+                            .entries = ents,
+                            .n_entries = count});
     if (p->state == PR_PROBE) {
         p->probe_sent = true;
     } else if (count) {
@@ -285,7 +238,7 @@ static bool maybe_commit(raft *r)
     for (size_t i = 0; i < r->n; i++)
         m[i] = r->pr[i].id == r->cfg.id ? r->stable : r->pr[i].match;
     qsort(m, r->n, sizeof m[0], cmp_u64_desc);
-    uint64_t n = m[quorum(r) - 1];
+    uint64_t n = m[raft_quorum(r) - 1];
     /* Only an entry of the current term commits by counting (§5.4.2). */
     if (n > r->commit && raft_term_at(r, n) == r->term) {
         r->commit = n;
@@ -308,7 +261,7 @@ static void handle_append(raft *r, const raft_msg *m)
     if (m->index < r->commit) {
         /* Already committed here: say how far we are. */
         resp.index = r->commit;
-        send(r, resp);
+        raft_send(r, resp);
         return;
     }
     if (m->index > r->last || raft_term_at(r, m->index) != m->log_term) {
@@ -322,7 +275,7 @@ static void handle_append(raft *r, const raft_msg *m)
         resp.reject = true;
         resp.index = m->index;
         resp.reject_hint = hint;
-        send(r, resp);
+        raft_send(r, resp);
         return;
     }
     for (size_t i = 0; i < m->n_entries; i++) {
@@ -339,7 +292,7 @@ static void handle_append(raft *r, const raft_msg *m)
     uint64_t c = m->commit < last_new ? m->commit : last_new;
     if (c > r->commit) r->commit = c;
     resp.index = last_new;
-    send(r, resp);
+    raft_send(r, resp);
 }
 
 static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
@@ -390,7 +343,7 @@ static void handle_vote(raft *r, const raft_msg *m, bool pre)
         r->vote = m->from;
         reset_timeout(r);
     }
-    send(r, resp);
+    raft_send(r, resp);
 }
 
 static void handle_vote_resp(raft *r, progress *p, const raft_msg *m)
@@ -403,98 +356,14 @@ static void handle_vote_resp(raft *r, progress *p, const raft_msg *m)
         yes += r->pr[i].vote_answered && r->pr[i].vote_granted;
         no += r->pr[i].vote_answered && !r->pr[i].vote_granted;
     }
-    if (yes >= quorum(r)) {
+    if (yes >= raft_quorum(r)) {
         if (r->role == RAFT_PRECANDIDATE)
             campaign(r, false);
         else
             become_leader(r);
-    } else if (no >= quorum(r)) {
+    } else if (no >= raft_quorum(r)) {
         become_follower(r, r->term, 0);
     }
-}
-
-/* ---- linearizable reads (ReadIndex, thesis §6.4) --------------------------- */
-
-static void add_read(raft *r, uint64_t context, uint64_t index)
-{
-    if (r->n_reads == r->cap_reads) {
-        size_t ncap = r->cap_reads ? r->cap_reads * 2 : 16;
-        raft_read_state *nr = realloc(r->reads, ncap * sizeof *nr);
-        if (!nr) return; /* the caller times out and retries */
-        r->reads = nr;
-        r->cap_reads = ncap;
-    }
-    r->reads[r->n_reads++] = (raft_read_state){context, index};
-}
-
-static void answer_read(raft *r, const pending_read *p)
-{
-    if (p->from == 0)
-        add_read(r, p->context, p->index);
-    else
-        send(r, (raft_msg){.type = RAFT_MSG_READ_INDEX_RESP,
-                           .to = p->from,
-                           .index = p->index,
-                           .context = p->context});
-}
-
-static void bcast_heartbeat(raft *r)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        progress *p = &r->pr[i];
-        if (p->id == r->cfg.id) continue;
-        uint64_t c = p->match < r->commit ? p->match : r->commit;
-        send(r,
-             (raft_msg){
-                 .type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c, .context = r->read_round});
-    }
-}
-
-/* Answers every pending read whose heartbeat round a majority confirmed. */
-static void release_reads(raft *r)
-{
-    size_t done = 0;
-    while (done < r->n_pending) {
-        const pending_read *p = &r->pending[done];
-        size_t acks = 0;
-        for (size_t i = 0; i < r->n; i++)
-            acks += r->pr[i].id == r->cfg.id || r->pr[i].read_ack >= p->round;
-        if (acks < quorum(r)) break;
-        answer_read(r, p);
-        done++;
-    }
-    memmove(r->pending, r->pending + done, (r->n_pending - done) * sizeof *r->pending);
-    r->n_pending -= done;
-}
-
-/* The leader takes a read: its index is the commit index now, valid once
- * a majority confirms in a later heartbeat round that it still leads. */
-static int leader_read(raft *r, uint64_t context, uint64_t from)
-{
-    /* Until an entry of its term commits, a new leader does not know the
-     * commit index of its predecessor (§6.4, step 1). */
-    if (raft_term_at(r, r->commit) != r->term) return DSYNC_EUNAVAILABLE;
-    if (r->n_pending == r->cap_pending) {
-        size_t ncap = r->cap_pending ? r->cap_pending * 2 : 16;
-        pending_read *np = realloc(r->pending, ncap * sizeof *np);
-        if (!np) return DSYNC_ENOMEM;
-        r->pending = np;
-        r->cap_pending = ncap;
-    }
-    r->pending[r->n_pending++] = (pending_read){context, r->commit, from, ++r->read_round};
-    if (r->n == 1)
-        release_reads(r);
-    else
-        bcast_heartbeat(r);
-    return 0;
-}
-
-int raft_read_index(raft *r, uint64_t context)
-{
-    if (r->role == RAFT_LEADER) return leader_read(r, context, 0);
-    if (r->role != RAFT_FOLLOWER || r->leader == 0) return DSYNC_EUNAVAILABLE;
-    send(r, (raft_msg){.type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = context});
-    return 0;
 }
 
 int raft_step(raft *r, const raft_msg *m)
@@ -522,9 +391,9 @@ int raft_step(raft *r, const raft_msg *m)
     } else if (m->term < r->term) {
         if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT) {
             /* A deposed leader learns our term from the answer. */
-            send(r, (raft_msg){.type = RAFT_MSG_APPEND_RESP, .to = m->from});
+            raft_send(r, (raft_msg){.type = RAFT_MSG_APPEND_RESP, .to = m->from});
         } else if (m->type == RAFT_MSG_PREVOTE) {
-            send(r, (raft_msg){.type = RAFT_MSG_PREVOTE_RESP, .to = m->from, .reject = true});
+            raft_send(r, (raft_msg){.type = RAFT_MSG_PREVOTE_RESP, .to = m->from, .reject = true});
         }
         return 0;
     }
@@ -555,8 +424,9 @@ int raft_step(raft *r, const raft_msg *m)
             /* The leader sends min(match, commit): safe to adopt. */
             uint64_t c = m->commit < r->last ? m->commit : r->last;
             if (c > r->commit) r->commit = c;
-            send(r,
-                 (raft_msg){.type = RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .context = m->context});
+            raft_send(
+                r,
+                (raft_msg){.type = RAFT_MSG_HEARTBEAT_RESP, .to = m->from, .context = m->context});
         }
         break;
     case RAFT_MSG_APPEND_RESP:
@@ -567,7 +437,7 @@ int raft_step(raft *r, const raft_msg *m)
             p->recent_active = true;
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
-                release_reads(r);
+                raft_release_reads(r);
             }
             if (p->match < r->last && p->match == p->hb_match) {
                 /* No progress for a whole heartbeat: appends were lost.
@@ -584,10 +454,10 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_READ_INDEX:
         /* A follower's read: answered once confirmed, or dropped (the
          * follower retries) when this node cannot serve it. */
-        if (r->role == RAFT_LEADER) leader_read(r, m->context, m->from);
+        if (r->role == RAFT_LEADER) raft_leader_read(r, m->context, m->from);
         break;
     case RAFT_MSG_READ_INDEX_RESP:
-        if (m->from == r->leader) add_read(r, m->context, m->index);
+        if (m->from == r->leader) raft_add_read(r, m->context, m->index);
         break;
     default:
         return DSYNC_EINVAL;
@@ -603,7 +473,7 @@ void raft_tick(raft *r)
     }
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_tick) {
         r->heartbeat_elapsed = 0;
-        bcast_heartbeat(r);
+        raft_bcast_heartbeat(r);
     }
     if (++r->elapsed >= r->cfg.election_tick) {
         r->elapsed = 0;
@@ -614,7 +484,7 @@ void raft_tick(raft *r)
                 active += r->pr[i].id == r->cfg.id || r->pr[i].recent_active;
                 r->pr[i].recent_active = false;
             }
-            if (active < quorum(r)) become_follower(r, r->term, 0);
+            if (active < raft_quorum(r)) become_follower(r, r->term, 0);
         }
     }
 }

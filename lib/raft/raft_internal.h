@@ -1,0 +1,70 @@
+/*
+ * raft_internal.h: the Raft core's state, shared by its files: raft.c
+ * (roles, elections, replication, ready), read.c (ReadIndex), codec.c.
+ */
+#ifndef DSYNC_RAFT_INTERNAL_H
+#define DSYNC_RAFT_INTERNAL_H
+
+#include "raft.h"
+
+typedef enum { PR_PROBE, PR_REPLICATE } pr_state;
+
+typedef struct {
+    uint64_t id;
+    uint64_t match, next;
+    pr_state state;
+    bool probe_sent;    /* probe: one append out, wait for its answer */
+    size_t inflight;    /* replicate: appends not yet acknowledged */
+    bool recent_active; /* heard from within this election timeout */
+    bool vote_granted, vote_answered;
+    uint64_t hb_match; /* match at the previous heartbeat answer */
+    uint64_t read_ack; /* highest read round this follower confirmed */
+} progress;
+
+/* A read waiting for a heartbeat round to confirm the leader (§6.4). */
+typedef struct {
+    uint64_t context, index, from, round; /* from 0: asked locally */
+} pending_read;
+
+struct raft {
+    raft_config cfg;
+    uint64_t voters[RAFT_MAX_NODES];
+    size_t n;
+    progress pr[RAFT_MAX_NODES];
+
+    raft_role role;
+    uint64_t term, vote, leader, commit, applied;
+    raft_hard_state saved_hs; /* what the caller last persisted */
+
+    raft_entry *log; /* log[i] holds index i + 1 */
+    size_t last, cap;
+    uint64_t stable;        /* persisted up to here */
+    uint64_t unstable_from; /* first index not yet handed out to persist */
+
+    unsigned elapsed, heartbeat_elapsed, timeout;
+    uint64_t rng;
+
+    raft_msg *out;
+    size_t n_out, cap_out;
+
+    pending_read *pending;
+    size_t n_pending, cap_pending;
+    uint64_t read_round;
+    raft_read_state *reads; /* answers for the next ready */
+    size_t n_reads, cap_reads;
+};
+
+/* raft.c */
+size_t raft_quorum(const raft *r);
+/* Queues m for the next ready (from and, if zero, term filled in). */
+void raft_send(raft *r, raft_msg m);
+
+/* read.c */
+void raft_add_read(raft *r, uint64_t context, uint64_t index);
+void raft_bcast_heartbeat(raft *r);
+/* Answers every pending read a majority has confirmed. */
+void raft_release_reads(raft *r);
+/* The leader takes a read from `from` (0: this node). */
+int raft_leader_read(raft *r, uint64_t context, uint64_t from);
+
+#endif

@@ -3,8 +3,8 @@
  *
  * u8 version | u8 type | u64 from, to, term, log_term, index, commit,
  * reject_hint, context | u8 reject | u32 n_entries | entries: u64 index, u64 term,
- * u8 type, u32 length, bytes. Little-endian. Decoding checks every length
- * against what is left and refuses trailing bytes.
+ * u8 type, u32 length, bytes | u32 snapshot length, bytes. Little-endian. Decoding checks every
+ * length against what is left and refuses trailing bytes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@
 #include "dsync/errors.h"
 #include "raft.h"
 
-#define RAFT_WIRE_VERSION 1
+#define RAFT_WIRE_VERSION 2
 #define RAFT_MAX_ENTRIES_PER_MSG 65536
 
 int raft_msg_encode(const raft_msg *m, ut_buf *b)
@@ -37,6 +37,8 @@ int raft_msg_encode(const raft_msg *m, ut_buf *b)
         ut_buf_put_le(b, e->len, 4);
         ut_buf_append(b, e->data, e->len);
     }
+    ut_buf_put_le(b, m->snapshot_len, 4);
+    ut_buf_append(b, m->snapshot, m->snapshot_len);
     return b->oom ? DSYNC_ENOMEM : 0;
 }
 
@@ -45,8 +47,10 @@ void raft_msg_free_entries(raft_msg *m)
     for (size_t i = 0; i < m->n_entries; i++)
         free(m->entries[i].data);
     free(m->entries);
+    free(m->snapshot);
     m->entries = NULL;
-    m->n_entries = 0;
+    m->snapshot = NULL;
+    m->n_entries = m->snapshot_len = 0;
 }
 
 int raft_msg_decode(const void *data, size_t len, raft_msg *m)
@@ -97,6 +101,22 @@ int raft_msg_decode(const void *data, size_t len, raft_msg *m)
             r.p += e->len;
             r.left -= e->len;
         }
+    }
+    size_t slen = (size_t)ut_read_le(&r, 4);
+    if (r.bad || slen > r.left || (slen && m->type != RAFT_MSG_SNAPSHOT)) {
+        raft_msg_free_entries(m);
+        return DSYNC_ECORRUPT;
+    }
+    if (slen) {
+        m->snapshot = malloc(slen);
+        if (!m->snapshot) {
+            raft_msg_free_entries(m);
+            return DSYNC_ENOMEM;
+        }
+        memcpy(m->snapshot, r.p, slen);
+        m->snapshot_len = slen;
+        r.p += slen;
+        r.left -= slen;
     }
     if (r.bad || r.left != 0) {
         raft_msg_free_entries(m);

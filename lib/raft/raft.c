@@ -1,8 +1,8 @@
 /*
  * raft.c: elections, replication and commitment (see raft.h).
  *
- * The log lives in memory, entries [1, last]; `stable` is how far the
- * caller has persisted it. A leader counts itself toward a majority only
+ * The log lives in memory, entries (snap_index, last]; `stable` is how far
+ * the caller has persisted it. A leader counts itself toward a majority only
  * up to `stable`, so nothing commits that is not durable on a majority.
  */
 #include <stdlib.h>
@@ -27,7 +27,8 @@ static void reset_timeout(raft *r)
 
 uint64_t raft_term_at(const raft *r, uint64_t index)
 {
-    return index >= 1 && index <= r->last ? r->log[index - 1].term : 0;
+    if (index == r->snap_index) return r->snap_term;
+    return index > r->snap_index && index <= r->last ? raft_entry_at(r, index)->term : 0;
 }
 
 static uint64_t last_term(const raft *r)
@@ -49,7 +50,7 @@ size_t raft_quorum(const raft *r)
 
 static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, size_t len)
 {
-    if (r->last == r->cap) {
+    if (r->last - r->snap_index == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 64;
         raft_entry *nl = realloc(r->log, ncap * sizeof *nl);
         if (!nl) return DSYNC_ENOMEM;
@@ -62,7 +63,7 @@ static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, 
         if (!copy) return DSYNC_ENOMEM;
         memcpy(copy, data, len);
     }
-    r->log[r->last] = (raft_entry){r->last + 1, term, type, copy, len};
+    r->log[r->last - r->snap_index] = (raft_entry){r->last + 1, term, type, copy, len};
     r->last++;
     return 0;
 }
@@ -71,7 +72,7 @@ static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, 
 static void truncate_from(raft *r, uint64_t index)
 {
     while (r->last >= index) {
-        free(r->log[r->last - 1].data);
+        free(raft_entry_at(r, r->last)->data);
         r->last--;
     }
     if (r->stable >= index) r->stable = index - 1;
@@ -84,7 +85,7 @@ void raft_send(raft *r, raft_msg m)
         size_t ncap = r->cap_out ? r->cap_out * 2 : 16;
         raft_msg *no = realloc(r->out, ncap * sizeof *no);
         if (!no) {
-            free(m.entries); /* a lost message: Raft retries */
+            raft_msg_free_entries(&m); /* a lost message: Raft retries */
             return;
         }
         r->out = no;
@@ -181,8 +182,13 @@ static void campaign(raft *r, bool pre)
 
 static void send_append(raft *r, progress *p, bool allow_empty)
 {
-    if (p->state == PR_PROBE && p->probe_sent) return;
+    if (p->state == PR_SNAPSHOT || (p->state == PR_PROBE && p->probe_sent)) return;
     if (p->state == PR_REPLICATE && p->inflight >= r->cfg.max_inflight) return;
+    if (p->next <= r->snap_index) {
+        /* What it needs was compacted away (§7). */
+        raft_send_snapshot(r, p);
+        return;
+    }
     uint64_t prev = p->next - 1;
     size_t count = 0;
     if (p->next <= r->last) {
@@ -195,7 +201,7 @@ static void send_append(raft *r, progress *p, bool allow_empty)
         ents = calloc(count, sizeof *ents);
         if (!ents) return;
         for (size_t i = 0; i < count; i++) {
-            const raft_entry *e = &r->log[p->next - 1 + i];
+            const raft_entry *e = raft_entry_at(r, p->next + i);
             ents[i] = *e;
             ents[i].data = NULL;
             if (e->len) {
@@ -298,6 +304,12 @@ static void handle_append(raft *r, const raft_msg *m)
 static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
 {
     p->recent_active = true;
+    if (p->state == PR_SNAPSHOT) {
+        /* Only the answer to the snapshot moves it on; older answers say
+         * no more than what the snapshot will. */
+        if (m->reject || m->index < p->pending_snapshot) return;
+        p->state = PR_PROBE;
+    }
     if (m->reject) {
         /* Stale rejections of an index we no longer probe are ignored. */
         if (m->index != p->next - 1 && p->state == PR_PROBE) return;
@@ -375,6 +387,9 @@ int raft_step(raft *r, const raft_msg *m)
     for (size_t i = 0; i < m->n_entries; i++)
         if (m->entries[i].index != m->index + 1 + i || m->entries[i].term > m->term)
             return DSYNC_EINVAL;
+    if (m->type == RAFT_MSG_SNAPSHOT &&
+        (m->index == 0 || m->log_term == 0 || m->log_term > m->term || m->n_entries))
+        return DSYNC_EINVAL;
 
     bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
     if (m->term > r->term) {
@@ -385,11 +400,13 @@ int raft_step(raft *r, const raft_msg *m)
         if (m->type == RAFT_MSG_PREVOTE || (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject)) {
             /* Prevotes never change terms. */
         } else {
-            bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT;
+            bool from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+                               m->type == RAFT_MSG_SNAPSHOT;
             become_follower(r, m->term, from_leader ? m->from : 0);
         }
     } else if (m->term < r->term) {
-        if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT) {
+        if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+            m->type == RAFT_MSG_SNAPSHOT) {
             /* A deposed leader learns our term from the answer. */
             raft_send(r, (raft_msg){.type = RAFT_MSG_APPEND_RESP, .to = m->from});
         } else if (m->type == RAFT_MSG_PREVOTE) {
@@ -415,11 +432,14 @@ int raft_step(raft *r, const raft_msg *m)
         break;
     case RAFT_MSG_APPEND:
     case RAFT_MSG_HEARTBEAT:
+    case RAFT_MSG_SNAPSHOT:
         if (r->role != RAFT_FOLLOWER) become_follower(r, r->term, m->from);
         r->leader = m->from;
         r->elapsed = 0;
         if (m->type == RAFT_MSG_APPEND) {
             handle_append(r, m);
+        } else if (m->type == RAFT_MSG_SNAPSHOT) {
+            raft_handle_snapshot(r, m);
         } else {
             /* The leader sends min(match, commit): safe to adopt. */
             uint64_t c = m->commit < r->last ? m->commit : r->last;
@@ -439,7 +459,15 @@ int raft_step(raft *r, const raft_msg *m)
                 p->read_ack = m->context;
                 raft_release_reads(r);
             }
-            if (p->match < r->last && p->match == p->hb_match) {
+            if (p->state == PR_SNAPSHOT) {
+                /* A snapshot lost on the way is sent again, but only after
+                 * an election timeout: a large one takes a while. */
+                if (++p->snapshot_wait >= r->cfg.election_tick) {
+                    p->state = PR_PROBE;
+                    p->probe_sent = false;
+                    send_append(r, p, true);
+                }
+            } else if (p->match < r->last && p->match == p->hb_match) {
                 /* No progress for a whole heartbeat: appends were lost.
                  * Probe again from what the follower surely has. */
                 p->state = PR_PROBE;
@@ -504,8 +532,8 @@ int raft_propose(raft *r, const void *data, size_t len, uint64_t *index)
 bool raft_has_ready(const raft *r)
 {
     uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
-    return r->n_out > 0 || r->n_reads > 0 || r->unstable_from <= r->last || to_apply > r->applied ||
-           r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
+    return r->n_out > 0 || r->n_reads > 0 || r->snap_unsaved || r->unstable_from <= r->last ||
+           to_apply > r->applied || r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
            r->saved_hs.commit != r->commit;
 }
 
@@ -514,8 +542,12 @@ void raft_ready_get(raft *r, raft_ready *rd)
     memset(rd, 0, sizeof *rd);
     rd->hard_state = (raft_hard_state){r->term, r->vote, r->commit};
     rd->hard_state_changed = memcmp(&rd->hard_state, &r->saved_hs, sizeof rd->hard_state) != 0;
+    if (r->snap_unsaved) {
+        rd->has_snapshot = true;
+        rd->snapshot = (raft_snapshot){r->snap_index, r->snap_term, r->snap_data, r->snap_len};
+    }
     if (r->unstable_from <= r->last) {
-        rd->entries = &r->log[r->unstable_from - 1];
+        rd->entries = raft_entry_at(r, r->unstable_from);
         rd->n_entries = (size_t)(r->last - r->unstable_from + 1);
     }
     rd->msgs = r->out;
@@ -523,7 +555,7 @@ void raft_ready_get(raft *r, raft_ready *rd)
     /* Apply only what is committed and persisted here. */
     uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
     if (to_apply > r->applied) {
-        rd->committed = &r->log[r->applied];
+        rd->committed = raft_entry_at(r, r->applied + 1);
         rd->n_committed = (size_t)(to_apply - r->applied);
     }
     rd->reads = r->reads;
@@ -536,16 +568,14 @@ void raft_ready_get(raft *r, raft_ready *rd)
 void raft_advance(raft *r, raft_ready *rd)
 {
     r->saved_hs = rd->hard_state;
+    if (rd->has_snapshot) r->snap_unsaved = false;
     if (rd->n_entries) {
         r->stable = rd->entries[rd->n_entries - 1].index;
         r->unstable_from = r->stable + 1;
     }
     if (rd->n_committed) r->applied = rd->committed[rd->n_committed - 1].index;
-    for (size_t i = 0; i < rd->n_msgs; i++) {
-        for (size_t j = 0; j < rd->msgs[i].n_entries; j++)
-            free(rd->msgs[i].entries[j].data);
-        free(rd->msgs[i].entries);
-    }
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        raft_msg_free_entries(&rd->msgs[i]);
     r->n_out = 0;
     r->n_reads = 0;
     if (r->role == RAFT_LEADER) {
@@ -582,16 +612,30 @@ raft *raft_new(const raft_config *cfg)
     r->n = cfg->n_voters;
     r->cfg.voters = r->voters;
     r->cfg.entries = NULL;
+    r->cfg.snapshot = NULL;
     r->rng = cfg->seed ^ ut_mix64(cfg->id);
+    if (cfg->snapshot_index) {
+        if (cfg->snapshot_term == 0 || cfg->applied < cfg->snapshot_index ||
+            (cfg->snapshot_len && !(r->snap_data = malloc(cfg->snapshot_len)))) {
+            raft_free(r);
+            return NULL;
+        }
+        if (cfg->snapshot_len) memcpy(r->snap_data, cfg->snapshot, cfg->snapshot_len);
+        r->snap_len = cfg->snapshot_len;
+        r->snap_index = r->last = cfg->snapshot_index;
+        r->snap_term = cfg->snapshot_term;
+    }
     for (size_t i = 0; i < cfg->n_entries; i++) {
-        if (cfg->entries[i].index != i + 1 ||
+        if (cfg->entries[i].index != cfg->snapshot_index + i + 1 ||
             append_local(r, cfg->entries[i].term, cfg->entries[i].type, cfg->entries[i].data,
                          cfg->entries[i].len) != 0) {
             raft_free(r);
             return NULL;
         }
     }
-    if (!self || cfg->hard_state.commit > r->last || cfg->applied > cfg->hard_state.commit) {
+    uint64_t commit =
+        cfg->hard_state.commit > cfg->snapshot_index ? cfg->hard_state.commit : cfg->snapshot_index;
+    if (!self || commit > r->last || cfg->applied > commit) {
         raft_free(r);
         return NULL;
     }
@@ -599,7 +643,9 @@ raft *raft_new(const raft_config *cfg)
     r->unstable_from = r->last + 1;
     r->term = cfg->hard_state.term;
     r->vote = cfg->hard_state.vote;
-    r->commit = cfg->hard_state.commit;
+    /* The snapshot holds only committed entries, whatever the hard state
+     * last said. */
+    r->commit = cfg->hard_state.commit > r->snap_index ? cfg->hard_state.commit : r->snap_index;
     r->applied = cfg->applied;
     r->saved_hs = cfg->hard_state;
     r->role = RAFT_FOLLOWER;
@@ -610,14 +656,12 @@ raft *raft_new(const raft_config *cfg)
 void raft_free(raft *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->last; i++)
-        free(r->log[i].data);
+    for (uint64_t i = r->snap_index + 1; i <= r->last; i++)
+        free(raft_entry_at(r, i)->data);
     free(r->log);
-    for (size_t i = 0; i < r->n_out; i++) {
-        for (size_t j = 0; j < r->out[i].n_entries; j++)
-            free(r->out[i].entries[j].data);
-        free(r->out[i].entries);
-    }
+    free(r->snap_data);
+    for (size_t i = 0; i < r->n_out; i++)
+        raft_msg_free_entries(&r->out[i]);
     free(r->out);
     free(r->pending);
     free(r->reads);

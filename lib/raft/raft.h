@@ -19,8 +19,9 @@
  * CheckQuorum with leader stickiness, a no-op entry at the start of each
  * term, log replication with per-follower progress (probe / pipelined
  * replicate with an in-flight limit), fast conflict back-off, the commit
- * rule of §5.4.2, linearizable reads by ReadIndex. Not yet: snapshots /
- * InstallSnapshot, membership changes.
+ * rule of §5.4.2, linearizable reads by ReadIndex, snapshots with log
+ * compaction and InstallSnapshot (§7) for a follower the log has left
+ * behind. Not yet: membership changes.
  */
 #ifndef DSYNC_RAFT_H
 #define DSYNC_RAFT_H
@@ -56,6 +57,7 @@ typedef enum {
     RAFT_MSG_HEARTBEAT_RESP,
     RAFT_MSG_READ_INDEX,      /* follower -> leader: a read, context = its id */
     RAFT_MSG_READ_INDEX_RESP, /* leader -> follower: index = safe read index */
+    RAFT_MSG_SNAPSHOT,        /* InstallSnapshot: index/log_term = what it covers */
     RAFT_MSG_MAX_
 } raft_msg_type;
 
@@ -71,6 +73,8 @@ typedef struct {
     uint64_t context;     /* heartbeats: read round; read index: request id */
     raft_entry *entries;
     size_t n_entries;
+    void *snapshot; /* RAFT_MSG_SNAPSHOT: the state machine image, owned like entries */
+    size_t snapshot_len;
 } raft_msg;
 
 typedef struct {
@@ -92,10 +96,23 @@ typedef struct {
     uint64_t seed;
     /* Restart state: what the node had persisted. */
     raft_hard_state hard_state;
+    uint64_t snapshot_index; /* 0: none; entries then start at snapshot_index + 1 */
+    uint64_t snapshot_term;
+    const void *snapshot; /* copied: sent to followers the log has left behind */
+    size_t snapshot_len;
     const raft_entry *entries; /* copied */
     size_t n_entries;
-    uint64_t applied; /* entries up to here are already in the state machine */
+    uint64_t applied; /* entries up to here are already in the state machine
+                         (at least snapshot_index: the snapshot is restored) */
 } raft_config;
+
+/* A snapshot the node must install: persist it, then replace its state
+ * machine with data; everything up to index is then applied. */
+typedef struct {
+    uint64_t index, term;
+    const void *data;
+    size_t len;
+} raft_snapshot;
 
 /* A read that may be served once the state machine has applied index. */
 typedef struct {
@@ -106,7 +123,9 @@ typedef struct {
 typedef struct {
     bool hard_state_changed;
     raft_hard_state hard_state;
-    raft_entry *entries; /* to persist */
+    bool has_snapshot;      /* from the leader: persist and restore it before the */
+    raft_snapshot snapshot; /* entries below, which follow it */
+    raft_entry *entries;    /* to persist */
     size_t n_entries;
     raft_msg *msgs; /* to send after persisting */
     size_t n_msgs;
@@ -137,6 +156,15 @@ int raft_step(raft *r, const raft_msg *m);
  * yet committed an entry of its term): retry. */
 int raft_read_index(raft *r, uint64_t context);
 
+/* Log compaction (§7): the node has saved a snapshot of its state machine
+ * as of applied index `index`; the log up to there is dropped and `data`
+ * (copied) is what a follower behind it will be sent. DSYNC_EINVAL unless
+ * index is applied and past the current snapshot. Not between ready_get
+ * and advance. */
+int raft_compact(raft *r, uint64_t index, const void *data, size_t len);
+/* Index of the snapshot the log starts after (0: none). */
+uint64_t raft_snapshot_index(const raft *r);
+
 /* Appends a command when leader; DSYNC_ENOTLEADER otherwise. */
 int raft_propose(raft *r, const void *data, size_t len, uint64_t *index);
 
@@ -149,12 +177,14 @@ uint64_t raft_leader(const raft *r);
 uint64_t raft_term(const raft *r);
 uint64_t raft_commit_index(const raft *r);
 uint64_t raft_last_index(const raft *r);
-/* Term of the entry at index (0 when absent). */
+/* Term of the entry at index (0 when absent or compacted away; the
+ * snapshot's term at the snapshot index). */
 uint64_t raft_term_at(const raft *r, uint64_t index);
 const char *raft_role_name(raft_role role);
 
 /* Wire form of a message: versioned, little-endian; decode copies entry
- * data into fresh allocations released by raft_msg_free_entries, and
+ * data and the snapshot into fresh allocations released by
+ * raft_msg_free_entries (which frees both, and the entries array), and
  * returns DSYNC_ECORRUPT for anything malformed. */
 int raft_msg_encode(const raft_msg *m, ut_buf *b);
 int raft_msg_decode(const void *data, size_t len, raft_msg *out);

@@ -1,13 +1,16 @@
 /*
  * raft_internal.h: the Raft core's state, shared by its files: raft.c
- * (roles, elections, replication, ready), read.c (ReadIndex), codec.c.
+ * (roles, elections, replication, ready), read.c (ReadIndex), snapshot.c
+ * (compaction, InstallSnapshot), codec.c.
  */
 #ifndef DSYNC_RAFT_INTERNAL_H
 #define DSYNC_RAFT_INTERNAL_H
 
 #include "raft.h"
 
-typedef enum { PR_PROBE, PR_REPLICATE } pr_state;
+/* A follower's replication state: probing for where its log matches,
+ * replicating with pipelined appends, or waiting for a snapshot. */
+typedef enum { PR_PROBE, PR_REPLICATE, PR_SNAPSHOT } pr_state;
 
 typedef struct {
     uint64_t id;
@@ -17,8 +20,10 @@ typedef struct {
     size_t inflight;    /* replicate: appends not yet acknowledged */
     bool recent_active; /* heard from within this election timeout */
     bool vote_granted, vote_answered;
-    uint64_t hb_match; /* match at the previous heartbeat answer */
-    uint64_t read_ack; /* highest read round this follower confirmed */
+    uint64_t hb_match;         /* match at the previous heartbeat answer */
+    uint64_t read_ack;         /* highest read round this follower confirmed */
+    uint64_t pending_snapshot; /* snapshot: the index sent */
+    unsigned snapshot_wait;    /* snapshot: heartbeat answers since it was sent */
 } progress;
 
 /* A read waiting for a heartbeat round to confirm the leader (§6.4). */
@@ -36,8 +41,15 @@ struct raft {
     uint64_t term, vote, leader, commit, applied;
     raft_hard_state saved_hs; /* what the caller last persisted */
 
-    raft_entry *log; /* log[i] holds index i + 1 */
-    size_t last, cap;
+    /* The log holds entries (snap_index, last]: log[i] is index
+     * snap_index + 1 + i. Before them, the snapshot. */
+    raft_entry *log;
+    uint64_t last;
+    size_t cap;
+    uint64_t snap_index, snap_term;
+    void *snap_data; /* the snapshot's image, for followers left behind */
+    size_t snap_len;
+    bool snap_unsaved;      /* received from the leader, not yet handed to ready */
     uint64_t stable;        /* persisted up to here */
     uint64_t unstable_from; /* first index not yet handed out to persist */
 
@@ -56,8 +68,20 @@ struct raft {
 
 /* raft.c */
 size_t raft_quorum(const raft *r);
+/* The entry at index, which must be in (snap_index, last]. */
+static inline raft_entry *raft_entry_at(const raft *r, uint64_t index)
+{
+    return &r->log[index - r->snap_index - 1];
+}
 /* Queues m for the next ready (from and, if zero, term filled in). */
 void raft_send(raft *r, raft_msg m);
+
+/* snapshot.c */
+/* Leader: sends the snapshot to a follower that needs entries compacted
+ * away. */
+void raft_send_snapshot(raft *r, progress *p);
+/* Follower: InstallSnapshot from the leader. */
+void raft_handle_snapshot(raft *r, const raft_msg *m);
 
 /* read.c */
 void raft_add_read(raft *r, uint64_t context, uint64_t index);

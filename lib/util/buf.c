@@ -38,10 +38,8 @@ int ut_buf_append(ut_buf *b, const void *data, size_t len)
 {
     /* Appending nothing from nowhere (NULL, 0) is fine, but memcpy with a
      * NULL source is undefined even for zero bytes. */
-    if (ut_buf_reserve(b, len) != 0)
-        return DSYNC_ENOMEM;
-    if (len == 0)
-        return 0;
+    if (ut_buf_reserve(b, len) != 0) return DSYNC_ENOMEM;
+    if (len == 0) return 0;
     memcpy(b->data + b->len, data, len);
     b->len += len;
     b->data[b->len] = '\0';

@@ -4,7 +4,11 @@
  * 3 or 5 nodes in one process, a simulated clock (ticks) and a network that
  * drops, duplicates, delays and reorders messages and cuts nodes off, all
  * drawn from one seeded generator. Nodes crash (losing whatever was not
- * persisted) and restart from their durable state. Every message goes
+ * persisted) and restart from their durable state. Nodes compact their
+ * logs into snapshots, so followers left behind catch up by
+ * InstallSnapshot. Each state machine is a hash chain of what it applied,
+ * and a snapshot is that hash: installing one must land exactly where
+ * applying the entries would have. Every message goes
  * through the wire codec. After every step the four safety properties of
  * the Raft paper (Figure 3) are checked; after the faults stop, a leader
  * must emerge and every node must apply everything within a bound.
@@ -30,10 +34,13 @@ typedef struct {
     raft *r;
     bool up;
     raft_hard_state hs;
-    raft_entry *log; /* durable copy, data owned here */
+    /* Durable: a snapshot, then log[k] holding index snap_index + 1 + k. */
+    uint64_t snap_index, snap_term, snap_chain;
+    raft_entry *log; /* data owned here */
     size_t n_log, cap_log;
-    uint64_t *chain; /* chain[i]: hash of entries 1..i+1 */
+    uint64_t *chain; /* chain[k]: hash of entries 1 .. snap_index + 1 + k */
     uint64_t applied;
+    uint64_t sm_chain; /* the state machine: hash of entries 1 .. applied */
     raft_role last_role;
     uint64_t last_term;
 } node;
@@ -53,7 +60,9 @@ typedef struct {
     bool cut[MAXN]; /* node cut off from everyone */
     double drop, dup;
     double p_crash, p_restart, p_cut; /* per step, for one random node */
-    bool scripted;                    /* named scenarios: no PreVote/CheckQuorum */
+    uint64_t compact_every;           /* 0: never compact */
+    uint64_t snapshots_installed;
+    bool scripted; /* named scenarios: no PreVote/CheckQuorum */
     /* Scripted scenarios may drop chosen messages. */
     bool (*drop_fn)(const raft_msg *m);
     packet *net;
@@ -61,7 +70,8 @@ typedef struct {
     /* global knowledge for the checks */
     uint64_t *committed_term; /* by index: term of the entry applied there */
     uint64_t *committed_val;
-    uint64_t *committed_by; /* a term >= the one the entry committed in */
+    uint64_t *committed_by;    /* a term >= the one the entry committed in */
+    uint64_t *committed_chain; /* hash of the committed entries up to here */
     size_t n_committed, cap_committed;
     uint64_t *leader_of_term;
     size_t cap_terms;
@@ -97,6 +107,11 @@ static uint64_t entry_value(const raft_entry *e)
     return v;
 }
 
+static uint64_t chain_next(uint64_t prev, uint64_t term, uint64_t value)
+{
+    return ut_mix64(prev ^ ut_mix64(term * 1000003 + value));
+}
+
 static void start_node(sim *s, int i)
 {
     node *nd = &s->nodes[i];
@@ -114,14 +129,20 @@ static void start_node(sim *s, int i)
         .check_quorum = !s->scripted,
         .seed = s->seed * 31 + (uint64_t)i + s->now,
         .hard_state = nd->hs,
+        .snapshot_index = nd->snap_index,
+        .snapshot_term = nd->snap_term,
+        .snapshot = &nd->snap_chain,
+        .snapshot_len = sizeof nd->snap_chain,
         .entries = nd->log,
         .n_entries = nd->n_log,
-        .applied = 0, /* the state machine is rebuilt from the log */
+        /* The state machine restarts from the snapshot, then the log. */
+        .applied = nd->snap_index,
     };
     nd->r = raft_new(&cfg);
     assert_non_null(nd->r);
     nd->up = true;
-    nd->applied = 0;
+    nd->applied = nd->snap_index;
+    nd->sm_chain = nd->snap_chain;
     nd->last_role = RAFT_FOLLOWER;
 }
 
@@ -136,7 +157,7 @@ static void crash_node(sim *s, int i)
 static void persist_entries(node *nd, const raft_entry *e, size_t n)
 {
     if (n == 0) return;
-    size_t from = (size_t)(e[0].index - 1);
+    size_t from = (size_t)(e[0].index - nd->snap_index - 1);
     while (nd->n_log > from)
         free(nd->log[--nd->n_log].data);
     for (size_t k = 0; k < n; k++) {
@@ -151,10 +172,41 @@ static void persist_entries(node *nd, const raft_entry *e, size_t n)
             c.data = malloc(e[k].len);
             memcpy(c.data, e[k].data, e[k].len);
         }
-        uint64_t prev = nd->n_log ? nd->chain[nd->n_log - 1] : 0;
-        nd->chain[nd->n_log] = ut_mix64(prev ^ ut_mix64(c.term * 1000003 + entry_value(&c)));
+        uint64_t prev = nd->n_log ? nd->chain[nd->n_log - 1] : nd->snap_chain;
+        nd->chain[nd->n_log] = chain_next(prev, c.term, entry_value(&c));
         nd->log[nd->n_log++] = c;
     }
+}
+
+/* The durable log drops entries up to index (all of them if it has fewer)
+ * behind a snapshot of term `term` and state `chain`. */
+static void persist_snapshot(node *nd, uint64_t index, uint64_t term, uint64_t chain)
+{
+    size_t drop =
+        index >= nd->snap_index + nd->n_log ? nd->n_log : (size_t)(index - nd->snap_index);
+    for (size_t k = 0; k < drop; k++)
+        free(nd->log[k].data);
+    memmove(nd->log, nd->log + drop, (nd->n_log - drop) * sizeof *nd->log);
+    memmove(nd->chain, nd->chain + drop, (nd->n_log - drop) * sizeof *nd->chain);
+    nd->n_log -= drop;
+    nd->snap_index = index;
+    nd->snap_term = term;
+    nd->snap_chain = chain;
+}
+
+static void grow_committed(sim *s, size_t k)
+{
+    if (k < s->cap_committed) return;
+    size_t ncap = s->cap_committed ? s->cap_committed : 256;
+    while (ncap <= k)
+        ncap *= 2;
+    uint64_t **arrays[] = {&s->committed_term, &s->committed_val, &s->committed_by,
+                           &s->committed_chain};
+    for (size_t a = 0; a < sizeof arrays / sizeof arrays[0]; a++) {
+        *arrays[a] = realloc(*arrays[a], ncap * sizeof(uint64_t));
+        memset(*arrays[a] + s->cap_committed, 0, (ncap - s->cap_committed) * 8);
+    }
+    s->cap_committed = ncap;
 }
 
 static void net_send(sim *s, const raft_msg *m)
@@ -185,22 +237,13 @@ static void record_apply(sim *s, int i, const raft_entry *e)
     CHECK(s, e->index == nd->applied + 1, "node %d applied %llu after %llu", i,
           (unsigned long long)e->index, (unsigned long long)nd->applied);
     nd->applied = e->index;
+    nd->sm_chain = chain_next(nd->sm_chain, e->term, entry_value(e));
     size_t k = (size_t)e->index;
-    if (k >= s->cap_committed) {
-        size_t ncap = s->cap_committed ? s->cap_committed : 256;
-        while (ncap <= k)
-            ncap *= 2;
-        s->committed_term = realloc(s->committed_term, ncap * sizeof(uint64_t));
-        s->committed_val = realloc(s->committed_val, ncap * sizeof(uint64_t));
-        s->committed_by = realloc(s->committed_by, ncap * sizeof(uint64_t));
-        memset(s->committed_by + s->cap_committed, 0, (ncap - s->cap_committed) * 8);
-        memset(s->committed_term + s->cap_committed, 0, (ncap - s->cap_committed) * 8);
-        memset(s->committed_val + s->cap_committed, 0, (ncap - s->cap_committed) * 8);
-        s->cap_committed = ncap;
-    }
+    grow_committed(s, k);
     if (s->committed_term[k] == 0) {
         s->committed_term[k] = e->term;
         s->committed_val[k] = entry_value(e);
+        s->committed_chain[k] = nd->sm_chain;
         /* It committed in a term no later than the applier's current one. */
         s->committed_by[k] = raft_term(nd->r);
         if (k > s->n_committed) s->n_committed = k;
@@ -208,7 +251,40 @@ static void record_apply(sim *s, int i, const raft_entry *e)
         /* State Machine Safety: one entry per index, everywhere. */
         CHECK(s, s->committed_term[k] == e->term && s->committed_val[k] == entry_value(e),
               "node %d applied a different entry at %zu", i, k);
+        CHECK(s, s->committed_chain[k] == nd->sm_chain,
+              "node %d reached entry %zu with a different state", i, k);
     }
+}
+
+/* A snapshot from the leader replaces node i's state machine. */
+static void install_snapshot(sim *s, int i, const raft_snapshot *snap)
+{
+    node *nd = &s->nodes[i];
+    uint64_t chain = 0;
+    CHECK(s, snap->len == sizeof chain, "node %d got a snapshot of %zu bytes", i, snap->len);
+    if (snap->len == sizeof chain) memcpy(&chain, snap->data, sizeof chain);
+    CHECK(s, snap->index > nd->applied, "node %d installed snapshot %llu over applied %llu", i,
+          (unsigned long long)snap->index, (unsigned long long)nd->applied);
+    grow_committed(s, (size_t)snap->index);
+    /* State Machine Safety through snapshots: the image is what applying
+     * the committed entries gives. */
+    CHECK(s, snap->index <= s->n_committed && s->committed_chain[snap->index] == chain,
+          "node %d installed a snapshot at %llu that is not the committed state", i,
+          (unsigned long long)snap->index);
+    persist_snapshot(nd, snap->index, snap->term, chain);
+    nd->applied = snap->index;
+    nd->sm_chain = chain;
+    s->snapshots_installed++;
+}
+
+/* Node i snapshots its state machine and compacts, now and then. */
+static void maybe_compact(sim *s, int i)
+{
+    node *nd = &s->nodes[i];
+    if (!s->compact_every || nd->applied < nd->snap_index + s->compact_every) return;
+    uint64_t term = raft_term_at(nd->r, nd->applied);
+    assert_int_equal(raft_compact(nd->r, nd->applied, &nd->sm_chain, sizeof nd->sm_chain), 0);
+    persist_snapshot(nd, nd->applied, term, nd->sm_chain);
 }
 
 static void process_ready(sim *s, int i)
@@ -218,6 +294,7 @@ static void process_ready(sim *s, int i)
         raft_ready rd;
         raft_ready_get(nd->r, &rd);
         /* Persist first, then send: the rule this whole check relies on. */
+        if (rd.has_snapshot) install_snapshot(s, i, &rd.snapshot);
         if (rd.hard_state_changed) nd->hs = rd.hard_state;
         persist_entries(nd, rd.entries, rd.n_entries);
         for (size_t k = 0; k < rd.n_msgs; k++)
@@ -235,6 +312,7 @@ static void process_ready(sim *s, int i)
             s->reads_answered++;
         }
         raft_advance(nd->r, &rd);
+        maybe_compact(s, i);
     }
 }
 
@@ -260,6 +338,18 @@ static void deliver_due(sim *s)
     }
 }
 
+/* Term and chain of durable entry k (the snapshot's at its index). */
+static void durable_at(const node *nd, uint64_t k, uint64_t *term, uint64_t *chain)
+{
+    if (k == nd->snap_index) {
+        *term = nd->snap_term;
+        *chain = nd->snap_chain;
+    } else {
+        *term = nd->log[k - nd->snap_index - 1].term;
+        *chain = nd->chain[k - nd->snap_index - 1];
+    }
+}
+
 static void check_invariants(sim *s)
 {
     for (int i = 0; i < s->n; i++) {
@@ -281,20 +371,27 @@ static void check_invariants(sim *s)
         /* Leader Completeness: an entry committed in term c is in the log
          * of every leader of a term after c. A deposed leader that has not
          * noticed yet may lack entries committed after it. */
-        for (size_t k = 1; k <= s->n_committed; k++)
-            CHECK(s, t <= s->committed_by[k] || raft_term_at(nd->r, k) == s->committed_term[k],
+        for (size_t k = raft_snapshot_index(nd->r); k <= s->n_committed; k++)
+            CHECK(s,
+                  k == 0 || t <= s->committed_by[k] ||
+                      raft_term_at(nd->r, k) == s->committed_term[k],
                   "leader %d of term %llu lacks committed entry %zu", i, (unsigned long long)t, k);
     }
-    /* Log Matching on the durable logs: same index and term, same prefix. */
+    /* Log Matching on the durable logs: same index and term, same prefix
+     * (a snapshot counts as its last entry). */
     for (int a = 0; a < s->n; a++)
         for (int b = a + 1; b < s->n; b++) {
             node *x = &s->nodes[a], *y = &s->nodes[b];
-            size_t n = x->n_log < y->n_log ? x->n_log : y->n_log;
-            for (size_t k = n; k-- > 0;) {
-                if (x->log[k].term == y->log[k].term) {
-                    CHECK(s, x->chain[k] == y->chain[k],
-                          "logs of %d and %d agree on entry %zu's term but not before it", a, b,
-                          k + 1);
+            uint64_t lo = x->snap_index > y->snap_index ? x->snap_index : y->snap_index;
+            uint64_t hx = x->snap_index + x->n_log, hy = y->snap_index + y->n_log;
+            for (uint64_t k = hx < hy ? hx : hy; k >= lo && k > 0; k--) {
+                uint64_t tx, ty, cx, cy;
+                durable_at(x, k, &tx, &cx);
+                durable_at(y, k, &ty, &cy);
+                if (tx == ty) {
+                    CHECK(s, cx == cy,
+                          "logs of %d and %d agree on entry %llu's term but not before it", a, b,
+                          (unsigned long long)k);
                     break; /* chains equal here imply equal before */
                 }
             }
@@ -361,6 +458,7 @@ static void free_sim(sim *s)
     free(s->committed_term);
     free(s->committed_val);
     free(s->committed_by);
+    free(s->committed_chain);
     free(s->read_floor);
     free(s->leader_of_term);
 }
@@ -381,6 +479,8 @@ static int run_seed(uint64_t seed, int steps)
     s.p_crash = harsh ? 0.05 : 0.01;
     s.p_restart = harsh ? 0.2 : 0.05;
     s.p_cut = harsh ? 0.05 : 0.01;
+    /* Most seeds compact, some often (so snapshots travel), some never. */
+    s.compact_every = seed % 5 == 0 ? 0 : 3 + seed % 29;
     for (int i = 0; i < s.n; i++)
         s.ids[i] = (uint64_t)i + 1;
     for (int i = 0; i < s.n; i++)
@@ -422,9 +522,10 @@ static int run_seed(uint64_t seed, int steps)
     CHECK(&s, waited < 100, "a read at the leader went unanswered for 100 calm ticks");
     if (getenv("DSYNC_SIM_VERBOSE"))
         print_message("seed %llu: %d nodes, %zu entries committed, %llu proposals, %llu reads "
-                      "answered, final term %llu, %d steps\n",
+                      "answered, %llu snapshots installed, final term %llu, %d steps\n",
                       (unsigned long long)seed, s.n, s.n_committed,
                       (unsigned long long)s.next_value, (unsigned long long)s.reads_answered,
+                      (unsigned long long)s.snapshots_installed,
                       (unsigned long long)raft_term(s.nodes[0].r), s.step);
     int rc = 0;
     if (s.fail[0]) {
@@ -677,6 +778,53 @@ static void test_a_deposed_leader_that_does_not_know_it_answers_no_read(void **s
     free_sim(&s);
 }
 
+/* §7: a follower cut off while the others compacted their logs gets the
+ * leader's snapshot, lands on the same state, and restarts from it. */
+static void test_a_follower_left_behind_by_compaction_catches_up_by_snapshot(void **state)
+{
+    sim s;
+    scripted_init(&s, 3, 7);
+    elect(&s, 0);
+    settle(&s);
+    s.cut[2] = true;
+    for (uint64_t v = 1; v <= 20; v++)
+        assert_int_equal(raft_propose(s.nodes[0].r, &v, sizeof v, NULL), 0);
+    run_ticks(&s, 3); /* heartbeats carry the commit index to node 1 */
+    assert_true(s.nodes[2].applied <= 1);
+    for (int i = 0; i < 2; i++) {
+        node *nd = &s.nodes[i];
+        assert_int_equal(nd->applied, 21);
+        assert_int_equal(raft_compact(nd->r, nd->applied, &nd->sm_chain, sizeof nd->sm_chain), 0);
+        persist_snapshot(nd, nd->applied, raft_term(nd->r), nd->sm_chain);
+        /* Compacting what is already compacted, or beyond applied, is refused. */
+        assert_int_equal(raft_compact(nd->r, nd->applied, "x", 1), DSYNC_EINVAL);
+        assert_int_equal(raft_compact(nd->r, nd->applied + 1, "x", 1), DSYNC_EINVAL);
+    }
+    assert_int_equal(raft_snapshot_index(s.nodes[0].r), 21);
+    assert_int_equal(raft_term_at(s.nodes[0].r, 5), 0); /* compacted away */
+
+    s.cut[2] = false;
+    run_ticks(&s, 5);
+    assert_int_equal(s.snapshots_installed, 1);
+    assert_int_equal(s.nodes[2].applied, 21);
+    assert_int_equal(s.nodes[2].sm_chain, s.nodes[0].sm_chain);
+    uint64_t v = 99;
+    raft_propose(s.nodes[0].r, &v, sizeof v, NULL);
+    run_ticks(&s, 2);
+    assert_int_equal(s.nodes[2].applied, 22);
+
+    /* Restart: the snapshot plus the log after it. */
+    crash_node(&s, 2);
+    start_node(&s, 2);
+    assert_int_equal(s.nodes[2].applied, 21);
+    assert_int_equal(raft_snapshot_index(s.nodes[2].r), 21);
+    assert_int_equal(raft_last_index(s.nodes[2].r), 22);
+    run_ticks(&s, 2);
+    assert_int_equal(s.nodes[2].applied, 22);
+    assert_int_equal(s.nodes[2].sm_chain, s.nodes[0].sm_chain);
+    free_sim(&s);
+}
+
 static void test_garbage_never_decodes_into_a_message_that_crashes(void **state)
 {
     raft_entry e = {5, 2, RAFT_ENTRY_NORMAL, "payload", 7};
@@ -701,6 +849,27 @@ static void test_garbage_never_decodes_into_a_message_that_crashes(void **state)
     raft_msg_free_entries(&out);
     for (size_t n = 0; n < b.len; n++)
         assert_int_equal(raft_msg_decode(b.data, n, &out), DSYNC_ECORRUPT);
+    /* A snapshot travels whole; only a snapshot message may carry one. */
+    ut_buf sb;
+    ut_buf_init(&sb);
+    raft_msg sm = {.type = RAFT_MSG_SNAPSHOT,
+                   .from = 1,
+                   .to = 2,
+                   .term = 3,
+                   .index = 40,
+                   .log_term = 2,
+                   .snapshot = "image",
+                   .snapshot_len = 5};
+    assert_int_equal(raft_msg_encode(&sm, &sb), 0);
+    assert_int_equal(raft_msg_decode(sb.data, sb.len, &out), 0);
+    assert_int_equal(out.snapshot_len, 5);
+    assert_memory_equal(out.snapshot, "image", 5);
+    raft_msg_free_entries(&out);
+    sm.type = RAFT_MSG_APPEND;
+    sb.len = 0;
+    assert_int_equal(raft_msg_encode(&sm, &sb), 0);
+    assert_int_equal(raft_msg_decode(sb.data, sb.len, &out), DSYNC_ECORRUPT);
+    ut_buf_free(&sb);
     uint64_t x = 7;
     char *copy = malloc(b.len);
     for (int i = 0; i < 50000; i++) {
@@ -720,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_figure_8_an_old_term_entry_on_a_majority_is_not_committed),
         cmocka_unit_test(test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced),
         cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
+        cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_garbage_never_decodes_into_a_message_that_crashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -143,16 +143,35 @@ dsync_lock_mode dsync_lock_mode_parse(const char *name);
  * Node status and metrics
  * ------------------------------------------------------------------------ */
 
+/* A peer as this node sees it, from the transport's heartbeats. */
+typedef struct {
+    uint64_t id;
+    int reachable;          /* a frame arrived within an election timeout */
+    uint64_t last_heard_ms; /* ms since its last frame; UINT64_MAX: never */
+    uint64_t match_index;   /* leader only: how far its log matches (else 0) */
+} dsync_peer_health;
+
 typedef struct {
     uint64_t node_id;
-    const char *role; /* "leader", "follower", "candidate", "standalone" */
-    uint64_t leader_id;
+    const char *role;   /* "leader", "follower", "candidate", "precandidate" */
+    uint64_t leader_id; /* 0: none known */
     uint64_t term;
     uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t snapshot_index;
+    int healthy; /* a leader is known and the log is writable */
     uint64_t uptime_ms;
+    size_t n_peers; /* the other members */
+    dsync_peer_health peers[DSYNC_MAX_PEERS];
 } dsync_health;
 
 int dsync_node_health(dsync_node *node, dsync_health *out);
+
+/* Fault injection for tests: the node's transport drops all traffic to and
+ * from these peers until the next call (count 0 heals). DSYNC_EINVAL
+ * unless the node was opened with fault_injection set. */
+int dsync_node_drop_peers(dsync_node *node, const uint64_t *ids, size_t count);
 
 /* Renders every metric of the node in Prometheus text format 0.0.4.
  * *text is malloc'ed and NUL-terminated; the caller frees it with free(). */

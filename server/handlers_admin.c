@@ -1,4 +1,4 @@
-/* handlers_admin.c: /health and /metrics. */
+/* handlers_admin.c: /health, /metrics, and /admin/faults (tests only). */
 #include <stdlib.h>
 
 #include "handlers.h"
@@ -11,12 +11,29 @@ void handle_health(http_req *r)
         http_reply_dsync_error(r, rc, "health");
         return;
     }
+    json_t *peers = json_array();
+    for (size_t i = 0; i < h.n_peers; i++) {
+        const dsync_peer_health *p = &h.peers[i];
+        json_t *o = json_pack("{s:I,s:b,s:I}", "id", (json_int_t)p->id, "reachable", p->reachable,
+                              "match_index", (json_int_t)p->match_index);
+        /* Never heard: null rather than a huge number. */
+        json_object_set_new(o, "last_heard_ms",
+                            p->last_heard_ms == UINT64_MAX
+                                ? json_null()
+                                : json_integer((json_int_t)p->last_heard_ms));
+        json_array_append_new(peers, o);
+    }
+    /* 200 while the process serves: "status" says whether the node can
+     * take writes now (a leader is known, the log is writable). */
     http_reply_json(r, 200,
-                    json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:s}", "status", "ok", "node_id",
-                              (json_int_t)h.node_id, "role", h.role, "leader_id",
-                              (json_int_t)h.leader_id, "term", (json_int_t)h.term, "commit_index",
-                              (json_int_t)h.commit_index, "uptime_ms", (json_int_t)h.uptime_ms,
-                              "version", dsync_version()));
+                    json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:s}", "status",
+                              h.healthy ? "ok" : "degraded", "node_id", (json_int_t)h.node_id,
+                              "role", h.role, "leader_id", (json_int_t)h.leader_id, "term",
+                              (json_int_t)h.term, "commit_index", (json_int_t)h.commit_index,
+                              "applied_index", (json_int_t)h.applied_index, "last_index",
+                              (json_int_t)h.last_index, "snapshot_index",
+                              (json_int_t)h.snapshot_index, "uptime_ms", (json_int_t)h.uptime_ms,
+                              "peers", peers, "version", dsync_version()));
 }
 
 void handle_metrics(http_req *r)
@@ -30,4 +47,47 @@ void handle_metrics(http_req *r)
     }
     http_reply_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
     free(text);
+}
+
+/* POST /admin/faults {"drop_peers":[ids]}: the transport drops all
+ * traffic with those peers until the next call; [] heals. Exists only with
+ * DSYNC_FAULT_INJECTION=1. */
+void handle_admin_faults(http_req *r)
+{
+    const dsync_config *cfg = r->server->cfg;
+    if (!cfg->fault_injection) {
+        http_reply_error(r, 404, "not_found",
+                         "/admin/faults is off (DSYNC_FAULT_INJECTION=0, as in production)");
+        return;
+    }
+    json_t *list = json_object_get(r->body, "drop_peers");
+    if (!json_is_array(list)) {
+        http_reply_error(r, 400, "invalid_field", "field \"drop_peers\" must be an array of ids");
+        return;
+    }
+    size_t n = json_array_size(list);
+    if (n > DSYNC_MAX_PEERS) {
+        http_reply_error(r, 400, "invalid_field", "field \"drop_peers\" names over %d peers",
+                         DSYNC_MAX_PEERS);
+        return;
+    }
+    uint64_t ids[DSYNC_MAX_PEERS];
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(list, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            http_reply_error(r, 400, "invalid_field",
+                             "field \"drop_peers\" must hold node ids (integers >= 1)");
+            return;
+        }
+        ids[i] = (uint64_t)json_integer_value(v);
+    }
+    int rc = dsync_node_drop_peers(r->server->node, ids, n);
+    if (rc != 0) {
+        http_reply_dsync_error(r, rc, "faults");
+        return;
+    }
+    json_t *echo = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(echo, json_integer((json_int_t)ids[i]));
+    http_reply_json(r, 200, json_pack("{s:s,s:o}", "status", "ok", "drop_peers", echo));
 }

@@ -21,6 +21,7 @@ static const http_route routes[] = {
     {"/locks/state", "GET", false, handle_lock_state},
     {"/health", "GET", false, handle_health},
     {"/metrics", "GET", false, handle_metrics},
+    {"/admin/faults", "POST", true, handle_admin_faults},
 };
 
 static void log_stderr(void *ctx, dsync_log_level level, const char *msg)

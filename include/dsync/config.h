@@ -51,6 +51,8 @@ typedef struct {
     uint64_t http_request_timeout_ms; /* DSYNC_HTTP_REQUEST_TIMEOUT_MS */
     dsync_log_level log_level;        /* DSYNC_LOG_LEVEL: debug|info|warn|error */
     uint64_t snapshot_entries;        /* DSYNC_SNAPSHOT_ENTRIES */
+    uint64_t raft_tick_ms;            /* DSYNC_RAFT_TICK_MS */
+    uint64_t raft_election_ticks;     /* DSYNC_ELECTION_TICKS */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

@@ -1,12 +1,17 @@
 /*
  * node.c: a node's lifecycle and its event loop.
  *
- * The loop thread sleeps in poll() on an eventfd until a caller submits a
- * call or the next deadline (a lease, a parked call) comes due. Callers
- * never touch service state: they queue an nd_call and sleep on its
- * semaphore, so the services need no locks of their own (Redis' model).
+ * The loop thread sleeps in poll() on an eventfd and the peer sockets
+ * until a caller submits a call, a peer sends a frame, or the next
+ * deadline (a Raft tick, a lease, a parked call) comes due. Each turn it
+ * takes the frames, then the calls, ticks, and hands whatever Raft has
+ * ready to node_raft.c: so everything that arrived in one turn shares one
+ * fsync. Callers never touch node state: they queue an nd_call and sleep
+ * on its semaphore, so the services need no locks of their own (Redis'
+ * model).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,38 +75,47 @@ static void handle(dsync_node *n, nd_call *call, uint64_t now_ms)
         dsync_health *h = call->u.health;
         memset(h, 0, sizeof *h);
         h->node_id = n->cfg.node_id;
-        /* A node without peers is a cluster of one: always its leader. */
-        h->role = "leader";
-        h->leader_id = n->cfg.node_id;
-        h->term = 1;
         h->uptime_ms = now_ms - n->started_ms;
+        nd_raft_health(n, h, now_ms);
         nd_complete(call, 0);
         return;
     }
+    case ND_CALL_DROP_PEERS:
+        if (n->net) nt_set_drop(n->net, call->u.drop.ids, call->u.drop.n);
+        ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: dropping traffic with %zu peer(s)",
+               call->u.drop.n);
+        nd_complete(call, 0);
+        return;
     }
     nd_complete(call, DSYNC_EINVAL);
 }
 
+#define MAX_POLL 64
+
 static void *loop_main(void *arg)
 {
     dsync_node *n = arg;
-    uint64_t next_deadline = UINT64_MAX;
+    uint64_t next_deadline = ut_now_ms();
+    struct pollfd fds[MAX_POLL];
     for (;;) {
         uint64_t now = ut_now_ms();
-        int timeout = -1;
-        if (next_deadline != UINT64_MAX)
-            timeout = next_deadline <= now
-                          ? 0
-                          : (int)(next_deadline - now > 60000 ? 60000 : next_deadline - now);
-        struct pollfd pfd = {.fd = n->wake_fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, timeout);
+        int timeout = next_deadline <= now          ? 0
+                      : next_deadline - now > 60000 ? 60000
+                                                    : (int)(next_deadline - now);
+        fds[0] = (struct pollfd){.fd = n->wake_fd, .events = POLLIN};
+        size_t nfds = 1;
+        if (n->net) nfds += nt_pollfds(n->net, fds + 1, MAX_POLL - 1);
+        int pr = poll(fds, nfds, timeout);
         if (pr < 0 && errno != EINTR)
             ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: poll: %s", strerror(errno));
-        if (pr > 0) {
+        if (pr > 0 && (fds[0].revents & POLLIN)) {
             uint64_t count;
             if (read(n->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
                 ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: eventfd: %s", strerror(errno));
         }
+        /* Peers first: a leader that learns of new commits this turn
+         * answers the calls below from a fresher state. */
+        if (pr > 0 && n->net) nt_handle(n->net, fds + 1, nfds - 1, ut_now_ms());
 
         pthread_mutex_lock(&n->mu);
         nd_call *batch = n->queue_head;
@@ -120,8 +134,15 @@ static void *loop_main(void *arg)
             batch = next;
         }
         if (closing) break;
-        nd_locks_flush(n);
-        next_deadline = nd_locks_tick(n, ut_now_ms());
+        now = ut_now_ms();
+        next_deadline = nd_raft_tick(n, now);
+        uint64_t locks = nd_locks_tick(n, now);
+        nd_raft_process(n);
+        /* What this turn applied may bring a lease or a parked call due. */
+        uint64_t after = nd_locks_tick(n, ut_now_ms());
+        if (raft_has_ready(n->raft)) nd_raft_process(n);
+        if (locks < next_deadline) next_deadline = locks;
+        if (after < next_deadline) next_deadline = after;
     }
     return NULL;
 }
@@ -149,24 +170,27 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
         rc = DSYNC_EIO;
         goto fail;
     }
-    if ((rc = nd_locks_open(n)) != 0) {
-        /* nd_locks_open has logged why (a corrupt log names the record). */
-        goto fail;
+    if ((rc = nd_locks_open(n)) != 0) goto fail;
+    if ((rc = nd_raft_open(n)) != 0) {
+        /* nd_raft_open has logged why (a corrupt log names the record). */
+        goto fail_locks;
     }
     if (pthread_mutex_init(&n->mu, NULL) != 0) {
         rc = DSYNC_ENOMEM;
-        goto fail_locks;
+        goto fail_raft;
     }
     if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
         rc = DSYNC_ENOMEM;
         pthread_mutex_destroy(&n->mu);
-        goto fail_locks;
+        goto fail_raft;
     }
-    ut_log(&n->log, DSYNC_LOG_INFO, "node %llu open (single node, data in %s)",
-           (unsigned long long)cfg->node_id, cfg->data_dir[0] ? cfg->data_dir : "memory only");
+    ut_log(&n->log, DSYNC_LOG_INFO, "node %" PRIu64 " open: %zu member(s), data in %s",
+           cfg->node_id, n->n_voters, cfg->data_dir[0] ? cfg->data_dir : "memory only");
     *out = n;
     return 0;
 
+fail_raft:
+    nd_raft_close(n);
 fail_locks:
     nd_locks_close(n);
 fail:
@@ -193,6 +217,8 @@ void dsync_node_close(dsync_node *n)
         c = next;
     }
     n->parked = NULL;
+    nd_raft_fail_all(n, DSYNC_ECLOSED);
+    nd_raft_close(n);
     nd_locks_close(n);
     close(n->wake_fd);
     pthread_mutex_destroy(&n->mu);

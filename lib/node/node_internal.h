@@ -1,12 +1,14 @@
 /*
  * node_internal.h: the node runtime's shared definitions.
  *
- * One loop thread owns every piece of service state (the lock table today;
- * Raft, the queue and the cache as they arrive). Public calls from any
- * thread become an nd_call, queued under a mutex and handed to the loop by
- * waking an eventfd; the caller sleeps on the call's semaphore until the
- * loop completes it. A call the loop cannot finish at once (an acquire with
- * wait_ms) is parked and completed later by an event or its deadline.
+ * One loop thread owns every piece of node state: Raft, the peer
+ * transport, the durable log and the lock table (the queue and the cache
+ * as they arrive). Public calls from any thread become an nd_call, queued
+ * under a mutex and handed to the loop by waking an eventfd; the caller
+ * sleeps on the call's semaphore until the loop completes it. A write waits
+ * until its log entry commits and applies; a read until the applied index
+ * reaches its ReadIndex; an acquire with wait_ms is parked until an event
+ * or its deadline.
  */
 #ifndef DSYNC_NODE_INTERNAL_H
 #define DSYNC_NODE_INTERNAL_H
@@ -18,7 +20,9 @@
 #include "dsync.h"
 #include "dsync/metrics.h"
 #include "lock/lock.h"
+#include "net/net.h"
 #include "node/fsm.h"
+#include "raft/raft.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -27,7 +31,20 @@ typedef enum {
     ND_CALL_LOCK_RELEASE,
     ND_CALL_LOCK_STATE,
     ND_CALL_HEALTH,
+    ND_CALL_DROP_PEERS,
 } nd_call_kind;
+
+/* Frames on the peer transport (types above NT_USER). */
+enum {
+    ND_FRAME_RAFT = NT_USER,  /* a Raft message */
+    ND_FRAME_PROPOSE,         /* follower -> leader: a command to propose */
+    ND_FRAME_PROPOSE_REFUSED, /* leader -> follower: u64 seq it cannot take */
+};
+
+/* How long a write waits for its entry to commit, and a read for its
+ * ReadIndex, before the caller hears 503 (outcome unknown for a write:
+ * it may still commit, and retrying an acquire or release is safe). */
+#define ND_COMMIT_TIMEOUT_MS 5000
 
 typedef struct nd_call nd_call;
 struct nd_call {
@@ -37,8 +54,10 @@ struct nd_call {
     nd_call *next; /* in the submit queue, then in the parked list */
 
     uint64_t submitted_ns; /* for latency metrics */
-    fsm_cmd cmd;           /* writes: the command appended for this call */
-    uint64_t deadline_ms;  /* parked calls: when to give up waiting */
+    fsm_cmd cmd;           /* writes: the command proposed for this call */
+    uint64_t deadline_ms;  /* when to give up: commit, read index, or a parked wait */
+    uint64_t read_ctx;     /* reads: the ReadIndex request id */
+    uint64_t read_index;   /* reads: serve once applied reaches it (0: not yet known) */
 
     union {
         struct {
@@ -52,6 +71,10 @@ struct nd_call {
         } release;
         dsync_lock_state *state;
         dsync_health *health;
+        struct {
+            const uint64_t *ids;
+            size_t n;
+        } drop;
     } u;
 };
 
@@ -72,6 +95,17 @@ typedef struct {
     dsync_series *snapshots;     /* counter */
 } nd_lock_metrics;
 
+typedef struct {
+    dsync_series *term, *commit_index, *applied_index, *is_leader;
+    dsync_series *leader_changes;   /* counter */
+    dsync_series *proposal_seconds; /* histogram: call submitted to its entry applied */
+    dsync_series *forwarded;        /* counter: writes sent on to the leader */
+    dsync_series *refused;          /* counter: writes answered 503 (no leader, timeout) */
+    dsync_series *snapshots_installed;
+    dsync_series *peer_up[DSYNC_MAX_PEERS];
+    dsync_series *frames_sent, *frames_received, *frames_dropped, *protocol_errors;
+} nd_raft_metrics;
+
 struct dsync_node {
     dsync_config cfg;
     ut_logger log;
@@ -85,20 +119,27 @@ struct dsync_node {
     bool closing;
 
     /* Everything below belongs to the loop thread alone. */
-    fsm fsm;                              /* the lock table and its clock */
-    st_log *store;                        /* durable log; NULL when DSYNC_DATA_DIR is empty */
-    bool store_broken;                    /* a write or fsync failed: refuse writes for good */
-    uint64_t last_index;                  /* last entry appended */
-    uint64_t snapshot_index;              /* last entry covered by the stored snapshot */
-    uint64_t next_seq;                    /* request numbers of this node's commands */
-    bool replaying;                       /* applying the log at open: no callers, no metrics */
-    nd_call *pending_head, *pending_tail; /* appended, waiting for sync + apply */
-    bool expire_pending;                  /* sweep is appended and waits for sync + apply */
-    fsm_cmd sweep;                        /* the lease-expiry command of this turn */
-    ut_buf scratch;                       /* command encoding */
-    nd_call *parked;                      /* calls waiting for an event or their deadline */
+    fsm fsm;           /* the lock table and its clock */
+    st_log *store;     /* durable log; NULL when DSYNC_DATA_DIR is empty */
+    bool store_broken; /* a write or fsync failed: stop taking part for good */
+    raft *raft;        /* consensus; a single node is a cluster of one */
+    nt_transport *net; /* peer transport; NULL for a single node */
+    uint64_t voters[DSYNC_MAX_PEERS];
+    size_t n_voters;
+    uint64_t tick_due_ms;             /* next raft_tick */
+    uint64_t applied;                 /* last entry applied to the fsm */
+    uint64_t snapshot_index;          /* last entry covered by the stored snapshot */
+    uint64_t next_seq;                /* request numbers of this node's commands */
+    uint64_t next_read;               /* ReadIndex request ids */
+    uint64_t sweep_index, sweep_term; /* the lease sweep in flight (0: none) */
+    uint64_t known_leader;            /* for the leader-change counter */
+    nd_call *writes;                  /* proposed, waiting for their entries to apply */
+    nd_call *reads;                   /* waiting for their ReadIndex and its apply */
+    ut_buf scratch;                   /* command and message encoding */
+    nd_call *parked;                  /* calls waiting for an event or their deadline */
     dsync_metrics *metrics;
     nd_lock_metrics lm;
+    nd_raft_metrics rm;
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -106,15 +147,40 @@ int nd_submit(dsync_node *n, nd_call *call);
 /* node.c: finish a call and wake its caller. The call may be gone after. */
 void nd_complete(nd_call *call, int rc);
 
+/* node_raft.c: Raft, the store and the transport inside the loop. */
+int nd_raft_open(dsync_node *n);
+void nd_raft_close(dsync_node *n);
+/* Proposes call->cmd (a write) and adds the call to the writes waiting
+ * for their entries; 0, or an error for the caller (no leader: 503). */
+int nd_propose(dsync_node *n, nd_call *call);
+/* Proposes a command no caller waits for (the leader's lease sweep);
+ * returns its index, 0 when it could not. */
+uint64_t nd_propose_internal(dsync_node *n, fsm_cmd *cmd);
+/* Asks for a linearizable read; the call completes through
+ * nd_locks_serve_read once the state covers every earlier write. */
+int nd_read(dsync_node *n, nd_call *call);
+/* Persists, sends and applies whatever Raft has ready, until it has
+ * nothing more; then flushes the transport. */
+void nd_raft_process(dsync_node *n);
+/* Ticks Raft when due, fails writes and reads past their deadline;
+ * returns the next time (absolute ms) the loop must wake for. */
+uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms);
+void nd_raft_health(dsync_node *n, dsync_health *h, uint64_t now_ms);
+/* Completes every waiting write and read with rc (closing). */
+void nd_raft_fail_all(dsync_node *n, int rc);
+
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);
 void nd_locks_close(dsync_node *n);
 void nd_locks_handle(dsync_node *n, nd_call *call, uint64_t now_ms);
-/* Makes the entries appended this turn durable (one fsync for all of
- * them), applies them, and answers their callers. */
-void nd_locks_flush(dsync_node *n);
-/* Expires leases and parked calls due by now; returns the next deadline
- * (absolute ms) the loop must wake for, UINT64_MAX if none. */
+/* Applies one committed command; `mine` is the write of this node that
+ * proposed it, if any, answered from the result. */
+void nd_locks_apply(dsync_node *n, const fsm_cmd *cmd, nd_call *mine);
+/* Answers a read whose index has been applied. */
+void nd_locks_serve_read(dsync_node *n, nd_call *call);
+/* Leader: proposes the lease sweep when a lease is due. Everyone: expires
+ * parked calls. Returns the next deadline (absolute ms), UINT64_MAX if none. */
 uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms);
+void nd_locks_update_gauges(dsync_node *n);
 
 #endif

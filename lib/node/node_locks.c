@@ -1,25 +1,20 @@
 /*
  * node_locks.c: the lock service inside the node loop.
  *
- * Writes go through the log, the way Raft will drive them: a call becomes
- * a command (lib/node/fsm.h) stamped with the wall clock, appended to the
- * durable log; at the end of the loop turn one fsync makes the whole batch
- * durable (group commit), then the commands are applied in log order and
- * their callers answered. Nothing is answered before its entry is on disk,
- * so a node killed at any moment restarts with every lock it granted and
- * every fencing token it handed out. Lease expiry is a command too.
- *
- * With DSYNC_DATA_DIR empty the log lives in memory only (tests, embedded
- * throwaway nodes); everything else is the same.
- *
- * On a single node an entry commits once it is durable here; the Raft
- * issue replaces that rule with "durable on a majority".
+ * Writes go through the replicated log: a call becomes a command
+ * (lib/node/fsm.h) that Raft commits on a majority (node_raft.c); every
+ * replica applies it to its own lock table at the same logical instant
+ * (the leader's clock, stamped on the command), and the node the call
+ * arrived on answers it from the result. Nothing is answered before its
+ * entry is durable on a majority, so a node killed at any moment loses no
+ * granted lock and no fencing token. Lease expiry is a command too, which
+ * only the leader proposes, so every replica expires the same leases at
+ * the same instants. Reads of /locks/state wait for a ReadIndex.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "node_internal.h"
-
 enum { RES_OK = 0, RES_WAIT = 1, RES_DEADLOCK = 2 };
 
 static int mode_index(dsync_lock_mode m)
@@ -53,7 +48,6 @@ static nd_call *unpark(dsync_node *n, const char *key, const char *client_id)
 static void on_event(void *ctx, const lk_event *ev)
 {
     dsync_node *n = ctx;
-    if (n->replaying) return;
     uint64_t now = n->fsm.clock_ms;
     switch (ev->kind) {
     case LK_EV_GRANTED: {
@@ -123,43 +117,6 @@ static void register_metrics(dsync_node *n)
         m, "log_snapshots_total", "Snapshots taken of the lock table.", NULL));
 }
 
-/* Rebuilds the table from the stored snapshot and log. */
-static int replay(dsync_node *n, const st_loaded *ld)
-{
-    if (ld->has_snapshot) {
-        if (fsm_restore(&n->fsm, ld->snapshot_data, ld->snapshot_len) != 0) {
-            ut_log(&n->log, DSYNC_LOG_ERROR, "%s: the snapshot's lock table is corrupt",
-                   n->cfg.data_dir);
-            return DSYNC_ECORRUPT;
-        }
-        n->snapshot_index = n->last_index = ld->snapshot.index;
-    }
-    n->replaying = true;
-    for (size_t i = 0; i < ld->n_entries; i++) {
-        fsm_cmd cmd;
-        if (fsm_decode(ld->entries[i].data, ld->entries[i].len, &cmd) != 0) {
-            ut_log(&n->log, DSYNC_LOG_ERROR,
-                   "%s: log entry %llu passed its checksum but is not a lock command",
-                   n->cfg.data_dir, (unsigned long long)ld->entries[i].index);
-            n->replaying = false;
-            return DSYNC_ECORRUPT;
-        }
-        fsm_result res;
-        fsm_apply(&n->fsm, &cmd, &res);
-        n->last_index = ld->entries[i].index;
-    }
-    n->replaying = false;
-    if (ld->torn_bytes)
-        ut_log(&n->log, DSYNC_LOG_WARN,
-               "%s: cut %zu bytes of a torn write off the end of the log (never acknowledged)",
-               n->cfg.data_dir, ld->torn_bytes);
-    size_t keys;
-    lk_counts(n->fsm.locks, &keys, NULL, NULL);
-    ut_log(&n->log, DSYNC_LOG_INFO, "restored %zu locked key(s) from snapshot %llu + %zu entries",
-           keys, (unsigned long long)n->snapshot_index, ld->n_entries);
-    return 0;
-}
-
 int nd_locks_open(dsync_node *n)
 {
     int rc = fsm_init(&n->fsm);
@@ -167,30 +124,11 @@ int nd_locks_open(dsync_node *n)
     lk_table_set_listener(n->fsm.locks, on_event, n);
     ut_buf_init(&n->scratch);
     register_metrics(n);
-    if (n->cfg.data_dir[0]) {
-        char err[512];
-        const st_loaded *ld;
-        rc = st_log_open(n->cfg.data_dir, &n->store, &ld, err, sizeof err);
-        if (rc != 0) {
-            ut_log(&n->log, DSYNC_LOG_ERROR, "cannot open the log in %s: %s", n->cfg.data_dir, err);
-            fsm_close(&n->fsm);
-            return rc;
-        }
-        if ((rc = replay(n, ld)) != 0) {
-            st_log_close(n->store);
-            n->store = NULL;
-            fsm_close(&n->fsm);
-            return rc;
-        }
-    }
-    update_gauges(n);
     return 0;
 }
 
 void nd_locks_close(dsync_node *n)
 {
-    st_log_close(n->store);
-    n->store = NULL;
     fsm_close(&n->fsm);
     ut_buf_free(&n->scratch);
 }
@@ -202,32 +140,13 @@ static int check_name(const char *s, size_t max)
     return len == 0 || len > max ? DSYNC_EINVAL : 0;
 }
 
-/* Appends cmd as the next log entry. */
-static int append(dsync_node *n, fsm_cmd *cmd)
+static void submit(dsync_node *n, nd_call *call)
 {
-    if (n->store_broken) return DSYNC_EIO;
-    cmd->origin = n->cfg.node_id;
-    cmd->seq = ++n->next_seq;
-    cmd->now_ms = ut_wall_ms();
-    n->scratch.len = 0;
-    if (fsm_encode(cmd, &n->scratch) != 0) return DSYNC_ENOMEM;
-    if (n->store) {
-        st_entry e = {n->last_index + 1, 1, 1, n->scratch.data, n->scratch.len};
-        int rc = st_log_append(n->store, &e, 1);
-        if (rc != 0) return rc;
+    int rc = nd_propose(n, call);
+    if (rc != 0) {
+        if (rc == DSYNC_EUNAVAILABLE) dsync_series_add(n->rm.refused, 1);
+        nd_complete(call, rc);
     }
-    n->last_index++;
-    return 0;
-}
-
-static void queue_pending(dsync_node *n, nd_call *call)
-{
-    call->next = NULL;
-    if (n->pending_tail)
-        n->pending_tail->next = call;
-    else
-        n->pending_head = call;
-    n->pending_tail = call;
 }
 
 static void submit_acquire(dsync_node *n, nd_call *call)
@@ -249,12 +168,7 @@ static void submit_acquire(dsync_node *n, nd_call *call)
     c->wait_ms = req->wait_ms;
     strcpy(c->key, req->key);
     strcpy(c->client_id, req->client_id);
-    int rc = append(n, c);
-    if (rc != 0) {
-        nd_complete(call, rc);
-        return;
-    }
-    queue_pending(n, call);
+    submit(n, call);
 }
 
 static void submit_release(dsync_node *n, nd_call *call)
@@ -269,12 +183,7 @@ static void submit_release(dsync_node *n, nd_call *call)
     c->op = FSM_RELEASE;
     strcpy(c->key, key);
     strcpy(c->client_id, client);
-    int rc = append(n, c);
-    if (rc != 0) {
-        nd_complete(call, rc);
-        return;
-    }
-    queue_pending(n, call);
+    submit(n, call);
 }
 
 /* Answers one call from the result of applying its command. */
@@ -315,77 +224,25 @@ static void answer(dsync_node *n, nd_call *call, const fsm_result *r)
     nd_complete(call, 0);
 }
 
-static void maybe_snapshot(dsync_node *n)
+void nd_locks_apply(dsync_node *n, const fsm_cmd *cmd, nd_call *mine)
 {
-    if (!n->store || n->last_index - n->snapshot_index < n->cfg.snapshot_entries) return;
-    ut_buf b;
-    ut_buf_init(&b);
-    int rc = fsm_snapshot(&n->fsm, &b);
-    if (rc == 0) {
-        st_snapshot_meta meta = {n->last_index, 1, NULL, 0};
-        rc = st_log_save_snapshot(n->store, &meta, b.data, b.len);
-    }
-    ut_buf_free(&b);
-    if (rc == 0) {
-        n->snapshot_index = n->last_index;
-        dsync_series_add(n->lm.snapshots, 1);
-    } else if (rc == DSYNC_EIO) {
-        n->store_broken = true;
-        ut_log(&n->log, DSYNC_LOG_ERROR, "snapshot failed: the log refuses further writes");
-    }
+    fsm_result r;
+    fsm_apply(&n->fsm, cmd, &r);
+    /* Gauges first: an answered caller may read /metrics at once. */
+    update_gauges(n);
+    if (mine) answer(n, mine, &r);
 }
 
-void nd_locks_flush(dsync_node *n)
+void nd_locks_update_gauges(dsync_node *n)
 {
-    if (!n->pending_head && !n->expire_pending) return;
-    nd_call *calls = n->pending_head;
-    n->pending_head = n->pending_tail = NULL;
-    size_t entries = 0;
-    for (nd_call *c = calls; c; c = c->next)
-        entries++;
-    entries += n->expire_pending;
-
-    int rc = 0;
-    if (n->store) {
-        uint64_t start = ut_now_ns();
-        rc = st_log_sync(n->store, NULL);
-        dsync_series_observe(n->lm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
-        dsync_series_observe(n->lm.batch_entries, (double)entries);
-    }
-    if (rc != 0) {
-        /* PostgreSQL's lesson: after a failed fsync the kernel may have
-         * dropped the pages; retrying could report success for lost data.
-         * Refuse every write from now on; the operator restarts the node,
-         * which replays only what is really on disk. */
-        n->store_broken = true;
-        ut_log(&n->log, DSYNC_LOG_ERROR,
-               "fsync of the log failed: refusing writes until the node restarts");
-        n->expire_pending = false;
-        while (calls) {
-            nd_call *next = calls->next;
-            nd_complete(calls, DSYNC_EIO);
-            calls = next;
-        }
-        return;
-    }
-
-    /* Apply in log order: the calls' entries, then the sweep. */
-    while (calls) {
-        nd_call *next = calls->next;
-        fsm_result r;
-        fsm_apply(&n->fsm, &calls->cmd, &r);
-        /* Gauges first: an answered caller may read /metrics at once. */
-        update_gauges(n);
-        answer(n, calls, &r);
-        calls = next;
-    }
-    if (n->expire_pending) {
-        fsm_result r;
-        fsm_apply(&n->fsm, &n->sweep, &r);
-        n->expire_pending = false;
-    }
     update_gauges(n);
-    maybe_snapshot(n);
+}
+
+void nd_locks_serve_read(dsync_node *n, nd_call *call)
+{
+    uint64_t now = ut_wall_ms();
+    nd_complete(
+        call, lk_state(n->fsm.locks, n->fsm.clock_ms > now ? n->fsm.clock_ms : now, call->u.state));
 }
 
 void nd_locks_handle(dsync_node *n, nd_call *call, uint64_t now_ms)
@@ -397,13 +254,16 @@ void nd_locks_handle(dsync_node *n, nd_call *call, uint64_t now_ms)
     case ND_CALL_LOCK_RELEASE:
         submit_release(n, call);
         return;
-    case ND_CALL_LOCK_STATE:
-        /* A read sees every write queued before it. */
-        nd_locks_flush(n);
-        nd_complete(call, lk_state(n->fsm.locks,
-                                   n->fsm.clock_ms > ut_wall_ms() ? n->fsm.clock_ms : ut_wall_ms(),
-                                   call->u.state));
+    case ND_CALL_LOCK_STATE: {
+        /* Linearizable: the state covers every write acknowledged before
+         * the read arrived, on any node. */
+        int rc = nd_read(n, call);
+        if (rc != 0) {
+            dsync_series_add(n->rm.refused, 1);
+            nd_complete(call, rc);
+        }
         return;
+    }
     default:
         nd_complete(call, DSYNC_EINVAL);
         return;
@@ -424,30 +284,26 @@ uint64_t nd_locks_tick(dsync_node *n, uint64_t now_ms)
             dsync_lock_result *res = c->u.acquire.res;
             res->status = DSYNC_LOCK_WAITING;
             res->position = lk_position(n->fsm.locks, c->cmd.key, c->cmd.client_id);
-            if (res->position == 0) {
-                nd_complete(c, DSYNC_ETIMEDOUT);
-                continue;
-            }
-            nd_complete(c, 0);
+            nd_complete(c, res->position == 0 ? DSYNC_ETIMEDOUT : 0);
             continue;
         }
         if (c->deadline_ms < next) next = c->deadline_ms;
         pp = &c->next;
     }
-    /* Lease expiry is a logged command, so a restart expires exactly what
-     * the node had expired, at the same instants. */
+    /* Lease expiry is a logged command the leader proposes, so every
+     * replica expires exactly the same leases at the same instants, and a
+     * restart replays them. One sweep in flight at a time. */
     uint64_t wall = ut_wall_ms();
     uint64_t lease = lk_next_deadline(n->fsm.locks);
-    if (lease <= wall && !n->store_broken) {
-        nd_locks_flush(n); /* the sweep goes after everything appended */
-        n->sweep = (fsm_cmd){.op = FSM_EXPIRE};
-        if (append(n, &n->sweep) == 0) {
-            n->expire_pending = true;
-            nd_locks_flush(n);
-            lease = lk_next_deadline(n->fsm.locks);
-        }
+    bool leader = raft_get_role(n->raft) == RAFT_LEADER;
+    if (leader && n->sweep_index && n->sweep_term != raft_term(n->raft)) n->sweep_index = 0;
+    if (lease <= wall && leader && !n->sweep_index) {
+        fsm_cmd sweep = {.op = FSM_EXPIRE};
+        n->sweep_index = nd_propose_internal(n, &sweep);
+        n->sweep_term = raft_term(n->raft);
     }
-    if (lease != UINT64_MAX) {
+    /* Wake for the lease; while a sweep is in flight, its commit wakes us. */
+    if (lease != UINT64_MAX && leader && !n->sweep_index) {
         uint64_t in = lease > wall ? lease - wall : 0;
         if (now_ms + in < next) next = now_ms + in;
     }

@@ -693,6 +693,14 @@ uint64_t raft_last_index(const raft *r)
     return r->last;
 }
 
+uint64_t raft_match_index(const raft *r, uint64_t id)
+{
+    if (r->role != RAFT_LEADER) return 0;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].id == id) return id == r->cfg.id ? r->stable : r->pr[i].match;
+    return 0;
+}
+
 const char *raft_role_name(raft_role role)
 {
     static const char *const names[] = {"follower", "precandidate", "candidate", "leader"};

@@ -8,7 +8,10 @@
  *   1. persist rd.hard_state (if rd.hard_state_changed) and rd.entries
  *      (the first may overwrite the log from its index on),
  *   2. only then send rd.msgs (a vote or an ack must never go out before
- *      the state it reports is durable: Raft paper §5.1, Figure 2),
+ *      the state it reports is durable: Raft paper §5.1, Figure 2); a
+ *      leader may send its APPEND, HEARTBEAT and SNAPSHOT messages before
+ *      persisting (thesis §10.2.1), since it counts itself toward a
+ *      majority only up to what it has persisted,
  *   3. apply rd.committed in order,
  *   4. call raft_advance(r, &rd).
  * Everything rd points to stays valid until raft_advance; nothing else may
@@ -177,6 +180,8 @@ uint64_t raft_leader(const raft *r);
 uint64_t raft_term(const raft *r);
 uint64_t raft_commit_index(const raft *r);
 uint64_t raft_last_index(const raft *r);
+/* Leader: how far peer id's log is known to match ours (0 otherwise). */
+uint64_t raft_match_index(const raft *r, uint64_t id);
 /* Term of the entry at index (0 when absent or compacted away; the
  * snapshot's term at the snapshot index). */
 uint64_t raft_term_at(const raft *r, uint64_t index);

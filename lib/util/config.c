@@ -195,6 +195,8 @@ RANGED_SETTER(set_max_wait, lock_max_wait_ms, 0, 3600000ULL)
 RANGED_SETTER(set_http_threads, http_threads, 1, 1024)
 RANGED_SETTER(set_http_timeout, http_request_timeout_ms, 100, 600000)
 RANGED_SETTER(set_snapshot_entries, snapshot_entries, 16, 100000000ULL)
+RANGED_SETTER(set_raft_tick, raft_tick_ms, 1, 10000)
+RANGED_SETTER(set_election_ticks, raft_election_ticks, 3, 1000)
 
 static int set_log_level(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
@@ -231,6 +233,11 @@ static const var_def vars[] = {
     {{"DSYNC_LOG_LEVEL", "info", "debug, info, warn or error"}, set_log_level},
     {{"DSYNC_SNAPSHOT_ENTRIES", "10000", "snapshot the state and compact the log every N entries"},
      set_snapshot_entries},
+    {{"DSYNC_RAFT_TICK_MS", "50", "Raft's clock: a leader sends heartbeats every tick"},
+     set_raft_tick},
+    {{"DSYNC_ELECTION_TICKS", "10",
+      "a follower that hears no leader for 1-2x this many ticks starts an election"},
+     set_election_ticks},
 };
 #define N_VARS (sizeof vars / sizeof vars[0])
 
@@ -344,6 +351,13 @@ int dsync_config_validate(const dsync_config *cfg, char *err, size_t errlen)
                     (unsigned long long)cfg->lock_default_ttl_ms,
                     (unsigned long long)cfg->lock_max_ttl_ms);
     if (cfg->n_peers == 0) return 0;
+    /* Raft's votes and log must survive a restart, or a node could vote
+     * twice in a term or forget entries it acknowledged. */
+    if (cfg->n_peers > 1 && !cfg->data_dir[0])
+        return fail(err, errlen,
+                    "DSYNC_DATA_DIR: a cluster of %zu nodes needs a data directory (only a "
+                    "single node may run in memory)",
+                    cfg->n_peers);
     for (size_t i = 0; i < cfg->n_peers; i++) {
         if (cfg->peers[i].id != cfg->node_id) continue;
         if (strcmp(cfg->peers[i].addr, cfg->peer_addr) != 0)

@@ -1,0 +1,630 @@
+/*
+ * node_raft.c: Raft, the durable log and the peer transport inside the
+ * node loop.
+ *
+ * The loop drives lib/raft the way its header asks: ticks from the clock,
+ * messages from the transport, and after every turn the ready: persist
+ * (one fdatasync for everything the turn produced: group commit), send,
+ * apply the committed entries to the lock table and answer the callers
+ * waiting on them, serve reads whose ReadIndex has been applied.
+ *
+ * Writes: any node takes a write. The leader stamps it with its clock and
+ * proposes it; a follower forwards the command to the leader, which
+ * proposes it for it. Every command carries (origin node, sequence), so
+ * the origin recognises its own entry when it applies and answers the
+ * caller from the result: a request answers after its entry commits, on
+ * whichever node it arrived. Without a leader, or when the leader refuses
+ * or the entry does not commit in time, the caller hears
+ * DSYNC_EUNAVAILABLE (HTTP 503 with Retry-After).
+ *
+ * Sequences start from the wall clock in microseconds at open, so a
+ * restarted node never mistakes an entry of its previous life for one of
+ * its new requests.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+/* ---- the call lists --------------------------------------------------- */
+
+static void push(nd_call **list, nd_call *c)
+{
+    c->next = *list;
+    *list = c;
+}
+
+static nd_call *take_seq(nd_call **list, uint64_t seq)
+{
+    for (nd_call **pp = list; *pp; pp = &(*pp)->next) {
+        if ((*pp)->cmd.seq == seq) {
+            nd_call *c = *pp;
+            *pp = c->next;
+            c->next = NULL;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void fail_list(nd_call **list, int rc)
+{
+    while (*list) {
+        nd_call *c = *list;
+        *list = c->next;
+        nd_complete(c, rc);
+    }
+}
+
+void nd_raft_fail_all(dsync_node *n, int rc)
+{
+    fail_list(&n->writes, rc);
+    fail_list(&n->reads, rc);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void register_metrics(dsync_node *n)
+{
+    dsync_metrics *m = n->metrics;
+    nd_raft_metrics *rm = &n->rm;
+    rm->term = dsync_metric_series0(
+        dsync_metrics_gauge(m, "raft_term", "This node's current Raft term.", NULL));
+    rm->commit_index = dsync_metric_series0(
+        dsync_metrics_gauge(m, "raft_commit_index", "Highest log index known committed.", NULL));
+    rm->applied_index = dsync_metric_series0(dsync_metrics_gauge(
+        m, "raft_applied_index", "Highest log index applied to the lock table.", NULL));
+    rm->is_leader = dsync_metric_series0(
+        dsync_metrics_gauge(m, "raft_is_leader", "1 while this node is the leader.", NULL));
+    rm->leader_changes = dsync_metric_series0(dsync_metrics_counter(
+        m, "raft_leader_changes_total", "Times this node saw the leader change.", NULL));
+    rm->proposal_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "raft_proposal_seconds",
+        "Time from a write's arrival to its entry applied (commit on a majority).", NULL,
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    rm->forwarded = dsync_metric_series0(dsync_metrics_counter(
+        m, "raft_forwarded_total", "Writes this follower forwarded to the leader.", NULL));
+    rm->refused = dsync_metric_series0(dsync_metrics_counter(
+        m, "raft_unavailable_total",
+        "Writes and reads answered unavailable (no leader, no quorum, timeout).", NULL));
+    rm->snapshots_installed = dsync_metric_series0(
+        dsync_metrics_counter(m, "raft_snapshots_installed_total",
+                              "Snapshots received from the leader and installed.", NULL));
+    dsync_metric *up = dsync_metrics_gauge(m, "raft_peer_up",
+                                           "1 while a frame arrived from the peer within an "
+                                           "election timeout.",
+                                           "peer");
+    for (size_t i = 0; i < n->n_voters; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%" PRIu64, n->voters[i]);
+        if (n->voters[i] != n->cfg.node_id) rm->peer_up[i] = dsync_metric_series1(up, id);
+    }
+    dsync_metric *frames = dsync_metrics_counter(
+        m, "transport_frames_total", "Peer transport frames by direction.", "direction");
+    rm->frames_sent = dsync_metric_series1(frames, "sent");
+    rm->frames_received = dsync_metric_series1(frames, "received");
+    rm->frames_dropped = dsync_metric_series1(frames, "dropped");
+    rm->protocol_errors = dsync_metric_series0(dsync_metrics_counter(
+        m, "transport_protocol_errors_total",
+        "Peer connections closed for sending garbage (bad frame, checksum, unknown peer).", NULL));
+}
+
+static uint64_t election_ms(const dsync_node *n)
+{
+    return n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+}
+
+static void update_metrics(dsync_node *n, uint64_t now_ms)
+{
+    nd_raft_metrics *rm = &n->rm;
+    dsync_series_set(rm->term, (double)raft_term(n->raft));
+    dsync_series_set(rm->commit_index, (double)raft_commit_index(n->raft));
+    dsync_series_set(rm->applied_index, (double)n->applied);
+    dsync_series_set(rm->is_leader, raft_get_role(n->raft) == RAFT_LEADER);
+    if (!n->net) return;
+    for (size_t i = 0; i < n->n_voters; i++) {
+        if (!rm->peer_up[i]) continue;
+        uint64_t heard = nt_last_heard(n->net, n->voters[i]);
+        dsync_series_set(rm->peer_up[i], heard && now_ms - heard <= election_ms(n));
+    }
+    nt_stats st;
+    nt_get_stats(n->net, &st);
+    dsync_series_set(rm->frames_sent, (double)st.frames_sent);
+    dsync_series_set(rm->frames_received, (double)st.frames_received);
+    dsync_series_set(rm->frames_dropped, (double)st.frames_dropped);
+    dsync_series_set(rm->protocol_errors, (double)st.protocol_errors);
+}
+
+/* ---- the transport ------------------------------------------------------ */
+
+static void send_refusal(dsync_node *n, uint64_t to, uint64_t seq)
+{
+    unsigned char b[8];
+    ut_put_le(b, seq, 8);
+    nt_send(n->net, to, ND_FRAME_PROPOSE_REFUSED, b, sizeof b);
+}
+
+/* Leader: proposes a command for itself or for a follower. */
+static int propose_cmd(dsync_node *n, fsm_cmd *cmd, uint64_t *index)
+{
+    if (raft_get_role(n->raft) != RAFT_LEADER) return DSYNC_ENOTLEADER;
+    cmd->now_ms = ut_wall_ms();
+    n->scratch.len = 0;
+    if (fsm_encode(cmd, &n->scratch) != 0) return DSYNC_ENOMEM;
+    return raft_propose(n->raft, n->scratch.data, n->scratch.len, index);
+}
+
+static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload, size_t len)
+{
+    dsync_node *n = ctx;
+    switch (type) {
+    case ND_FRAME_RAFT: {
+        raft_msg m;
+        if (raft_msg_decode(payload, len, &m) != 0) {
+            ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed raft message", from);
+            return;
+        }
+        /* The sender is who the connection's HELLO said, nobody else. */
+        if (m.from != from || raft_step(n->raft, &m) != 0)
+            ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent an invalid raft message", from);
+        raft_msg_free_entries(&m);
+        return;
+    }
+    case ND_FRAME_PROPOSE: {
+        fsm_cmd cmd;
+        if (fsm_decode(payload, len, &cmd) != 0 || cmd.origin != from || cmd.op == FSM_EXPIRE) {
+            ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " forwarded a malformed command", from);
+            return;
+        }
+        if (propose_cmd(n, &cmd, NULL) != 0) send_refusal(n, from, cmd.seq);
+        return;
+    }
+    case ND_FRAME_PROPOSE_REFUSED: {
+        if (len != 8) return;
+        nd_call *c = take_seq(&n->writes, ut_get_le(payload, 8));
+        if (c) {
+            dsync_series_add(n->rm.refused, 1);
+            nd_complete(c, DSYNC_EUNAVAILABLE);
+        }
+        return;
+    }
+    default:
+        ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a frame of unknown type %u", from,
+               type);
+    }
+}
+
+/* ---- writes and reads ------------------------------------------------- */
+
+int nd_propose(dsync_node *n, nd_call *call)
+{
+    if (n->store_broken) return DSYNC_EIO;
+    fsm_cmd *cmd = &call->cmd;
+    cmd->origin = n->cfg.node_id;
+    cmd->seq = ++n->next_seq;
+    int rc;
+    if (raft_get_role(n->raft) == RAFT_LEADER) {
+        rc = propose_cmd(n, cmd, NULL);
+    } else {
+        uint64_t leader = raft_leader(n->raft);
+        if (!leader || !n->net) return DSYNC_EUNAVAILABLE;
+        cmd->now_ms = 0; /* the leader stamps it */
+        n->scratch.len = 0;
+        if (fsm_encode(cmd, &n->scratch) != 0) return DSYNC_ENOMEM;
+        rc = nt_send(n->net, leader, ND_FRAME_PROPOSE, n->scratch.data, n->scratch.len);
+        if (rc == 0) dsync_series_add(n->rm.forwarded, 1);
+    }
+    if (rc != 0) return rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    call->deadline_ms = ut_now_ms() + ND_COMMIT_TIMEOUT_MS;
+    push(&n->writes, call);
+    return 0;
+}
+
+uint64_t nd_propose_internal(dsync_node *n, fsm_cmd *cmd)
+{
+    if (n->store_broken) return 0;
+    cmd->origin = n->cfg.node_id;
+    cmd->seq = 0;
+    uint64_t index;
+    return propose_cmd(n, cmd, &index) == 0 ? index : 0;
+}
+
+int nd_read(dsync_node *n, nd_call *call)
+{
+    call->read_ctx = ++n->next_read;
+    call->read_index = 0;
+    int rc = raft_read_index(n->raft, call->read_ctx);
+    if (rc != 0) return rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    call->deadline_ms = ut_now_ms() + ND_COMMIT_TIMEOUT_MS;
+    push(&n->reads, call);
+    return 0;
+}
+
+static void serve_reads(dsync_node *n)
+{
+    for (nd_call **pp = &n->reads; *pp;) {
+        nd_call *c = *pp;
+        if (c->read_index && c->read_index <= n->applied) {
+            *pp = c->next;
+            c->next = NULL;
+            nd_locks_serve_read(n, c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+/* ---- the ready ------------------------------------------------------------ */
+
+static void broken(dsync_node *n, const char *what)
+{
+    /* PostgreSQL's lesson: after a failed fsync the kernel may have dropped
+     * the pages; carrying on could acknowledge lost data. This node stops
+     * taking part (no votes, no acks, no writes); the operator restarts it,
+     * and it replays only what is really on disk. */
+    n->store_broken = true;
+    ut_log(&n->log, DSYNC_LOG_ERROR, "%s failed: this node stops taking part until it restarts",
+           what);
+    nd_raft_fail_all(n, DSYNC_EIO);
+}
+
+static int persist(dsync_node *n, const raft_ready *rd)
+{
+    if (!n->store) return 0;
+    if (rd->has_snapshot) {
+        st_snapshot_meta meta = {rd->snapshot.index, rd->snapshot.term, NULL, 0};
+        int rc = st_log_save_snapshot(n->store, &meta, rd->snapshot.data, rd->snapshot.len);
+        if (rc != 0) return rc;
+    }
+    if (rd->n_entries) {
+        st_entry ents[64];
+        for (size_t i = 0; i < rd->n_entries;) {
+            size_t k = 0;
+            for (; k < 64 && i + k < rd->n_entries; k++) {
+                const raft_entry *e = &rd->entries[i + k];
+                ents[k] = (st_entry){e->index, e->term, e->type, e->data, e->len};
+            }
+            int rc = st_log_append(n->store, ents, k);
+            if (rc != 0) return rc;
+            i += k;
+        }
+    }
+    if (rd->hard_state_changed) {
+        st_hard_state hs = {rd->hard_state.term, rd->hard_state.vote, rd->hard_state.commit};
+        int rc = st_log_set_hard_state(n->store, &hs);
+        if (rc != 0) return rc;
+    }
+    if (!rd->n_entries && !rd->hard_state_changed) return 0;
+    uint64_t start = ut_now_ns();
+    int rc = st_log_sync(n->store, NULL);
+    dsync_series_observe(n->lm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+    if (rd->n_entries) dsync_series_observe(n->lm.batch_entries, (double)rd->n_entries);
+    return rc;
+}
+
+static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
+{
+    if (!n->net) return;
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        const raft_msg *m = &rd->msgs[i];
+        bool is_append = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_SNAPSHOT ||
+                         m->type == RAFT_MSG_HEARTBEAT;
+        if (is_append != appends) continue;
+        n->scratch.len = 0;
+        if (raft_msg_encode(m, &n->scratch) != 0) continue; /* lost: Raft resends */
+        nt_send(n->net, m->to, ND_FRAME_RAFT, n->scratch.data, n->scratch.len);
+    }
+}
+
+static void apply_entry(dsync_node *n, const raft_entry *e)
+{
+    n->applied = e->index;
+    if (e->type != RAFT_ENTRY_NORMAL) return;
+    fsm_cmd cmd;
+    if (fsm_decode(e->data, e->len, &cmd) != 0) {
+        /* Every replica holds the same bytes and skips the same entry. */
+        ut_log(&n->log, DSYNC_LOG_ERROR, "committed entry %" PRIu64 " is not a lock command",
+               e->index);
+        return;
+    }
+    nd_call *mine = NULL;
+    if (cmd.origin == n->cfg.node_id && cmd.seq) mine = take_seq(&n->writes, cmd.seq);
+    if (mine)
+        dsync_series_observe(n->rm.proposal_seconds,
+                             (double)(ut_now_ns() - mine->submitted_ns) / 1e9);
+    nd_locks_apply(n, &cmd, mine);
+    if (cmd.op == FSM_EXPIRE && e->index >= n->sweep_index) n->sweep_index = 0;
+}
+
+static void restore_snapshot(dsync_node *n, const raft_snapshot *s)
+{
+    if (fsm_restore(&n->fsm, s->data, s->len) != 0) {
+        /* The leader's image passed its checksum but is not a lock table:
+         * nothing safe to do but stop. */
+        broken(n, "restoring the leader's snapshot");
+        return;
+    }
+    n->applied = n->snapshot_index = s->index;
+    dsync_series_add(n->rm.snapshots_installed, 1);
+    nd_locks_update_gauges(n);
+    ut_log(&n->log, DSYNC_LOG_INFO, "installed the leader's snapshot at index %" PRIu64, s->index);
+}
+
+static void maybe_snapshot(dsync_node *n)
+{
+    if (!n->store || n->applied - n->snapshot_index < n->cfg.snapshot_entries) return;
+    ut_buf b;
+    ut_buf_init(&b);
+    int rc = fsm_snapshot(&n->fsm, &b);
+    if (rc == 0) {
+        st_snapshot_meta meta = {n->applied, raft_term_at(n->raft, n->applied), NULL, 0};
+        rc = st_log_save_snapshot(n->store, &meta, b.data, b.len);
+    }
+    if (rc == 0) rc = raft_compact(n->raft, n->applied, b.data, b.len);
+    ut_buf_free(&b);
+    if (rc == 0) {
+        n->snapshot_index = n->applied;
+        dsync_series_add(n->lm.snapshots, 1);
+    } else if (rc == DSYNC_EIO) {
+        broken(n, "writing a snapshot");
+    }
+}
+
+void nd_raft_process(dsync_node *n)
+{
+    for (int round = 0; round < 64 && !n->store_broken && raft_has_ready(n->raft); round++) {
+        raft_ready rd;
+        raft_ready_get(n->raft, &rd);
+        /* A leader's appends may leave before its own fsync (thesis
+         * §10.2.1): it counts itself toward a majority only once durable,
+         * so followers' disks and its own work in parallel. Votes and acks
+         * leave only after the state they report is durable. */
+        if (rd.role == RAFT_LEADER) send_msgs(n, &rd, true);
+        if (persist(n, &rd) != 0) {
+            broken(n, "writing the log");
+            return;
+        }
+        if (rd.role != RAFT_LEADER) send_msgs(n, &rd, true);
+        send_msgs(n, &rd, false);
+        if (rd.has_snapshot) restore_snapshot(n, &rd.snapshot);
+        for (size_t i = 0; i < rd.n_committed; i++)
+            apply_entry(n, &rd.committed[i]);
+        for (size_t i = 0; i < rd.n_reads; i++)
+            for (nd_call *c = n->reads; c; c = c->next)
+                if (c->read_ctx == rd.reads[i].context) c->read_index = rd.reads[i].index;
+        if (rd.leader != n->known_leader) {
+            if (rd.leader) dsync_series_add(n->rm.leader_changes, 1);
+            if (rd.leader || n->known_leader)
+                ut_log(&n->log, DSYNC_LOG_INFO, "term %" PRIu64 ": leader is %" PRIu64 "%s",
+                       rd.term, rd.leader, rd.leader == n->cfg.node_id ? " (this node)" : "");
+            n->known_leader = rd.leader;
+        }
+        raft_advance(n->raft, &rd);
+        /* A ReadIndex of 0 (nothing committed yet) is served at once. */
+        serve_reads(n);
+        maybe_snapshot(n);
+    }
+    if (n->net) nt_tick(n->net, ut_now_ms()); /* flush what this turn queued */
+    update_metrics(n, ut_now_ms());
+}
+
+static uint64_t expire_list(dsync_node *n, nd_call **list, uint64_t now_ms)
+{
+    uint64_t next = UINT64_MAX;
+    for (nd_call **pp = list; *pp;) {
+        nd_call *c = *pp;
+        if (c->deadline_ms <= now_ms) {
+            *pp = c->next;
+            c->next = NULL;
+            dsync_series_add(n->rm.refused, 1);
+            nd_complete(c, DSYNC_EUNAVAILABLE);
+            continue;
+        }
+        if (c->deadline_ms < next) next = c->deadline_ms;
+        pp = &c->next;
+    }
+    return next;
+}
+
+uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms)
+{
+    /* Ticks that fell behind (a long fsync) are not replayed in a burst:
+     * that would fire an election on a node that was merely busy. */
+    if (now_ms >= n->tick_due_ms) {
+        raft_tick(n->raft);
+        n->tick_due_ms = now_ms + n->cfg.raft_tick_ms;
+    }
+    uint64_t next = n->tick_due_ms;
+    uint64_t w = expire_list(n, &n->writes, now_ms);
+    uint64_t r = expire_list(n, &n->reads, now_ms);
+    if (w < next) next = w;
+    if (r < next) next = r;
+    if (n->net) {
+        uint64_t t = nt_tick(n->net, now_ms);
+        if (t < next) next = t;
+    }
+    return next;
+}
+
+/* ---- open, close, health ----------------------------------------------- */
+
+static int build_raft(dsync_node *n, const st_loaded *ld)
+{
+    raft_config rc = {
+        .id = n->cfg.node_id,
+        .voters = n->voters,
+        .n_voters = n->n_voters,
+        .election_tick = (unsigned)n->cfg.raft_election_ticks,
+        .heartbeat_tick = 1,
+        .max_inflight = 256,
+        .max_msg_entries = 512,
+        .pre_vote = true,
+        .check_quorum = true,
+        .seed = ut_now_ns() ^ n->cfg.node_id,
+    };
+    raft_entry *ents = NULL;
+    if (ld) {
+        if (ld->has_hard_state)
+            rc.hard_state =
+                (raft_hard_state){ld->hard_state.term, ld->hard_state.vote, ld->hard_state.commit};
+        if (ld->has_snapshot) {
+            rc.snapshot_index = ld->snapshot.index;
+            rc.snapshot_term = ld->snapshot.term;
+            rc.snapshot = ld->snapshot_data;
+            rc.snapshot_len = ld->snapshot_len;
+        }
+        if (ld->n_entries) {
+            ents = calloc(ld->n_entries, sizeof *ents);
+            if (!ents) return DSYNC_ENOMEM;
+            for (size_t i = 0; i < ld->n_entries; i++)
+                ents[i] =
+                    (raft_entry){ld->entries[i].index, ld->entries[i].term, ld->entries[i].type,
+                                 (void *)ld->entries[i].data, ld->entries[i].len};
+        }
+        rc.entries = ents;
+        rc.n_entries = ld->n_entries;
+    }
+    rc.applied = n->applied;
+    n->raft = raft_new(&rc);
+    free(ents);
+    if (!n->raft) {
+        ut_log(&n->log, DSYNC_LOG_ERROR,
+               "%s: the stored Raft state is inconsistent (hard state commit %" PRIu64
+               " past the log's last entry?)",
+               n->cfg.data_dir, rc.hard_state.commit);
+        return DSYNC_ECORRUPT;
+    }
+    return 0;
+}
+
+static int open_store(dsync_node *n, const st_loaded **ld)
+{
+    char err[512];
+    int rc = st_log_open(n->cfg.data_dir, &n->store, ld, err, sizeof err);
+    if (rc != 0) {
+        ut_log(&n->log, DSYNC_LOG_ERROR, "cannot open the log in %s: %s", n->cfg.data_dir, err);
+        return rc;
+    }
+    if ((*ld)->has_snapshot) {
+        if (fsm_restore(&n->fsm, (*ld)->snapshot_data, (*ld)->snapshot_len) != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR, "%s: the snapshot's lock table is corrupt",
+                   n->cfg.data_dir);
+            return DSYNC_ECORRUPT;
+        }
+        n->applied = n->snapshot_index = (*ld)->snapshot.index;
+    }
+    for (size_t i = 0; i < (*ld)->n_entries; i++) {
+        const st_entry *e = &(*ld)->entries[i];
+        fsm_cmd cmd;
+        if (e->type == RAFT_ENTRY_NORMAL && fsm_decode(e->data, e->len, &cmd) != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR,
+                   "%s: log entry %" PRIu64 " passed its checksum but is not a lock command",
+                   n->cfg.data_dir, e->index);
+            return DSYNC_ECORRUPT;
+        }
+    }
+    if ((*ld)->torn_bytes)
+        ut_log(&n->log, DSYNC_LOG_WARN,
+               "%s: cut %zu bytes of a torn write off the end of the log (never acknowledged)",
+               n->cfg.data_dir, (*ld)->torn_bytes);
+    return 0;
+}
+
+int nd_raft_open(dsync_node *n)
+{
+    /* A single node is a cluster of one: itself. */
+    if (n->cfg.n_peers == 0) {
+        n->voters[0] = n->cfg.node_id;
+        n->n_voters = 1;
+    } else {
+        for (size_t i = 0; i < n->cfg.n_peers; i++)
+            n->voters[i] = n->cfg.peers[i].id;
+        n->n_voters = n->cfg.n_peers;
+    }
+    n->next_seq = ut_wall_ms() * 1000;
+    register_metrics(n);
+
+    const st_loaded *ld = NULL;
+    int rc = 0;
+    if (n->cfg.data_dir[0] && (rc = open_store(n, &ld)) != 0) goto fail;
+    if ((rc = build_raft(n, ld)) != 0) goto fail;
+    if (ld && ld->n_entries)
+        ut_log(&n->log, DSYNC_LOG_INFO,
+               "restored snapshot %" PRIu64 " + %zu log entries (term %" PRIu64 ")",
+               n->snapshot_index, ld->n_entries, ld->hard_state.term);
+
+    if (n->n_voters > 1) {
+        nt_options opt = {.self_id = n->cfg.node_id,
+                          .listen_addr = n->cfg.peer_addr,
+                          .peers = n->cfg.peers,
+                          .n_peers = n->cfg.n_peers,
+                          .on_frame = on_frame,
+                          .ctx = n,
+                          .log = &n->log,
+                          .max_outbox_bytes = 256u << 20};
+        char err[256];
+        if ((rc = nt_open(&opt, &n->net, err, sizeof err)) != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR, "peer transport: %s", err);
+            goto fail;
+        }
+    } else {
+        /* Alone, it needs nobody's vote: lead at once, so the first call
+         * after open is served, then replay the log by committing it. */
+        while (raft_get_role(n->raft) != RAFT_LEADER)
+            raft_tick(n->raft);
+        nd_raft_process(n);
+        if (n->store_broken) {
+            rc = DSYNC_EIO;
+            goto fail;
+        }
+    }
+    n->tick_due_ms = ut_now_ms() + n->cfg.raft_tick_ms;
+    return 0;
+
+fail:
+    nd_raft_close(n);
+    return rc;
+}
+
+void nd_raft_close(dsync_node *n)
+{
+    nt_close(n->net);
+    n->net = NULL;
+    raft_free(n->raft);
+    n->raft = NULL;
+    st_log_close(n->store);
+    n->store = NULL;
+}
+
+int dsync_node_drop_peers(dsync_node *n, const uint64_t *ids, size_t count)
+{
+    if (!n || (count && !ids) || count > DSYNC_MAX_PEERS) return DSYNC_EINVAL;
+    if (!n->cfg.fault_injection) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_DROP_PEERS, .u.drop = {ids, count}};
+    return nd_submit(n, &call);
+}
+
+void nd_raft_health(dsync_node *n, dsync_health *h, uint64_t now_ms)
+{
+    h->role = raft_role_name(raft_get_role(n->raft));
+    h->leader_id = raft_leader(n->raft);
+    h->term = raft_term(n->raft);
+    h->commit_index = raft_commit_index(n->raft);
+    h->applied_index = n->applied;
+    h->last_index = raft_last_index(n->raft);
+    h->snapshot_index = n->snapshot_index;
+    h->healthy = !n->store_broken && h->leader_id != 0;
+    h->n_peers = 0;
+    for (size_t i = 0; i < n->n_voters; i++) {
+        uint64_t id = n->voters[i];
+        if (id == n->cfg.node_id || !n->net) continue;
+        dsync_peer_health *p = &h->peers[h->n_peers++];
+        uint64_t heard = nt_last_heard(n->net, id);
+        p->id = id;
+        p->last_heard_ms = heard ? now_ms - heard : UINT64_MAX;
+        p->reachable = heard && now_ms - heard <= election_ms(n) && !nt_dropping(n->net, id);
+        p->match_index = raft_match_index(n->raft, id);
+    }
+}

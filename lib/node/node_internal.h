@@ -39,6 +39,7 @@ enum {
     ND_FRAME_RAFT = NT_USER,  /* a Raft message */
     ND_FRAME_PROPOSE,         /* follower -> leader: a command to propose */
     ND_FRAME_PROPOSE_REFUSED, /* leader -> follower: u64 seq it cannot take */
+    ND_FRAME_PING,            /* every peer to every peer: the failure detector */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -127,6 +128,7 @@ struct dsync_node {
     uint64_t voters[DSYNC_MAX_PEERS];
     size_t n_voters;
     uint64_t tick_due_ms;             /* next raft_tick */
+    uint64_t ticks;                   /* raft ticks so far: pings go out every other one */
     uint64_t applied;                 /* last entry applied to the fsm */
     uint64_t snapshot_index;          /* last entry covered by the stored snapshot */
     uint64_t next_seq;                /* request numbers of this node's commands */

@@ -190,6 +190,8 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
         }
         return;
     }
+    case ND_FRAME_PING:
+        return; /* the transport noted when it arrived: that is the point */
     default:
         ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a frame of unknown type %u", from,
                type);
@@ -435,6 +437,12 @@ uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms)
     if (now_ms >= n->tick_due_ms) {
         raft_tick(n->raft);
         n->tick_due_ms = now_ms + n->cfg.raft_tick_ms;
+        /* Raft only links the leader with each follower; the failure
+         * detector wants every pair, so every node pings every peer. */
+        if (n->net && n->ticks++ % 2 == 0)
+            for (size_t i = 0; i < n->n_voters; i++)
+                if (n->voters[i] != n->cfg.node_id)
+                    nt_send(n->net, n->voters[i], ND_FRAME_PING, NULL, 0);
     }
     uint64_t next = n->tick_due_ms;
     uint64_t w = expire_list(n, &n->writes, now_ms);

@@ -241,6 +241,74 @@ int h_node_destroy(h_node *n)
     return rc;
 }
 
+/* ---- clusters ---------------------------------------------------------- */
+
+long long h_health_int(const h_node *n, const char *field)
+{
+    int st;
+    json_t *j = h_json(n, "GET", "/health", NULL, &st);
+    json_t *v = j ? json_object_get(j, field) : NULL;
+    long long out = st == 200 && json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+    json_decref(j);
+    return out;
+}
+
+int h_cluster_leader(h_cluster *c, unsigned skip, int timeout_ms)
+{
+    long long deadline = h_now_ms() + timeout_ms;
+    do {
+        long long agreed = 0;
+        bool ok = true;
+        for (int i = 0; i < c->n && ok; i++) {
+            if (skip & (1u << i)) continue;
+            long long l = h_health_int(&c->nodes[i], "leader_id");
+            if (l <= 0 || (agreed && l != agreed)) ok = false;
+            agreed = l;
+        }
+        if (ok && agreed) {
+            for (int i = 0; i < c->n; i++)
+                if (!(skip & (1u << i)) && c->nodes[i].node_id == agreed) return i;
+        }
+        sleep_ms(20);
+    } while (h_now_ms() < deadline);
+    return -1;
+}
+
+int h_cluster_start(h_cluster *c, int n, const char *const *extra)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    char peers[512] = "";
+    for (int i = 0; i < n; i++) {
+        h_node_init(&c->nodes[i], i + 1, extra);
+        size_t len = strlen(peers);
+        snprintf(peers + len, sizeof peers - len, "%s%d=127.0.0.1:%d", i ? "," : "", i + 1,
+                 c->nodes[i].peer_port);
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(c->nodes[i].peers, sizeof c->nodes[i].peers, "%s", peers);
+        if (h_node_start(&c->nodes[i]) != 0) return -1;
+    }
+    if (h_cluster_leader(c, 0, 15000) < 0) {
+        fprintf(stderr, "the cluster of %d did not agree on a leader\n", n);
+        for (int i = 0; i < n; i++)
+            h_node_print_log(&c->nodes[i]);
+        return -1;
+    }
+    return 0;
+}
+
+int h_cluster_destroy(h_cluster *c)
+{
+    /* civetweb takes a while to stop: let every node stop at once. */
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].pid > 0) kill(c->nodes[i].pid, SIGTERM);
+    int rc = 0;
+    for (int i = 0; i < c->n; i++)
+        if (h_node_destroy(&c->nodes[i]) != 0) rc = -1;
+    return rc;
+}
+
 /* ---- HTTP client ------------------------------------------------------- */
 
 static int connect_node(const h_node *n, int timeout_ms)

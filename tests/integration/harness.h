@@ -60,6 +60,29 @@ int h_node_destroy(h_node *n);
 /* Prints the last lines of the node's log to stderr. */
 void h_node_print_log(const h_node *n);
 
+/* ---- clusters ---------------------------------------------------------- */
+
+#define H_MAX_NODES 5
+
+typedef struct {
+    h_node nodes[H_MAX_NODES];
+    int n;
+} h_cluster;
+
+/* Prepares n nodes that list each other in DSYNC_PEERS (with extra as in
+ * h_node_init), starts them all, and waits for one leader every node
+ * agrees on. Returns 0, or -1 after printing what went wrong. */
+int h_cluster_start(h_cluster *c, int n, const char *const *extra);
+/* Index of the leader that every running node names, once that holds
+ * (polling /health for up to timeout_ms); -1 if it never does. Nodes in
+ * `skip` (a bitmask of indexes) are neither asked nor eligible. */
+int h_cluster_leader(h_cluster *c, unsigned skip, int timeout_ms);
+/* Stops every node in parallel (SIGTERM to all, then reap) and removes
+ * their directories; -1 if one did not exit cleanly. */
+int h_cluster_destroy(h_cluster *c);
+/* An integer field of a node's /health; -1 if it does not answer. */
+long long h_health_int(const h_node *n, const char *field);
+
 /* One request; extra_headers is "" or lines each ending in \r\n. */
 int h_http(const h_node *n, const char *method, const char *path, const char *body,
            const char *extra_headers, h_resp *r);

@@ -17,3 +17,5 @@ for store in fsync memory; do
     rm -rf "$dir/data"
     bin/lock_bench 32 "$secs" "$([ "$store" = fsync ] && echo "$dir/data" || echo -)" contended
 done
+# Over HTTP: a three-node dsyncd cluster against a three-node etcd cluster.
+benchmarks/cluster_bench.sh

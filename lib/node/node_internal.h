@@ -127,18 +127,20 @@ struct dsync_node {
     nt_transport *net; /* peer transport; NULL for a single node */
     uint64_t voters[DSYNC_MAX_PEERS];
     size_t n_voters;
-    uint64_t tick_due_ms;             /* next raft_tick */
-    uint64_t ticks;                   /* raft ticks so far: pings go out every other one */
-    uint64_t applied;                 /* last entry applied to the fsm */
-    uint64_t snapshot_index;          /* last entry covered by the stored snapshot */
-    uint64_t next_seq;                /* request numbers of this node's commands */
-    uint64_t next_read;               /* ReadIndex request ids */
-    uint64_t sweep_index, sweep_term; /* the lease sweep in flight (0: none) */
-    uint64_t known_leader;            /* for the leader-change counter */
-    nd_call *writes;                  /* proposed, waiting for their entries to apply */
-    nd_call *reads;                   /* waiting for their ReadIndex and its apply */
-    ut_buf scratch;                   /* command and message encoding */
-    nd_call *parked;                  /* calls waiting for an event or their deadline */
+    uint64_t tick_due_ms;              /* next raft_tick */
+    uint64_t ticks;                    /* raft ticks so far: pings go out every other one */
+    uint64_t applied;                  /* last entry applied to the fsm */
+    uint64_t snapshot_index;           /* last entry covered by the stored snapshot */
+    uint64_t next_seq;                 /* request numbers of this node's commands */
+    uint64_t next_read;                /* ReadIndex request ids */
+    uint64_t sweep_index, sweep_term;  /* the lease sweep in flight (0: none) */
+    nt_stats net_stats;                /* as last added to the metrics */
+    uint64_t synced_term, synced_vote; /* the hard state last made durable */
+    uint64_t known_leader;             /* for the leader-change counter */
+    nd_call *writes;                   /* proposed, waiting for their entries to apply */
+    nd_call *reads;                    /* waiting for their ReadIndex and its apply */
+    ut_buf scratch;                    /* command and message encoding */
+    nd_call *parked;                   /* calls waiting for an event or their deadline */
     dsync_metrics *metrics;
     nd_lock_metrics lm;
     nd_raft_metrics rm;

@@ -129,12 +129,14 @@ static void update_metrics(dsync_node *n, uint64_t now_ms)
         uint64_t heard = nt_last_heard(n->net, n->voters[i]);
         dsync_series_set(rm->peer_up[i], heard && now_ms - heard <= election_ms(n));
     }
-    nt_stats st;
+    /* Counters only go up: add what the transport counted since last time. */
+    nt_stats st, *was = &n->net_stats;
     nt_get_stats(n->net, &st);
-    dsync_series_set(rm->frames_sent, (double)st.frames_sent);
-    dsync_series_set(rm->frames_received, (double)st.frames_received);
-    dsync_series_set(rm->frames_dropped, (double)st.frames_dropped);
-    dsync_series_set(rm->protocol_errors, (double)st.protocol_errors);
+    dsync_series_add(rm->frames_sent, (double)(st.frames_sent - was->frames_sent));
+    dsync_series_add(rm->frames_received, (double)(st.frames_received - was->frames_received));
+    dsync_series_add(rm->frames_dropped, (double)(st.frames_dropped - was->frames_dropped));
+    dsync_series_add(rm->protocol_errors, (double)(st.protocol_errors - was->protocol_errors));
+    *was = st;
 }
 
 /* ---- the transport ------------------------------------------------------ */
@@ -298,11 +300,22 @@ static int persist(dsync_node *n, const raft_ready *rd)
         int rc = st_log_set_hard_state(n->store, &hs);
         if (rc != 0) return rc;
     }
-    if (!rd->n_entries && !rd->hard_state_changed) return 0;
+    /* The commit index is recorded but need not be durable: a restarted
+     * node learns it again from the leader (or, alone, by committing its
+     * no-op). So a change of commit alone rides along with the next sync
+     * instead of costing one; term, vote and entries must be on disk
+     * before anything that depends on them is sent. */
+    bool vote_changed = rd->hard_state_changed && (rd->hard_state.term != n->synced_term ||
+                                                   rd->hard_state.vote != n->synced_vote);
+    if (!rd->n_entries && !vote_changed) return 0;
     uint64_t start = ut_now_ns();
     int rc = st_log_sync(n->store, NULL);
     dsync_series_observe(n->lm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
     if (rd->n_entries) dsync_series_observe(n->lm.batch_entries, (double)rd->n_entries);
+    if (rc == 0 && rd->hard_state_changed) {
+        n->synced_term = rd->hard_state.term;
+        n->synced_vote = rd->hard_state.vote;
+    }
     return rc;
 }
 
@@ -383,7 +396,10 @@ void nd_raft_process(dsync_node *n)
          * §10.2.1): it counts itself toward a majority only once durable,
          * so followers' disks and its own work in parallel. Votes and acks
          * leave only after the state they report is durable. */
-        if (rd.role == RAFT_LEADER) send_msgs(n, &rd, true);
+        if (rd.role == RAFT_LEADER && n->net) {
+            send_msgs(n, &rd, true);
+            nt_tick(n->net, ut_now_ms()); /* out now, not after the fsync */
+        }
         if (persist(n, &rd) != 0) {
             broken(n, "writing the log");
             return;
@@ -477,6 +493,8 @@ static int build_raft(dsync_node *n, const st_loaded *ld)
         if (ld->has_hard_state)
             rc.hard_state =
                 (raft_hard_state){ld->hard_state.term, ld->hard_state.vote, ld->hard_state.commit};
+        n->synced_term = rc.hard_state.term;
+        n->synced_vote = rc.hard_state.vote;
         if (ld->has_snapshot) {
             rc.snapshot_index = ld->snapshot.index;
             rc.snapshot_term = ld->snapshot.term;

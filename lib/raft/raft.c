@@ -114,10 +114,13 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 
 static void send_append(raft *r, progress *p, bool allow_empty);
 
-static void bcast_append(raft *r)
+/* Sends what each follower lacks; with commit_changed, an empty append to
+ * those that lack nothing, so they learn the new commit index now rather
+ * than at the next heartbeat (their callers are waiting on it). */
+static void bcast_append(raft *r, bool commit_changed)
 {
     for (size_t i = 0; i < r->n; i++)
-        if (r->pr[i].id != r->cfg.id) send_append(r, &r->pr[i], false);
+        if (r->pr[i].id != r->cfg.id) send_append(r, &r->pr[i], commit_changed);
 }
 
 static void become_leader(raft *r)
@@ -139,7 +142,7 @@ static void become_leader(raft *r)
     r->read_round = 0;
     /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
     append_local(r, r->term, RAFT_ENTRY_NOOP, NULL, 0);
-    bcast_append(r);
+    bcast_append(r, false);
 }
 
 static void campaign(raft *r, bool pre)
@@ -335,10 +338,9 @@ static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
     } else if (p->inflight > 0) {
         p->inflight--;
     }
-    if (maybe_commit(r))
-        bcast_append(r);
-    else
-        send_append(r, p, false);
+    /* A new commit index goes out once per ready, not once per answer. */
+    if (maybe_commit(r)) r->bcast_commit = true;
+    send_append(r, p, false);
 }
 
 static void handle_vote(raft *r, const raft_msg *m, bool pre)
@@ -523,14 +525,25 @@ int raft_propose(raft *r, const void *data, size_t len, uint64_t *index)
     int rc = append_local(r, r->term, RAFT_ENTRY_NORMAL, data, len);
     if (rc != 0) return rc;
     if (index) *index = r->last;
-    bcast_append(r);
+    /* Sent at the next ready: every proposal of a loop turn travels in one
+     * append per follower (batching). */
+    r->bcast_entries = true;
     return 0;
 }
 
 /* ---- ready / advance ------------------------------------------------------- */
 
+/* The leader's deferred broadcast: new entries, a new commit index. */
+static void flush_bcast(raft *r)
+{
+    if (r->role == RAFT_LEADER && (r->bcast_entries || r->bcast_commit))
+        bcast_append(r, r->bcast_commit);
+    r->bcast_entries = r->bcast_commit = false;
+}
+
 bool raft_has_ready(const raft *r)
 {
+    if (r->role == RAFT_LEADER && (r->bcast_entries || r->bcast_commit)) return true;
     uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
     return r->n_out > 0 || r->n_reads > 0 || r->snap_unsaved || r->unstable_from <= r->last ||
            to_apply > r->applied || r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
@@ -539,6 +552,7 @@ bool raft_has_ready(const raft *r)
 
 void raft_ready_get(raft *r, raft_ready *rd)
 {
+    flush_bcast(r);
     memset(rd, 0, sizeof *rd);
     rd->hard_state = (raft_hard_state){r->term, r->vote, r->commit};
     rd->hard_state_changed = memcmp(&rd->hard_state, &r->saved_hs, sizeof rd->hard_state) != 0;
@@ -581,7 +595,7 @@ void raft_advance(raft *r, raft_ready *rd)
     if (r->role == RAFT_LEADER) {
         progress *self = find_pr(r, r->cfg.id);
         self->match = r->stable;
-        if (maybe_commit(r)) bcast_append(r);
+        if (maybe_commit(r)) r->bcast_commit = true;
     }
 }
 

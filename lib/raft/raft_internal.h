@@ -54,6 +54,7 @@ struct raft {
     uint64_t unstable_from; /* first index not yet handed out to persist */
 
     unsigned elapsed, heartbeat_elapsed, timeout;
+    bool bcast_entries, bcast_commit; /* leader: appends to send at the next ready */
     uint64_t rng;
 
     raft_msg *out;

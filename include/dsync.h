@@ -160,13 +160,25 @@ typedef struct {
     uint64_t applied_index;
     uint64_t last_index;
     uint64_t snapshot_index;
-    int healthy; /* a leader is known and the log is writable */
+    int healthy;   /* a leader is known and the log is writable */
+    int is_member; /* this node votes in the current configuration */
     uint64_t uptime_ms;
     size_t n_peers; /* the other members */
     dsync_peer_health peers[DSYNC_MAX_PEERS];
 } dsync_health;
 
 int dsync_node_health(dsync_node *node, dsync_health *out);
+
+/* Membership, one node at a time (Raft thesis §4.1), from any member:
+ * the change commits through the log before the call returns. Add a new
+ * node started with DSYNC_JOIN=1 (and DSYNC_PEERS naming the members and
+ * itself): its peer address travels with the change, so every node learns
+ * where to reach it. DSYNC_EEXIST / DSYNC_ENOTFOUND for a node already in /
+ * not in the cluster, DSYNC_EUNAVAILABLE while another change is under way
+ * or there is no leader (retry), DSYNC_EINVAL for a node started without
+ * peers. A removed leader steps down once its removal commits. */
+int dsync_node_add_member(dsync_node *node, uint64_t id, const char *peer_addr);
+int dsync_node_remove_member(dsync_node *node, uint64_t id);
 
 /* Fault injection for tests: the node's transport drops all traffic to and
  * from these peers until the next call (count 0 heals). DSYNC_EINVAL

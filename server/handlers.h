@@ -11,5 +11,6 @@ void handle_lock_state(http_req *r);
 void handle_health(http_req *r);
 void handle_metrics(http_req *r);
 void handle_admin_faults(http_req *r);
+void handle_admin_members(http_req *r);
 
 #endif

@@ -1,5 +1,7 @@
 /* handlers_admin.c: /health, /metrics, and /admin/faults (tests only). */
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "handlers.h"
 
@@ -26,14 +28,14 @@ void handle_health(http_req *r)
     /* 200 while the process serves: "status" says whether the node can
      * take writes now (a leader is known, the log is writable). */
     http_reply_json(r, 200,
-                    json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:s}", "status",
+                    json_pack("{s:s,s:I,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:s}", "status",
                               h.healthy ? "ok" : "degraded", "node_id", (json_int_t)h.node_id,
-                              "role", h.role, "leader_id", (json_int_t)h.leader_id, "term",
-                              (json_int_t)h.term, "commit_index", (json_int_t)h.commit_index,
-                              "applied_index", (json_int_t)h.applied_index, "last_index",
-                              (json_int_t)h.last_index, "snapshot_index",
-                              (json_int_t)h.snapshot_index, "uptime_ms", (json_int_t)h.uptime_ms,
-                              "peers", peers, "version", dsync_version()));
+                              "role", h.role, "member", h.is_member, "leader_id",
+                              (json_int_t)h.leader_id, "term", (json_int_t)h.term, "commit_index",
+                              (json_int_t)h.commit_index, "applied_index",
+                              (json_int_t)h.applied_index, "last_index", (json_int_t)h.last_index,
+                              "snapshot_index", (json_int_t)h.snapshot_index, "uptime_ms",
+                              (json_int_t)h.uptime_ms, "peers", peers, "version", dsync_version()));
 }
 
 void handle_metrics(http_req *r)
@@ -90,4 +92,45 @@ void handle_admin_faults(http_req *r)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(echo, json_integer((json_int_t)ids[i]));
     http_reply_json(r, 200, json_pack("{s:s,s:o}", "status", "ok", "drop_peers", echo));
+}
+
+/* POST /admin/members {"action":"add","id":N,"peer_addr":"host:port"} or
+ * {"action":"remove","id":N}: one membership change through the log; the
+ * answer comes once it has committed. */
+void handle_admin_members(http_req *r)
+{
+    const char *action, *addr = NULL;
+    uint64_t id;
+    if (!http_field_string(r, "action", true, 16, &action) ||
+        !http_field_uint(r, "id", true, 1, UINT32_MAX, &id))
+        return;
+    bool add = strcmp(action, "add") == 0;
+    if (!add && strcmp(action, "remove") != 0) {
+        http_reply_error(r, 400, "invalid_field", "field \"action\" must be \"add\" or \"remove\"");
+        return;
+    }
+    if (add && !http_field_string(r, "peer_addr", true, DSYNC_ADDR_MAX - 1, &addr)) return;
+    int rc = add ? dsync_node_add_member(r->server->node, id, addr)
+                 : dsync_node_remove_member(r->server->node, id);
+    if (rc == DSYNC_EEXIST) {
+        http_reply_error(r, 409, "conflict", "node %llu is a member already",
+                         (unsigned long long)id);
+        return;
+    }
+    if (rc == DSYNC_ENOTFOUND) {
+        http_reply_error(r, 404, "not_found", "node %llu is not a member", (unsigned long long)id);
+        return;
+    }
+    if (rc == DSYNC_EINVAL) {
+        http_reply_error(r, 400, "invalid_field",
+                         add ? "bad peer_addr, or this node runs without DSYNC_PEERS"
+                             : "the last member cannot be removed");
+        return;
+    }
+    if (rc != 0) {
+        http_reply_dsync_error(r, rc, "members");
+        return;
+    }
+    http_reply_json(
+        r, 200, json_pack("{s:s,s:s,s:I}", "status", "ok", "action", action, "id", (json_int_t)id));
 }

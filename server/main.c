@@ -22,6 +22,7 @@ static const http_route routes[] = {
     {"/health", "GET", false, handle_health},
     {"/metrics", "GET", false, handle_metrics},
     {"/admin/faults", "POST", true, handle_admin_faults},
+    {"/admin/members", "POST", true, handle_admin_members},
 };
 
 static void log_stderr(void *ctx, dsync_log_level level, const char *msg)

@@ -53,6 +53,7 @@ typedef struct {
     uint64_t snapshot_entries;        /* DSYNC_SNAPSHOT_ENTRIES */
     uint64_t raft_tick_ms;            /* DSYNC_RAFT_TICK_MS */
     uint64_t raft_election_ticks;     /* DSYNC_ELECTION_TICKS */
+    int join;                         /* DSYNC_JOIN: 1 for a node added to a running cluster */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

@@ -150,6 +150,23 @@ int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen)
     return 0;
 }
 
+int nt_add_peer(nt_transport *t, uint64_t id, const char *addr)
+{
+    if (id == 0) return DSYNC_EINVAL;
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i].id == id) return DSYNC_EEXIST;
+    peer np = {.id = id, .fd = -1, .backoff_ms = BACKOFF_MIN_MS};
+    if (nt_parse_addr(addr, np.host, sizeof np.host, &np.port) != 0) return DSYNC_EINVAL;
+    /* Indexes of existing peers stay as they are: the pollfds handed out
+     * before this call still match. */
+    peer *grown = realloc(t->peers, (t->n_peers + 1) * sizeof *grown);
+    if (!grown) return DSYNC_ENOMEM;
+    t->peers = grown;
+    ut_buf_init(&np.outbox);
+    t->peers[t->n_peers++] = np;
+    return 0;
+}
+
 static void out_down(nt_transport *t, peer *p, uint64_t now_ms)
 {
     if (p->fd >= 0) close(p->fd);

@@ -32,6 +32,7 @@ typedef enum {
     ND_CALL_LOCK_STATE,
     ND_CALL_HEALTH,
     ND_CALL_DROP_PEERS,
+    ND_CALL_MEMBER, /* add or remove a member */
 } nd_call_kind;
 
 /* Frames on the peer transport (types above NT_USER). */
@@ -40,6 +41,8 @@ enum {
     ND_FRAME_PROPOSE,         /* follower -> leader: a command to propose */
     ND_FRAME_PROPOSE_REFUSED, /* leader -> follower: u64 seq it cannot take */
     ND_FRAME_PING,            /* every peer to every peer: the failure detector */
+    ND_FRAME_CONF,            /* follower -> leader: u64 seq | u8 add | u64 id | u16 len | addr */
+    ND_FRAME_CONF_RESULT,     /* leader -> follower: u64 seq | u32 -rc | u64 index */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -76,6 +79,12 @@ struct nd_call {
             const uint64_t *ids;
             size_t n;
         } drop;
+        struct {
+            bool add;
+            raft_member m;
+            uint64_t seq;   /* to match the leader's answer when forwarded */
+            uint64_t index; /* the configuration entry, once proposed */
+        } member;
     } u;
 };
 
@@ -103,7 +112,9 @@ typedef struct {
     dsync_series *forwarded;        /* counter: writes sent on to the leader */
     dsync_series *refused;          /* counter: writes answered 503 (no leader, timeout) */
     dsync_series *snapshots_installed;
-    dsync_series *peer_up[DSYNC_MAX_PEERS];
+    dsync_metric *peer_up_family;
+    dsync_series *peer_up[RAFT_MAX_NODES]; /* by position in voters */
+    dsync_series *members;
     dsync_series *frames_sent, *frames_received, *frames_dropped, *protocol_errors;
 } nd_raft_metrics;
 
@@ -120,12 +131,13 @@ struct dsync_node {
     bool closing;
 
     /* Everything below belongs to the loop thread alone. */
-    fsm fsm;           /* the lock table and its clock */
-    st_log *store;     /* durable log; NULL when DSYNC_DATA_DIR is empty */
-    bool store_broken; /* a write or fsync failed: stop taking part for good */
-    raft *raft;        /* consensus; a single node is a cluster of one */
-    nt_transport *net; /* peer transport; NULL for a single node */
-    uint64_t voters[DSYNC_MAX_PEERS];
+    fsm fsm;                             /* the lock table and its clock */
+    st_log *store;                       /* durable log; NULL when DSYNC_DATA_DIR is empty */
+    bool store_broken;                   /* a write or fsync failed: stop taking part for good */
+    raft *raft;                          /* consensus; a single node is a cluster of one */
+    nt_transport *net;                   /* peer transport; NULL for a single node */
+    uint64_t voters[RAFT_MAX_NODES];     /* the current members' ids */
+    raft_member members[RAFT_MAX_NODES]; /* ... and where they listen */
     size_t n_voters;
     uint64_t tick_due_ms;              /* next raft_tick */
     uint64_t ticks;                    /* raft ticks so far: pings go out every other one */
@@ -139,6 +151,7 @@ struct dsync_node {
     uint64_t known_leader;             /* for the leader-change counter */
     nd_call *writes;                   /* proposed, waiting for their entries to apply */
     nd_call *reads;                    /* waiting for their ReadIndex and its apply */
+    nd_call *confs;                    /* membership changes waiting for their entry */
     ut_buf scratch;                    /* command and message encoding */
     nd_call *parked;                   /* calls waiting for an event or their deadline */
     dsync_metrics *metrics;
@@ -170,6 +183,8 @@ void nd_raft_process(dsync_node *n);
  * returns the next time (absolute ms) the loop must wake for. */
 uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms);
 void nd_raft_health(dsync_node *n, dsync_health *h, uint64_t now_ms);
+/* A membership call: proposed here when leading, else at the leader. */
+void nd_raft_handle_member(dsync_node *n, nd_call *call);
 /* Completes every waiting write and read with rc (closing). */
 void nd_raft_fail_all(dsync_node *n, int rc);
 

@@ -62,6 +62,7 @@ void nd_raft_fail_all(dsync_node *n, int rc)
 {
     fail_list(&n->writes, rc);
     fail_list(&n->reads, rc);
+    fail_list(&n->confs, rc);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -92,15 +93,11 @@ static void register_metrics(dsync_node *n)
     rm->snapshots_installed = dsync_metric_series0(
         dsync_metrics_counter(m, "raft_snapshots_installed_total",
                               "Snapshots received from the leader and installed.", NULL));
-    dsync_metric *up = dsync_metrics_gauge(m, "raft_peer_up",
-                                           "1 while a frame arrived from the peer within an "
-                                           "election timeout.",
-                                           "peer");
-    for (size_t i = 0; i < n->n_voters; i++) {
-        char id[24];
-        snprintf(id, sizeof id, "%" PRIu64, n->voters[i]);
-        if (n->voters[i] != n->cfg.node_id) rm->peer_up[i] = dsync_metric_series1(up, id);
-    }
+    rm->peer_up_family = dsync_metrics_gauge(
+        m, "raft_peer_up", "1 while a frame arrived from the peer within an election timeout.",
+        "peer");
+    rm->members = dsync_metric_series0(
+        dsync_metrics_gauge(m, "raft_members", "Members of the current configuration.", NULL));
     dsync_metric *frames = dsync_metrics_counter(
         m, "transport_frames_total", "Peer transport frames by direction.", "direction");
     rm->frames_sent = dsync_metric_series1(frames, "sent");
@@ -137,6 +134,158 @@ static void update_metrics(dsync_node *n, uint64_t now_ms)
     dsync_series_add(rm->frames_dropped, (double)(st.frames_dropped - was->frames_dropped));
     dsync_series_add(rm->protocol_errors, (double)(st.protocol_errors - was->protocol_errors));
     *was = st;
+}
+
+/* ---- membership ----------------------------------------------------------- */
+
+static bool is_member(const dsync_node *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->n_voters; i++)
+        if (n->voters[i] == id) return true;
+    return false;
+}
+
+/* Takes the configuration Raft uses now: ids, addresses for the
+ * transport (a new member is dialled from now on), metric series. */
+static void set_members(dsync_node *n, const void *conf, size_t len)
+{
+    size_t count;
+    raft_member m[RAFT_MAX_NODES];
+    if (raft_conf_decode(conf, len, m, RAFT_MAX_NODES, &count) != 0) return;
+    for (size_t i = 0; i < count; i++) {
+        n->members[i] = m[i];
+        n->voters[i] = m[i].id;
+        n->rm.peer_up[i] = NULL;
+        if (m[i].id == n->cfg.node_id) continue;
+        char id[24];
+        snprintf(id, sizeof id, "%" PRIu64, m[i].id);
+        n->rm.peer_up[i] = dsync_metric_series1(n->rm.peer_up_family, id);
+        if (!n->net) continue;
+        int rc = nt_add_peer(n->net, m[i].id, m[i].addr);
+        if (rc == 0)
+            ut_log(&n->log, DSYNC_LOG_INFO, "member %" PRIu64 " at %s joined", m[i].id, m[i].addr);
+        else if (rc != DSYNC_EEXIST)
+            ut_log(&n->log, DSYNC_LOG_ERROR, "member %" PRIu64 ": bad address \"%s\"", m[i].id,
+                   m[i].addr);
+    }
+    n->n_voters = count;
+    dsync_series_set(n->rm.members, (double)count);
+}
+
+/* Leader: proposes the change; 0 with *index, or the error. */
+static int propose_member(dsync_node *n, bool add, const raft_member *m, uint64_t *index)
+{
+    if (add && !n->net) return DSYNC_EINVAL;
+    return raft_propose_conf(n->raft, add, m, index);
+}
+
+static void send_conf_result(dsync_node *n, uint64_t to, uint64_t seq, int rc, uint64_t index)
+{
+    unsigned char b[20];
+    ut_put_le(b, seq, 8);
+    ut_put_le(b + 8, (uint64_t)(uint32_t)-rc, 4);
+    ut_put_le(b + 12, index, 8);
+    nt_send(n->net, to, ND_FRAME_CONF_RESULT, b, sizeof b);
+}
+
+static void on_conf_frame(dsync_node *n, uint64_t from, const unsigned char *p, size_t len)
+{
+    if (len < 19 || (p[8] != 0 && p[8] != 1)) return;
+    uint64_t seq = ut_get_le(p, 8);
+    raft_member m = {.id = ut_get_le(p + 9, 8)};
+    size_t alen = (size_t)ut_get_le(p + 17, 2);
+    if (len != 19 + alen || alen >= sizeof m.addr || m.id == 0) return;
+    memcpy(m.addr, p + 19, alen);
+    uint64_t index = 0;
+    int rc = propose_member(n, p[8] == 1, &m, &index);
+    send_conf_result(n, from, seq, rc, index);
+}
+
+static void on_conf_result(dsync_node *n, const unsigned char *p, size_t len)
+{
+    if (len != 20) return;
+    uint64_t seq = ut_get_le(p, 8);
+    int rc = -(int)ut_get_le(p + 8, 4);
+    for (nd_call **pp = &n->confs; *pp; pp = &(*pp)->next) {
+        nd_call *c = *pp;
+        if (c->u.member.seq != seq || c->u.member.index) continue;
+        if (rc == 0) {
+            c->u.member.index = ut_get_le(p + 12, 8);
+            return;
+        }
+        *pp = c->next;
+        c->next = NULL;
+        nd_complete(c, rc < DSYNC_ERR_MIN ? DSYNC_EUNAVAILABLE : rc);
+        return;
+    }
+}
+
+void nd_raft_handle_member(dsync_node *n, nd_call *call)
+{
+    if (!n->net) {
+        nd_complete(call, DSYNC_EINVAL); /* a node started without peers stays alone */
+        return;
+    }
+    int rc;
+    call->u.member.index = 0;
+    call->u.member.seq = ++n->next_seq;
+    if (raft_get_role(n->raft) == RAFT_LEADER) {
+        rc = propose_member(n, call->u.member.add, &call->u.member.m, &call->u.member.index);
+    } else if (raft_leader(n->raft)) {
+        unsigned char b[19 + RAFT_ADDR_MAX];
+        size_t alen = strlen(call->u.member.m.addr);
+        ut_put_le(b, call->u.member.seq, 8);
+        b[8] = call->u.member.add ? 1 : 0;
+        ut_put_le(b + 9, call->u.member.m.id, 8);
+        ut_put_le(b + 17, alen, 2);
+        memcpy(b + 19, call->u.member.m.addr, alen);
+        rc = nt_send(n->net, raft_leader(n->raft), ND_FRAME_CONF, b, 19 + alen);
+        if (rc != 0) rc = DSYNC_EUNAVAILABLE;
+    } else {
+        rc = DSYNC_EUNAVAILABLE;
+    }
+    if (rc != 0) {
+        nd_complete(call, rc);
+        return;
+    }
+    call->deadline_ms = ut_now_ms() + ND_COMMIT_TIMEOUT_MS;
+    push(&n->confs, call);
+}
+
+/* Answers membership calls whose entry has been applied: done when the
+ * configuration now says what the call asked for. */
+static void finish_confs(dsync_node *n)
+{
+    for (nd_call **pp = &n->confs; *pp;) {
+        nd_call *c = *pp;
+        if (!c->u.member.index || c->u.member.index > n->applied) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        c->next = NULL;
+        bool in = is_member(n, c->u.member.m.id);
+        nd_complete(c, in == c->u.member.add ? 0 : DSYNC_EUNAVAILABLE);
+    }
+}
+
+int dsync_node_add_member(dsync_node *n, uint64_t id, const char *peer_addr)
+{
+    char host[DSYNC_ADDR_MAX];
+    uint16_t port;
+    if (!n || id == 0 || !peer_addr || strlen(peer_addr) >= RAFT_ADDR_MAX ||
+        nt_parse_addr(peer_addr, host, sizeof host, &port) != 0)
+        return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_MEMBER, .u.member = {.add = true, .m = {.id = id}}};
+    strcpy(call.u.member.m.addr, peer_addr);
+    return nd_submit(n, &call);
+}
+
+int dsync_node_remove_member(dsync_node *n, uint64_t id)
+{
+    if (!n || id == 0) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_MEMBER, .u.member = {.add = false, .m = {.id = id}}};
+    return nd_submit(n, &call);
 }
 
 /* ---- the transport ------------------------------------------------------ */
@@ -194,6 +343,12 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
     }
     case ND_FRAME_PING:
         return; /* the transport noted when it arrived: that is the point */
+    case ND_FRAME_CONF:
+        on_conf_frame(n, from, payload, len);
+        return;
+    case ND_FRAME_CONF_RESULT:
+        on_conf_result(n, payload, len);
+        return;
     default:
         ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a frame of unknown type %u", from,
                type);
@@ -278,7 +433,8 @@ static int persist(dsync_node *n, const raft_ready *rd)
 {
     if (!n->store) return 0;
     if (rd->has_snapshot) {
-        st_snapshot_meta meta = {rd->snapshot.index, rd->snapshot.term, NULL, 0};
+        st_snapshot_meta meta = {rd->snapshot.index, rd->snapshot.term, (void *)rd->snapshot.conf,
+                                 rd->snapshot.conf_len};
         int rc = st_log_save_snapshot(n->store, &meta, rd->snapshot.data, rd->snapshot.len);
         if (rc != 0) return rc;
     }
@@ -373,8 +529,12 @@ static void maybe_snapshot(dsync_node *n)
     ut_buf b;
     ut_buf_init(&b);
     int rc = fsm_snapshot(&n->fsm, &b);
+    const void *conf = NULL;
+    size_t conf_len = 0;
+    if (rc == 0) rc = raft_conf_at(n->raft, n->applied, &conf, &conf_len);
     if (rc == 0) {
-        st_snapshot_meta meta = {n->applied, raft_term_at(n->raft, n->applied), NULL, 0};
+        st_snapshot_meta meta = {n->applied, raft_term_at(n->raft, n->applied), (void *)conf,
+                                 conf_len};
         rc = st_log_save_snapshot(n->store, &meta, b.data, b.len);
     }
     if (rc == 0) rc = raft_compact(n->raft, n->applied, b.data, b.len);
@@ -407,6 +567,7 @@ void nd_raft_process(dsync_node *n)
         if (rd.role != RAFT_LEADER) send_msgs(n, &rd, true);
         send_msgs(n, &rd, false);
         if (rd.has_snapshot) restore_snapshot(n, &rd.snapshot);
+        if (rd.conf_changed) set_members(n, rd.conf, rd.conf_len);
         for (size_t i = 0; i < rd.n_committed; i++)
             apply_entry(n, &rd.committed[i]);
         for (size_t i = 0; i < rd.n_reads; i++)
@@ -422,6 +583,7 @@ void nd_raft_process(dsync_node *n)
         raft_advance(n->raft, &rd);
         /* A ReadIndex of 0 (nothing committed yet) is served at once. */
         serve_reads(n);
+        finish_confs(n);
         maybe_snapshot(n);
     }
     if (n->net) nt_tick(n->net, ut_now_ms()); /* flush what this turn queued */
@@ -463,8 +625,10 @@ uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms)
     uint64_t next = n->tick_due_ms;
     uint64_t w = expire_list(n, &n->writes, now_ms);
     uint64_t r = expire_list(n, &n->reads, now_ms);
+    uint64_t c = expire_list(n, &n->confs, now_ms);
     if (w < next) next = w;
     if (r < next) next = r;
+    if (c < next) next = c;
     if (n->net) {
         uint64_t t = nt_tick(n->net, now_ms);
         if (t < next) next = t;
@@ -478,8 +642,9 @@ static int build_raft(dsync_node *n, const st_loaded *ld)
 {
     raft_config rc = {
         .id = n->cfg.node_id,
-        .voters = n->voters,
-        .n_voters = n->n_voters,
+        .members = n->members,
+        .n_members = n->n_voters,
+        .join = n->cfg.join,
         .election_tick = (unsigned)n->cfg.raft_election_ticks,
         .heartbeat_tick = 1,
         .max_inflight = 256,
@@ -496,6 +661,8 @@ static int build_raft(dsync_node *n, const st_loaded *ld)
         n->synced_term = rc.hard_state.term;
         n->synced_vote = rc.hard_state.vote;
         if (ld->has_snapshot) {
+            rc.snapshot_conf = ld->snapshot.conf_len ? ld->snapshot.conf : NULL;
+            rc.snapshot_conf_len = ld->snapshot.conf_len;
             rc.snapshot_index = ld->snapshot.index;
             rc.snapshot_term = ld->snapshot.term;
             rc.snapshot = ld->snapshot_data;
@@ -560,13 +727,17 @@ static int open_store(dsync_node *n, const st_loaded **ld)
 
 int nd_raft_open(dsync_node *n)
 {
-    /* A single node is a cluster of one: itself. */
+    /* The first configuration: DSYNC_PEERS, or a cluster of one. Once
+     * the log or a snapshot holds one, that one rules. */
     if (n->cfg.n_peers == 0) {
-        n->voters[0] = n->cfg.node_id;
+        n->members[0] = (raft_member){.id = n->cfg.node_id};
+        snprintf(n->members[0].addr, sizeof n->members[0].addr, "%s", n->cfg.peer_addr);
         n->n_voters = 1;
     } else {
-        for (size_t i = 0; i < n->cfg.n_peers; i++)
-            n->voters[i] = n->cfg.peers[i].id;
+        for (size_t i = 0; i < n->cfg.n_peers; i++) {
+            n->members[i] = (raft_member){.id = n->cfg.peers[i].id};
+            snprintf(n->members[i].addr, sizeof n->members[i].addr, "%s", n->cfg.peers[i].addr);
+        }
         n->n_voters = n->cfg.n_peers;
     }
     n->next_seq = ut_wall_ms() * 1000;
@@ -581,7 +752,7 @@ int nd_raft_open(dsync_node *n)
                "restored snapshot %" PRIu64 " + %zu log entries (term %" PRIu64 ")",
                n->snapshot_index, ld->n_entries, ld->hard_state.term);
 
-    if (n->n_voters > 1) {
+    if (n->cfg.n_peers > 0) {
         nt_options opt = {.self_id = n->cfg.node_id,
                           .listen_addr = n->cfg.peer_addr,
                           .peers = n->cfg.peers,
@@ -595,7 +766,12 @@ int nd_raft_open(dsync_node *n)
             ut_log(&n->log, DSYNC_LOG_ERROR, "peer transport: %s", err);
             goto fail;
         }
-    } else {
+    }
+    /* The configuration Raft settled on (the log's, if it has one). */
+    raft_ready first;
+    raft_ready_get(n->raft, &first);
+    if (first.conf_changed) set_members(n, first.conf, first.conf_len);
+    if (n->n_voters == 1 && n->voters[0] == n->cfg.node_id && !n->cfg.join) {
         /* Alone, it needs nobody's vote: lead at once, so the first call
          * after open is served, then replay the log by committing it. */
         while (raft_get_role(n->raft) != RAFT_LEADER)
@@ -643,6 +819,7 @@ void nd_raft_health(dsync_node *n, dsync_health *h, uint64_t now_ms)
     h->snapshot_index = n->snapshot_index;
     h->healthy = !n->store_broken && h->leader_id != 0;
     h->n_peers = 0;
+    h->is_member = is_member(n, n->cfg.node_id);
     for (size_t i = 0; i < n->n_voters; i++) {
         uint64_t id = n->voters[i];
         if (id == n->cfg.node_id || !n->net) continue;

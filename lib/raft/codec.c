@@ -3,7 +3,8 @@
  *
  * u8 version | u8 type | u64 from, to, term, log_term, index, commit,
  * reject_hint, context | u8 reject | u32 n_entries | entries: u64 index, u64 term,
- * u8 type, u32 length, bytes | u32 snapshot length, bytes. Little-endian. Decoding checks every
+ * u8 type, u32 length, bytes | u32 snapshot length, bytes | u32 configuration
+ * length, bytes (the last two only in a snapshot message). Little-endian. Decoding checks every
  * length against what is left and refuses trailing bytes.
  */
 #include <stdlib.h>
@@ -39,6 +40,8 @@ int raft_msg_encode(const raft_msg *m, ut_buf *b)
     }
     ut_buf_put_le(b, m->snapshot_len, 4);
     ut_buf_append(b, m->snapshot, m->snapshot_len);
+    ut_buf_put_le(b, m->conf_len, 4);
+    ut_buf_append(b, m->conf, m->conf_len);
     return b->oom ? DSYNC_ENOMEM : 0;
 }
 
@@ -48,9 +51,11 @@ void raft_msg_free_entries(raft_msg *m)
         free(m->entries[i].data);
     free(m->entries);
     free(m->snapshot);
+    free(m->conf);
     m->entries = NULL;
     m->snapshot = NULL;
-    m->n_entries = m->snapshot_len = 0;
+    m->conf = NULL;
+    m->n_entries = m->snapshot_len = m->conf_len = 0;
 }
 
 int raft_msg_decode(const void *data, size_t len, raft_msg *m)
@@ -87,7 +92,8 @@ int raft_msg_decode(const void *data, size_t len, raft_msg *m)
         e->len = (size_t)ut_read_le(&r, 4);
         m->n_entries = i + 1;
         if (r.bad || e->len > r.left ||
-            (e->type != RAFT_ENTRY_NORMAL && e->type != RAFT_ENTRY_NOOP)) {
+            (e->type != RAFT_ENTRY_NORMAL && e->type != RAFT_ENTRY_NOOP &&
+             e->type != RAFT_ENTRY_CONF)) {
             raft_msg_free_entries(m);
             return DSYNC_ECORRUPT;
         }
@@ -117,6 +123,22 @@ int raft_msg_decode(const void *data, size_t len, raft_msg *m)
         m->snapshot_len = slen;
         r.p += slen;
         r.left -= slen;
+    }
+    size_t clen = (size_t)ut_read_le(&r, 4);
+    if (r.bad || clen > r.left || (clen && m->type != RAFT_MSG_SNAPSHOT)) {
+        raft_msg_free_entries(m);
+        return DSYNC_ECORRUPT;
+    }
+    if (clen) {
+        m->conf = malloc(clen);
+        if (!m->conf) {
+            raft_msg_free_entries(m);
+            return DSYNC_ENOMEM;
+        }
+        memcpy(m->conf, r.p, clen);
+        m->conf_len = clen;
+        r.p += clen;
+        r.left -= clen;
     }
     if (r.bad || r.left != 0) {
         raft_msg_free_entries(m);

@@ -65,6 +65,8 @@ static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, 
     }
     r->log[r->last - r->snap_index] = (raft_entry){r->last + 1, term, type, copy, len};
     r->last++;
+    r->promotable = true;
+    if (type == RAFT_ENTRY_CONF && raft_set_conf(r, copy, len) == 0) r->conf_index = r->last;
     return 0;
 }
 
@@ -77,6 +79,8 @@ static void truncate_from(raft *r, uint64_t index)
     }
     if (r->stable >= index) r->stable = index - 1;
     if (r->unstable_from > index) r->unstable_from = index;
+    /* A configuration in the tail is undone with it (thesis §4.1). */
+    if (r->conf_index >= index) raft_recompute_conf(r);
 }
 
 void raft_send(raft *r, raft_msg m)
@@ -164,7 +168,7 @@ static void campaign(raft *r, bool pre)
     }
     r->leader = 0;
     reset_timeout(r);
-    if (r->n == 1) {
+    if (r->n == 1 && raft_is_member(r, r->cfg.id)) {
         if (pre)
             campaign(r, false);
         else
@@ -239,6 +243,22 @@ static int cmp_u64_desc(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void become_follower(raft *r, uint64_t term, uint64_t leader);
+
+/* After the leader's commit index moved; false if it stepped down. */
+static bool leader_committed(raft *r)
+{
+    /* A new commit index goes out once per ready, not once per answer. */
+    r->bcast_commit = true;
+    /* A leader that removed itself leads until the change commits, then
+     * steps down (thesis §4.2.2); the others elect among themselves. */
+    if (!raft_is_member(r, r->cfg.id) && r->conf_index <= r->commit) {
+        become_follower(r, r->term, 0);
+        return false;
+    }
+    return true;
 }
 
 static bool maybe_commit(raft *r)
@@ -338,8 +358,7 @@ static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
     } else if (p->inflight > 0) {
         p->inflight--;
     }
-    /* A new commit index goes out once per ready, not once per answer. */
-    if (maybe_commit(r)) r->bcast_commit = true;
+    if (maybe_commit(r) && !leader_committed(r)) return;
     send_append(r, p, false);
 }
 
@@ -383,15 +402,27 @@ static void handle_vote_resp(raft *r, progress *p, const raft_msg *m)
 int raft_step(raft *r, const raft_msg *m)
 {
     progress *p = find_pr(r, m->from);
-    if (!p || m->from == r->cfg.id || m->to != r->cfg.id || m->type < RAFT_MSG_VOTE ||
+    /* Requests are served whoever sends them, member or not in our view
+     * of the configuration (thesis §4.1: a node whose configuration is
+     * stale must still vote for the leader of the new one); answers count
+     * only from members. */
+    if (m->from == 0 || m->from == r->cfg.id || m->to != r->cfg.id || m->type < RAFT_MSG_VOTE ||
         m->type >= RAFT_MSG_MAX_ || m->term == 0)
         return DSYNC_EINVAL;
     for (size_t i = 0; i < m->n_entries; i++)
         if (m->entries[i].index != m->index + 1 + i || m->entries[i].term > m->term)
             return DSYNC_EINVAL;
+    raft_member scratch[RAFT_MAX_NODES];
+    size_t nm;
     if (m->type == RAFT_MSG_SNAPSHOT &&
-        (m->index == 0 || m->log_term == 0 || m->log_term > m->term || m->n_entries))
+        (m->index == 0 || m->log_term == 0 || m->log_term > m->term || m->n_entries ||
+         raft_conf_decode(m->conf, m->conf_len, scratch, RAFT_MAX_NODES, &nm) != 0))
         return DSYNC_EINVAL;
+    for (size_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].type == RAFT_ENTRY_CONF &&
+            raft_conf_decode(m->entries[i].data, m->entries[i].len, scratch, RAFT_MAX_NODES, &nm) !=
+                0)
+            return DSYNC_EINVAL;
 
     bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
     if (m->term > r->term) {
@@ -427,10 +458,10 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_PREVOTE_RESP:
         /* A grant from an earlier pre-campaign asked about another term. */
         if (r->role == RAFT_PRECANDIDATE && (m->reject || m->term == r->term + 1))
-            handle_vote_resp(r, p, m);
+            if (p) handle_vote_resp(r, p, m);
         break;
     case RAFT_MSG_VOTE_RESP:
-        if (r->role == RAFT_CANDIDATE) handle_vote_resp(r, p, m);
+        if (p && r->role == RAFT_CANDIDATE) handle_vote_resp(r, p, m);
         break;
     case RAFT_MSG_APPEND:
     case RAFT_MSG_HEARTBEAT:
@@ -452,10 +483,10 @@ int raft_step(raft *r, const raft_msg *m)
         }
         break;
     case RAFT_MSG_APPEND_RESP:
-        if (r->role == RAFT_LEADER) handle_append_resp(r, p, m);
+        if (p && r->role == RAFT_LEADER) handle_append_resp(r, p, m);
         break;
     case RAFT_MSG_HEARTBEAT_RESP:
-        if (r->role == RAFT_LEADER) {
+        if (p && r->role == RAFT_LEADER) {
             p->recent_active = true;
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
@@ -498,6 +529,19 @@ int raft_step(raft *r, const raft_msg *m)
 void raft_tick(raft *r)
 {
     if (r->role != RAFT_LEADER) {
+        /* A joining node with nothing in its log yet stays quiet. A node
+         * whose latest configuration leaves it out still stands while
+         * that configuration is uncommitted: it may be the only one that
+         * can lead the change to its end (thesis §4.2.2); it just does not
+         * vote for itself. Once its removal is known committed it is out
+         * for good and stays quiet. */
+        bool removed = !raft_is_member(r, r->cfg.id) && r->conf_index <= r->commit;
+        if (!r->promotable || removed) {
+            /* The clock still runs, so leader stickiness lapses and it can
+             * vote for whoever leads next. */
+            if (r->elapsed < r->timeout) r->elapsed++;
+            return;
+        }
         if (++r->elapsed >= r->timeout) campaign(r, r->cfg.pre_vote);
         return;
     }
@@ -521,8 +565,13 @@ void raft_tick(raft *r)
 
 int raft_propose(raft *r, const void *data, size_t len, uint64_t *index)
 {
+    return raft_propose_entry(r, RAFT_ENTRY_NORMAL, data, len, index);
+}
+
+int raft_propose_entry(raft *r, uint8_t type, const void *data, size_t len, uint64_t *index)
+{
     if (r->role != RAFT_LEADER) return DSYNC_ENOTLEADER;
-    int rc = append_local(r, r->term, RAFT_ENTRY_NORMAL, data, len);
+    int rc = append_local(r, r->term, type, data, len);
     if (rc != 0) return rc;
     if (index) *index = r->last;
     /* Sent at the next ready: every proposal of a loop turn travels in one
@@ -543,6 +592,7 @@ static void flush_bcast(raft *r)
 
 bool raft_has_ready(const raft *r)
 {
+    if (r->conf_changed) return true;
     if (r->role == RAFT_LEADER && (r->bcast_entries || r->bcast_commit)) return true;
     uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
     return r->n_out > 0 || r->n_reads > 0 || r->snap_unsaved || r->unstable_from <= r->last ||
@@ -558,7 +608,13 @@ void raft_ready_get(raft *r, raft_ready *rd)
     rd->hard_state_changed = memcmp(&rd->hard_state, &r->saved_hs, sizeof rd->hard_state) != 0;
     if (r->snap_unsaved) {
         rd->has_snapshot = true;
-        rd->snapshot = (raft_snapshot){r->snap_index, r->snap_term, r->snap_data, r->snap_len};
+        rd->snapshot = (raft_snapshot){r->snap_index, r->snap_term, r->snap_data,
+                                       r->snap_len,   r->base_conf, r->base_conf_len};
+    }
+    if (r->conf_changed) {
+        rd->conf_changed = true;
+        rd->conf = r->conf;
+        rd->conf_len = r->conf_len;
     }
     if (r->unstable_from <= r->last) {
         rd->entries = raft_entry_at(r, r->unstable_from);
@@ -592,10 +648,11 @@ void raft_advance(raft *r, raft_ready *rd)
         raft_msg_free_entries(&rd->msgs[i]);
     r->n_out = 0;
     r->n_reads = 0;
+    if (rd->conf_changed) r->conf_changed = false;
     if (r->role == RAFT_LEADER) {
         progress *self = find_pr(r, r->cfg.id);
-        self->match = r->stable;
-        if (maybe_commit(r)) r->bcast_commit = true;
+        if (self) self->match = r->stable;
+        if (maybe_commit(r)) leader_committed(r);
     }
 }
 
@@ -603,31 +660,30 @@ void raft_advance(raft *r, raft_ready *rd)
 
 raft *raft_new(const raft_config *cfg)
 {
-    if (cfg->id == 0 || cfg->n_voters == 0 || cfg->n_voters > RAFT_MAX_NODES ||
-        cfg->election_tick < 2 || cfg->heartbeat_tick == 0 ||
+    if (cfg->id == 0 || cfg->election_tick < 2 || cfg->heartbeat_tick == 0 ||
         cfg->heartbeat_tick >= cfg->election_tick || cfg->max_inflight == 0 ||
         cfg->max_msg_entries == 0)
         return NULL;
-    /* Members are distinct non-zero ids. */
-    for (size_t i = 0; i < cfg->n_voters; i++) {
-        if (cfg->voters[i] == 0) return NULL;
-        for (size_t j = 0; j < i; j++)
-            if (cfg->voters[j] == cfg->voters[i]) return NULL;
-    }
     raft *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->cfg = *cfg;
-    bool self = false;
-    for (size_t i = 0; i < cfg->n_voters; i++) {
-        r->voters[i] = cfg->voters[i];
-        r->pr[i].id = cfg->voters[i];
-        self |= cfg->voters[i] == cfg->id;
-    }
-    r->n = cfg->n_voters;
-    r->cfg.voters = r->voters;
+    r->cfg.members = NULL;
     r->cfg.entries = NULL;
     r->cfg.snapshot = NULL;
+    r->cfg.snapshot_conf = NULL;
     r->rng = cfg->seed ^ ut_mix64(cfg->id);
+    /* The configuration: the snapshot's, else the first one. */
+    ut_buf first;
+    ut_buf_init(&first);
+    int rc = cfg->snapshot_conf ? raft_set_base_conf(r, cfg->snapshot_conf, cfg->snapshot_conf_len)
+             : raft_conf_encode(cfg->members, cfg->n_members, &first) == 0
+                 ? raft_set_base_conf(r, first.data, first.len)
+                 : DSYNC_EINVAL;
+    ut_buf_free(&first);
+    if (rc != 0 || raft_set_conf(r, r->base_conf, r->base_conf_len) != 0) {
+        raft_free(r);
+        return NULL;
+    }
     if (cfg->snapshot_index) {
         if (cfg->snapshot_term == 0 || cfg->applied < cfg->snapshot_index ||
             (cfg->snapshot_len && !(r->snap_data = malloc(cfg->snapshot_len)))) {
@@ -639,6 +695,7 @@ raft *raft_new(const raft_config *cfg)
         r->snap_index = r->last = cfg->snapshot_index;
         r->snap_term = cfg->snapshot_term;
     }
+    /* Entries bring their configurations with them (append_local). */
     for (size_t i = 0; i < cfg->n_entries; i++) {
         if (cfg->entries[i].index != cfg->snapshot_index + i + 1 ||
             append_local(r, cfg->entries[i].term, cfg->entries[i].type, cfg->entries[i].data,
@@ -647,9 +704,10 @@ raft *raft_new(const raft_config *cfg)
             return NULL;
         }
     }
+    r->promotable = !cfg->join || r->last > 0;
     uint64_t commit =
         cfg->hard_state.commit > cfg->snapshot_index ? cfg->hard_state.commit : cfg->snapshot_index;
-    if (!self || commit > r->last || cfg->applied > commit) {
+    if (commit > r->last || cfg->applied > commit) {
         raft_free(r);
         return NULL;
     }
@@ -659,7 +717,7 @@ raft *raft_new(const raft_config *cfg)
     r->vote = cfg->hard_state.vote;
     /* The snapshot holds only committed entries, whatever the hard state
      * last said. */
-    r->commit = cfg->hard_state.commit > r->snap_index ? cfg->hard_state.commit : r->snap_index;
+    r->commit = commit;
     r->applied = cfg->applied;
     r->saved_hs = cfg->hard_state;
     r->role = RAFT_FOLLOWER;
@@ -674,6 +732,8 @@ void raft_free(raft *r)
         free(raft_entry_at(r, i)->data);
     free(r->log);
     free(r->snap_data);
+    free(r->conf);
+    free(r->base_conf);
     for (size_t i = 0; i < r->n_out; i++)
         raft_msg_free_entries(&r->out[i]);
     free(r->out);

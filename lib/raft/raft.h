@@ -24,7 +24,7 @@
  * replicate with an in-flight limit), fast conflict back-off, the commit
  * rule of §5.4.2, linearizable reads by ReadIndex, snapshots with log
  * compaction and InstallSnapshot (§7) for a follower the log has left
- * behind. Not yet: membership changes.
+ * behind, membership changes one server at a time (thesis §4.1).
  */
 #ifndef DSYNC_RAFT_H
 #define DSYNC_RAFT_H
@@ -39,7 +39,22 @@
 
 typedef enum { RAFT_FOLLOWER, RAFT_PRECANDIDATE, RAFT_CANDIDATE, RAFT_LEADER } raft_role;
 
-enum { RAFT_ENTRY_NORMAL = 1, RAFT_ENTRY_NOOP = 2 };
+enum { RAFT_ENTRY_NORMAL = 1, RAFT_ENTRY_NOOP = 2, RAFT_ENTRY_CONF = 3 };
+
+/* A member of the cluster. The address is opaque to Raft: it travels in
+ * configuration entries so every node learns where a new member listens. */
+#define RAFT_ADDR_MAX 128
+typedef struct {
+    uint64_t id;
+    char addr[RAFT_ADDR_MAX];
+} raft_member;
+
+/* A configuration (the data of a RAFT_ENTRY_CONF entry, and what a
+ * snapshot records): u32 count | count x (u64 id | u16 length | addr),
+ * little-endian, distinct non-zero ids, 1..RAFT_MAX_NODES members. */
+int raft_conf_encode(const raft_member *members, size_t n, ut_buf *b);
+/* DSYNC_ECORRUPT for anything else than the above. */
+int raft_conf_decode(const void *data, size_t len, raft_member *out, size_t max, size_t *n);
 
 typedef struct {
     uint64_t index;
@@ -78,6 +93,8 @@ typedef struct {
     size_t n_entries;
     void *snapshot; /* RAFT_MSG_SNAPSHOT: the state machine image, owned like entries */
     size_t snapshot_len;
+    void *conf; /* RAFT_MSG_SNAPSHOT: the configuration as of the snapshot */
+    size_t conf_len;
 } raft_msg;
 
 typedef struct {
@@ -88,8 +105,14 @@ typedef struct {
 
 typedef struct {
     uint64_t id;
-    const uint64_t *voters; /* every member, self included */
-    size_t n_voters;
+    /* The first configuration, for a cluster that has none in its log or
+     * snapshot yet; afterwards the log's latest configuration rules. */
+    const raft_member *members;
+    size_t n_members;
+    /* A node joining a running cluster: it never campaigns before the
+     * leader has sent it the log (an empty log must not start elections
+     * in a cluster it does not yet know). */
+    bool join;
     unsigned election_tick;  /* followers wait [e, 2e) ticks for a leader */
     unsigned heartbeat_tick; /* leaders send heartbeats this often */
     size_t max_inflight;     /* append messages in flight per follower */
@@ -103,6 +126,8 @@ typedef struct {
     uint64_t snapshot_term;
     const void *snapshot; /* copied: sent to followers the log has left behind */
     size_t snapshot_len;
+    const void *snapshot_conf; /* the configuration stored with the snapshot */
+    size_t snapshot_conf_len;
     const raft_entry *entries; /* copied */
     size_t n_entries;
     uint64_t applied; /* entries up to here are already in the state machine
@@ -115,6 +140,8 @@ typedef struct {
     uint64_t index, term;
     const void *data;
     size_t len;
+    const void *conf; /* the configuration as of index: store it with the image */
+    size_t conf_len;
 } raft_snapshot;
 
 /* A read that may be served once the state machine has applied index. */
@@ -136,6 +163,9 @@ typedef struct {
     size_t n_committed;
     raft_read_state *reads; /* ReadIndex answers */
     size_t n_reads;
+    bool conf_changed; /* the membership changed: conf is the new one */
+    const void *conf;
+    size_t conf_len;
     raft_role role;
     uint64_t leader;
     uint64_t term;
@@ -168,7 +198,24 @@ int raft_compact(raft *r, uint64_t index, const void *data, size_t len);
 /* Index of the snapshot the log starts after (0: none). */
 uint64_t raft_snapshot_index(const raft *r);
 
-/* Appends a command when leader; DSYNC_ENOTLEADER otherwise. */
+/* Membership change, one server at a time (thesis §4.1): the leader
+ * appends a configuration with member added (or the member with its id
+ * removed), which every node uses as soon as it is in its log. Refused
+ * with DSYNC_EUNAVAILABLE while an earlier change is uncommitted or the
+ * leader has not yet committed an entry of its term (the fix of §4.1's
+ * bug), DSYNC_EEXIST / DSYNC_ENOTFOUND for a member already there / not
+ * there, DSYNC_EINVAL when the cluster would be empty or too large. A
+ * leader that removes itself steps down once the change commits. */
+int raft_propose_conf(raft *r, bool add, const raft_member *member, uint64_t *index);
+/* The current configuration; returns the member count (at most max
+ * filled in). */
+size_t raft_members(const raft *r, raft_member *out, size_t max);
+/* The configuration as of applied index `index` (for a snapshot); the
+ * pointer is valid until the next call into r. */
+int raft_conf_at(const raft *r, uint64_t index, const void **conf, size_t *len);
+
+/* Appends a command when leader; DSYNC_ENOTLEADER otherwise. It leaves
+ * with the next ready, with every other proposal of the same turn. */
 int raft_propose(raft *r, const void *data, size_t len, uint64_t *index);
 
 bool raft_has_ready(const raft *r);

@@ -1,7 +1,7 @@
 /*
  * raft_internal.h: the Raft core's state, shared by its files: raft.c
  * (roles, elections, replication, ready), read.c (ReadIndex), snapshot.c
- * (compaction, InstallSnapshot), codec.c.
+ * (compaction, InstallSnapshot), conf.c (membership), codec.c.
  */
 #ifndef DSYNC_RAFT_INTERNAL_H
 #define DSYNC_RAFT_INTERNAL_H
@@ -33,7 +33,7 @@ typedef struct {
 
 struct raft {
     raft_config cfg;
-    uint64_t voters[RAFT_MAX_NODES];
+    uint64_t voters[RAFT_MAX_NODES]; /* the current configuration's ids */
     size_t n;
     progress pr[RAFT_MAX_NODES];
 
@@ -49,7 +49,17 @@ struct raft {
     uint64_t snap_index, snap_term;
     void *snap_data; /* the snapshot's image, for followers left behind */
     size_t snap_len;
-    bool snap_unsaved;      /* received from the leader, not yet handed to ready */
+    bool snap_unsaved; /* received from the leader, not yet handed to ready */
+
+    /* Membership: voters/pr/n above follow the latest configuration in the
+     * log (thesis §4.1: used as soon as appended, committed or not). */
+    void *conf; /* that configuration's encoding */
+    size_t conf_len;
+    void *base_conf; /* the configuration as of the snapshot (or the first) */
+    size_t base_conf_len;
+    uint64_t conf_index;    /* latest configuration entry in the log; 0: base_conf */
+    bool conf_changed;      /* for the next ready */
+    bool promotable;        /* may campaign: a member that has a log */
     uint64_t stable;        /* persisted up to here */
     uint64_t unstable_from; /* first index not yet handed out to persist */
 
@@ -74,6 +84,8 @@ static inline raft_entry *raft_entry_at(const raft *r, uint64_t index)
 {
     return &r->log[index - r->snap_index - 1];
 }
+/* Leader: appends an entry of any type, sent at the next ready. */
+int raft_propose_entry(raft *r, uint8_t type, const void *data, size_t len, uint64_t *index);
 /* Queues m for the next ready (from and, if zero, term filled in). */
 void raft_send(raft *r, raft_msg m);
 
@@ -83,6 +95,18 @@ void raft_send(raft *r, raft_msg m);
 void raft_send_snapshot(raft *r, progress *p);
 /* Follower: InstallSnapshot from the leader. */
 void raft_handle_snapshot(raft *r, const raft_msg *m);
+
+/* conf.c */
+/* Makes the encoded configuration current (keeping the progress of
+ * members that stay); DSYNC_ECORRUPT (and no change) if it does not
+ * decode. */
+int raft_set_conf(raft *r, const void *conf, size_t len);
+/* Replaces base_conf with a copy. */
+int raft_set_base_conf(raft *r, const void *conf, size_t len);
+/* After the log lost its tail or its head: the latest configuration left
+ * in the log, else base_conf, becomes current again. */
+void raft_recompute_conf(raft *r);
+bool raft_is_member(const raft *r, uint64_t id);
 
 /* read.c */
 void raft_add_read(raft *r, uint64_t context, uint64_t index);

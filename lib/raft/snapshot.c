@@ -41,8 +41,14 @@ static int set_image(raft *r, const void *data, size_t len)
 int raft_compact(raft *r, uint64_t index, const void *data, size_t len)
 {
     if (index <= r->snap_index || index > r->applied) return DSYNC_EINVAL;
-    int rc = set_image(r, data, len);
+    /* The snapshot records the configuration as of its index. */
+    const void *conf;
+    size_t conf_len;
+    int rc = raft_conf_at(r, index, &conf, &conf_len);
+    if (rc == 0) rc = raft_set_base_conf(r, conf, conf_len);
+    if (rc == 0) rc = set_image(r, data, len);
     if (rc != 0) return rc;
+    if (r->conf_index <= index) r->conf_index = 0;
     uint64_t term = raft_term_at(r, index);
     drop_prefix(r, index);
     r->snap_index = index;
@@ -57,19 +63,24 @@ uint64_t raft_snapshot_index(const raft *r)
 
 void raft_send_snapshot(raft *r, progress *p)
 {
-    void *copy = NULL;
-    if (r->snap_len) {
-        copy = malloc(r->snap_len);
-        if (!copy) return; /* the next heartbeat tries again */
-        memcpy(copy, r->snap_data, r->snap_len);
+    void *copy = malloc(r->snap_len ? r->snap_len : 1);
+    void *conf = malloc(r->base_conf_len);
+    if (!copy || !conf) {
+        free(copy);
+        free(conf);
+        return; /* the next heartbeat tries again */
     }
+    if (r->snap_len) memcpy(copy, r->snap_data, r->snap_len);
+    memcpy(conf, r->base_conf, r->base_conf_len);
     raft_send(r, (raft_msg){.type = RAFT_MSG_SNAPSHOT,
                             .to = p->id,
                             .index = r->snap_index,
                             .log_term = r->snap_term,
                             .commit = r->commit,
                             .snapshot = copy,
-                            .snapshot_len = r->snap_len});
+                            .snapshot_len = r->snap_len,
+                            .conf = conf,
+                            .conf_len = r->base_conf_len});
     p->state = PR_SNAPSHOT;
     p->pending_snapshot = r->snap_index;
     p->snapshot_wait = 0;
@@ -94,7 +105,9 @@ void raft_handle_snapshot(raft *r, const raft_msg *m)
         raft_send(r, resp);
         return;
     }
-    if (set_image(r, m->snapshot, m->snapshot_len) != 0) return; /* the leader resends */
+    if (set_image(r, m->snapshot, m->snapshot_len) != 0 ||
+        raft_set_base_conf(r, m->conf, m->conf_len) != 0)
+        return; /* the leader resends */
     /* Nothing in our log can be trusted past a conflict with a committed
      * entry: discard it all and start after the snapshot. */
     drop_prefix(r, r->last);
@@ -103,6 +116,9 @@ void raft_handle_snapshot(raft *r, const raft_msg *m)
     r->commit = r->applied = r->stable = m->index;
     r->unstable_from = m->index + 1;
     r->snap_unsaved = true;
+    r->promotable = true;
+    r->conf_index = 0;
+    raft_recompute_conf(r); /* the snapshot's configuration */
     resp.index = m->index;
     raft_send(r, resp);
 }

@@ -197,6 +197,7 @@ RANGED_SETTER(set_http_timeout, http_request_timeout_ms, 100, 600000)
 RANGED_SETTER(set_snapshot_entries, snapshot_entries, 16, 100000000ULL)
 RANGED_SETTER(set_raft_tick, raft_tick_ms, 1, 10000)
 RANGED_SETTER(set_election_ticks, raft_election_ticks, 3, 1000)
+RANGED_SETTER(set_join, join, 0, 1)
 
 static int set_log_level(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
@@ -238,6 +239,10 @@ static const var_def vars[] = {
     {{"DSYNC_ELECTION_TICKS", "10",
       "a follower that hears no leader for 1-2x this many ticks starts an election"},
      set_election_ticks},
+    {{"DSYNC_JOIN", "0",
+      "1 for a node being added to a running cluster: it waits for the leader instead of "
+      "starting elections"},
+     set_join},
 };
 #define N_VARS (sizeof vars / sizeof vars[0])
 

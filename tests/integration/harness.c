@@ -298,6 +298,25 @@ int h_cluster_start(h_cluster *c, int n, const char *const *extra)
     return 0;
 }
 
+int h_cluster_add_node(h_cluster *c, const char *const *extra)
+{
+    if (c->n == H_MAX_NODES) return -1;
+    const char *env[H_MAX_ENV + 1];
+    int k = 0;
+    env[k++] = "DSYNC_JOIN=1";
+    for (int i = 0; extra && extra[i] && k < H_MAX_ENV; i++)
+        env[k++] = extra[i];
+    env[k] = NULL;
+    h_node *n = &c->nodes[c->n];
+    h_node_init(n, c->n + 1, env);
+    char self[40];
+    snprintf(self, sizeof self, ",%d=127.0.0.1:%d", n->node_id, n->peer_port);
+    snprintf(n->peers, sizeof n->peers, "%s", c->nodes[0].peers);
+    strncat(n->peers, self, sizeof n->peers - strlen(n->peers) - 1);
+    c->n++;
+    return h_node_start(n) == 0 ? c->n - 1 : -1;
+}
+
 int h_cluster_destroy(h_cluster *c)
 {
     /* civetweb takes a while to stop: let every node stop at once. */

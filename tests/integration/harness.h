@@ -73,6 +73,11 @@ typedef struct {
  * h_node_init), starts them all, and waits for one leader every node
  * agrees on. Returns 0, or -1 after printing what went wrong. */
 int h_cluster_start(h_cluster *c, int n, const char *const *extra);
+/* Adds node c->n + 1 to the prepared cluster: DSYNC_PEERS names every
+ * node so far and itself, DSYNC_JOIN=1, and extra as in h_node_init.
+ * Starts it (it is not a member until someone adds it); returns its
+ * index, or -1. */
+int h_cluster_add_node(h_cluster *c, const char *const *extra);
 /* Index of the leader that every running node names, once that holds
  * (polling /health for up to timeout_ms); -1 if it never does. Nodes in
  * `skip` (a bitmask of indexes) are neither asked nor eligible. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -275,9 +276,18 @@ static void test_a_leader_cut_off_refuses_writes_and_the_majority_serves(void **
 #define CLIENTS 4
 #define MAX_HOLDS 4096
 
+/* Times in microseconds: on loopback one holder can follow another
+ * within the same millisecond. */
 typedef struct {
-    long long token, granted_ms, released_ms;
+    long long token, granted_us, released_us;
 } hold;
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 typedef struct {
     h_cluster *c;
@@ -301,15 +311,15 @@ static void *client_main(void *p)
         if (token <= 0) continue; /* 202, 503, a dead node: ask again */
         hold *h = &a->holds[a->n_holds++];
         h->token = token;
-        h->granted_ms = h_now_ms();
-        h->released_ms = 0;
+        h->granted_us = now_us();
+        h->released_us = 0;
         /* Release until some node confirms; the first attempt is the
          * earliest the lock can have been freed. 404: an earlier attempt
          * whose answer was lost already released it. */
         for (;;) {
             n = &a->c->nodes[rand_r(&a->seed) % 3];
             if (n->pid <= 0) continue;
-            if (!h->released_ms) h->released_ms = h_now_ms();
+            if (!h->released_us) h->released_us = now_us();
             int st = release(n, "fenced", name);
             if (st == 200 || st == 404) break;
         }
@@ -320,7 +330,7 @@ static void *client_main(void *p)
 static int by_grant(const void *x, const void *y)
 {
     const hold *a = x, *b = y;
-    return a->granted_ms < b->granted_ms ? -1 : a->granted_ms > b->granted_ms;
+    return a->granted_us < b->granted_us ? -1 : a->granted_us > b->granted_us;
 }
 
 static void test_no_two_clients_hold_the_x_lock_at_once_across_crashes_and_partitions(void **state)
@@ -375,10 +385,70 @@ static void test_no_two_clients_hold_the_x_lock_at_once_across_crashes_and_parti
     for (size_t i = 1; i < n; i++) {
         /* Each grant came after the previous holder let go, and carries a
          * larger fencing token: a stale holder is always fenced off. */
-        assert_true(all[i].granted_ms >= all[i - 1].released_ms);
+        assert_true(all[i].granted_us >= all[i - 1].released_us);
         assert_true(all[i].token > all[i - 1].token);
     }
     free(all);
+}
+
+static int member_change(const h_node *n, const char *action, int id, int peer_port)
+{
+    int st;
+    json_t *j =
+        post(n, "/admin/members", &st,
+             "{\"action\":\"%s\",\"id\":%d,\"peer_addr\":\"127.0.0.1:%d\"}", action, id, peer_port);
+    json_decref(j);
+    return st;
+}
+
+static void test_a_fourth_node_joins_and_a_member_leaves_while_the_cluster_serves(void **state)
+{
+    h_cluster *c = *state;
+    int l = h_cluster_leader(c, 0, 5000);
+    assert_true(l >= 0);
+    long long before = acquire_x(&c->nodes[l], "before-join", "ivy", 0);
+    assert_true(before > 0);
+    /* More than a snapshot's worth, so the newcomer starts from one. */
+    char key[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "filler-%d", i);
+        assert_true(acquire_x(&c->nodes[l], key, "ivy", 0) > 0);
+    }
+    int nw = h_cluster_add_node(c, fast_env);
+    assert_int_equal(nw, 3);
+    /* Through a follower, which forwards the change to the leader. */
+    int f = (l + 1) % 3;
+    assert_int_equal(member_change(&c->nodes[f], "add", 4, c->nodes[nw].peer_port), 200);
+    assert_int_equal(member_change(&c->nodes[l], "add", 4, c->nodes[nw].peer_port), 409);
+    /* The newcomer catches up and serves, reads included. */
+    long long commit = h_health_int(&c->nodes[l], "commit_index");
+    long long deadline = h_now_ms() + 10000;
+    while (h_health_int(&c->nodes[nw], "applied_index") < commit && h_now_ms() < deadline)
+        usleep(20000);
+    assert_true(h_health_int(&c->nodes[nw], "applied_index") >= commit);
+    assert_int_equal(held_token(&c->nodes[nw], "before-join", "ivy"), before);
+    assert_true(acquire_x(&c->nodes[nw], "via-newcomer", "jack", 0) > before);
+    int st;
+    json_t *h = h_json(&c->nodes[l], "GET", "/health", NULL, &st);
+    assert_int_equal(json_array_size(json_object_get(h, "peers")), 3);
+    json_decref(h);
+
+    /* Remove the leader: it steps down once that commits, the other three
+     * elect one of themselves, and writes go on without it. */
+    assert_int_equal(member_change(&c->nodes[l], "remove", l + 1, 0), 200);
+    int nl = h_cluster_leader(c, 1u << l, 10000);
+    assert_true(nl >= 0 && nl != l);
+    h_node_kill9(&c->nodes[l]);
+    long long t = -1;
+    deadline = h_now_ms() + 10000;
+    while (t < 0 && h_now_ms() < deadline)
+        t = acquire_x(&c->nodes[nw], "after-leave", "kate", 0);
+    assert_true(t > 0);
+    assert_int_equal(member_change(&c->nodes[nl], "remove", l + 1, 0), 404);
+    h = h_json(&c->nodes[nl], "GET", "/health", NULL, &st);
+    assert_int_equal(json_array_size(json_object_get(h, "peers")), 2);
+    assert_true(json_is_true(json_object_get(h, "member")));
+    json_decref(h);
 }
 
 int main(void)
@@ -393,6 +463,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_no_two_clients_hold_the_x_lock_at_once_across_crashes_and_partitions, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_fourth_node_joins_and_a_member_leaves_while_the_cluster_serves, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

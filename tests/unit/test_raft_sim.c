@@ -36,7 +36,8 @@ typedef struct {
     raft_hard_state hs;
     /* Durable: a snapshot, then log[k] holding index snap_index + 1 + k. */
     uint64_t snap_index, snap_term, snap_chain;
-    raft_entry *log; /* data owned here */
+    ut_buf snap_conf; /* the configuration stored with the snapshot */
+    raft_entry *log;  /* data owned here */
     size_t n_log, cap_log;
     uint64_t *chain; /* chain[k]: hash of entries 1 .. snap_index + 1 + k */
     uint64_t applied;
@@ -61,6 +62,9 @@ typedef struct {
     double drop, dup;
     double p_crash, p_restart, p_cut; /* per step, for one random node */
     uint64_t compact_every;           /* 0: never compact */
+    int n_initial;                    /* members at the start; the rest join later */
+    double p_conf;                    /* per step: the leader adds or removes a node */
+    uint64_t conf_changes;
     uint64_t snapshots_installed;
     bool scripted; /* named scenarios: no PreVote/CheckQuorum */
     /* Scripted scenarios may drop chosen messages. */
@@ -115,10 +119,17 @@ static uint64_t chain_next(uint64_t prev, uint64_t term, uint64_t value)
 static void start_node(sim *s, int i)
 {
     node *nd = &s->nodes[i];
+    raft_member members[MAXN];
+    int n_initial = s->n_initial ? s->n_initial : s->n;
+    for (int k = 0; k < n_initial; k++)
+        members[k] = (raft_member){.id = s->ids[k]};
     raft_config cfg = {
         .id = s->ids[i],
-        .voters = s->ids,
-        .n_voters = (size_t)s->n,
+        .members = members,
+        .n_members = (size_t)n_initial,
+        .join = i >= n_initial,
+        .snapshot_conf = nd->snap_conf.len ? nd->snap_conf.data : NULL,
+        .snapshot_conf_len = nd->snap_conf.len,
         .election_tick = 10,
         .heartbeat_tick = 1,
         /* Small batches split an old-term entry from the new leader's
@@ -180,8 +191,11 @@ static void persist_entries(node *nd, const raft_entry *e, size_t n)
 
 /* The durable log drops entries up to index (all of them if it has fewer)
  * behind a snapshot of term `term` and state `chain`. */
-static void persist_snapshot(node *nd, uint64_t index, uint64_t term, uint64_t chain)
+static void persist_snapshot(node *nd, uint64_t index, uint64_t term, uint64_t chain,
+                             const void *conf, size_t conf_len)
 {
+    nd->snap_conf.len = 0;
+    ut_buf_append(&nd->snap_conf, conf, conf_len);
     size_t drop =
         index >= nd->snap_index + nd->n_log ? nd->n_log : (size_t)(index - nd->snap_index);
     for (size_t k = 0; k < drop; k++)
@@ -271,20 +285,35 @@ static void install_snapshot(sim *s, int i, const raft_snapshot *snap)
     CHECK(s, snap->index <= s->n_committed && s->committed_chain[snap->index] == chain,
           "node %d installed a snapshot at %llu that is not the committed state", i,
           (unsigned long long)snap->index);
-    persist_snapshot(nd, snap->index, snap->term, chain);
+    persist_snapshot(nd, snap->index, snap->term, chain, snap->conf, snap->conf_len);
     nd->applied = snap->index;
     nd->sm_chain = chain;
     s->snapshots_installed++;
 }
+
+static void compact_now(node *nd);
 
 /* Node i snapshots its state machine and compacts, now and then. */
 static void maybe_compact(sim *s, int i)
 {
     node *nd = &s->nodes[i];
     if (!s->compact_every || nd->applied < nd->snap_index + s->compact_every) return;
+    compact_now(nd);
+}
+
+/* Snapshot of everything applied: the image, its term and configuration. */
+static void compact_now(node *nd)
+{
     uint64_t term = raft_term_at(nd->r, nd->applied);
+    const void *conf;
+    size_t conf_len;
+    assert_int_equal(raft_conf_at(nd->r, nd->applied, &conf, &conf_len), 0);
+    ut_buf copy;
+    ut_buf_init(&copy);
+    ut_buf_append(&copy, conf, conf_len);
     assert_int_equal(raft_compact(nd->r, nd->applied, &nd->sm_chain, sizeof nd->sm_chain), 0);
-    persist_snapshot(nd, nd->applied, term, nd->sm_chain);
+    persist_snapshot(nd, nd->applied, term, nd->sm_chain, copy.data, copy.len);
+    ut_buf_free(&copy);
 }
 
 static void process_ready(sim *s, int i)
@@ -428,6 +457,16 @@ static void step(sim *s, bool faults)
         uint64_t v = ++s->next_value;
         raft_propose(s->nodes[l].r, &v, sizeof v, NULL);
     }
+    if (l >= 0 && chance(s, s->p_conf)) {
+        /* Add a node that is out, or take one out: one at a time. */
+        raft_member m = {.id = s->ids[rnd(s) % (uint64_t)s->n]};
+        raft_member cur[MAXN];
+        size_t n = raft_members(s->nodes[l].r, cur, MAXN);
+        bool in = false;
+        for (size_t k = 0; k < n; k++)
+            in |= cur[k].id == m.id;
+        if (raft_propose_conf(s->nodes[l].r, !in, &m, NULL) == 0) s->conf_changes++;
+    }
     int reader = (int)(rnd(s) % (uint64_t)s->n);
     if (s->nodes[reader].up && chance(s, 0.2)) ask_read(s, reader);
     if (faults) {
@@ -451,6 +490,7 @@ static void free_sim(sim *s)
             free(s->nodes[i].log[k].data);
         free(s->nodes[i].log);
         free(s->nodes[i].chain);
+        ut_buf_free(&s->nodes[i].snap_conf);
     }
     for (size_t k = 0; k < s->n_net; k++)
         free(s->net[k].bytes);
@@ -461,6 +501,28 @@ static void free_sim(sim *s)
     free(s->committed_chain);
     free(s->read_floor);
     free(s->leader_of_term);
+}
+
+/* DSYNC_SIM_DEBUG=1: each node's view, when a seed does not converge. */
+static void dump(sim *s)
+{
+    if (!getenv("DSYNC_SIM_DEBUG")) return;
+    for (int i = 0; i < s->n; i++) {
+        raft_member cur[MAXN];
+        size_t nm = raft_members(s->nodes[i].r, cur, MAXN);
+        char ids[64] = "";
+        for (size_t k = 0; k < nm; k++)
+            snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%llu ",
+                     (unsigned long long)cur[k].id);
+        print_message("node %d: %s term %llu leader %llu commit %llu last %llu applied %llu "
+                      "members %s\n",
+                      i, raft_role_name(raft_get_role(s->nodes[i].r)),
+                      (unsigned long long)raft_term(s->nodes[i].r),
+                      (unsigned long long)raft_leader(s->nodes[i].r),
+                      (unsigned long long)raft_commit_index(s->nodes[i].r),
+                      (unsigned long long)raft_last_index(s->nodes[i].r),
+                      (unsigned long long)s->nodes[i].applied, ids);
+    }
 }
 
 /* One seed: a stormy phase, then calm until everything converges. */
@@ -481,6 +543,13 @@ static int run_seed(uint64_t seed, int steps)
     s.p_cut = harsh ? 0.05 : 0.01;
     /* Most seeds compact, some often (so snapshots travel), some never. */
     s.compact_every = seed % 5 == 0 ? 0 : 3 + seed % 29;
+    /* A third of the seeds change membership: 5 processes, 3 members at
+     * first, nodes added and removed one at a time as the storm goes on. */
+    if (seed % 3 == 0) {
+        s.n = 5;
+        s.n_initial = 3;
+        s.p_conf = 0.02;
+    }
     for (int i = 0; i < s.n; i++)
         s.ids[i] = (uint64_t)i + 1;
     for (int i = 0; i < s.n; i++)
@@ -503,11 +572,16 @@ static int run_seed(uint64_t seed, int steps)
         uint64_t commit = raft_commit_index(s.nodes[l].r);
         if (target == 0 && raft_term_at(s.nodes[l].r, commit) == raft_term(s.nodes[l].r))
             target = commit; /* the leader has committed in its own term */
+        /* Every member applies everything; removed nodes hear nothing more. */
+        raft_member cur[MAXN];
+        size_t nm = raft_members(s.nodes[l].r, cur, MAXN);
         bool all = target > 0;
         for (int i = 0; i < s.n && all; i++)
-            all = s.nodes[i].applied >= target;
+            for (size_t k = 0; k < nm; k++)
+                if (cur[k].id == s.ids[i]) all = s.nodes[i].applied >= target;
         if (all) break;
     }
+    if (calm >= 600) dump(&s);
     CHECK(&s, calm < 600, "no convergence within 600 calm ticks (target %llu)",
           (unsigned long long)target);
     /* Liveness of reads: once calm, a read at the leader is answered. */
@@ -519,13 +593,15 @@ static int run_seed(uint64_t seed, int steps)
         step(&s, false);
         s.step++;
     }
+    if (waited >= 100) dump(&s);
     CHECK(&s, waited < 100, "a read at the leader went unanswered for 100 calm ticks");
     if (getenv("DSYNC_SIM_VERBOSE"))
         print_message("seed %llu: %d nodes, %zu entries committed, %llu proposals, %llu reads "
-                      "answered, %llu snapshots installed, final term %llu, %d steps\n",
+                      "answered, %llu snapshots installed, %llu membership changes, final term "
+                      "%llu, %d steps\n",
                       (unsigned long long)seed, s.n, s.n_committed,
                       (unsigned long long)s.next_value, (unsigned long long)s.reads_answered,
-                      (unsigned long long)s.snapshots_installed,
+                      (unsigned long long)s.snapshots_installed, (unsigned long long)s.conf_changes,
                       (unsigned long long)raft_term(s.nodes[0].r), s.step);
     int rc = 0;
     if (s.fail[0]) {
@@ -794,8 +870,7 @@ static void test_a_follower_left_behind_by_compaction_catches_up_by_snapshot(voi
     for (int i = 0; i < 2; i++) {
         node *nd = &s.nodes[i];
         assert_int_equal(nd->applied, 21);
-        assert_int_equal(raft_compact(nd->r, nd->applied, &nd->sm_chain, sizeof nd->sm_chain), 0);
-        persist_snapshot(nd, nd->applied, raft_term(nd->r), nd->sm_chain);
+        compact_now(nd);
         /* Compacting what is already compacted, or beyond applied, is refused. */
         assert_int_equal(raft_compact(nd->r, nd->applied, "x", 1), DSYNC_EINVAL);
         assert_int_equal(raft_compact(nd->r, nd->applied + 1, "x", 1), DSYNC_EINVAL);
@@ -822,6 +897,76 @@ static void test_a_follower_left_behind_by_compaction_catches_up_by_snapshot(voi
     run_ticks(&s, 2);
     assert_int_equal(s.nodes[2].applied, 22);
     assert_int_equal(s.nodes[2].sm_chain, s.nodes[0].sm_chain);
+    free_sim(&s);
+}
+
+static bool has_member(raft *r, uint64_t id)
+{
+    raft_member cur[MAXN];
+    size_t n = raft_members(r, cur, MAXN);
+    for (size_t k = 0; k < n; k++)
+        if (cur[k].id == id) return true;
+    return false;
+}
+
+/* Thesis §4.1: a node uses a configuration as soon as it is in its log,
+ * so a configuration in a divergent uncommitted tail must be undone when
+ * the tail is replaced; and a joining node catches up and votes. */
+static void test_a_configuration_in_a_divergent_tail_is_undone_with_it(void **state)
+{
+    sim s;
+    scripted_init(&s, 4, 3);
+    /* Node 4 (index 3) is not a member yet: restart everyone with 3. */
+    s.n_initial = 3;
+    for (int i = 0; i < 4; i++) {
+        crash_node(&s, i);
+        start_node(&s, i);
+    }
+    elect(&s, 0);
+    settle(&s);
+    assert_false(has_member(s.nodes[0].r, 4));
+    /* The leader, cut off, adds node 4: only it has the configuration. */
+    s.cut[0] = true;
+    raft_member m4 = {.id = 4};
+    uint64_t index;
+    assert_int_equal(raft_propose_conf(s.nodes[0].r, true, &m4, &index), 0);
+    /* One change at a time. */
+    raft_member m3 = {.id = 3};
+    assert_int_equal(raft_propose_conf(s.nodes[0].r, false, &m3, NULL), DSYNC_EUNAVAILABLE);
+    settle(&s);
+    assert_true(has_member(s.nodes[0].r, 4));
+    assert_false(has_member(s.nodes[1].r, 4));
+    /* The others elect a leader and write over that index. */
+    elect(&s, 1);
+    uint64_t v = 5;
+    raft_propose(s.nodes[1].r, &v, sizeof v, NULL);
+    settle(&s);
+    s.cut[0] = false;
+    run_ticks(&s, 20);
+    assert_int_equal(raft_term_at(s.nodes[0].r, index), raft_term_at(s.nodes[1].r, index));
+    assert_false(has_member(s.nodes[0].r, 4));
+
+    /* Now add node 4 for real: it joins, catches up, and counts. */
+    int l = leader_index(&s);
+    assert_true(l >= 0);
+    assert_int_equal(raft_propose_conf(s.nodes[l].r, true, &m4, &index), 0);
+    assert_int_equal(raft_propose_conf(s.nodes[l].r, true, &m4, NULL), DSYNC_EUNAVAILABLE);
+    run_ticks(&s, 20);
+    for (int i = 0; i < 4; i++)
+        assert_true(has_member(s.nodes[i].r, 4));
+    assert_true(s.nodes[3].applied >= index);
+    assert_int_equal(raft_propose_conf(s.nodes[l].r, true, &m4, NULL), DSYNC_EEXIST);
+    /* Remove the leader itself: it steps down once that commits, and
+     * the rest go on without it. */
+    raft_member ml = {.id = s.ids[l]};
+    assert_int_equal(raft_propose_conf(s.nodes[l].r, false, &ml, NULL), 0);
+    run_ticks(&s, 40);
+    assert_int_not_equal(raft_get_role(s.nodes[l].r), RAFT_LEADER);
+    int nl = leader_index(&s);
+    assert_true(nl >= 0 && nl != l);
+    assert_false(has_member(s.nodes[nl].r, s.ids[l]));
+    raft_member ghost = {.id = 9};
+    assert_int_equal(raft_propose_conf(s.nodes[nl].r, false, &ghost, NULL), DSYNC_ENOTFOUND);
     free_sim(&s);
 }
 
@@ -890,6 +1035,7 @@ int main(void)
         cmocka_unit_test(test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced),
         cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
+        cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_garbage_never_decodes_into_a_message_that_crashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,12 @@
  * hard-state changes collect in a buffer; st_log_sync() writes the buffer
  * with one write() and makes it durable with one fdatasync(), so every
  * request that arrived during one loop turn shares one disk flush.
+ *
+ * The file is preallocated ahead of the writes (fallocate, PREALLOC_BYTES
+ * at a time, as etcd's WAL does): an fdatasync after an append that grows
+ * the file must also journal the new size, which on ext4 here costs about
+ * 1.7 ms against 0.2 ms for one inside allocated space. The preallocated
+ * tail reads as zeros, which replay takes as the end of the log.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +29,16 @@ enum { REC_HEADER = 9 }; /* u32 len, u32 crc, u8 type */
 #define REC_MAX_PAYLOAD (64u << 20)
 #define SNAP_MAGIC 0x50534e44u /* "DNSP" little-endian */
 #define SNAP_VERSION 1u
+#define PREALLOC_BYTES (4u << 20)
 
 struct st_log {
     char dir[DSYNC_PATH_MAX];
     char log_path[DSYNC_PATH_MAX + 16];
     char snap_path[DSYNC_PATH_MAX + 16];
     int fd;
-    uint64_t synced_size; /* bytes of the file known durable */
+    uint64_t synced_size; /* bytes of the file known durable: the log's end */
+    uint64_t alloc_size;  /* file size, preallocated zeros included */
+    bool no_prealloc;     /* the file system cannot fallocate: plain appends */
     ut_buf pending;       /* records not yet written */
     uint64_t last_index;  /* including pending appends */
     uint64_t snap_index;
@@ -42,17 +51,18 @@ struct st_log {
 
 /* ---- file helpers ------------------------------------------------------- */
 
-static int write_all(int fd, const void *data, size_t len)
+static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
 {
     const char *p = data;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
+        ssize_t k = pwrite(fd, p, len, (off_t)off);
+        if (k < 0) {
             if (errno == EINTR) continue;
-            return DSYNC_EIO;
+            return -1;
         }
-        p += n;
-        len -= (size_t)n;
+        p += k;
+        off += (uint64_t)k;
+        len -= (size_t)k;
     }
     return 0;
 }
@@ -153,7 +163,8 @@ typedef struct {
     bool has_hs;
     st_hard_state hs;
     size_t valid_bytes; /* prefix of the file made of good records */
-    size_t torn_bytes;
+    size_t torn_bytes;  /* garbage after them: a write cut short */
+    size_t zero_bytes;  /* zeros after them: preallocated, never written */
 } replay;
 
 static int replay_push(replay *r, const st_entry *e)
@@ -184,7 +195,11 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
     memset(r, 0, sizeof *r);
     while (off < len) {
         size_t left = len - off;
-        if (left < REC_HEADER || all_zero(data + off, left)) {
+        if (all_zero(data + off, left)) {
+            r->zero_bytes = left;
+            break;
+        }
+        if (left < REC_HEADER) {
             r->torn_bytes = left;
             break;
         }
@@ -349,7 +364,9 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
         rc = DSYNC_EIO;
         goto fail;
     }
-    /* Cut a torn tail off for good before anything is appended after it. */
+    /* Cut a torn tail off for good before anything is appended after it;
+     * a preallocated zero tail stays for the appends to come. */
+    l->alloc_size = r.torn_bytes ? r.valid_bytes : len;
     if (r.torn_bytes && (ftruncate(l->fd, (off_t)r.valid_bytes) != 0 || fdatasync(l->fd) != 0)) {
         snprintf(err, errlen, "cannot cut the torn tail of %s: %s", l->log_path, strerror(errno));
         rc = DSYNC_EIO;
@@ -403,13 +420,25 @@ int st_log_set_hard_state(st_log *l, const st_hard_state *hs)
     return add_hard_state_record(&l->pending, hs);
 }
 
+/* Makes room for n more bytes past the end inside allocated space. */
+static void preallocate(st_log *l, size_t n)
+{
+    if (l->no_prealloc || l->synced_size + n <= l->alloc_size) return;
+    uint64_t want = l->synced_size + n + PREALLOC_BYTES;
+    if (fallocate(l->fd, 0, (off_t)l->alloc_size, (off_t)(want - l->alloc_size)) == 0)
+        l->alloc_size = want;
+    else
+        l->no_prealloc = true; /* e.g. EOPNOTSUPP: appends still work */
+}
+
 int st_log_sync(st_log *l, size_t *synced_bytes)
 {
     if (l->broken) return DSYNC_EIO;
     size_t n = l->pending.len;
     if (synced_bytes) *synced_bytes = n;
     if (n == 0) return 0;
-    if (write_all(l->fd, l->pending.data, n) != 0 || fdatasync(l->fd) != 0) {
+    preallocate(l, n);
+    if (pwrite_all(l->fd, l->pending.data, n, l->synced_size) != 0 || fdatasync(l->fd) != 0) {
         l->broken = true;
         return DSYNC_EIO;
     }
@@ -456,7 +485,7 @@ static int write_snapshot_file(st_log *l, const st_snapshot_meta *meta, const vo
     ut_buf_append(&b, crc, sizeof crc);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int rc = DSYNC_EIO;
-    if (fd >= 0 && !b.oom && write_all(fd, b.data, b.len) == 0 && fsync(fd) == 0 &&
+    if (fd >= 0 && !b.oom && pwrite_all(fd, b.data, b.len, 0) == 0 && fsync(fd) == 0 &&
         rename(tmp, l->snap_path) == 0 && fsync_dir(l->dir) == 0)
         rc = 0;
     if (fd >= 0) close(fd);
@@ -519,7 +548,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     snprintf(tmp, sizeof tmp, "%s.tmp", l->log_path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     rc = DSYNC_EIO;
-    if (fd >= 0 && write_all(fd, nb.data, nb.len) == 0 && fsync(fd) == 0 &&
+    if (fd >= 0 && pwrite_all(fd, nb.data, nb.len, 0) == 0 && fsync(fd) == 0 &&
         rename(tmp, l->log_path) == 0 && fsync_dir(l->dir) == 0)
         rc = 0;
     size_t new_size = nb.len;
@@ -530,7 +559,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     }
     close(l->fd);
     l->fd = fd;
-    l->synced_size = new_size;
+    l->synced_size = l->alloc_size = new_size;
     l->snap_index = meta->index;
     l->snap_term = meta->term;
     l->last_index = new_last;
@@ -545,7 +574,7 @@ void st_log_crash_for_test(st_log *l, size_t keep_unsynced)
     /* Bytes written but not synced may or may not survive a power loss;
      * the test chooses how many did. */
     if (keep_unsynced > l->pending.len) keep_unsynced = l->pending.len;
-    if (keep_unsynced) write_all(l->fd, l->pending.data, keep_unsynced);
+    if (keep_unsynced) pwrite_all(l->fd, l->pending.data, keep_unsynced, l->synced_size);
     if (ftruncate(l->fd, (off_t)(l->synced_size + keep_unsynced)) != 0) abort();
     l->pending.len = 0;
     st_log_close(l);

@@ -165,6 +165,37 @@ static void flip_byte(fixture *f, long offset)
     close(fd);
 }
 
+/* The file is preallocated ahead of the writes (so an fdatasync need not
+ * journal a new size); the zero tail is free space, not a torn write. */
+static void test_the_log_is_preallocated_and_its_zero_tail_is_not_a_torn_write(void **state)
+{
+    fixture *f = *state;
+    const st_loaded *ld;
+    st_log *l = open_ok(f, &ld);
+    append(l, 1, 1, "first entry");
+    assert_int_equal(st_log_sync(l, NULL), 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/raft/log", f->dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true((uint64_t)st.st_size > st_log_file_size(l));
+    st_log_close(l);
+
+    l = open_ok(f, &ld);
+    assert_int_equal(ld->n_entries, 1);
+    assert_int_equal(ld->torn_bytes, 0);
+    /* Appends after a reopen land after the last record, not at the end
+     * of the preallocated space. */
+    append(l, 2, 1, "second entry");
+    assert_int_equal(st_log_sync(l, NULL), 0);
+    st_log_close(l);
+    l = open_ok(f, &ld);
+    assert_int_equal(ld->n_entries, 2);
+    assert_entry(ld, 1, 2, 1, "second entry");
+    assert_int_equal(ld->torn_bytes, 0);
+    st_log_close(l);
+}
+
 static void test_a_corrupt_record_in_the_middle_stops_the_open(void **state)
 {
     fixture *f = *state;
@@ -285,6 +316,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_unsynced_writes_lost_in_a_power_loss_cost_nothing_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_log_is_preallocated_and_its_zero_tail_is_not_a_torn_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_corrupt_record_in_the_middle_stops_the_open, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_bad_checksum_on_the_last_record_is_a_torn_write,

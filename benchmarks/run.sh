@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: lock acquire+release cycles through the library on one node,
 # durable (fsync before every answer, group commit) and memory-only, with 1
-# and 32 concurrent clients. Each run is bounded by SECONDS (default 5).
-# The three-node cluster and the etcd comparison arrive with the Raft issue.
+# and 32 concurrent clients; then, over HTTP, a three-node dsyncd cluster
+# against a three-node etcd cluster (cluster_bench.sh). Each run is bounded
+# by SECONDS_PER_RUN (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECONDS_PER_RUN:-5}

@@ -175,7 +175,9 @@ static void set_members(dsync_node *n, const void *conf, size_t len)
 /* Leader: proposes the change; 0 with *index, or the error. */
 static int propose_member(dsync_node *n, bool add, const raft_member *m, uint64_t *index)
 {
-    if (add && !n->net) return DSYNC_EINVAL;
+    /* A cluster's votes and log must survive restarts: a memory-only node
+     * stays alone. */
+    if (add && (!n->net || !n->store)) return DSYNC_EINVAL;
     return raft_propose_conf(n->raft, add, m, index);
 }
 

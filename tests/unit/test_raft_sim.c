@@ -200,8 +200,10 @@ static void persist_snapshot(node *nd, uint64_t index, uint64_t term, uint64_t c
         index >= nd->snap_index + nd->n_log ? nd->n_log : (size_t)(index - nd->snap_index);
     for (size_t k = 0; k < drop; k++)
         free(nd->log[k].data);
-    memmove(nd->log, nd->log + drop, (nd->n_log - drop) * sizeof *nd->log);
-    memmove(nd->chain, nd->chain + drop, (nd->n_log - drop) * sizeof *nd->chain);
+    if (nd->n_log > drop) {
+        memmove(nd->log, nd->log + drop, (nd->n_log - drop) * sizeof *nd->log);
+        memmove(nd->chain, nd->chain + drop, (nd->n_log - drop) * sizeof *nd->chain);
+    }
     nd->n_log -= drop;
     nd->snap_index = index;
     nd->snap_term = term;

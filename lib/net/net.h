@@ -54,8 +54,10 @@ int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen)
 void nt_close(nt_transport *t);
 
 /* A new member (a membership change): dialled from now on, and its
- * HELLO accepted. DSYNC_EEXIST if known already (addresses of removed
- * members stay known; nothing is sent to them). */
+ * HELLO accepted. A known peer at a new address is dialled there from now
+ * on (what was queued for the old one is dropped). DSYNC_EEXIST if known
+ * at that address already (addresses of removed members stay known;
+ * nothing is sent to them). */
 int nt_add_peer(nt_transport *t, uint64_t id, const char *addr);
 
 /* Queues a frame to peer `to`. Returns DSYNC_ENOTFOUND for an unknown id,

@@ -150,13 +150,24 @@ int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen)
     return 0;
 }
 
+static void out_down(nt_transport *t, peer *p, uint64_t now_ms);
+
 int nt_add_peer(nt_transport *t, uint64_t id, const char *addr)
 {
     if (id == 0) return DSYNC_EINVAL;
-    for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id) return DSYNC_EEXIST;
     peer np = {.id = id, .fd = -1, .backoff_ms = BACKOFF_MIN_MS};
     if (nt_parse_addr(addr, np.host, sizeof np.host, &np.port) != 0) return DSYNC_EINVAL;
+    for (size_t i = 0; i < t->n_peers; i++) {
+        peer *p = &t->peers[i];
+        if (p->id != id) continue;
+        if (p->self || (p->port == np.port && strcmp(p->host, np.host) == 0)) return DSYNC_EEXIST;
+        /* A member back at a new address: dial there from now on. */
+        strcpy(p->host, np.host);
+        p->port = np.port;
+        p->backoff_ms = BACKOFF_MIN_MS;
+        out_down(t, p, 0);
+        return 0;
+    }
     /* Indexes of existing peers stay as they are: the pollfds handed out
      * before this call still match. */
     peer *grown = realloc(t->peers, (t->n_peers + 1) * sizeof *grown);

@@ -42,7 +42,7 @@ enum {
     ND_FRAME_PROPOSE_REFUSED, /* leader -> follower: u64 seq it cannot take */
     ND_FRAME_PING,            /* every peer to every peer: the failure detector */
     ND_FRAME_CONF,            /* follower -> leader: u64 seq | u8 add | u64 id | u16 len | addr */
-    ND_FRAME_CONF_RESULT,     /* leader -> follower: u64 seq | u32 -rc | u64 index */
+    ND_FRAME_CONF_RESULT,     /* leader -> follower, once applied: u64 seq | u32 -rc */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -51,6 +51,15 @@ enum {
 #define ND_COMMIT_TIMEOUT_MS 5000
 
 typedef struct nd_call nd_call;
+
+/* Leader: a membership change a follower forwarded, answered once its
+ * entry has applied (index 0: free slot). */
+#define ND_MAX_REMOTE_CONFS 8
+typedef struct {
+    uint64_t from, seq, index, id;
+    bool add;
+    uint64_t deadline_ms;
+} nd_remote_conf;
 struct nd_call {
     nd_call_kind kind;
     int rc; /* result code, set by the loop */
@@ -83,7 +92,7 @@ struct nd_call {
             bool add;
             raft_member m;
             uint64_t seq;   /* to match the leader's answer when forwarded */
-            uint64_t index; /* the configuration entry, once proposed */
+            uint64_t index; /* proposed here: the entry (0: forwarded, wait for the leader) */
         } member;
     } u;
 };
@@ -152,8 +161,9 @@ struct dsync_node {
     nd_call *writes;                   /* proposed, waiting for their entries to apply */
     nd_call *reads;                    /* waiting for their ReadIndex and its apply */
     nd_call *confs;                    /* membership changes waiting for their entry */
-    ut_buf scratch;                    /* command and message encoding */
-    nd_call *parked;                   /* calls waiting for an event or their deadline */
+    nd_remote_conf remote_confs[ND_MAX_REMOTE_CONFS];
+    ut_buf scratch;  /* command and message encoding */
+    nd_call *parked; /* calls waiting for an event or their deadline */
     dsync_metrics *metrics;
     nd_lock_metrics lm;
     nd_raft_metrics rm;

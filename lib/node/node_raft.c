@@ -36,15 +36,22 @@ static void push(nd_call **list, nd_call *c)
     *list = c;
 }
 
-static nd_call *take_seq(nd_call **list, uint64_t seq)
+/* Unlinks and returns the first waiting write with this sequence number
+ * and, when cmd is given, the same operation on the same key for the same
+ * client, so an entry left from this node's previous life (its clock
+ * stepped back across a restart) answers nobody. */
+static nd_call *take_write(nd_call **list, uint64_t seq, const fsm_cmd *cmd)
 {
     for (nd_call **pp = list; *pp; pp = &(*pp)->next) {
-        if ((*pp)->cmd.seq == seq) {
-            nd_call *c = *pp;
-            *pp = c->next;
-            c->next = NULL;
-            return c;
-        }
+        const fsm_cmd *w = &(*pp)->cmd;
+        if (w->seq != seq) continue;
+        if (cmd && (w->op != cmd->op || strcmp(w->key, cmd->key) != 0 ||
+                    strcmp(w->client_id, cmd->client_id) != 0))
+            continue;
+        nd_call *c = *pp;
+        *pp = c->next;
+        c->next = NULL;
+        return c;
     }
     return NULL;
 }
@@ -181,15 +188,17 @@ static int propose_member(dsync_node *n, bool add, const raft_member *m, uint64_
     return raft_propose_conf(n->raft, add, m, index);
 }
 
-static void send_conf_result(dsync_node *n, uint64_t to, uint64_t seq, int rc, uint64_t index)
+static void send_conf_result(dsync_node *n, uint64_t to, uint64_t seq, int rc)
 {
-    unsigned char b[20];
+    unsigned char b[12];
     ut_put_le(b, seq, 8);
     ut_put_le(b + 8, (uint64_t)(uint32_t)-rc, 4);
-    ut_put_le(b + 12, index, 8);
     nt_send(n->net, to, ND_FRAME_CONF_RESULT, b, sizeof b);
 }
 
+/* Leader: a member change a follower forwarded. Refused at once, or
+ * remembered and answered once its entry has applied here (the node it
+ * removes may never see that entry, so it cannot wait for it itself). */
 static void on_conf_frame(dsync_node *n, uint64_t from, const unsigned char *p, size_t len)
 {
     if (len < 19 || (p[8] != 0 && p[8] != 1)) return;
@@ -198,26 +207,32 @@ static void on_conf_frame(dsync_node *n, uint64_t from, const unsigned char *p, 
     size_t alen = (size_t)ut_get_le(p + 17, 2);
     if (len != 19 + alen || alen >= sizeof m.addr || m.id == 0) return;
     memcpy(m.addr, p + 19, alen);
+    if (memchr(m.addr, '\0', alen)) return;
+    nd_remote_conf *slot = NULL;
+    for (size_t i = 0; i < ND_MAX_REMOTE_CONFS && !slot; i++)
+        if (!n->remote_confs[i].index) slot = &n->remote_confs[i];
     uint64_t index = 0;
-    int rc = propose_member(n, p[8] == 1, &m, &index);
-    send_conf_result(n, from, seq, rc, index);
+    int rc = slot ? propose_member(n, p[8] == 1, &m, &index) : DSYNC_EUNAVAILABLE;
+    if (rc != 0) {
+        send_conf_result(n, from, seq, rc);
+        return;
+    }
+    *slot = (nd_remote_conf){from, seq, index, m.id, p[8] == 1, ut_now_ms() + ND_COMMIT_TIMEOUT_MS};
 }
 
 static void on_conf_result(dsync_node *n, const unsigned char *p, size_t len)
 {
-    if (len != 20) return;
+    if (len != 12) return;
     uint64_t seq = ut_get_le(p, 8);
-    int rc = -(int)ut_get_le(p + 8, 4);
+    uint64_t code = ut_get_le(p + 8, 4);
+    /* A peer's number is checked before it becomes our error code. */
+    int rc = code == 0 ? 0 : code <= (uint64_t)-DSYNC_ERR_MIN ? -(int)code : DSYNC_EUNAVAILABLE;
     for (nd_call **pp = &n->confs; *pp; pp = &(*pp)->next) {
         nd_call *c = *pp;
         if (c->u.member.seq != seq || c->u.member.index) continue;
-        if (rc == 0) {
-            c->u.member.index = ut_get_le(p + 12, 8);
-            return;
-        }
         *pp = c->next;
         c->next = NULL;
-        nd_complete(c, rc < DSYNC_ERR_MIN ? DSYNC_EUNAVAILABLE : rc);
+        nd_complete(c, rc);
         return;
     }
 }
@@ -231,7 +246,9 @@ void nd_raft_handle_member(dsync_node *n, nd_call *call)
     int rc;
     call->u.member.index = 0;
     call->u.member.seq = ++n->next_seq;
-    if (raft_get_role(n->raft) == RAFT_LEADER) {
+    if (n->store_broken) {
+        rc = DSYNC_EIO;
+    } else if (raft_get_role(n->raft) == RAFT_LEADER) {
         rc = propose_member(n, call->u.member.add, &call->u.member.m, &call->u.member.index);
     } else if (raft_leader(n->raft)) {
         unsigned char b[19 + RAFT_ADDR_MAX];
@@ -254,8 +271,9 @@ void nd_raft_handle_member(dsync_node *n, nd_call *call)
     push(&n->confs, call);
 }
 
-/* Answers membership calls whose entry has been applied: done when the
- * configuration now says what the call asked for. */
+/* Answers membership changes whose entry has been applied here (our own
+ * callers, and the followers that forwarded one): done when the
+ * configuration now says what was asked. */
 static void finish_confs(dsync_node *n)
 {
     for (nd_call **pp = &n->confs; *pp;) {
@@ -268,6 +286,18 @@ static void finish_confs(dsync_node *n)
         c->next = NULL;
         bool in = is_member(n, c->u.member.m.id);
         nd_complete(c, in == c->u.member.add ? 0 : DSYNC_EUNAVAILABLE);
+    }
+    uint64_t now = ut_now_ms();
+    for (size_t i = 0; i < ND_MAX_REMOTE_CONFS; i++) {
+        nd_remote_conf *rc = &n->remote_confs[i];
+        if (!rc->index) continue;
+        if (rc->index <= n->applied) {
+            bool in = is_member(n, rc->id);
+            send_conf_result(n, rc->from, rc->seq, in == rc->add ? 0 : DSYNC_EUNAVAILABLE);
+            rc->index = 0;
+        } else if (rc->deadline_ms <= now) {
+            rc->index = 0; /* the follower has given up by now */
+        }
     }
 }
 
@@ -302,6 +332,7 @@ static void send_refusal(dsync_node *n, uint64_t to, uint64_t seq)
 /* Leader: proposes a command for itself or for a follower. */
 static int propose_cmd(dsync_node *n, fsm_cmd *cmd, uint64_t *index)
 {
+    if (n->store_broken) return DSYNC_EIO;
     if (raft_get_role(n->raft) != RAFT_LEADER) return DSYNC_ENOTLEADER;
     cmd->now_ms = ut_wall_ms();
     n->scratch.len = 0;
@@ -312,6 +343,7 @@ static int propose_cmd(dsync_node *n, fsm_cmd *cmd, uint64_t *index)
 static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload, size_t len)
 {
     dsync_node *n = ctx;
+    if (n->store_broken) return; /* it takes no part any more */
     switch (type) {
     case ND_FRAME_RAFT: {
         raft_msg m;
@@ -331,12 +363,13 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
             ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " forwarded a malformed command", from);
             return;
         }
-        if (propose_cmd(n, &cmd, NULL) != 0) send_refusal(n, from, cmd.seq);
+        /* A node removed from the cluster takes no writes any more. */
+        if (!is_member(n, from) || propose_cmd(n, &cmd, NULL) != 0) send_refusal(n, from, cmd.seq);
         return;
     }
     case ND_FRAME_PROPOSE_REFUSED: {
         if (len != 8) return;
-        nd_call *c = take_seq(&n->writes, ut_get_le(payload, 8));
+        nd_call *c = take_write(&n->writes, ut_get_le(payload, 8), NULL);
         if (c) {
             dsync_series_add(n->rm.refused, 1);
             nd_complete(c, DSYNC_EUNAVAILABLE);
@@ -394,6 +427,7 @@ uint64_t nd_propose_internal(dsync_node *n, fsm_cmd *cmd)
 
 int nd_read(dsync_node *n, nd_call *call)
 {
+    if (n->store_broken) return DSYNC_EIO;
     call->read_ctx = ++n->next_read;
     call->read_index = 0;
     int rc = raft_read_index(n->raft, call->read_ctx);
@@ -503,7 +537,7 @@ static void apply_entry(dsync_node *n, const raft_entry *e)
         return;
     }
     nd_call *mine = NULL;
-    if (cmd.origin == n->cfg.node_id && cmd.seq) mine = take_seq(&n->writes, cmd.seq);
+    if (cmd.origin == n->cfg.node_id && cmd.seq) mine = take_write(&n->writes, cmd.seq, &cmd);
     if (mine)
         dsync_series_observe(n->rm.proposal_seconds,
                              (double)(ut_now_ns() - mine->submitted_ns) / 1e9);
@@ -511,32 +545,36 @@ static void apply_entry(dsync_node *n, const raft_entry *e)
     if (cmd.op == FSM_EXPIRE && e->index >= n->sweep_index) n->sweep_index = 0;
 }
 
-static void restore_snapshot(dsync_node *n, const raft_snapshot *s)
+/* Replaces the lock table with the leader's image, before it is saved:
+ * an image that does not restore is never written over our snapshot. */
+static bool restore_snapshot(dsync_node *n, const raft_snapshot *s)
 {
     if (fsm_restore(&n->fsm, s->data, s->len) != 0) {
-        /* The leader's image passed its checksum but is not a lock table:
-         * nothing safe to do but stop. */
+        /* It passed the transport's checksum but is not a lock table (or
+         * memory ran out): nothing safe to do but stop. */
         broken(n, "restoring the leader's snapshot");
-        return;
+        return false;
     }
     n->applied = n->snapshot_index = s->index;
     dsync_series_add(n->rm.snapshots_installed, 1);
     nd_locks_update_gauges(n);
     ut_log(&n->log, DSYNC_LOG_INFO, "installed the leader's snapshot at index %" PRIu64, s->index);
+    return true;
 }
 
 static void maybe_snapshot(dsync_node *n)
 {
-    if (!n->store || n->applied - n->snapshot_index < n->cfg.snapshot_entries) return;
+    if (!n->store || n->store_broken || n->applied - n->snapshot_index < n->cfg.snapshot_entries)
+        return;
     ut_buf b;
     ut_buf_init(&b);
     int rc = fsm_snapshot(&n->fsm, &b);
     const void *conf = NULL;
     size_t conf_len = 0;
+    uint64_t term = raft_term_at(n->raft, n->applied);
     if (rc == 0) rc = raft_conf_at(n->raft, n->applied, &conf, &conf_len);
     if (rc == 0) {
-        st_snapshot_meta meta = {n->applied, raft_term_at(n->raft, n->applied), (void *)conf,
-                                 conf_len};
+        st_snapshot_meta meta = {n->applied, term, (void *)conf, conf_len};
         rc = st_log_save_snapshot(n->store, &meta, b.data, b.len);
     }
     if (rc == 0) rc = raft_compact(n->raft, n->applied, b.data, b.len);
@@ -558,6 +596,7 @@ void nd_raft_process(dsync_node *n)
          * §10.2.1): it counts itself toward a majority only once durable,
          * so followers' disks and its own work in parallel. Votes and acks
          * leave only after the state they report is durable. */
+        if (rd.has_snapshot && !restore_snapshot(n, &rd.snapshot)) return;
         if (rd.role == RAFT_LEADER && n->net) {
             send_msgs(n, &rd, true);
             nt_tick(n->net, ut_now_ms()); /* out now, not after the fsync */
@@ -568,7 +607,6 @@ void nd_raft_process(dsync_node *n)
         }
         if (rd.role != RAFT_LEADER) send_msgs(n, &rd, true);
         send_msgs(n, &rd, false);
-        if (rd.has_snapshot) restore_snapshot(n, &rd.snapshot);
         if (rd.conf_changed) set_members(n, rd.conf, rd.conf_len);
         for (size_t i = 0; i < rd.n_committed; i++)
             apply_entry(n, &rd.committed[i]);
@@ -742,7 +780,10 @@ int nd_raft_open(dsync_node *n)
         }
         n->n_voters = n->cfg.n_peers;
     }
-    n->next_seq = ut_wall_ms() * 1000;
+    /* Request ids of this life never repeat one of an earlier life: a
+     * leader may still hold a read or a write this node asked before a
+     * quick restart. */
+    n->next_seq = n->next_read = ut_wall_ms() * 1000;
     register_metrics(n);
 
     const st_loaded *ld = NULL;

@@ -56,7 +56,7 @@ int raft_conf_decode(const void *data, size_t len, raft_member *out, size_t max,
     return 0;
 }
 
-static void *copy_bytes(const void *data, size_t len)
+void *raft_dup(const void *data, size_t len)
 {
     void *c = malloc(len ? len : 1);
     if (c && len) memcpy(c, data, len);
@@ -75,7 +75,7 @@ int raft_set_conf(raft *r, const void *conf, size_t len)
     raft_member m[RAFT_MAX_NODES];
     size_t n;
     if (raft_conf_decode(conf, len, m, RAFT_MAX_NODES, &n) != 0) return DSYNC_ECORRUPT;
-    void *copy = copy_bytes(conf, len);
+    void *copy = raft_dup(conf, len);
     if (!copy) return DSYNC_ENOMEM;
     progress pr[RAFT_MAX_NODES];
     for (size_t i = 0; i < n; i++) {
@@ -103,7 +103,7 @@ int raft_set_conf(raft *r, const void *conf, size_t len)
 
 int raft_set_base_conf(raft *r, const void *conf, size_t len)
 {
-    void *copy = copy_bytes(conf, len);
+    void *copy = raft_dup(conf, len);
     if (!copy) return DSYNC_ENOMEM;
     free(r->base_conf);
     r->base_conf = copy;

@@ -63,10 +63,17 @@ static int append_local(raft *r, uint64_t term, uint8_t type, const void *data, 
         if (!copy) return DSYNC_ENOMEM;
         memcpy(copy, data, len);
     }
+    /* A configuration takes effect as it is appended (thesis §4.1); one
+     * that cannot is not appended either. */
+    int rc = type == RAFT_ENTRY_CONF ? raft_set_conf(r, copy, len) : 0;
+    if (rc != 0) {
+        free(copy);
+        return rc;
+    }
     r->log[r->last - r->snap_index] = (raft_entry){r->last + 1, term, type, copy, len};
     r->last++;
     r->promotable = true;
-    if (type == RAFT_ENTRY_CONF && raft_set_conf(r, copy, len) == 0) r->conf_index = r->last;
+    if (type == RAFT_ENTRY_CONF) r->conf_index = r->last;
     return 0;
 }
 

@@ -97,6 +97,9 @@ void raft_send_snapshot(raft *r, progress *p);
 void raft_handle_snapshot(raft *r, const raft_msg *m);
 
 /* conf.c */
+/* A malloc'ed copy of len bytes (at least one byte allocated); NULL when
+ * memory runs out. */
+void *raft_dup(const void *data, size_t len);
 /* Makes the encoded configuration current (keeping the progress of
  * members that stay); DSYNC_ECORRUPT (and no change) if it does not
  * decode. */

@@ -24,17 +24,21 @@ static void drop_prefix(raft *r, uint64_t index)
     if (kept) memmove(r->log, raft_entry_at(r, keep_from), kept * sizeof *r->log);
 }
 
-static int set_image(raft *r, const void *data, size_t len)
+/* Installs image and configuration together, or neither. */
+static int set_snapshot(raft *r, const void *data, size_t len, const void *conf, size_t conf_len)
 {
-    void *copy = NULL;
-    if (len) {
-        copy = malloc(len);
-        if (!copy) return DSYNC_ENOMEM;
-        memcpy(copy, data, len);
+    void *image = raft_dup(data, len), *cc = raft_dup(conf, conf_len);
+    if (!image || !cc) {
+        free(image);
+        free(cc);
+        return DSYNC_ENOMEM;
     }
     free(r->snap_data);
-    r->snap_data = copy;
+    r->snap_data = image;
     r->snap_len = len;
+    free(r->base_conf);
+    r->base_conf = cc;
+    r->base_conf_len = conf_len;
     return 0;
 }
 
@@ -45,8 +49,7 @@ int raft_compact(raft *r, uint64_t index, const void *data, size_t len)
     const void *conf;
     size_t conf_len;
     int rc = raft_conf_at(r, index, &conf, &conf_len);
-    if (rc == 0) rc = raft_set_base_conf(r, conf, conf_len);
-    if (rc == 0) rc = set_image(r, data, len);
+    if (rc == 0) rc = set_snapshot(r, data, len, conf, conf_len);
     if (rc != 0) return rc;
     if (r->conf_index <= index) r->conf_index = 0;
     uint64_t term = raft_term_at(r, index);
@@ -63,15 +66,13 @@ uint64_t raft_snapshot_index(const raft *r)
 
 void raft_send_snapshot(raft *r, progress *p)
 {
-    void *copy = malloc(r->snap_len ? r->snap_len : 1);
-    void *conf = malloc(r->base_conf_len);
+    void *copy = raft_dup(r->snap_data, r->snap_len);
+    void *conf = raft_dup(r->base_conf, r->base_conf_len);
     if (!copy || !conf) {
         free(copy);
         free(conf);
         return; /* the next heartbeat tries again */
     }
-    if (r->snap_len) memcpy(copy, r->snap_data, r->snap_len);
-    memcpy(conf, r->base_conf, r->base_conf_len);
     raft_send(r, (raft_msg){.type = RAFT_MSG_SNAPSHOT,
                             .to = p->id,
                             .index = r->snap_index,
@@ -105,8 +106,7 @@ void raft_handle_snapshot(raft *r, const raft_msg *m)
         raft_send(r, resp);
         return;
     }
-    if (set_image(r, m->snapshot, m->snapshot_len) != 0 ||
-        raft_set_base_conf(r, m->conf, m->conf_len) != 0)
+    if (set_snapshot(r, m->snapshot, m->snapshot_len, m->conf, m->conf_len) != 0)
         return; /* the leader resends */
     /* Nothing in our log can be trusted past a conflict with a committed
      * entry: discard it all and start after the snapshot. */

@@ -432,6 +432,19 @@ static void test_a_fourth_node_joins_and_a_member_leaves_while_the_cluster_serve
     json_t *h = h_json(&c->nodes[l], "GET", "/health", NULL, &st);
     assert_int_equal(json_array_size(json_object_get(h, "peers")), 3);
     json_decref(h);
+    long long t;
+
+    /* A node removed through its own API hears the answer too (from the
+     * leader: it never sees the entry that removes it), and is welcome
+     * back. */
+    assert_int_equal(member_change(&c->nodes[nw], "remove", 4, 0), 200);
+    assert_int_equal(acquire_x(&c->nodes[nw], "from-outside", "lena", 0), -503);
+    assert_int_equal(member_change(&c->nodes[l], "add", 4, c->nodes[nw].peer_port), 200);
+    t = -1;
+    deadline = h_now_ms() + 10000;
+    while (t < 0 && h_now_ms() < deadline)
+        t = acquire_x(&c->nodes[nw], "back-again", "lena", 0);
+    assert_true(t > 0);
 
     /* Remove the leader: it steps down once that commits, the other three
      * elect one of themselves, and writes go on without it. */
@@ -439,7 +452,7 @@ static void test_a_fourth_node_joins_and_a_member_leaves_while_the_cluster_serve
     int nl = h_cluster_leader(c, 1u << l, 10000);
     assert_true(nl >= 0 && nl != l);
     h_node_kill9(&c->nodes[l]);
-    long long t = -1;
+    t = -1;
     deadline = h_now_ms() + 10000;
     while (t < 0 && h_now_ms() < deadline)
         t = acquire_x(&c->nodes[nw], "after-leave", "kate", 0);

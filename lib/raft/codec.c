@@ -58,6 +58,20 @@ void raft_msg_free_entries(raft_msg *m)
     m->n_entries = m->snapshot_len = m->conf_len = 0;
 }
 
+/* A u32 length and that many bytes, copied out; an empty one is NULL. */
+static int read_blob(ut_reader *r, bool allowed, void **out, size_t *out_len)
+{
+    size_t len = (size_t)ut_read_le(r, 4);
+    if (r->bad || len > r->left || (len && !allowed)) return DSYNC_ECORRUPT;
+    if (!len) return 0;
+    if (!(*out = malloc(len))) return DSYNC_ENOMEM;
+    memcpy(*out, r->p, len);
+    *out_len = len;
+    r->p += len;
+    r->left -= len;
+    return 0;
+}
+
 int raft_msg_decode(const void *data, size_t len, raft_msg *m)
 {
     ut_reader r = {data, len, false};
@@ -108,37 +122,12 @@ int raft_msg_decode(const void *data, size_t len, raft_msg *m)
             r.left -= e->len;
         }
     }
-    size_t slen = (size_t)ut_read_le(&r, 4);
-    if (r.bad || slen > r.left || (slen && m->type != RAFT_MSG_SNAPSHOT)) {
+    /* The snapshot and its configuration: only a snapshot has them. */
+    int rc = read_blob(&r, m->type == RAFT_MSG_SNAPSHOT, &m->snapshot, &m->snapshot_len);
+    if (rc == 0) rc = read_blob(&r, m->type == RAFT_MSG_SNAPSHOT, &m->conf, &m->conf_len);
+    if (rc != 0) {
         raft_msg_free_entries(m);
-        return DSYNC_ECORRUPT;
-    }
-    if (slen) {
-        m->snapshot = malloc(slen);
-        if (!m->snapshot) {
-            raft_msg_free_entries(m);
-            return DSYNC_ENOMEM;
-        }
-        memcpy(m->snapshot, r.p, slen);
-        m->snapshot_len = slen;
-        r.p += slen;
-        r.left -= slen;
-    }
-    size_t clen = (size_t)ut_read_le(&r, 4);
-    if (r.bad || clen > r.left || (clen && m->type != RAFT_MSG_SNAPSHOT)) {
-        raft_msg_free_entries(m);
-        return DSYNC_ECORRUPT;
-    }
-    if (clen) {
-        m->conf = malloc(clen);
-        if (!m->conf) {
-            raft_msg_free_entries(m);
-            return DSYNC_ENOMEM;
-        }
-        memcpy(m->conf, r.p, clen);
-        m->conf_len = clen;
-        r.p += clen;
-        r.left -= clen;
+        return rc;
     }
     if (r.bad || r.left != 0) {
         raft_msg_free_entries(m);

@@ -425,7 +425,8 @@ static bool read_in(nt_transport *t, inbound *c, uint64_t now_ms)
 {
     for (;;) {
         if (ut_buf_reserve(&c->inbuf, 64 * 1024) != 0) return false;
-        ssize_t n = recv(c->fd, c->inbuf.data + c->inbuf.len, c->inbuf.cap - c->inbuf.len - 1, 0);
+        size_t room = c->inbuf.cap - c->inbuf.len - 1;
+        ssize_t n = recv(c->fd, c->inbuf.data + c->inbuf.len, room, 0);
         if (n == 0) return false;
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -442,6 +443,10 @@ static bool read_in(nt_transport *t, inbound *c, uint64_t now_ms)
                        (unsigned long long)c->from);
             return false;
         }
+        /* A short read drained the socket: poll says when there is more
+         * (level-triggered), which spares a recv that would only say
+         * EAGAIN on every message. */
+        if ((size_t)n < room) return true;
     }
 }
 

@@ -322,6 +322,13 @@ static const char *method_label(const char *m)
     return "other";
 }
 
+static int allow_all(struct mg_connection *conn, void *cbdata)
+{
+    (void)conn;
+    (void)cbdata;
+    return 1;
+}
+
 static int dispatch(struct mg_connection *conn, void *cbdata)
 {
     srv *s = cbdata;
@@ -428,6 +435,12 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
         mg_exit_library();
         return DSYNC_EIO;
     }
+    /* Without an auth handler civetweb looks for a password file on every
+     * request: stat("/.htpasswd") at the file system's root, since there
+     * is no document root. dsyncd does no HTTP authentication (it listens
+     * where the operator puts it); this handler says so, and spares the
+     * syscall and the surprise of a stray file enabling auth. */
+    mg_set_auth_handler(s->ctx, "/", allow_all, NULL);
     mg_set_request_handler(s->ctx, "/", dispatch, s);
     return 0;
 }

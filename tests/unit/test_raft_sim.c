@@ -972,6 +972,46 @@ static void test_a_configuration_in_a_divergent_tail_is_undone_with_it(void **st
     free_sim(&s);
 }
 
+/* A follower holding entries nobody else has (its leader crashed before
+ * they reached a majority) has that tail replaced by the next leader's
+ * log, and never applies them. */
+static void test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced(void **state)
+{
+    sim s;
+    scripted_init(&s, 5, 11);
+    elect(&s, 0);
+    settle(&s);
+    uint64_t base = raft_last_index(s.nodes[0].r);
+    /* S1 gets two entries to S2 only. */
+    for (int i = 2; i < 5; i++)
+        s.cut[i] = true;
+    for (uint64_t v = 900; v < 902; v++)
+        assert_int_equal(raft_propose(s.nodes[0].r, &v, sizeof v, NULL), 0);
+    settle(&s);
+    assert_int_equal(raft_last_index(s.nodes[1].r), base + 2);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), base);
+    /* S1 crashes; S3 leads with S4 and S5 and writes its own entries. */
+    crash_node(&s, 0);
+    s.cut[1] = true;
+    s.cut[2] = s.cut[3] = s.cut[4] = false;
+    elect(&s, 2);
+    for (uint64_t v = 700; v < 703; v++)
+        assert_int_equal(raft_propose(s.nodes[2].r, &v, sizeof v, NULL), 0);
+    settle(&s);
+    /* S2 returns: its tail goes, the leader's log takes its place. */
+    s.cut[1] = false;
+    run_ticks(&s, 10);
+    uint64_t last = raft_last_index(s.nodes[2].r);
+    assert_true(last >= base + 4);
+    assert_int_equal(raft_last_index(s.nodes[1].r), last);
+    for (uint64_t k = base + 1; k <= last; k++)
+        assert_int_equal(raft_term_at(s.nodes[1].r, k), raft_term_at(s.nodes[2].r, k));
+    assert_true(s.nodes[1].applied >= base + 3);
+    for (uint64_t k = base + 1; k <= s.n_committed; k++)
+        assert_true(s.committed_val[k] < 900);
+    free_sim(&s);
+}
+
 static void test_garbage_never_decodes_into_a_message_that_crashes(void **state)
 {
     raft_entry e = {5, 2, RAFT_ENTRY_NORMAL, "payload", 7};
@@ -1036,6 +1076,7 @@ int main(void)
         cmocka_unit_test(test_figure_8_an_old_term_entry_on_a_majority_is_not_committed),
         cmocka_unit_test(test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced),
         cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
+        cmocka_unit_test(test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_garbage_never_decodes_into_a_message_that_crashes),

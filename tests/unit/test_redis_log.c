@@ -1,0 +1,997 @@
+/*
+ * test_redis_log.c: the Redis record log against a real redis-server that
+ * each test starts on a free loopback port (appendonly, appendfsync
+ * always, its own temporary directory) and stops by its pid: order and
+ * snapshots across reconnects, one round trip per flush, fencing, rewrite,
+ * Redis killed and restarted, bad URLs, binary data, topic listing.
+ * Skipped when redis-server is not installed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <cmocka.h>
+
+#include <hiredis/hiredis.h>
+
+#include "dsync/errors.h"
+#include "store/redis_log.h"
+#include "util/util.h"
+
+/* ---- the redis-server under test --------------------------------------- */
+
+typedef struct {
+    char server[512]; /* path of redis-server; "" when not installed */
+    char dir[64];
+    int port;
+    pid_t pid;
+    char url[64];
+} fixture;
+
+static bool find_redis_server(char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(out, len, "%.*s/redis-server", (int)n, path);
+        if (n > 0 && access(out, X_OK) == 0) return true;
+        path += n + (path[n] == ':');
+    }
+    out[0] = '\0';
+    return false;
+}
+
+/* A port nobody listens on right now: bind to port 0, read it, close. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t alen = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static bool answers_ping(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    bool ok = false;
+    if (c && !c->err) {
+        redisReply *r = redisCommand(c, "PING");
+        ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+        if (r) freeReplyObject(r);
+    }
+    if (c) redisFree(c);
+    return ok;
+}
+
+/* Starts redis-server on f->port with f->dir and waits (5 s at most) until
+ * it answers PING, which it does only once the AOF is loaded. */
+static void start_redis(fixture *f)
+{
+    char port[16], log[128];
+    snprintf(port, sizeof port, "%d", f->port);
+    snprintf(log, sizeof log, "%s/redis.log", f->dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(f->server, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "yes", "--appendfsync", "always", "--dir", f->dir, "--daemonize",
+              "no", (char *)NULL);
+        _exit(127);
+    }
+    f->pid = pid;
+    for (int i = 0; i < 500; i++) {
+        if (answers_ping(f->port)) return;
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            f->pid = 0;
+            fail_msg("redis-server exited early (status %d); see %s", status, log);
+        }
+        sleep_ms(10);
+    }
+    fail_msg("redis-server on port %d did not answer PING within 5 s", f->port);
+}
+
+/* Stops the server: SIGKILL at once when hard, else SIGTERM and SIGKILL
+ * after 5 s. Always reaps it. */
+static void stop_redis(fixture *f, bool hard)
+{
+    if (f->pid <= 0) return;
+    kill(f->pid, hard ? SIGKILL : SIGTERM);
+    for (int i = 0; !hard && i < 500; i++) {
+        if (waitpid(f->pid, NULL, WNOHANG) == f->pid) {
+            f->pid = 0;
+            return;
+        }
+        sleep_ms(10);
+    }
+    kill(f->pid, SIGKILL);
+    waitpid(f->pid, NULL, 0);
+    f->pid = 0;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    *state = f;
+    if (!find_redis_server(f->server, sizeof f->server)) return 0;
+    strcpy(f->dir, "/tmp/dsync-rlog-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->port = free_port();
+    snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
+    start_redis(f);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    stop_redis(f, false);
+    if (f->dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+        assert_int_equal(system(cmd), 0);
+    }
+    free(f);
+    return 0;
+}
+
+#define REQUIRE_REDIS(f)                                                                           \
+    do {                                                                                           \
+        if (!(f)->server[0]) {                                                                     \
+            print_message("redis-server is not installed (apt-get install redis-server): "         \
+                          "skipped\n");                                                            \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* A command on a connection of its own, in database db. */
+static redisReply *admin(fixture *f, int db, const char *fmt, ...)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+    if (!c || c->err) fail_msg("admin connect: %s", c ? c->errstr : "oom");
+    if (db) {
+        redisReply *s = redisCommand(c, "SELECT %d", db);
+        assert_non_null(s);
+        freeReplyObject(s);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    redisFree(c);
+    return r;
+}
+
+static long long admin_int(fixture *f, int db, const char *fmt, const char *arg)
+{
+    redisReply *r = admin(f, db, fmt, arg);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* calls=N of INFO commandstats for cmd (lower case), 0 when never called. */
+static long long command_calls(fixture *f, const char *cmd)
+{
+    redisReply *r = admin(f, 0, "INFO commandstats");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char needle[64];
+    snprintf(needle, sizeof needle, "\ncmdstat_%s:calls=", cmd);
+    const char *p = strstr(r->str, needle);
+    long long v = p ? strtoll(p + strlen(needle), NULL, 10) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+static rl_log *open_ok(const char *url)
+{
+    rl_log *rl = NULL;
+    char err[256] = "";
+    int rc = rl_open(url, &rl, err, sizeof err);
+    if (rc != 0) fail_msg("rl_open(%s): %s (%s)", url, dsync_strerror(rc), err);
+    return rl;
+}
+
+/* ---- collecting what comes back ---------------------------------------- */
+
+typedef struct {
+    rl_kind kind;
+    char *data;
+    size_t len;
+} item;
+
+typedef struct {
+    item *items;
+    size_t n, cap;
+} loaded;
+
+static int collect(void *ctx, rl_kind kind, const void *data, size_t len)
+{
+    loaded *l = ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->items = realloc(l->items, l->cap * sizeof *l->items);
+        assert_non_null(l->items);
+    }
+    item *it = &l->items[l->n++];
+    it->kind = kind;
+    it->len = len;
+    it->data = malloc(len + 1);
+    assert_non_null(it->data);
+    if (len) memcpy(it->data, data, len);
+    it->data[len] = '\0';
+    return 0;
+}
+
+static void loaded_free(loaded *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i].data);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static void load_ok(rl_log *rl, const char *topic, loaded *l)
+{
+    loaded_free(l);
+    int rc = rl_load(rl, topic, collect, l);
+    if (rc != 0) fail_msg("rl_load(%s): %s (%s)", topic, dsync_strerror(rc), rl_last_error(rl));
+}
+
+static void assert_item(const loaded *l, size_t i, rl_kind kind, const char *text)
+{
+    assert_true(i < l->n);
+    assert_int_equal(l->items[i].kind, kind);
+    assert_int_equal(l->items[i].len, strlen(text));
+    assert_memory_equal(l->items[i].data, text, strlen(text));
+}
+
+typedef struct {
+    char topic[RL_TOPIC_MAX + 1];
+    uint64_t epoch;
+    size_t records;
+    int status;
+    uint64_t log_len;
+} flushed_topic;
+
+typedef struct {
+    flushed_topic t[16];
+    size_t n;
+} flushed;
+
+static void on_flush(void *ctx, const rl_flush_result *r)
+{
+    flushed *fl = ctx;
+    assert_true(fl->n < 16);
+    flushed_topic *t = &fl->t[fl->n++];
+    snprintf(t->topic, sizeof t->topic, "%s", r->topic);
+    t->epoch = r->epoch;
+    t->records = r->records;
+    t->status = r->status;
+    t->log_len = r->log_len;
+}
+
+static void append_text(rl_log *rl, const char *topic, uint64_t epoch, const char *text)
+{
+    assert_int_equal(rl_append(rl, topic, epoch, text, strlen(text)), 0);
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_records_come_back_in_order_after_the_snapshot_across_a_reconnect(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    char url[80];
+    snprintf(url, sizeof url, "%s/3", f->url);
+    rl_log *rl = open_ok(url);
+    assert_int_equal(rl_claim(rl, "orders", 1, NULL), 0);
+    append_text(rl, "orders", 1, "r1");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_rewrite(rl, "orders", 1, "S1", 2), 0);
+    append_text(rl, "orders", 1, "r2");
+    append_text(rl, "orders", 1, "r3");
+    append_text(rl, "orders", 1, "r4");
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    assert_int_equal(fl.n, 1);
+    assert_int_equal(fl.t[0].log_len, 3);
+
+    /* The keys are in database 3, hash-tagged by topic. */
+    assert_int_equal(admin_int(f, 3, "LLEN %s", "dsync:q:{orders}:log"), 3);
+    assert_int_equal(admin_int(f, 0, "EXISTS %s", "dsync:q:{orders}:log"), 0);
+
+    /* The server drops every client: the read notices and reconnects. */
+    redisReply *r = admin(f, 0, "CLIENT KILL TYPE normal");
+    freeReplyObject(r);
+    loaded l = {0};
+    load_ok(rl, "orders", &l);
+    assert_int_equal(l.n, 4);
+    assert_item(&l, 0, RL_SNAPSHOT, "S1");
+    assert_item(&l, 1, RL_RECORD, "r2");
+    assert_item(&l, 2, RL_RECORD, "r3");
+    assert_item(&l, 3, RL_RECORD, "r4");
+    rl_stats st;
+    rl_get_stats(rl, &st);
+    assert_int_equal(st.connects, 2);
+    rl_close(rl);
+
+    /* A new handle (a restarted node) sees the same. */
+    rl = open_ok(url);
+    load_ok(rl, "orders", &l);
+    assert_int_equal(l.n, 4);
+    assert_item(&l, 0, RL_SNAPSHOT, "S1");
+    assert_item(&l, 3, RL_RECORD, "r4");
+    /* A topic with nothing stored loads as nothing. */
+    load_ok(rl, "nothing-here", &l);
+    assert_int_equal(l.n, 0);
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_a_flush_on_a_dropped_connection_is_unknown_and_the_next_reconnects(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "t", 1, NULL), 0);
+    redisReply *r = admin(f, 0, "CLIENT KILL TYPE normal");
+    freeReplyObject(r);
+
+    /* Sent on a connection the server had closed: the outcome is unknown
+     * to the handle, which does not send it again by itself. */
+    append_text(rl, "t", 1, "lost?");
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), DSYNC_EUNAVAILABLE);
+    assert_int_equal(fl.n, 1);
+    assert_int_equal(fl.t[0].status, DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_pending(rl), 0);
+    assert_true(rl_last_error(rl)[0] != '\0');
+
+    /* The caller decides to send it again: the next call reconnects. */
+    append_text(rl, "t", 1, "again");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    loaded l = {0};
+    load_ok(rl, "t", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_RECORD, "again");
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_one_flush_writes_many_topics_in_one_round_trip(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    char topic[5][24];
+    for (int t = 0; t < 5; t++) {
+        snprintf(topic[t], sizeof topic[t], "topic-%d", t);
+        assert_int_equal(rl_claim(rl, topic[t], 7, NULL), 0);
+    }
+    redisReply *r = admin(f, 0, "CONFIG RESETSTAT");
+    freeReplyObject(r);
+    /* Interleaved: each topic keeps its own order. */
+    for (int i = 0; i < 40; i++) {
+        for (int t = 0; t < 5; t++) {
+            char rec[128];
+            snprintf(rec, sizeof rec, "%s#%d", topic[t], i);
+            append_text(rl, topic[t], 7, rec);
+        }
+    }
+    assert_int_equal(rl_pending(rl), 200);
+    rl_stats before, after;
+    rl_get_stats(rl, &before);
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    rl_get_stats(rl, &after);
+    assert_int_equal(after.round_trips - before.round_trips, 1);
+    assert_int_equal(command_calls(f, "evalsha"), 5);
+    assert_int_equal(command_calls(f, "eval"), 0);
+    assert_int_equal(fl.n, 5);
+    for (int t = 0; t < 5; t++) {
+        assert_string_equal(fl.t[t].topic, topic[t]);
+        assert_int_equal(fl.t[t].status, 0);
+        assert_int_equal(fl.t[t].records, 40);
+        assert_int_equal(fl.t[t].log_len, 40);
+        assert_int_equal(fl.t[t].epoch, 7);
+    }
+    loaded l = {0};
+    for (int t = 0; t < 5; t++) {
+        load_ok(rl, topic[t], &l);
+        assert_int_equal(l.n, 40);
+        for (int i = 0; i < 40; i++) {
+            char rec[128];
+            snprintf(rec, sizeof rec, "%s#%d", topic[t], i);
+            assert_item(&l, (size_t)i, RL_RECORD, rec);
+        }
+    }
+    loaded_free(&l);
+    /* An empty flush costs nothing. */
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    rl_get_stats(rl, &before);
+    assert_int_equal(before.round_trips, after.round_trips + 5);
+    rl_close(rl);
+}
+
+static void test_ten_thousand_appends_go_in_one_flush_and_load_back_in_order(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "big", 1, NULL), 0);
+    /* More than Lua's unpack() takes at once: the script pushes in chunks. */
+    char rec[100];
+    for (int i = 0; i < 10000; i++) {
+        memset(rec, 'x', sizeof rec);
+        snprintf(rec, sizeof rec, "%06d", i);
+        assert_int_equal(rl_append(rl, "big", 1, rec, sizeof rec), 0);
+    }
+    rl_stats before, after;
+    rl_get_stats(rl, &before);
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    rl_get_stats(rl, &after);
+    assert_int_equal(after.round_trips - before.round_trips, 1);
+    assert_int_equal(fl.t[0].log_len, 10000);
+    loaded l = {0};
+    load_ok(rl, "big", &l);
+    assert_int_equal(l.n, 10000);
+    for (int i = 0; i < 10000; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%06d", i);
+        assert_int_equal(l.items[i].len, 100);
+        assert_string_equal(l.items[i].data, want); /* the NUL snprintf left */
+    }
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_a_node_that_lost_a_topic_can_never_write_to_it_again(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *a = open_ok(f->url), *b = open_ok(f->url);
+    assert_int_equal(rl_claim(a, "jobs", 1, NULL), 0);
+    assert_int_equal(rl_claim(a, "other", 1, NULL), 0);
+    append_text(a, "jobs", 1, "a1");
+    assert_int_equal(rl_flush(a, NULL, NULL), 0);
+
+    /* Node b takes the topic over with a newer epoch. */
+    uint64_t stored = 0;
+    assert_int_equal(rl_claim(b, "jobs", 2, &stored), 0);
+    assert_int_equal(stored, 1);
+    assert_int_equal(rl_claim(a, "jobs", 1, &stored), DSYNC_EEXIST);
+    assert_int_equal(stored, 2);
+
+    /* a still thinks it owns it: its batch for jobs is refused whole, its
+     * batch for the topic it does own goes through. */
+    append_text(a, "jobs", 1, "a2");
+    append_text(a, "other", 1, "o1");
+    append_text(a, "jobs", 1, "a3");
+    flushed fl = {0};
+    assert_int_equal(rl_flush(a, on_flush, &fl), DSYNC_EEXIST);
+    assert_int_equal(fl.n, 2);
+    assert_string_equal(fl.t[0].topic, "jobs");
+    assert_int_equal(fl.t[0].status, DSYNC_EEXIST);
+    assert_int_equal(fl.t[0].records, 2);
+    assert_string_equal(fl.t[1].topic, "other");
+    assert_int_equal(fl.t[1].status, 0);
+    assert_int_equal(admin_int(f, 0, "LLEN %s", "dsync:q:{jobs}:log"), 1);
+    assert_int_equal(rl_rewrite(a, "jobs", 1, "a-snap", 6), DSYNC_EEXIST);
+    assert_int_equal(admin_int(f, 0, "EXISTS %s", "dsync:q:{jobs}:snap"), 0);
+
+    loaded l = {0};
+    load_ok(b, "jobs", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_RECORD, "a1");
+    append_text(b, "jobs", 2, "b1");
+    assert_int_equal(rl_flush(b, NULL, NULL), 0);
+    load_ok(b, "jobs", &l);
+    assert_int_equal(l.n, 2);
+    assert_item(&l, 1, RL_RECORD, "b1");
+    /* Writing to a topic nobody claimed is fenced too. */
+    append_text(b, "unclaimed", 9, "x");
+    assert_int_equal(rl_flush(b, NULL, NULL), DSYNC_EEXIST);
+    assert_int_equal(admin_int(f, 0, "EXISTS %s", "dsync:q:{unclaimed}:log"), 0);
+    loaded_free(&l);
+    rl_close(a);
+    rl_close(b);
+}
+
+static void test_claims_with_an_older_or_equal_epoch_are_refused(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    uint64_t stored = 99;
+    assert_int_equal(rl_claim(rl, "c", 5, &stored), 0);
+    assert_int_equal(stored, 0);
+    assert_int_equal(rl_claim(rl, "c", 5, &stored), DSYNC_EEXIST);
+    assert_int_equal(stored, 5);
+    assert_int_equal(rl_claim(rl, "c", 4, NULL), DSYNC_EEXIST);
+    /* Compared as numbers, not as text: 10 > 9. */
+    assert_int_equal(rl_claim(rl, "d", 9, NULL), 0);
+    assert_int_equal(rl_claim(rl, "d", 10, NULL), 0);
+    assert_int_equal(rl_claim(rl, "d", 9, NULL), DSYNC_EEXIST);
+    /* Exact past 2^53, where Lua's doubles would call these equal. */
+    assert_int_equal(rl_claim(rl, "e", UINT64_MAX - 1, NULL), 0);
+    assert_int_equal(rl_claim(rl, "e", UINT64_MAX, &stored), 0);
+    assert_int_equal(stored, UINT64_MAX - 1);
+    assert_int_equal(rl_claim(rl, "e", UINT64_MAX - 1, &stored), DSYNC_EEXIST);
+    assert_int_equal(stored, UINT64_MAX);
+
+    char long_topic[RL_TOPIC_MAX + 2];
+    memset(long_topic, 't', sizeof long_topic - 1);
+    long_topic[sizeof long_topic - 1] = '\0';
+    assert_int_equal(rl_claim(rl, "c", 0, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_claim(rl, "", 1, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_claim(rl, "}x", 1, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_claim(rl, NULL, 1, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_claim(rl, long_topic, 1, NULL), DSYNC_EINVAL);
+    long_topic[RL_TOPIC_MAX] = '\0';
+    assert_int_equal(rl_claim(rl, long_topic, 1, NULL), 0);
+    rl_close(rl);
+}
+
+static void test_append_checks_its_arguments_and_limits(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    char byte = 'x';
+    assert_int_equal(rl_append(rl, "t", 0, "x", 1), DSYNC_EINVAL);
+    assert_int_equal(rl_append(rl, "}t", 1, "x", 1), DSYNC_EINVAL);
+    assert_int_equal(rl_append(rl, "t", 1, NULL, 1), DSYNC_EINVAL);
+    assert_int_equal(rl_append(rl, "t", 1, &byte, (size_t)RL_RECORD_MAX + 1), DSYNC_ETOOBIG);
+    assert_int_equal(rl_append(rl, "t", 1, NULL, 0), 0); /* an empty record is a record */
+    /* One epoch per topic per batch. */
+    assert_int_equal(rl_append(rl, "t", 2, "x", 1), DSYNC_EINVAL);
+    assert_int_equal(rl_pending(rl), 1);
+    assert_int_equal(rl_rewrite(rl, "t", 1, "s", 1), DSYNC_EINVAL); /* flush first */
+    assert_int_equal(rl_flush(NULL, NULL, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_load(rl, "t", NULL, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_flush(rl, NULL, NULL), DSYNC_EEXIST); /* never claimed */
+    assert_int_equal(rl_pending(rl), 0);
+    rl_close(rl);
+}
+
+static int stop_after_snapshot(void *ctx, rl_kind kind, const void *data, size_t len)
+{
+    int *calls = ctx;
+    (*calls)++;
+    return kind == RL_SNAPSHOT ? 42 : 0;
+}
+
+static void test_rewrite_replaces_the_log_with_the_snapshot(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "q", 3, NULL), 0);
+    append_text(rl, "q", 3, "r1");
+    append_text(rl, "q", 3, "r2");
+    append_text(rl, "q", 3, "r3");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_rewrite(rl, "q", 3, "SNAP-1", 6), 0);
+    assert_int_equal(admin_int(f, 0, "EXISTS %s", "dsync:q:{q}:log"), 0);
+    loaded l = {0};
+    load_ok(rl, "q", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_SNAPSHOT, "SNAP-1");
+
+    append_text(rl, "q", 3, "r4");
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    assert_int_equal(fl.t[0].log_len, 1);
+    load_ok(rl, "q", &l);
+    assert_int_equal(l.n, 2);
+    assert_item(&l, 0, RL_SNAPSHOT, "SNAP-1");
+    assert_item(&l, 1, RL_RECORD, "r4");
+
+    assert_int_equal(rl_rewrite(rl, "q", 3, "SNAP-2", 6), 0);
+    load_ok(rl, "q", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_SNAPSHOT, "SNAP-2");
+
+    /* A callback's nonzero answer stops the load and is its result. */
+    int calls = 0;
+    append_text(rl, "q", 3, "r5");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_load(rl, "q", stop_after_snapshot, &calls), 42);
+    assert_int_equal(calls, 1);
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static int count_topic(void *ctx, const char *topic)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_calls_fail_with_unavailable_when_redis_is_killed(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "k", 1, NULL), 0);
+    append_text(rl, "k", 1, "before");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    stop_redis(f, true);
+
+    /* Several MiB make hiredis write more than once into the dead socket:
+     * the second write raises SIGPIPE, which must not kill this process. */
+    size_t big_len = 4u << 20;
+    char *big = calloc(1, big_len);
+    assert_non_null(big);
+    assert_int_equal(rl_append(rl, "k", 1, big, big_len), 0);
+    append_text(rl, "k", 1, "after");
+    flushed fl = {0};
+    assert_int_equal(rl_flush(rl, on_flush, &fl), DSYNC_EUNAVAILABLE);
+    assert_int_equal(fl.t[0].status, DSYNC_EUNAVAILABLE);
+    free(big);
+
+    loaded l = {0};
+    char info[64];
+    assert_int_equal(rl_load(rl, "k", collect, &l), DSYNC_EUNAVAILABLE);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(rl_claim(rl, "k", 2, NULL), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_rewrite(rl, "k", 1, "s", 1), DSYNC_EUNAVAILABLE);
+    int n = 0;
+    assert_int_equal(rl_topics(rl, count_topic, &n), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_topics(rl, NULL, NULL), DSYNC_EINVAL);
+    assert_int_equal(rl_info_appendfsync(rl, info, sizeof info), DSYNC_EUNAVAILABLE);
+    append_text(rl, "k", 1, "x");
+    assert_int_equal(rl_flush(rl, NULL, NULL), DSYNC_EUNAVAILABLE);
+    assert_non_null(strstr(rl_last_error(rl), "127.0.0.1"));
+    rl_stats st;
+    rl_get_stats(rl, &st);
+    assert_true(st.connect_failures >= 1);
+    rl_close(rl);
+
+    /* Opening with Redis down says so. */
+    rl_log *none = NULL;
+    char err[256] = "";
+    assert_int_equal(rl_open(f->url, &none, err, sizeof err), DSYNC_EUNAVAILABLE);
+    assert_null(none);
+    assert_true(err[0] != '\0');
+}
+
+static void test_the_handle_reconnects_and_finds_its_data_after_redis_restarts(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "durable", 4, NULL), 0);
+    append_text(rl, "durable", 4, "r0");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_rewrite(rl, "durable", 4, "snap", 4), 0);
+    for (int i = 1; i <= 100; i++) {
+        char rec[16];
+        snprintf(rec, sizeof rec, "r%d", i);
+        append_text(rl, "durable", 4, rec);
+    }
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+
+    /* kill -9: only the AOF (appendonly, no RDB saves) brings it back. */
+    stop_redis(f, true);
+    int n = 0;
+    assert_int_equal(rl_topics(rl, count_topic, &n), DSYNC_EUNAVAILABLE);
+    start_redis(f);
+
+    /* Calls fail fast during the backoff, then the handle is back. */
+    loaded l = {0};
+    int rc = DSYNC_EUNAVAILABLE;
+    for (int i = 0; i < 100 && rc == DSYNC_EUNAVAILABLE; i++) {
+        loaded_free(&l);
+        rc = rl_load(rl, "durable", collect, &l);
+        if (rc == DSYNC_EUNAVAILABLE) sleep_ms(50);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(l.n, 101);
+    assert_item(&l, 0, RL_SNAPSHOT, "snap");
+    assert_item(&l, 1, RL_RECORD, "r1");
+    assert_item(&l, 100, RL_RECORD, "r100");
+
+    /* The epoch survived and the scripts are loaded again. */
+    append_text(rl, "durable", 4, "r101");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_claim(rl, "durable", 4, NULL), DSYNC_EEXIST);
+    assert_int_equal(rl_topics(rl, count_topic, &n), 0);
+    assert_int_equal(n, 1);
+    rl_stats st;
+    rl_get_stats(rl, &st);
+    assert_true(st.connects >= 2);
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_a_bad_url_is_a_configuration_error(void **state)
+{
+    fixture *f = *state;
+    static const char *const bad[] = {
+        "",
+        "http://127.0.0.1:6379",
+        "redis://",
+        "redis://:6379",
+        "redis://host:0",
+        "redis://host:65536",
+        "redis://host:12x",
+        "redis://host:",
+        "redis://host:1/abc",
+        "redis://host:1/1234567890",
+        "redis://host:1/0?timeout=1",
+        "redis://user:secret@host:1",
+        "redis://[::1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rl_log *rl = (rl_log *)&rl; /* must come back NULL */
+        char err[128] = "";
+        int rc = rl_open(bad[i], &rl, err, sizeof err);
+        if (rc != DSYNC_ECONFIG) fail_msg("%s: got %d, want ECONFIG", bad[i], rc);
+        assert_null(rl);
+        assert_true(err[0] != '\0');
+    }
+    rl_log *rl = NULL;
+    assert_int_equal(rl_open(NULL, &rl, NULL, 0), DSYNC_ECONFIG);
+
+    /* Nothing listens there: unreachable, not misconfigured. */
+    char url[128], err[256] = "";
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", free_port());
+    assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_EUNAVAILABLE);
+    assert_non_null(strstr(err, "127.0.0.1"));
+
+    REQUIRE_REDIS(f);
+    /* A database the server does not have. */
+    snprintf(url, sizeof url, "%s/99", f->url);
+    assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_ECONFIG);
+    assert_null(rl);
+    snprintf(url, sizeof url, "redis://[127.0.0.1]:%d/", f->port);
+    rl = open_ok(url);
+    rl_close(rl);
+}
+
+static void test_binary_records_with_nuls_round_trip(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    /* Braces, glob characters, spaces: all just bytes of the name. */
+    const char *topic = "we{ird} *top?c[x]\\";
+    assert_int_equal(rl_claim(rl, topic, 1, NULL), 0);
+
+    unsigned char all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (unsigned char)i;
+    size_t big_len = 1u << 20;
+    unsigned char *big = malloc(big_len);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (unsigned char)(ut_mix64(i) & 0xff);
+    static const char nuls[] = {0, 0, 0};
+    static const char mid[] = {'a', 0, 'b'};
+    static const char snap[] = {'S', 0, 0, '\n', '\r', 'E'};
+
+    assert_int_equal(rl_append(rl, topic, 1, nuls, sizeof nuls), 0);
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    assert_int_equal(rl_rewrite(rl, topic, 1, snap, sizeof snap), 0);
+    assert_int_equal(rl_append(rl, topic, 1, mid, sizeof mid), 0);
+    assert_int_equal(rl_append(rl, topic, 1, "", 0), 0);
+    assert_int_equal(rl_append(rl, topic, 1, all, sizeof all), 0);
+    assert_int_equal(rl_append(rl, topic, 1, big, big_len), 0);
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+
+    loaded l = {0};
+    load_ok(rl, topic, &l);
+    assert_int_equal(l.n, 5);
+    assert_int_equal(l.items[0].kind, RL_SNAPSHOT);
+    assert_int_equal(l.items[0].len, sizeof snap);
+    assert_memory_equal(l.items[0].data, snap, sizeof snap);
+    assert_int_equal(l.items[1].len, sizeof mid);
+    assert_memory_equal(l.items[1].data, mid, sizeof mid);
+    assert_int_equal(l.items[2].len, 0);
+    assert_int_equal(l.items[3].len, sizeof all);
+    assert_memory_equal(l.items[3].data, all, sizeof all);
+    assert_int_equal(l.items[4].len, big_len);
+    assert_memory_equal(l.items[4].data, big, big_len);
+    loaded_free(&l);
+    free(big);
+    rl_close(rl);
+}
+
+typedef struct {
+    ut_map names;
+    int calls;
+    int stop_at;
+} listing;
+
+static int list_topic(void *ctx, const char *topic)
+{
+    listing *ls = ctx;
+    ls->calls++;
+    assert_null(ut_map_get(&ls->names, topic)); /* each topic once */
+    assert_int_equal(ut_map_put(&ls->names, topic, ls), 0);
+    return ls->calls == ls->stop_at ? 7 : 0;
+}
+
+static void test_topics_lists_every_claimed_topic_once(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    assert_int_equal(rl_claim(rl, "alpha", 1, NULL), 0);
+    assert_int_equal(rl_claim(rl, "we{ird}:epoch", 1, NULL), 0);
+    /* Enough topics for SCAN to take several rounds, set straight in. */
+    for (int base = 0; base < 3000; base += 500) {
+        const char *argv[1001];
+        size_t argvlen[1001];
+        static char keys[500][48];
+        argv[0] = "MSET";
+        argvlen[0] = 4;
+        for (int i = 0; i < 500; i++) {
+            argvlen[1 + 2 * i] =
+                (size_t)snprintf(keys[i], sizeof keys[i], "dsync:q:{bulk-%d}:epoch", base + i);
+            argv[1 + 2 * i] = keys[i];
+            argv[2 + 2 * i] = "1";
+            argvlen[2 + 2 * i] = 1;
+        }
+        struct timeval tv = {2, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+        assert_true(c && !c->err);
+        redisReply *r = redisCommandArgv(c, 1001, argv, argvlen);
+        assert_non_null(r);
+        assert_int_equal(r->type, REDIS_REPLY_STATUS);
+        freeReplyObject(r);
+        redisFree(c);
+    }
+    /* Not topics: other keys, a log without an epoch. */
+    redisReply *r = admin(f, 0, "SET %s %s", "unrelated", "1");
+    freeReplyObject(r);
+    r = admin(f, 0, "RPUSH %s %s", "dsync:q:{orphan}:log", "x");
+    freeReplyObject(r);
+
+    listing ls = {.stop_at = -1};
+    ut_map_init(&ls.names);
+    assert_int_equal(rl_topics(rl, list_topic, &ls), 0);
+    assert_int_equal(ls.calls, 3002);
+    assert_non_null(ut_map_get(&ls.names, "alpha"));
+    assert_non_null(ut_map_get(&ls.names, "we{ird}:epoch"));
+    assert_non_null(ut_map_get(&ls.names, "bulk-2999"));
+    assert_null(ut_map_get(&ls.names, "orphan"));
+    ut_map_close(&ls.names);
+
+    /* A callback's nonzero answer stops the listing. */
+    ls = (listing){.stop_at = 10};
+    ut_map_init(&ls.names);
+    assert_int_equal(rl_topics(rl, list_topic, &ls), 7);
+    assert_int_equal(ls.calls, 10);
+    ut_map_close(&ls.names);
+    rl_close(rl);
+}
+
+static void test_info_reports_the_aof_policy(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    char info[64];
+    assert_int_equal(rl_info_appendfsync(rl, info, sizeof info), 0);
+    assert_string_equal(info, "appendonly=yes appendfsync=always");
+    redisReply *r = admin(f, 0, "CONFIG SET appendfsync everysec");
+    freeReplyObject(r);
+    assert_int_equal(rl_info_appendfsync(rl, info, sizeof info), 0);
+    assert_string_equal(info, "appendonly=yes appendfsync=everysec");
+    rl_close(rl);
+}
+
+static void test_every_script_falls_back_to_eval_when_redis_lost_it(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    redisReply *r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    assert_int_equal(rl_claim(rl, "s1", 1, NULL), 0);
+    assert_int_equal(rl_claim(rl, "s2", 1, NULL), 0);
+
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    r = admin(f, 0, "CONFIG RESETSTAT");
+    freeReplyObject(r);
+    append_text(rl, "s1", 1, "a");
+    append_text(rl, "s2", 1, "b");
+    rl_stats before, after;
+    rl_get_stats(rl, &before);
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    rl_get_stats(rl, &after);
+    assert_int_equal(after.round_trips - before.round_trips, 2);
+    assert_int_equal(command_calls(f, "eval"), 2);
+
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    loaded l = {0};
+    load_ok(rl, "s1", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_RECORD, "a");
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    assert_int_equal(rl_rewrite(rl, "s2", 1, "snap", 4), 0);
+    load_ok(rl, "s2", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_SNAPSHOT, "snap");
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_records_come_back_in_order_after_the_snapshot_across_a_reconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_flush_on_a_dropped_connection_is_unknown_and_the_next_reconnects, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_one_flush_writes_many_topics_in_one_round_trip, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_ten_thousand_appends_go_in_one_flush_and_load_back_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_node_that_lost_a_topic_can_never_write_to_it_again,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claims_with_an_older_or_equal_epoch_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_append_checks_its_arguments_and_limits, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rewrite_replaces_the_log_with_the_snapshot, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_calls_fail_with_unavailable_when_redis_is_killed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_handle_reconnects_and_finds_its_data_after_redis_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_bad_url_is_a_configuration_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_binary_records_with_nuls_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_topics_lists_every_claimed_topic_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_info_reports_the_aof_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_script_falls_back_to_eval_when_redis_lost_it,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

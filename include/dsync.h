@@ -140,6 +140,54 @@ const char *dsync_lock_mode_name(dsync_lock_mode mode);
 dsync_lock_mode dsync_lock_mode_parse(const char *name);
 
 /* ------------------------------------------------------------------------
+ * Queue: topics placed on nodes by consistent hashing, at-least-once
+ * delivery. Any node takes any call and forwards it to the topic's owner.
+ * ------------------------------------------------------------------------ */
+
+#define DSYNC_TOPIC_MAX 200          /* bytes of a topic name (printable ASCII) */
+#define DSYNC_CONSUMER_MAX 128       /* bytes of a consumer id */
+#define DSYNC_MESSAGE_MAX (1u << 20) /* bytes of one message body */
+#define DSYNC_RECEIPT_LEN 32         /* characters of a receipt */
+
+/* One delivered message. body is malloc'ed; free the array with
+ * dsync_queue_msgs_free. */
+typedef struct {
+    uint64_t id;         /* per topic, increasing from 1 */
+    uint32_t deliveries; /* 1 on the first delivery */
+    char receipt[DSYNC_RECEIPT_LEN + 1];
+    uint64_t visibility_ms; /* in flight this long from the answer, unless acked */
+    char *body;
+    size_t len;
+    uint64_t origin_id; /* in a dead-letter topic "<t>.dlq": its id in <t>; else 0 */
+    uint32_t origin_deliveries;
+} dsync_queue_msg;
+
+typedef struct {
+    const char *topic;
+    const char *consumer_id;
+    uint32_t max;           /* messages at most; 0 means 1 */
+    uint64_t visibility_ms; /* 0: the default (DSYNC_QUEUE_VISIBILITY_MS) */
+    uint64_t wait_ms;       /* long poll: wait this long for a message when none is ready */
+} dsync_consume_request;
+
+/* Appends a message; *id once it is durable (fsynced to the owner's store).
+ * DSYNC_EINVAL for a bad topic, DSYNC_ETOOBIG for a body over
+ * DSYNC_MESSAGE_MAX, DSYNC_EUNAVAILABLE when the owner cannot be reached. */
+int dsync_queue_enqueue(dsync_node *node, const char *topic, const void *body, size_t len,
+                        uint64_t *id);
+/* Takes up to max ready messages, oldest first, each in flight for
+ * visibility_ms: ack it by then or it is delivered again (after
+ * DSYNC_QUEUE_MAX_DELIVERIES deliveries it moves to "<topic>.dlq"). *n = 0
+ * when none arrived within wait_ms. */
+int dsync_queue_consume(dsync_node *node, const dsync_consume_request *req, dsync_queue_msg **msgs,
+                        size_t *n);
+void dsync_queue_msgs_free(dsync_queue_msg *msgs, size_t n);
+/* Deletes the message of that delivery. DSYNC_ENOTFOUND when the receipt is
+ * unknown, of an earlier delivery, or its visibility ran out (the message
+ * was or will be delivered again); nothing changes then. */
+int dsync_queue_ack(dsync_node *node, const char *topic, const char *receipt);
+
+/* ------------------------------------------------------------------------
  * Node status and metrics
  * ------------------------------------------------------------------------ */
 

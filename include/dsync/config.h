@@ -54,6 +54,10 @@ typedef struct {
     uint64_t raft_tick_ms;            /* DSYNC_RAFT_TICK_MS */
     uint64_t raft_election_ticks;     /* DSYNC_ELECTION_TICKS */
     int join;                         /* DSYNC_JOIN: 1 for a node added to a running cluster */
+    uint64_t queue_visibility_ms;     /* DSYNC_QUEUE_VISIBILITY_MS */
+    uint32_t queue_max_deliveries;    /* DSYNC_QUEUE_MAX_DELIVERIES */
+    uint64_t queue_max_wait_ms;       /* DSYNC_QUEUE_MAX_WAIT_MS */
+    uint64_t queue_rewrite_bytes;     /* DSYNC_QUEUE_REWRITE_BYTES */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

@@ -83,6 +83,11 @@ static void handle(dsync_node *n, nd_call *call, uint64_t now_ms)
     case ND_CALL_MEMBER:
         nd_raft_handle_member(n, call);
         return;
+    case ND_CALL_Q_ENQUEUE:
+    case ND_CALL_Q_CONSUME:
+    case ND_CALL_Q_ACK:
+        nd_queue_handle(n, call);
+        return;
     case ND_CALL_DROP_PEERS:
         if (n->net) nt_set_drop(n->net, call->u.drop.ids, call->u.drop.n);
         ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: dropping traffic with %zu peer(s)",
@@ -140,11 +145,14 @@ static void *loop_main(void *arg)
         now = ut_now_ms();
         next_deadline = nd_raft_tick(n, now);
         uint64_t locks = nd_locks_tick(n, now);
+        uint64_t queue = nd_queue_tick(n, now);
+        nd_queue_flush(n);
         nd_raft_process(n);
         /* What this turn applied may bring a lease or a parked call due. */
         uint64_t after = nd_locks_tick(n, ut_now_ms());
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         if (locks < next_deadline) next_deadline = locks;
+        if (queue < next_deadline) next_deadline = queue;
         if (after < next_deadline) next_deadline = after;
     }
     return NULL;
@@ -178,20 +186,23 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
         /* nd_raft_open has logged why (a corrupt log names the record). */
         goto fail_locks;
     }
+    if ((rc = nd_queue_open(n)) != 0) goto fail_raft;
     if (pthread_mutex_init(&n->mu, NULL) != 0) {
         rc = DSYNC_ENOMEM;
-        goto fail_raft;
+        goto fail_queue;
     }
     if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
         rc = DSYNC_ENOMEM;
         pthread_mutex_destroy(&n->mu);
-        goto fail_raft;
+        goto fail_queue;
     }
     ut_log(&n->log, DSYNC_LOG_INFO, "node %" PRIu64 " open: %zu member(s), data in %s",
            cfg->node_id, n->n_voters, cfg->data_dir[0] ? cfg->data_dir : "memory only");
     *out = n;
     return 0;
 
+fail_queue:
+    nd_queue_close(n);
 fail_raft:
     nd_raft_close(n);
 fail_locks:
@@ -221,6 +232,7 @@ void dsync_node_close(dsync_node *n)
     }
     n->parked = NULL;
     nd_raft_fail_all(n, DSYNC_ECLOSED);
+    nd_queue_close(n);
     nd_raft_close(n);
     nd_locks_close(n);
     close(n->wake_fd);

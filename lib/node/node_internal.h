@@ -22,7 +22,10 @@
 #include "lock/lock.h"
 #include "net/net.h"
 #include "node/fsm.h"
+#include "queue/queue.h"
+#include "queue/ring.h"
 #include "raft/raft.h"
+#include "store/aof.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -33,6 +36,9 @@ typedef enum {
     ND_CALL_HEALTH,
     ND_CALL_DROP_PEERS,
     ND_CALL_MEMBER, /* add or remove a member */
+    ND_CALL_Q_ENQUEUE,
+    ND_CALL_Q_CONSUME,
+    ND_CALL_Q_ACK,
 } nd_call_kind;
 
 /* Frames on the peer transport (types above NT_USER). */
@@ -43,6 +49,8 @@ enum {
     ND_FRAME_PING,            /* every peer to every peer: the failure detector */
     ND_FRAME_CONF,            /* follower -> leader: u64 seq | u8 add | u64 id | u16 len | addr */
     ND_FRAME_CONF_RESULT,     /* leader -> follower, once applied: u64 seq | u32 -rc */
+    ND_FRAME_QREQ,            /* a queue call for the topic's owner (node_queue.c) */
+    ND_FRAME_QRESP,           /* the owner's answer */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -51,6 +59,7 @@ enum {
 #define ND_COMMIT_TIMEOUT_MS 5000
 
 typedef struct nd_call nd_call;
+typedef struct nq_op nq_op; /* node_queue.c: a queue operation on the owner */
 
 /* Leader: a membership change a follower forwarded, answered once its
  * entry has applied (index 0: free slot). */
@@ -89,6 +98,16 @@ struct nd_call {
             size_t n;
         } drop;
         struct {
+            const char *topic;
+            const void *body;
+            size_t len;
+            uint64_t *id;
+            const dsync_consume_request *consume;
+            dsync_queue_msg **msgs;
+            size_t *n;
+            const char *receipt;
+        } queue;
+        struct {
             bool add;
             raft_member m;
             uint64_t seq;   /* to match the leader's answer when forwarded */
@@ -113,6 +132,12 @@ typedef struct {
     dsync_series *batch_entries; /* histogram: entries per group commit */
     dsync_series *snapshots;     /* counter */
 } nd_lock_metrics;
+
+typedef struct {
+    dsync_metric *enqueued, *consumed, *acked, *requeued, *dead_lettered; /* by topic */
+    dsync_metric *depth, *in_flight;                                      /* by topic */
+    dsync_series *enqueue_seconds, *consume_seconds, *fsync_seconds;
+} nd_queue_metrics;
 
 typedef struct {
     dsync_series *term, *commit_index, *applied_index, *is_leader;
@@ -167,6 +192,18 @@ struct dsync_node {
     dsync_metrics *metrics;
     nd_lock_metrics lm;
     nd_raft_metrics rm;
+
+    /* The queue (node_queue.c): topics this node owns. */
+    q_state *queue;
+    qr_ring *ring;      /* placement of topics on the members */
+    aof_file *aof;      /* local queue file; NULL when memory only */
+    bool queue_broken;  /* its fsync failed: queue writes refused */
+    ut_buf journal;     /* records of this turn's changes */
+    nq_op *q_durable;   /* answered after this turn's sync */
+    nq_op *q_parked;    /* consumes waiting for a message */
+    bool q_ready_dirty; /* something became ready: look at the parked */
+    nd_call *q_waiting; /* calls forwarded to a topic's owner */
+    nd_queue_metrics qm;
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -197,6 +234,18 @@ void nd_raft_health(dsync_node *n, dsync_health *h, uint64_t now_ms);
 void nd_raft_handle_member(dsync_node *n, nd_call *call);
 /* Completes every waiting write and read with rc (closing). */
 void nd_raft_fail_all(dsync_node *n, int rc);
+
+/* node_queue.c: the queue service's half of the loop. */
+int nd_queue_open(dsync_node *n);
+void nd_queue_close(dsync_node *n);
+void nd_queue_handle(dsync_node *n, nd_call *call);
+void nd_queue_frame(dsync_node *n, uint64_t from, uint8_t type, const void *payload, size_t len);
+/* The membership changed: the ring follows it. */
+void nd_queue_members_changed(dsync_node *n);
+/* Makes this turn's queue changes durable (one fsync), then answers. */
+void nd_queue_flush(dsync_node *n);
+/* Expires leases, serves parked consumers; returns the next deadline. */
+uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms);
 
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);

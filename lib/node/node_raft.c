@@ -177,6 +177,7 @@ static void set_members(dsync_node *n, const void *conf, size_t len)
     }
     n->n_voters = count;
     dsync_series_set(n->rm.members, (double)count);
+    nd_queue_members_changed(n);
 }
 
 /* Leader: proposes the change; 0 with *index, or the error. */
@@ -383,6 +384,10 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
         return;
     case ND_FRAME_CONF_RESULT:
         on_conf_result(n, payload, len);
+        return;
+    case ND_FRAME_QREQ:
+    case ND_FRAME_QRESP:
+        nd_queue_frame(n, from, type, payload, len);
         return;
     default:
         ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a frame of unknown type %u", from,

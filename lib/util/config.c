@@ -198,6 +198,10 @@ RANGED_SETTER(set_snapshot_entries, snapshot_entries, 16, 100000000ULL)
 RANGED_SETTER(set_raft_tick, raft_tick_ms, 1, 10000)
 RANGED_SETTER(set_election_ticks, raft_election_ticks, 3, 1000)
 RANGED_SETTER(set_join, join, 0, 1)
+RANGED_SETTER(set_q_visibility, queue_visibility_ms, 1, 43200000ULL)
+RANGED_SETTER(set_q_deliveries, queue_max_deliveries, 1, 1000)
+RANGED_SETTER(set_q_wait, queue_max_wait_ms, 0, 600000)
+RANGED_SETTER(set_q_rewrite, queue_rewrite_bytes, 65536, 1ULL << 40)
 
 static int set_log_level(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
@@ -243,6 +247,17 @@ static const var_def vars[] = {
       "1 for a node being added to a running cluster: it waits for the leader instead of "
       "starting elections"},
      set_join},
+    {{"DSYNC_QUEUE_VISIBILITY_MS", "30000",
+      "how long a consumed message stays in flight when consume gives no visibility_ms"},
+     set_q_visibility},
+    {{"DSYNC_QUEUE_MAX_DELIVERIES", "5",
+      "deliveries after which an unacked message moves to <topic>.dlq"},
+     set_q_deliveries},
+    {{"DSYNC_QUEUE_MAX_WAIT_MS", "20000", "largest wait_ms (long poll) a consume may ask for"},
+     set_q_wait},
+    {{"DSYNC_QUEUE_REWRITE_BYTES", "67108864",
+      "rewrite the local queue file as a snapshot once it grows past this"},
+     set_q_rewrite},
 };
 #define N_VARS (sizeof vars / sizeof vars[0])
 

@@ -1,0 +1,707 @@
+/*
+ * node_queue.c: the queue service inside the node loop.
+ *
+ * Each topic has one owner, the member the consistent-hash ring
+ * (lib/queue/ring) places it on; the owner keeps the topic in its queue
+ * state machine (lib/queue) and makes every change durable in its local
+ * append-only file (lib/store/aof) before it answers: group commit, one
+ * fsync per loop turn for every enqueue, consume and ack of that turn. Any
+ * node takes any call: when the topic is another node's, the call travels
+ * to the owner over the peer transport (ND_FRAME_QREQ) and the answer comes
+ * back (ND_FRAME_QRESP).
+ *
+ * A consume with wait_ms that finds nothing ready is parked on the owner
+ * and served by the next enqueue or requeue of its topic, or answered
+ * empty at its deadline (long polling). Leases are in wall-clock ms, so
+ * they mean the same after a restart.
+ *
+ * Not yet (issue 4 continues): the Redis store, and moving topics when
+ * their owner is down or the membership changes. Until then a topic lives
+ * on its owner's disk; while the owner is down its topics answer 503, and
+ * nothing acknowledged is lost.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "node_internal.h"
+
+#define NQ_DEFAULT_MAX 1
+#define NQ_MAX_BATCH 100 /* messages one consume may take */
+
+/* An operation on the topic's owner, from a caller here (call) or from a
+ * peer (from, req_id). Owns copies of everything it needs. */
+struct nq_op {
+    nq_op *next;
+    nd_call_kind kind;
+    char topic[QS_TOPIC_NAME_MAX + 1];
+    char consumer[QS_CONSUMER_MAX + 1];
+    void *body;
+    size_t len;
+    uint32_t max;
+    uint64_t visibility_ms, wait_ms, deadline_ms;
+    q_receipt receipt;
+    /* results */
+    int rc;
+    uint64_t id;
+    dsync_queue_msg *msgs;
+    size_t n_msgs;
+    uint64_t started_ns;
+    /* who waits */
+    nd_call *call;
+    uint64_t from, req_id;
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static bool topic_ok(const char *t)
+{
+    return t && strnlen(t, QS_TOPIC_NAME_MAX + 1) <= QS_TOPIC_NAME_MAX &&
+           q_check_topic_name(t) == 0;
+}
+
+static void free_msgs(dsync_queue_msg *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(m[i].body);
+    free(m);
+}
+
+void dsync_queue_msgs_free(dsync_queue_msg *msgs, size_t n)
+{
+    free_msgs(msgs, n);
+}
+
+static void op_free(nq_op *op)
+{
+    free(op->body);
+    free_msgs(op->msgs, op->n_msgs);
+    free(op);
+}
+
+/* The owner of topic: the member the ring places it on. */
+static uint64_t owner_of(const dsync_node *n, const char *topic)
+{
+    if (!n->net || n->n_voters <= 1) return n->cfg.node_id;
+    uint64_t o = qr_owner(n->ring, topic, strlen(topic));
+    return o ? o : n->cfg.node_id;
+}
+
+void nd_queue_members_changed(dsync_node *n)
+{
+    qr_ring *r = qr_new(0);
+    if (!r) return; /* keep the old ring */
+    for (size_t i = 0; i < n->n_voters; i++)
+        qr_add(r, n->voters[i]);
+    qr_free(n->ring);
+    n->ring = r;
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void register_metrics(dsync_node *n)
+{
+    dsync_metrics *m = n->metrics;
+    nd_queue_metrics *qm = &n->qm;
+    qm->enqueued = dsync_metrics_counter(
+        m, "queue_enqueued_total", "Messages enqueued, by topic (counted on its owner).", "topic");
+    qm->consumed = dsync_metrics_counter(m, "queue_consumed_total",
+                                         "Messages handed out (deliveries), by topic.", "topic");
+    qm->acked = dsync_metrics_counter(m, "queue_acked_total",
+                                      "Messages deleted by an ack, by topic.", "topic");
+    qm->requeued =
+        dsync_metrics_counter(m, "queue_requeued_total",
+                              "Messages whose visibility ran out, put back, by topic.", "topic");
+    qm->dead_lettered = dsync_metrics_counter(m, "queue_dead_lettered_total",
+                                              "Messages moved to <topic>.dlq, by topic.", "topic");
+    qm->depth = dsync_metrics_gauge(m, "queue_depth", "Ready messages, by topic.", "topic");
+    qm->in_flight =
+        dsync_metrics_gauge(m, "queue_in_flight", "Messages delivered and not yet acked.", "topic");
+    qm->enqueue_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "queue_enqueue_seconds", "Time from an enqueue's arrival on the owner to its answer.",
+        NULL, dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    qm->consume_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "queue_consume_seconds",
+        "Time from a consume's arrival on the owner to its answer (long polls included).", NULL,
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    qm->fsync_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "queue_fsync_seconds", "Time of one group commit of the local queue file.", NULL,
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+}
+
+static void topic_gauges(dsync_node *n, const char *topic)
+{
+    q_topic_stats st;
+    if (q_topic_stats_get(n->queue, topic, &st) != 0) return;
+    dsync_series_set(dsync_metric_series1(n->qm.depth, topic), (double)st.depth);
+    dsync_series_set(dsync_metric_series1(n->qm.in_flight, topic), (double)st.in_flight);
+}
+
+/* ---- persistence ---------------------------------------------------------- */
+
+/* What this turn's calls changed goes to the file as one record. */
+static int journal_out(dsync_node *n)
+{
+    if (!n->journal.len) return 0;
+    int rc = n->aof ? aof_append(n->aof, n->journal.data, n->journal.len) : 0;
+    n->journal.len = 0;
+    return rc;
+}
+
+static int replay(void *ctx, aof_type type, const void *data, size_t len)
+{
+    dsync_node *n = ctx;
+    return type == AOF_SNAPSHOT ? q_restore(n->queue, data, len)
+                                : q_apply_all(n->queue, data, len, NULL);
+}
+
+static void maybe_rewrite(dsync_node *n)
+{
+    if (!n->aof || n->queue_broken || aof_size(n->aof) < n->cfg.queue_rewrite_bytes) return;
+    ut_buf b;
+    ut_buf_init(&b);
+    int rc = q_snapshot(n->queue, &b);
+    if (rc == 0) rc = aof_rewrite(n->aof, b.data, b.len);
+    ut_buf_free(&b);
+    if (rc == DSYNC_EIO) {
+        n->queue_broken = true;
+        ut_log(&n->log, DSYNC_LOG_ERROR, "rewriting the queue file failed: queue writes refused");
+    }
+}
+
+/* ---- answering -------------------------------------------------------------- */
+
+static void encode_result(ut_buf *b, const nq_op *op)
+{
+    ut_buf_put_le(b, op->req_id, 8);
+    ut_buf_put_le(b, (uint64_t)(uint32_t)-op->rc, 4);
+    ut_buf_put_le(b, op->id, 8);
+    ut_buf_put_le(b, op->n_msgs, 4);
+    for (size_t i = 0; i < op->n_msgs; i++) {
+        const dsync_queue_msg *m = &op->msgs[i];
+        ut_buf_put_le(b, m->id, 8);
+        ut_buf_put_le(b, m->deliveries, 4);
+        ut_buf_append(b, m->receipt, DSYNC_RECEIPT_LEN);
+        ut_buf_put_le(b, m->visibility_ms, 8);
+        ut_buf_put_le(b, m->origin_id, 8);
+        ut_buf_put_le(b, m->origin_deliveries, 4);
+        ut_buf_put_le(b, m->len, 4);
+        ut_buf_append(b, m->body, m->len);
+    }
+}
+
+/* Gives the caller (here or on a peer) the result, and frees op. */
+static void finish(dsync_node *n, nq_op *op)
+{
+    dsync_series *lat = op->kind == ND_CALL_Q_CONSUME   ? n->qm.consume_seconds
+                        : op->kind == ND_CALL_Q_ENQUEUE ? n->qm.enqueue_seconds
+                                                        : NULL;
+    if (lat) dsync_series_observe(lat, (double)(ut_now_ns() - op->started_ns) / 1e9);
+    if (op->call) {
+        nd_call *c = op->call;
+        if (op->kind == ND_CALL_Q_ENQUEUE && c->u.queue.id) *c->u.queue.id = op->id;
+        if (op->kind == ND_CALL_Q_CONSUME) {
+            *c->u.queue.msgs = op->msgs;
+            *c->u.queue.n = op->n_msgs;
+            op->msgs = NULL;
+            op->n_msgs = 0;
+        }
+        nd_complete(c, op->rc);
+    } else if (n->net) {
+        ut_buf b;
+        ut_buf_init(&b);
+        encode_result(&b, op);
+        if (!b.oom) nt_send(n->net, op->from, ND_FRAME_QRESP, b.data, b.len);
+        ut_buf_free(&b);
+    }
+    op_free(op);
+}
+
+/* ---- executing on the owner --------------------------------------------- */
+
+static void take_deliveries(nq_op *op, const q_delivery *d, size_t count, uint64_t now)
+{
+    op->msgs = calloc(count ? count : 1, sizeof *op->msgs);
+    if (!op->msgs) {
+        op->rc = DSYNC_ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        dsync_queue_msg *m = &op->msgs[i];
+        m->id = d[i].id;
+        m->deliveries = d[i].deliveries;
+        q_receipt_format(&d[i].receipt, m->receipt);
+        m->visibility_ms = d[i].visibility_deadline > now ? d[i].visibility_deadline - now : 0;
+        m->origin_id = d[i].origin_id;
+        m->origin_deliveries = d[i].origin_deliveries;
+        m->body = malloc(d[i].len + 1);
+        if (!m->body) {
+            op->n_msgs = i;
+            op->rc = DSYNC_ENOMEM;
+            return;
+        }
+        memcpy(m->body, d[i].body, d[i].len);
+        m->body[d[i].len] = '\0';
+        m->len = d[i].len;
+        op->n_msgs = i + 1;
+    }
+}
+
+/* Tries a consume; true when it is answered (messages, or an error). */
+static bool try_consume(dsync_node *n, nq_op *op, uint64_t now)
+{
+    q_delivery d[NQ_MAX_BATCH];
+    size_t count = 0;
+    op->rc =
+        q_consume(n->queue, op->topic, op->consumer, op->max, op->visibility_ms, now, d, &count);
+    if (op->rc == 0 && count == 0 && op->wait_ms && now < op->deadline_ms) return false;
+    if (op->rc == 0) {
+        take_deliveries(op, d, count, now);
+        dsync_series_add(dsync_metric_series1(n->qm.consumed, op->topic), (double)count);
+        topic_gauges(n, op->topic);
+    }
+    return true;
+}
+
+/* Durable before answered: the turn's sync comes first. */
+static void answer_after_sync(dsync_node *n, nq_op *op)
+{
+    if (journal_out(n) != 0 && op->rc == 0) op->rc = DSYNC_ENOMEM;
+    op->next = n->q_durable;
+    n->q_durable = op;
+}
+
+static void execute(dsync_node *n, nq_op *op)
+{
+    uint64_t now = ut_wall_ms();
+    if (n->queue_broken) {
+        op->rc = DSYNC_EIO;
+        finish(n, op);
+        return;
+    }
+    switch (op->kind) {
+    case ND_CALL_Q_ENQUEUE:
+        op->rc = q_enqueue(n->queue, op->topic, op->body, op->len, now, &op->id);
+        if (op->rc == 0) {
+            dsync_series_add(dsync_metric_series1(n->qm.enqueued, op->topic), 1);
+            topic_gauges(n, op->topic);
+            n->q_ready_dirty = true;
+        }
+        answer_after_sync(n, op);
+        return;
+    case ND_CALL_Q_CONSUME:
+        op->deadline_ms = now + op->wait_ms;
+        if (!try_consume(n, op, now)) {
+            op->next = n->q_parked;
+            n->q_parked = op;
+            return;
+        }
+        answer_after_sync(n, op);
+        return;
+    case ND_CALL_Q_ACK:
+        op->rc = q_ack(n->queue, op->topic, &op->receipt, now);
+        if (op->rc == 0) {
+            dsync_series_add(dsync_metric_series1(n->qm.acked, op->topic), 1);
+            topic_gauges(n, op->topic);
+        }
+        answer_after_sync(n, op);
+        return;
+    default:
+        op->rc = DSYNC_EINVAL;
+        finish(n, op);
+    }
+}
+
+/* Serves parked consumers whose topic has something ready, or whose wait
+ * is over. */
+static uint64_t serve_parked(dsync_node *n, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (nq_op **pp = &n->q_parked; *pp;) {
+        nq_op *op = *pp;
+        bool due = op->deadline_ms <= now || q_has_ready(n->queue, op->topic);
+        if (due && try_consume(n, op, now)) {
+            *pp = op->next;
+            answer_after_sync(n, op);
+            continue;
+        }
+        if (op->deadline_ms < next) next = op->deadline_ms;
+        pp = &op->next;
+    }
+    return next;
+}
+
+static void on_queue_event(void *ctx, const q_event *ev)
+{
+    dsync_node *n = ctx;
+    n->q_ready_dirty = true;
+    if (ev->kind == Q_EV_REQUEUED) {
+        dsync_series_add(dsync_metric_series1(n->qm.requeued, ev->topic), 1);
+    } else {
+        dsync_series_add(dsync_metric_series1(n->qm.dead_lettered, ev->topic), 1);
+        ut_log(&n->log, DSYNC_LOG_WARN, "message %" PRIu64 " of %s dead-lettered to %s", ev->id,
+               ev->topic, ev->dlq_topic);
+    }
+}
+
+/* ---- forwarding ------------------------------------------------------------- */
+
+static void encode_request(ut_buf *b, uint64_t req_id, const nq_op *op)
+{
+    ut_buf_put_le(b, req_id, 8);
+    ut_buf_put_le(b, (uint64_t)op->kind, 1);
+    ut_buf_put_str16(b, op->topic);
+    switch (op->kind) {
+    case ND_CALL_Q_ENQUEUE:
+        ut_buf_put_le(b, op->len, 4);
+        ut_buf_append(b, op->body, op->len);
+        break;
+    case ND_CALL_Q_CONSUME:
+        ut_buf_put_str16(b, op->consumer);
+        ut_buf_put_le(b, op->max, 4);
+        ut_buf_put_le(b, op->visibility_ms, 8);
+        ut_buf_put_le(b, op->wait_ms, 8);
+        break;
+    default:
+        ut_buf_put_le(b, op->receipt.id, 8);
+        ut_buf_put_le(b, op->receipt.tag, 8);
+    }
+}
+
+/* A request from a peer: checked field by field, never trusted. */
+static void on_request(dsync_node *n, uint64_t from, const void *payload, size_t len)
+{
+    ut_reader r = {payload, len, false};
+    nq_op *op = calloc(1, sizeof *op);
+    if (!op) return;
+    op->from = from;
+    op->started_ns = ut_now_ns();
+    op->req_id = ut_read_le(&r, 8);
+    op->kind = (nd_call_kind)ut_read_le(&r, 1);
+    ut_read_str16(&r, op->topic, QS_TOPIC_NAME_MAX);
+    bool ok = !r.bad && topic_ok(op->topic);
+    if (ok && op->kind == ND_CALL_Q_ENQUEUE) {
+        op->len = (size_t)ut_read_le(&r, 4);
+        ok = !r.bad && op->len <= QS_MAX_BODY && op->len <= r.left &&
+             (op->body = malloc(op->len ? op->len : 1)) != NULL;
+        if (ok) {
+            memcpy(op->body, r.p, op->len);
+            r.p += op->len;
+            r.left -= op->len;
+        }
+    } else if (ok && op->kind == ND_CALL_Q_CONSUME) {
+        ut_read_str16(&r, op->consumer, QS_CONSUMER_MAX);
+        op->max = (uint32_t)ut_read_le(&r, 4);
+        op->visibility_ms = ut_read_le(&r, 8);
+        op->wait_ms = ut_read_le(&r, 8);
+        ok = !r.bad && op->max >= 1 && op->max <= NQ_MAX_BATCH &&
+             op->wait_ms <= n->cfg.queue_max_wait_ms;
+    } else if (ok && op->kind == ND_CALL_Q_ACK) {
+        op->receipt.id = ut_read_le(&r, 8);
+        op->receipt.tag = ut_read_le(&r, 8);
+        ok = !r.bad;
+    } else {
+        ok = false;
+    }
+    if (!ok || r.left != 0) {
+        ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed queue request", from);
+        op_free(op);
+        return;
+    }
+    /* Placement may have moved while it travelled: only the owner serves. */
+    if (owner_of(n, op->topic) != n->cfg.node_id) {
+        op->rc = DSYNC_EUNAVAILABLE;
+        finish(n, op);
+        return;
+    }
+    execute(n, op);
+}
+
+static void on_response(dsync_node *n, const void *payload, size_t len)
+{
+    ut_reader r = {payload, len, false};
+    uint64_t req_id = ut_read_le(&r, 8);
+    uint64_t code = ut_read_le(&r, 4);
+    uint64_t id = ut_read_le(&r, 8);
+    uint64_t count = ut_read_le(&r, 4);
+    if (r.bad || count > NQ_MAX_BATCH) return;
+    nd_call **pp = &n->q_waiting;
+    while (*pp && (*pp)->read_ctx != req_id)
+        pp = &(*pp)->next;
+    nd_call *c = *pp;
+    if (!c) return; /* it gave up already */
+    int rc = code == 0 ? 0 : code <= (uint64_t)-DSYNC_ERR_MIN ? -(int)code : DSYNC_EUNAVAILABLE;
+    dsync_queue_msg *msgs = NULL;
+    if (rc == 0 && c->kind == ND_CALL_Q_CONSUME) {
+        msgs = calloc(count ? count : 1, sizeof *msgs);
+        size_t got = 0;
+        for (; msgs && got < count; got++) {
+            dsync_queue_msg *m = &msgs[got];
+            m->id = ut_read_le(&r, 8);
+            m->deliveries = (uint32_t)ut_read_le(&r, 4);
+            if (r.left < DSYNC_RECEIPT_LEN) break;
+            memcpy(m->receipt, r.p, DSYNC_RECEIPT_LEN);
+            r.p += DSYNC_RECEIPT_LEN;
+            r.left -= DSYNC_RECEIPT_LEN;
+            m->visibility_ms = ut_read_le(&r, 8);
+            m->origin_id = ut_read_le(&r, 8);
+            m->origin_deliveries = (uint32_t)ut_read_le(&r, 4);
+            m->len = (size_t)ut_read_le(&r, 4);
+            if (r.bad || m->len > r.left || !(m->body = malloc(m->len + 1))) break;
+            memcpy(m->body, r.p, m->len);
+            m->body[m->len] = '\0';
+            r.p += m->len;
+            r.left -= m->len;
+        }
+        if (!msgs || got != count || r.left != 0) {
+            free_msgs(msgs, msgs ? got : 0);
+            return; /* garbage: the caller times out */
+        }
+    } else if (r.left != 0) {
+        return;
+    }
+    *pp = c->next;
+    c->next = NULL;
+    if (rc == 0 && c->kind == ND_CALL_Q_ENQUEUE && c->u.queue.id) *c->u.queue.id = id;
+    if (rc == 0 && c->kind == ND_CALL_Q_CONSUME) {
+        *c->u.queue.msgs = msgs;
+        *c->u.queue.n = (size_t)count;
+    }
+    nd_complete(c, rc);
+}
+
+void nd_queue_frame(dsync_node *n, uint64_t from, uint8_t type, const void *payload, size_t len)
+{
+    if (type == ND_FRAME_QREQ)
+        on_request(n, from, payload, len);
+    else
+        on_response(n, payload, len);
+}
+
+/* ---- calls from this node --------------------------------------------------- */
+
+void nd_queue_handle(dsync_node *n, nd_call *call)
+{
+    const dsync_consume_request *cr = call->u.queue.consume;
+    nq_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        nd_complete(call, DSYNC_ENOMEM);
+        return;
+    }
+    op->kind = call->kind;
+    op->call = call;
+    op->started_ns = call->submitted_ns;
+    int rc = 0;
+    const char *topic = op->kind == ND_CALL_Q_CONSUME ? cr->topic : call->u.queue.topic;
+    if (!topic_ok(topic)) rc = DSYNC_EINVAL;
+    if (rc == 0) strcpy(op->topic, topic);
+    if (rc == 0 && op->kind == ND_CALL_Q_ENQUEUE) {
+        op->len = call->u.queue.len;
+        if (op->len > QS_MAX_BODY)
+            rc = DSYNC_ETOOBIG;
+        else if (!(op->body = malloc(op->len ? op->len : 1)))
+            rc = DSYNC_ENOMEM;
+        else if (op->len)
+            memcpy(op->body, call->u.queue.body, op->len);
+    } else if (rc == 0 && op->kind == ND_CALL_Q_CONSUME) {
+        op->max = cr->max ? cr->max : NQ_DEFAULT_MAX;
+        op->visibility_ms = cr->visibility_ms ? cr->visibility_ms : n->cfg.queue_visibility_ms;
+        op->wait_ms = cr->wait_ms;
+        if (!cr->consumer_id || !*cr->consumer_id ||
+            strnlen(cr->consumer_id, QS_CONSUMER_MAX + 1) > QS_CONSUMER_MAX ||
+            op->max > NQ_MAX_BATCH || op->visibility_ms > QS_MAX_VISIBILITY_MS ||
+            op->wait_ms > n->cfg.queue_max_wait_ms)
+            rc = DSYNC_EINVAL;
+        else
+            strcpy(op->consumer, cr->consumer_id);
+    } else if (rc == 0 && op->kind == ND_CALL_Q_ACK) {
+        if (!call->u.queue.receipt || q_receipt_parse(call->u.queue.receipt, &op->receipt) != 0)
+            rc = DSYNC_ENOTFOUND; /* not a receipt we could have given */
+    }
+    if (rc != 0) {
+        op->call = NULL;
+        op_free(op);
+        nd_complete(call, rc);
+        return;
+    }
+    uint64_t owner = owner_of(n, op->topic);
+    if (owner == n->cfg.node_id) {
+        execute(n, op);
+        return;
+    }
+    /* Someone else's topic: send it there and wait for the answer. */
+    ut_buf b;
+    ut_buf_init(&b);
+    call->read_ctx = ++n->next_read;
+    encode_request(&b, call->read_ctx, op);
+    rc = b.oom ? DSYNC_ENOMEM : nt_send(n->net, owner, ND_FRAME_QREQ, b.data, b.len);
+    ut_buf_free(&b);
+    op->call = NULL;
+    uint64_t wait = op->wait_ms;
+    op_free(op);
+    if (rc != 0) {
+        nd_complete(call, rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE);
+        return;
+    }
+    call->deadline_ms = ut_now_ms() + ND_COMMIT_TIMEOUT_MS + wait;
+    call->next = n->q_waiting;
+    n->q_waiting = call;
+}
+
+/* ---- the loop's turn ----------------------------------------------------------- */
+
+void nd_queue_flush(dsync_node *n)
+{
+    if (!n->q_durable) return;
+    int rc = 0;
+    if (n->aof) {
+        uint64_t start = ut_now_ns();
+        rc = aof_sync(n->aof);
+        dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+        if (rc != 0) {
+            n->queue_broken = true;
+            ut_log(&n->log, DSYNC_LOG_ERROR,
+                   "fsync of the queue file failed: queue writes refused until restart");
+        }
+    }
+    while (n->q_durable) {
+        nq_op *op = n->q_durable;
+        n->q_durable = op->next;
+        if (rc != 0) {
+            free_msgs(op->msgs, op->n_msgs);
+            op->msgs = NULL;
+            op->n_msgs = 0;
+            op->rc = DSYNC_EIO;
+        }
+        finish(n, op);
+    }
+    maybe_rewrite(n);
+}
+
+uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
+{
+    uint64_t wall = ut_wall_ms();
+    if (q_next_deadline(n->queue) <= wall && !n->queue_broken) {
+        q_tick(n->queue, wall, NULL);
+        journal_out(n);
+    }
+    uint64_t next = UINT64_MAX;
+    if (n->q_ready_dirty || n->q_parked) {
+        n->q_ready_dirty = false;
+        uint64_t p = serve_parked(n, wall);
+        if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
+    }
+    uint64_t lease = q_next_deadline(n->queue);
+    if (lease != UINT64_MAX) {
+        uint64_t at = now_ms + (lease > wall ? lease - wall : 0);
+        if (at < next) next = at;
+    }
+    /* Forwarded calls whose owner never answered. */
+    for (nd_call **pp = &n->q_waiting; *pp;) {
+        nd_call *c = *pp;
+        if (c->deadline_ms <= now_ms) {
+            *pp = c->next;
+            c->next = NULL;
+            nd_complete(c, DSYNC_EUNAVAILABLE);
+            continue;
+        }
+        if (c->deadline_ms < next) next = c->deadline_ms;
+        pp = &c->next;
+    }
+    return next;
+}
+
+/* ---- open and close -------------------------------------------------------------- */
+
+int nd_queue_open(dsync_node *n)
+{
+    register_metrics(n);
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce) nonce = ut_now_ns() ^ n->cfg.node_id;
+    q_config qc = {.nonce = nonce, .max_deliveries = n->cfg.queue_max_deliveries};
+    n->queue = q_new(&qc);
+    if (!n->queue) return DSYNC_ENOMEM;
+    q_set_listener(n->queue, on_queue_event, n);
+    ut_buf_init(&n->journal);
+    if (n->cfg.data_dir[0]) {
+        char err[512];
+        aof_options opt = {.fsync = AOF_FSYNC_ALWAYS, .log = &n->log};
+        int rc = aof_open(n->cfg.data_dir, &opt, &n->aof, replay, n, err, sizeof err);
+        if (rc != 0) {
+            ut_log(&n->log, DSYNC_LOG_ERROR, "cannot open the queue file in %s: %s",
+                   n->cfg.data_dir, err);
+            q_free(n->queue);
+            n->queue = NULL;
+            ut_buf_free(&n->journal);
+            return rc;
+        }
+    }
+    q_set_journal(n->queue, &n->journal);
+    size_t topics;
+    uint64_t ready, in_flight;
+    q_counts(n->queue, &topics, &ready, &in_flight);
+    for (size_t it = 0;;) {
+        q_topic_stats st;
+        if (!q_topic_next(n->queue, &it, &st)) break;
+        topic_gauges(n, st.name);
+    }
+    if (topics)
+        ut_log(&n->log, DSYNC_LOG_INFO,
+               "queue: restored %zu topic(s), %" PRIu64 " ready and %" PRIu64 " in flight", topics,
+               ready, in_flight);
+    return 0;
+}
+
+void nd_queue_close(dsync_node *n)
+{
+    while (n->q_parked) {
+        nq_op *op = n->q_parked;
+        n->q_parked = op->next;
+        op->rc = DSYNC_ECLOSED;
+        finish(n, op);
+    }
+    nd_queue_flush(n);
+    while (n->q_waiting) {
+        nd_call *c = n->q_waiting;
+        n->q_waiting = c->next;
+        nd_complete(c, DSYNC_ECLOSED);
+    }
+    aof_close(n->aof);
+    n->aof = NULL;
+    q_free(n->queue);
+    n->queue = NULL;
+    qr_free(n->ring);
+    n->ring = NULL;
+    ut_buf_free(&n->journal);
+}
+
+/* ---- public calls ---------------------------------------------------------------- */
+
+int dsync_queue_enqueue(dsync_node *n, const char *topic, const void *body, size_t len,
+                        uint64_t *id)
+{
+    if (!n || !topic || (len && !body)) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_Q_ENQUEUE,
+                    .u.queue = {.topic = topic, .body = body, .len = len, .id = id}};
+    return nd_submit(n, &call);
+}
+
+int dsync_queue_consume(dsync_node *n, const dsync_consume_request *req, dsync_queue_msg **msgs,
+                        size_t *count)
+{
+    if (!n || !req || !msgs || !count) return DSYNC_EINVAL;
+    *msgs = NULL;
+    *count = 0;
+    nd_call call = {.kind = ND_CALL_Q_CONSUME,
+                    .u.queue = {.consume = req, .msgs = msgs, .n = count}};
+    return nd_submit(n, &call);
+}
+
+int dsync_queue_ack(dsync_node *n, const char *topic, const char *receipt)
+{
+    if (!n || !topic || !receipt) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_Q_ACK, .u.queue = {.topic = topic, .receipt = receipt}};
+    return nd_submit(n, &call);
+}

@@ -1,0 +1,403 @@
+/*
+ * test_integ_queue.c: the queue over HTTP on real dsyncd processes.
+ *
+ * One node with its local queue file: producers and consumers in
+ * parallel on several topics (every message acked exactly once in the
+ * end), visibility expiry and redelivery, dead letters, long polling,
+ * kill -9 and restart losing nothing acknowledged, and every kind of bad
+ * input. Three nodes: topics spread over their owners, any node serves any
+ * topic.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+static const char *const node_env[] = {
+    "DSYNC_QUEUE_MAX_DELIVERIES=2",
+    NULL,
+};
+
+static int setup(void **state)
+{
+    h_node *n = malloc(sizeof *n);
+    h_node_init(n, 1, node_env);
+    if (h_node_start(n) != 0) {
+        h_node_destroy(n);
+        free(n);
+        return -1;
+    }
+    *state = n;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    h_node *n = *state;
+    int rc = h_node_destroy(n);
+    free(n);
+    return rc;
+}
+
+static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
+{
+    char body[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    return h_json(n, "POST", path, body, status);
+}
+
+static long long enqueue(const h_node *n, const char *topic, long long value)
+{
+    int st;
+    json_t *j =
+        post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}", topic, value);
+    long long id = st == 200 ? (long long)json_integer_value(json_object_get(j, "id")) : -st;
+    json_decref(j);
+    return id;
+}
+
+/* Consumes up to max; returns the messages array (caller decrefs the
+ * whole answer through *answer). */
+static json_t *consume(const h_node *n, const char *topic, int max, int visibility_ms, int wait_ms,
+                       json_t **answer)
+{
+    int st;
+    *answer = post(n, "/queue/consume", &st,
+                   "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d,"
+                   "\"wait_ms\":%d}",
+                   topic, max, visibility_ms, wait_ms);
+    assert_int_equal(st, 200);
+    json_t *msgs = json_object_get(*answer, "messages");
+    assert_true(json_is_array(msgs));
+    return msgs;
+}
+
+static int ack(const h_node *n, const char *topic, const char *receipt)
+{
+    int st;
+    json_decref(
+        post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
+    return st;
+}
+
+static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(void **state)
+{
+    h_node *n = *state;
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(enqueue(n, "orders", i), i);
+    json_t *a;
+    json_t *msgs = consume(n, "orders", 2, 300, 0, &a);
+    assert_int_equal(json_array_size(msgs), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 1);
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_object_get(json_array_get(msgs, 1), "message"), "v")),
+                     2);
+    char r1[64];
+    snprintf(r1, sizeof r1, "%s",
+             json_string_value(json_object_get(json_array_get(msgs, 0), "receipt")));
+    json_decref(a);
+    assert_int_equal(ack(n, "orders", r1), 200);
+    assert_int_equal(ack(n, "orders", r1), 404); /* once */
+
+    /* Message 2 was not acked: once its visibility ran out (the node
+     * counts the requeue), it comes back ahead of message 3, with its
+     * delivery count raised. */
+    long long deadline = h_now_ms() + 5000;
+    while (h_metric(n, "queue_requeued_total{topic=\"orders\"}") < 1 && h_now_ms() < deadline)
+        usleep(20000);
+    msgs = consume(n, "orders", 1, 30000, 0, &a);
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "deliveries")), 2);
+    json_decref(a);
+    assert_true(h_metric(n, "queue_requeued_total{topic=\"orders\"}") >= 1);
+}
+
+static void test_a_message_delivered_too_often_moves_to_the_dead_letter_topic(void **state)
+{
+    h_node *n = *state;
+    assert_int_equal(enqueue(n, "poison", 7), 1);
+    json_t *a;
+    /* DSYNC_QUEUE_MAX_DELIVERIES=2: two deliveries without an ack. */
+    for (int i = 0; i < 2; i++) {
+        long long deadline = h_now_ms() + 5000;
+        size_t got = 0;
+        while (!got && h_now_ms() < deadline) {
+            json_t *msgs = consume(n, "poison", 1, 100, 0, &a);
+            got = json_array_size(msgs);
+            json_decref(a);
+            if (!got) usleep(20000);
+        }
+        assert_int_equal(got, 1);
+    }
+    long long deadline = h_now_ms() + 5000;
+    size_t got = 0;
+    while (!got && h_now_ms() < deadline) {
+        json_t *msgs = consume(n, "poison.dlq", 1, 30000, 0, &a);
+        got = json_array_size(msgs);
+        if (got) {
+            json_t *m = json_array_get(msgs, 0);
+            assert_int_equal(json_integer_value(json_object_get(m, "origin_id")), 1);
+            assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(m, "message"), "v")), 7);
+        }
+        json_decref(a);
+        if (!got) usleep(20000);
+    }
+    assert_int_equal(got, 1);
+    json_t *msgs = consume(n, "poison", 1, 100, 0, &a);
+    assert_int_equal(json_array_size(msgs), 0);
+    json_decref(a);
+    assert_int_equal(h_metric(n, "queue_dead_lettered_total{topic=\"poison\"}"), 1);
+}
+
+static void test_a_long_poll_returns_as_soon_as_a_message_arrives(void **state)
+{
+    h_node *n = *state;
+    json_t *a;
+    long long start = h_now_ms();
+    json_t *msgs = consume(n, "quiet", 1, 1000, 300, &a);
+    assert_int_equal(json_array_size(msgs), 0);
+    assert_true(h_now_ms() - start >= 250);
+    json_decref(a);
+    /* A producer in another process would do the same as this thread. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(200000);
+        enqueue(n, "quiet", 99);
+        _exit(0);
+    }
+    start = h_now_ms();
+    msgs = consume(n, "quiet", 1, 1000, 5000, &a);
+    long long took = h_now_ms() - start;
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_true(took < 3000);
+    json_decref(a);
+    waitpid(pid, NULL, 0);
+}
+
+#define TOPICS 3
+#define PER_PRODUCER 60
+
+typedef struct {
+    h_node *n;
+    int id;
+    int acked[TOPICS][2 * PER_PRODUCER + 1];
+    int duplicates;
+} worker;
+
+static void *produce(void *p)
+{
+    worker *w = p;
+    char topic[16];
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        snprintf(topic, sizeof topic, "t%d", i % TOPICS);
+        while (enqueue(w->n, topic, w->id * 1000 + i) <= 0)
+            usleep(10000);
+    }
+    return NULL;
+}
+
+static void *consume_all(void *p)
+{
+    worker *w = p;
+    char topic[16];
+    long long deadline = h_now_ms() + 20000;
+    int idle = 0;
+    while (h_now_ms() < deadline && idle < 10) {
+        int got_any = 0;
+        for (int t = 0; t < TOPICS; t++) {
+            snprintf(topic, sizeof topic, "t%d", t);
+            json_t *a;
+            json_t *msgs = consume(w->n, topic, 10, 30000, 0, &a);
+            size_t i;
+            json_t *m;
+            json_array_foreach(msgs, i, m)
+            {
+                long long id = json_integer_value(json_object_get(m, "id"));
+                const char *receipt = json_string_value(json_object_get(m, "receipt"));
+                assert_true(id >= 1 && id <= 2 * PER_PRODUCER);
+                if (w->acked[t][id]) w->duplicates++;
+                w->acked[t][id]++;
+                assert_int_equal(ack(w->n, topic, receipt), 200);
+                got_any = 1;
+            }
+            json_decref(a);
+        }
+        idle = got_any ? 0 : idle + 1;
+        if (!got_any) usleep(20000);
+    }
+    return NULL;
+}
+
+static void test_producers_and_consumers_in_parallel_ack_every_message_exactly_once(void **state)
+{
+    h_node *n = *state;
+    worker prod[2], cons[3];
+    pthread_t pt[2], ct[3];
+    memset(prod, 0, sizeof prod);
+    memset(cons, 0, sizeof cons);
+    for (int i = 0; i < 3; i++) {
+        cons[i].n = n;
+        pthread_create(&ct[i], NULL, consume_all, &cons[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        prod[i] = (worker){.n = n, .id = i + 1};
+        pthread_create(&pt[i], NULL, produce, &prod[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(pt[i], NULL);
+    for (int i = 0; i < 3; i++)
+        pthread_join(ct[i], NULL);
+    /* Every id of every topic acked exactly once, across the consumers;
+     * with a 30 s visibility there is no redelivery, so no duplicate. */
+    for (int t = 0; t < TOPICS; t++) {
+        int per_topic = 2 * PER_PRODUCER / TOPICS;
+        for (int id = 1; id <= per_topic; id++) {
+            int total = 0;
+            for (int i = 0; i < 3; i++)
+                total += cons[i].acked[t][id];
+            assert_int_equal(total, 1);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(cons[i].duplicates, 0);
+}
+
+static void test_bad_input_gets_its_error_and_changes_nothing(void **state)
+{
+    h_node *n = *state;
+    int st;
+    json_decref(post(n, "/queue/enqueue", &st, "{\"message\":1}"));
+    assert_int_equal(st, 400);
+    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":\"x\"}"));
+    assert_int_equal(st, 400);
+    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":\"bad\\u0001name\",\"message\":1}"));
+    assert_int_equal(st, 400);
+    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":7,\"message\":1}"));
+    assert_int_equal(st, 400);
+    json_decref(
+        post(n, "/queue/consume", &st, "{\"topic\":\"x\",\"consumer_id\":\"c\",\"max\":0}"));
+    assert_int_equal(st, 400);
+    json_decref(post(n, "/queue/consume", &st, "{\"topic\":\"x\"}"));
+    assert_int_equal(st, 400);
+    assert_int_equal(ack(n, "x", "0000000000000001c8a1369b275d4f2c"), 404);
+    assert_int_equal(ack(n, "x", "not-a-receipt"), 404);
+    /* A message over the body limit: 413, and the topic stays empty. */
+    size_t big = 1100000;
+    char *body = malloc(big + 64);
+    int k = snprintf(body, 64, "{\"topic\":\"big\",\"message\":\"");
+    memset(body + k, 'a', big);
+    strcpy(body + k + big, "\"}");
+    h_resp r;
+    h_http(n, "POST", "/queue/enqueue", body, "", &r);
+    assert_int_equal(r.status, 413);
+    h_resp_free(&r);
+    free(body);
+    json_t *a;
+    json_t *msgs = consume(n, "big", 1, 1000, 0, &a);
+    assert_int_equal(json_array_size(msgs), 0);
+    json_decref(a);
+}
+
+static void test_a_node_killed_with_sigkill_loses_no_acknowledged_message(void **state)
+{
+    h_node *n = *state;
+    for (int i = 1; i <= 50; i++)
+        assert_int_equal(enqueue(n, "durable", i), i);
+    json_t *a;
+    json_t *msgs = consume(n, "durable", 10, 60000, 0, &a);
+    assert_int_equal(json_array_size(msgs), 10);
+    /* Ack the first five; the other five stay in flight across the crash. */
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(
+            ack(n, "durable",
+                json_string_value(json_object_get(json_array_get(msgs, i), "receipt"))),
+            200);
+    json_decref(a);
+    h_node_kill9(n);
+    assert_int_equal(h_node_start(n), 0);
+    /* 40 ready (11..50) come out in order; 6..10 are in flight still. */
+    msgs = consume(n, "durable", 100, 60000, 0, &a);
+    assert_int_equal(json_array_size(msgs), 40);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 11);
+    json_decref(a);
+    assert_int_equal(enqueue(n, "durable", 51), 51);
+}
+
+/* ---- three nodes ---------------------------------------------------------- */
+
+static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(void **state)
+{
+    (void)state;
+    h_cluster c;
+    assert_int_equal(h_cluster_start(&c, 3, NULL), 0);
+    char topic[16];
+    for (int t = 0; t < 12; t++) {
+        snprintf(topic, sizeof topic, "spread-%d", t);
+        assert_int_equal(enqueue(&c.nodes[t % 3], topic, t), 1);
+    }
+    /* Each node owns some of the twelve. */
+    int owners = 0;
+    for (int i = 0; i < 3; i++) {
+        double sum = 0;
+        for (int t = 0; t < 12; t++) {
+            char series[64];
+            snprintf(series, sizeof series, "queue_enqueued_total{topic=\"spread-%d\"}", t);
+            double v = h_metric(&c.nodes[i], series);
+            if (v > 0) sum += v;
+        }
+        owners += sum > 0;
+    }
+    assert_true(owners >= 2);
+    /* Consume through one node, ack through another. */
+    for (int t = 0; t < 12; t++) {
+        snprintf(topic, sizeof topic, "spread-%d", t);
+        json_t *a;
+        json_t *msgs = consume(&c.nodes[(t + 1) % 3], topic, 5, 30000, 0, &a);
+        assert_int_equal(json_array_size(msgs), 1);
+        json_t *m = json_array_get(msgs, 0);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "message"), "v")),
+                         t);
+        assert_int_equal(
+            ack(&c.nodes[(t + 2) % 3], topic, json_string_value(json_object_get(m, "receipt"))),
+            200);
+        json_decref(a);
+    }
+    assert_int_equal(h_cluster_destroy(&c), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_message_delivered_too_often_moves_to_the_dead_letter_topic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_poll_returns_as_soon_as_a_message_arrives,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_producers_and_consumers_in_parallel_ack_every_message_exactly_once, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input_gets_its_error_and_changes_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_node_killed_with_sigkill_loses_no_acknowledged_message, setup, teardown),
+        cmocka_unit_test(test_topics_spread_over_three_nodes_and_any_node_serves_any_topic),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -203,7 +203,7 @@ typedef struct {
 static void *produce(void *p)
 {
     worker *w = p;
-    char topic[16];
+    char topic[32];
     for (int i = 0; i < PER_PRODUCER; i++) {
         snprintf(topic, sizeof topic, "t%d", i % TOPICS);
         while (enqueue(w->n, topic, w->id * 1000 + i) <= 0)
@@ -215,7 +215,7 @@ static void *produce(void *p)
 static void *consume_all(void *p)
 {
     worker *w = p;
-    char topic[16];
+    char topic[32];
     long long deadline = h_now_ms() + 20000;
     int idle = 0;
     while (h_now_ms() < deadline && idle < 10) {
@@ -346,7 +346,7 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
     (void)state;
     h_cluster c;
     assert_int_equal(h_cluster_start(&c, 3, NULL), 0);
-    char topic[16];
+    char topic[32];
     for (int t = 0; t < 12; t++) {
         snprintf(topic, sizeof topic, "spread-%d", t);
         assert_int_equal(enqueue(&c.nodes[t % 3], topic, t), 1);

@@ -195,14 +195,15 @@ struct dsync_node {
 
     /* The queue (node_queue.c): topics this node owns. */
     q_state *queue;
-    qr_ring *ring;      /* placement of topics on the members */
-    aof_file *aof;      /* local queue file; NULL when memory only */
-    bool queue_broken;  /* its fsync failed: queue writes refused */
-    ut_buf journal;     /* records of this turn's changes */
-    nq_op *q_durable;   /* answered after this turn's sync */
-    nq_op *q_parked;    /* consumes waiting for a message */
-    bool q_ready_dirty; /* something became ready: look at the parked */
-    nd_call *q_waiting; /* calls forwarded to a topic's owner */
+    qr_ring *ring;               /* placement of topics on the members */
+    aof_file *aof;               /* local queue file; NULL when memory only */
+    bool queue_broken;           /* its fsync failed: queue writes refused */
+    uint64_t aof_rewritten_size; /* the file's size after the last rewrite */
+    ut_buf journal;              /* records of this turn's changes */
+    nq_op *q_durable;            /* answered after this turn's sync */
+    nq_op *q_parked;             /* consumes waiting for a message */
+    bool q_ready_dirty;          /* something became ready: look at the parked */
+    nd_call *q_waiting;          /* calls forwarded to a topic's owner */
     nd_queue_metrics qm;
 };
 

@@ -17,8 +17,11 @@
  *
  * Not yet (issue 4 continues): the Redis store, and moving topics when
  * their owner is down or the membership changes. Until then a topic lives
- * on its owner's disk; while the owner is down its topics answer 503, and
- * nothing acknowledged is lost.
+ * on its owner's disk; while the owner is down its topics answer 503. A
+ * node outside the configuration (joining, removed) refuses queue calls.
+ * A membership change moves a topic's ownership but not its messages:
+ * they stay on the old owner's disk, unreachable until it owns the topic
+ * again; the handover through Redis is what fixes that.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -81,20 +84,34 @@ static void op_free(nq_op *op)
     free(op);
 }
 
-/* The owner of topic: the member the ring places it on. */
+/* The owner of topic: the member the ring places it on. A dead-letter
+ * topic "<t>.dlq" lives where <t> does, since its messages come from
+ * there. 0 when there is none (no ring). */
 static uint64_t owner_of(const dsync_node *n, const char *topic)
 {
     if (!n->net || n->n_voters <= 1) return n->cfg.node_id;
-    uint64_t o = qr_owner(n->ring, topic, strlen(topic));
-    return o ? o : n->cfg.node_id;
+    size_t len = strlen(topic), sl = strlen(QS_DLQ_SUFFIX);
+    if (len > sl && strcmp(topic + len - sl, QS_DLQ_SUFFIX) == 0) len -= sl;
+    return n->ring ? qr_owner(n->ring, topic, len) : 0;
+}
+
+static bool is_member_here(const dsync_node *n)
+{
+    for (size_t i = 0; i < n->n_voters; i++)
+        if (n->voters[i] == n->cfg.node_id) return true;
+    return false;
 }
 
 void nd_queue_members_changed(dsync_node *n)
 {
     qr_ring *r = qr_new(0);
-    if (!r) return; /* keep the old ring */
-    for (size_t i = 0; i < n->n_voters; i++)
-        qr_add(r, n->voters[i]);
+    for (size_t i = 0; r && i < n->n_voters; i++) {
+        if (qr_add(r, n->voters[i]) != 0) {
+            qr_free(r); /* keep the old ring: a partial one would disagree */
+            return;
+        }
+    }
+    if (!r) return;
     qr_free(n->ring);
     n->ring = r;
 }
@@ -141,12 +158,26 @@ static void topic_gauges(dsync_node *n, const char *topic)
 
 /* ---- persistence ---------------------------------------------------------- */
 
-/* What this turn's calls changed goes to the file as one record. */
+static void queue_broke(dsync_node *n, const char *what)
+{
+    if (!n->queue_broken)
+        ut_log(&n->log, DSYNC_LOG_ERROR, "%s failed: queue writes refused until restart", what);
+    n->queue_broken = true;
+}
+
+/* What a call changed goes to the file as one record, in order. If it
+ * cannot, memory and file would part ways: stop taking queue writes. */
 static int journal_out(dsync_node *n)
 {
+    if (n->journal.oom) {
+        ut_buf_free(&n->journal); /* the journal's contract after an OOM */
+        queue_broke(n, "recording a queue change");
+        return DSYNC_ENOMEM;
+    }
     if (!n->journal.len) return 0;
     int rc = n->aof ? aof_append(n->aof, n->journal.data, n->journal.len) : 0;
     n->journal.len = 0;
+    if (rc != 0) queue_broke(n, "appending to the queue file");
     return rc;
 }
 
@@ -157,18 +188,27 @@ static int replay(void *ctx, aof_type type, const void *data, size_t len)
                                 : q_apply_all(n->queue, data, len, NULL);
 }
 
+/* Rewrites the file as one snapshot once it is past the configured size
+ * and twice what the last rewrite left (Redis's growth rule), so a large
+ * backlog is not rewritten on every turn. */
 static void maybe_rewrite(dsync_node *n)
 {
-    if (!n->aof || n->queue_broken || aof_size(n->aof) < n->cfg.queue_rewrite_bytes) return;
+    if (!n->aof || n->queue_broken) return;
+    uint64_t size = aof_size(n->aof);
+    if (size < n->cfg.queue_rewrite_bytes || size < 2 * n->aof_rewritten_size) return;
     ut_buf b;
     ut_buf_init(&b);
     int rc = q_snapshot(n->queue, &b);
     if (rc == 0) rc = aof_rewrite(n->aof, b.data, b.len);
     ut_buf_free(&b);
-    if (rc == DSYNC_EIO) {
-        n->queue_broken = true;
-        ut_log(&n->log, DSYNC_LOG_ERROR, "rewriting the queue file failed: queue writes refused");
-    }
+    aof_stats st;
+    aof_get_stats(n->aof, &st);
+    if (st.broken)
+        queue_broke(n, "rewriting the queue file");
+    else if (rc == 0)
+        n->aof_rewritten_size = aof_size(n->aof);
+    else /* before the rename: the old file carries on; try again later */
+        n->aof_rewritten_size = size;
 }
 
 /* ---- answering -------------------------------------------------------------- */
@@ -256,6 +296,9 @@ static bool try_consume(dsync_node *n, nq_op *op, uint64_t now)
     size_t count = 0;
     op->rc =
         q_consume(n->queue, op->topic, op->consumer, op->max, op->visibility_ms, now, d, &count);
+    /* Its tick may have requeued or dead-lettered: out with those records
+     * now, before any snapshot is taken, parked or not. */
+    if (journal_out(n) != 0 && op->rc == 0 && count) op->rc = DSYNC_EIO;
     if (op->rc == 0 && count == 0 && op->wait_ms && now < op->deadline_ms) return false;
     if (op->rc == 0) {
         take_deliveries(op, d, count, now);
@@ -268,9 +311,19 @@ static bool try_consume(dsync_node *n, nq_op *op, uint64_t now)
 /* Durable before answered: the turn's sync comes first. */
 static void answer_after_sync(dsync_node *n, nq_op *op)
 {
-    if (journal_out(n) != 0 && op->rc == 0) op->rc = DSYNC_ENOMEM;
+    if (journal_out(n) != 0 && op->rc == 0) op->rc = DSYNC_EIO;
     op->next = n->q_durable;
     n->q_durable = op;
+}
+
+/* Parked consumers wait in arrival order: the oldest long poll first. */
+static void park(dsync_node *n, nq_op *op)
+{
+    nq_op **pp = &n->q_parked;
+    while (*pp)
+        pp = &(*pp)->next;
+    op->next = NULL;
+    *pp = op;
 }
 
 static void execute(dsync_node *n, nq_op *op)
@@ -294,8 +347,7 @@ static void execute(dsync_node *n, nq_op *op)
     case ND_CALL_Q_CONSUME:
         op->deadline_ms = now + op->wait_ms;
         if (!try_consume(n, op, now)) {
-            op->next = n->q_parked;
-            n->q_parked = op;
+            park(n, op);
             return;
         }
         answer_after_sync(n, op);
@@ -411,7 +463,7 @@ static void on_request(dsync_node *n, uint64_t from, const void *payload, size_t
         return;
     }
     /* Placement may have moved while it travelled: only the owner serves. */
-    if (owner_of(n, op->topic) != n->cfg.node_id) {
+    if (owner_of(n, op->topic) != n->cfg.node_id || (n->net && !is_member_here(n))) {
         op->rc = DSYNC_EUNAVAILABLE;
         finish(n, op);
         return;
@@ -419,7 +471,7 @@ static void on_request(dsync_node *n, uint64_t from, const void *payload, size_t
     execute(n, op);
 }
 
-static void on_response(dsync_node *n, const void *payload, size_t len)
+static void on_response(dsync_node *n, uint64_t from, const void *payload, size_t len)
 {
     ut_reader r = {payload, len, false};
     uint64_t req_id = ut_read_le(&r, 8);
@@ -428,7 +480,7 @@ static void on_response(dsync_node *n, const void *payload, size_t len)
     uint64_t count = ut_read_le(&r, 4);
     if (r.bad || count > NQ_MAX_BATCH) return;
     nd_call **pp = &n->q_waiting;
-    while (*pp && (*pp)->read_ctx != req_id)
+    while (*pp && ((*pp)->read_ctx != req_id || (*pp)->read_index != from))
         pp = &(*pp)->next;
     nd_call *c = *pp;
     if (!c) return; /* it gave up already */
@@ -477,7 +529,7 @@ void nd_queue_frame(dsync_node *n, uint64_t from, uint8_t type, const void *payl
     if (type == ND_FRAME_QREQ)
         on_request(n, from, payload, len);
     else
-        on_response(n, payload, len);
+        on_response(n, from, payload, len);
 }
 
 /* ---- calls from this node --------------------------------------------------- */
@@ -526,7 +578,15 @@ void nd_queue_handle(dsync_node *n, nd_call *call)
         nd_complete(call, rc);
         return;
     }
-    uint64_t owner = owner_of(n, op->topic);
+    /* A node outside the configuration (joining, removed) has no say in
+     * where topics live. */
+    uint64_t owner = n->net && !is_member_here(n) ? 0 : owner_of(n, op->topic);
+    if (owner == 0) {
+        op->call = NULL;
+        op_free(op);
+        nd_complete(call, DSYNC_EUNAVAILABLE);
+        return;
+    }
     if (owner == n->cfg.node_id) {
         execute(n, op);
         return;
@@ -546,6 +606,7 @@ void nd_queue_handle(dsync_node *n, nd_call *call)
         return;
     }
     call->deadline_ms = ut_now_ms() + ND_COMMIT_TIMEOUT_MS + wait;
+    call->read_index = owner; /* only its answer counts */
     call->next = n->q_waiting;
     n->q_waiting = call;
 }
@@ -554,17 +615,14 @@ void nd_queue_handle(dsync_node *n, nd_call *call)
 
 void nd_queue_flush(dsync_node *n)
 {
+    journal_out(n); /* nothing may stay behind a snapshot */
     if (!n->q_durable) return;
-    int rc = 0;
-    if (n->aof) {
+    int rc = n->queue_broken ? DSYNC_EIO : 0;
+    if (n->aof && rc == 0) {
         uint64_t start = ut_now_ns();
         rc = aof_sync(n->aof);
         dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
-        if (rc != 0) {
-            n->queue_broken = true;
-            ut_log(&n->log, DSYNC_LOG_ERROR,
-                   "fsync of the queue file failed: queue writes refused until restart");
-        }
+        if (rc != 0) queue_broke(n, "fsync of the queue file");
     }
     while (n->q_durable) {
         nq_op *op = n->q_durable;
@@ -593,7 +651,7 @@ uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
         uint64_t p = serve_parked(n, wall);
         if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
     }
-    uint64_t lease = q_next_deadline(n->queue);
+    uint64_t lease = n->queue_broken ? UINT64_MAX : q_next_deadline(n->queue);
     if (lease != UINT64_MAX) {
         uint64_t at = now_ms + (lease > wall ? lease - wall : 0);
         if (at < next) next = at;

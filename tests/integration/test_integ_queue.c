@@ -345,7 +345,8 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
 {
     (void)state;
     h_cluster c;
-    assert_int_equal(h_cluster_start(&c, 3, NULL), 0);
+    static const char *const env[] = {"DSYNC_QUEUE_MAX_DELIVERIES=1", NULL};
+    assert_int_equal(h_cluster_start(&c, 3, env), 0);
     char topic[32];
     for (int t = 0; t < 12; t++) {
         snprintf(topic, sizeof topic, "spread-%d", t);
@@ -377,6 +378,34 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
             ack(&c.nodes[(t + 2) % 3], topic, json_string_value(json_object_get(m, "receipt"))),
             200);
         json_decref(a);
+    }
+    /* Dead letters live with their topic: unacked once (max deliveries 1),
+     * each message shows up in "<topic>.dlq" through any node. */
+    for (int t = 0; t < 6; t++) {
+        snprintf(topic, sizeof topic, "dead-%d", t);
+        assert_int_equal(enqueue(&c.nodes[t % 3], topic, 100 + t), 1);
+        json_t *a;
+        json_t *msgs = consume(&c.nodes[(t + 1) % 3], topic, 1, 100, 0, &a);
+        assert_int_equal(json_array_size(msgs), 1);
+        json_decref(a);
+    }
+    for (int t = 0; t < 6; t++) {
+        char dlq[40];
+        snprintf(dlq, sizeof dlq, "dead-%d.dlq", t);
+        long long deadline = h_now_ms() + 5000;
+        size_t got = 0;
+        while (!got && h_now_ms() < deadline) {
+            json_t *a;
+            json_t *msgs = consume(&c.nodes[(t + 2) % 3], dlq, 1, 30000, 0, &a);
+            got = json_array_size(msgs);
+            if (got)
+                assert_int_equal(json_integer_value(json_object_get(
+                                     json_object_get(json_array_get(msgs, 0), "message"), "v")),
+                                 100 + t);
+            json_decref(a);
+            if (!got) usleep(20000);
+        }
+        assert_int_equal(got, 1);
     }
     assert_int_equal(h_cluster_destroy(&c), 0);
 }

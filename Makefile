@@ -44,6 +44,7 @@ LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))
 EX_SRC     := $(sort $(wildcard examples/*.c))
 BENCH_SRC  := $(sort $(wildcard benchmarks/*.c))
+BENCH_COMMON_SRC := $(sort $(wildcard benchmarks/common/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 INTEG_SRC  := $(sort $(wildcard tests/integration/test_*.c))
 INTEG_LIB  := $(filter-out $(INTEG_SRC),$(sort $(wildcard tests/integration/*.c)))
@@ -52,6 +53,7 @@ PERF_SRC   := $(sort $(wildcard tests/performance/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 INTEG_LIB_OBJ := $(INTEG_LIB:%.c=$(BUILD)/%.o)
+BENCH_COMMON_OBJ := $(BENCH_COMMON_SRC:%.c=$(BUILD)/%.o)
 
 DSYNCD     := $(BIN)/dsyncd
 EXAMPLES   := $(EX_SRC:examples/%.c=$(BIN)/%)
@@ -84,10 +86,17 @@ $(DSYNCD): $(SERVER_OBJ) $(LIBA)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBA) -lcivetweb $(LIBS)
 
-$(BIN)/%: $(BUILD)/benchmarks/%.o $(LIBA)
+# The bare civetweb server that measures this machine's HTTP ceiling.
+$(BIN)/http_ceiling: $(BUILD)/benchmarks/http_ceiling.o
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBA) $(LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< -lcivetweb
+
+# Every other benchmark links the helpers in benchmarks/common/ (not programs themselves).
+$(BIN)/%: $(BUILD)/benchmarks/%.o $(BENCH_COMMON_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(BENCH_COMMON_OBJ) $(LIBA) $(LIBS)
 
 $(BIN)/%: $(BUILD)/examples/%.o $(LIBA)
 	@mkdir -p $(dir $@)

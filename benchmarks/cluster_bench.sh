@@ -25,7 +25,9 @@
 # other system is still measured and printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 
+bench_name=cluster_bench
 secs=${SECONDS_PER_RUN:-5}
 nodes=${DSYNC_BENCH_NODES:-3}
 http_threads=${DSYNC_HTTP_THREADS:-64}
@@ -38,76 +40,20 @@ case $nodes in 1 | 3) ;; *)
     exit 2
     ;;
 esac
-for b in "$bench" "$dsyncd"; do
-    if [ ! -x "$b" ]; then
-        echo "cluster_bench: $b is missing; run make first" >&2
-        exit 2
-    fi
-done
+need_bins "$bench" "$dsyncd"
+need_server etcd etcd-server etcd
+make_tmp cluster-bench
 
-if ! command -v etcd >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "cluster_bench: etcd is missing; install it with: sudo apt-get install etcd-server" >&2
-        exit 2
-    fi
-    echo "Installing etcd-server"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
-    # The package may start a system etcd on 2379; this benchmark runs its own.
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
-fi
-
-tmp=$(mktemp -d /tmp/dsync-cluster-bench-XXXXXX)
-pids=()
-cleanup() {
-    local p alive i
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Twelve consecutive ports that no TCP socket uses, from a random base.
-pick_ports() {
-    local used base p ok try
-    for ((try = 0; try < 50; try++)); do
-        used=$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-        base=$((20000 + RANDOM % 20000))
-        ok=1
-        for ((p = base; p < base + 12; p++)); do
-            if grep -qx "$p" <<<"$used"; then
-                ok=0
-                break
-            fi
-        done
-        if [ "$ok" = 1 ]; then
-            echo "$base"
-            return 0
-        fi
-    done
-    return 1
-}
-base=$(pick_ports) || {
+# Twelve consecutive free ports: etcd clients +0..2 and peers +3..5,
+# dsyncd HTTP +6..8 and peers +9..11.
+base=$(pick_ports 12) || {
     echo "cluster_bench: found no free ports" >&2
     exit 1
 }
 for i in 1 2 3; do
     etcd_client[i]=$((base + i - 1))
     etcd_peer[i]=$((base + 2 + i))
-    dsync_http[i]=$((base + 5 + i))
-    dsync_peer[i]=$((base + 8 + i))
 done
-
-alive() { kill -0 "$1" 2>/dev/null; }
 
 # ---- etcd ------------------------------------------------------------------
 etcd_cluster=""
@@ -130,22 +76,7 @@ for i in 1 2 3; do
 done
 
 # ---- dsyncd ----------------------------------------------------------------
-dsync_peers=""
-dsync_eps=""
-if [ "$nodes" = 3 ]; then
-    for i in 1 2 3; do dsync_peers+="${dsync_peers:+,}$i=127.0.0.1:${dsync_peer[i]}"; done
-fi
-for ((i = 1; i <= nodes; i++)); do
-    dsync_eps+="${dsync_eps:+,}127.0.0.1:${dsync_http[i]}"
-    mkdir -p "$tmp/dsync/node$i"
-    env DSYNC_NODE_ID="$i" DSYNC_HTTP_ADDR="127.0.0.1:${dsync_http[i]}" \
-        DSYNC_PEER_ADDR="127.0.0.1:${dsync_peer[i]}" DSYNC_PEERS="$dsync_peers" \
-        DSYNC_DATA_DIR="$tmp/dsync/node$i" DSYNC_LOG_LEVEL=warn \
-        DSYNC_HTTP_THREADS="$http_threads" DSYNC_REDIS_URL= \
-        "$dsyncd" --env /dev/null >"$tmp/dsync$i.log" 2>&1 &
-    pids+=($!)
-    dsync_pid[i]=$!
-done
+start_dsync_cluster "$nodes" $((base + 6)) $((base + 9))
 
 # ---- readiness (bounded) ---------------------------------------------------
 etcd_ready() {
@@ -156,48 +87,16 @@ etcd_ready() {
             return 1
     done
 }
-# Every node answers, exactly one says it leads, and all name that node as
-# leader: nodes that each run alone (all "leader") are not a cluster.
-dsync_ready() {
-    local i body leaders=0 ids=""
-    for ((i = 1; i <= nodes; i++)); do
-        alive "${dsync_pid[i]}" || return 2
-        body=$(curl -sf -m 2 "http://127.0.0.1:${dsync_http[i]}/health") || return 1
-        grep -q '"role": *"leader"' <<<"$body" && leaders=$((leaders + 1))
-        ids+="$(sed -n 's/.*"leader_id": *\([0-9]*\).*/\1/p' <<<"$body") "
-    done
-    [ "$leaders" = 1 ] && [ "$(tr ' ' '\n' <<<"$ids" | sed '/^$/d' | sort -u | wc -l)" = 1 ]
-}
-etcd_ok=0
-dsync_ok=0
-etcd_rc=1
-dsync_rc=1
-ready_end=$((SECONDS + ready_timeout))
-while ((SECONDS < ready_end)); do
-    if [ "$etcd_ok" = 0 ]; then
-        etcd_rc=0
-        etcd_ready || etcd_rc=$?
-        [ "$etcd_rc" = 0 ] && etcd_ok=1
-    fi
-    if [ "$dsync_ok" = 0 ]; then
-        dsync_rc=0
-        dsync_ready || dsync_rc=$?
-        [ "$dsync_rc" = 0 ] && dsync_ok=1
-    fi
-    # Done when each side is ready or one of its processes has exited.
-    [ "$etcd_ok" = 1 ] || [ "$etcd_rc" = 2 ] || { sleep 0.2; continue; }
-    [ "$dsync_ok" = 1 ] || [ "$dsync_rc" = 2 ] || { sleep 0.2; continue; }
-    break
-done
+wait_ready "$ready_timeout" etcd dsync
 
 echo "cluster_bench: ${secs}s per run, $(nproc) CPUs, $($dsyncd --version 2>&1 | head -1)," \
     "$(etcd --version | head -1)"
-if [ "$etcd_ok" = 0 ]; then
+if [ "${ready[etcd]}" = 0 ]; then
     echo "cluster_bench: the etcd cluster did not become healthy within ${ready_timeout}s;" \
         "last log lines:" >&2
     for i in 1 2 3; do tail -n 5 "$tmp/etcd$i.log" | sed "s/^/  etcd$i: /" >&2; done
 fi
-if [ "$dsync_ok" = 0 ]; then
+if [ "${ready[dsync]}" = 0 ]; then
     echo "cluster_bench: the $nodes-node dsyncd cluster did not agree on one leader within" \
         "${ready_timeout}s (or a node exited); nodes that each lead alone are no cluster." \
         "Skipping dsyncd. Last log lines:" >&2
@@ -211,7 +110,6 @@ if [ "$dsync_ok" = 0 ]; then
 fi
 
 # ---- measurements ------------------------------------------------------------
-field() { tr ' ' '\n' <<<"$1" | sed -n "s|^$2=||p"; }
 run_one() { # system clients mode endpoints -> the bench's line, or nothing
     "$bench" "$1" "$2" "$secs" "$3" "$4" 2>>"$tmp/bench.err" || true
 }
@@ -219,11 +117,11 @@ workloads=("1 distinct" "32 distinct" "32 contended")
 declare -A result
 for wl in "${workloads[@]}"; do
     read -r clients mode <<<"$wl"
-    if [ "$dsync_ok" = 1 ]; then
+    if [ "${ready[dsync]}" = 1 ]; then
         result[dsync $wl]=$(run_one dsync "$clients" "$mode" "$dsync_eps")
         echo "  ${result[dsync $wl]:-dsync $mode clients=$clients: no result}"
     fi
-    if [ "$etcd_ok" = 1 ]; then
+    if [ "${ready[etcd]}" = 1 ]; then
         result[etcd $wl]=$(run_one etcd "$clients" "$mode" "$etcd_eps")
         echo "  ${result[etcd $wl]:-etcd $mode clients=$clients: no result}"
     fi
@@ -252,4 +150,4 @@ for wl in "${workloads[@]}"; do
         "$(cell "$d" p99_ms)" "$er" "$(cell "$e" p50_ms)" "$(cell "$e" p99_ms)" "$ratio"
 done
 
-[ "$dsync_ok" = 1 ] && [ "$etcd_ok" = 1 ]
+[ "${ready[dsync]}" = 1 ] && [ "${ready[etcd]}" = 1 ]

@@ -8,12 +8,13 @@
  * log before it is answered (group commit shares one fsync per loop turn).
  * Prints one line: cycles/s and latency percentiles of a whole cycle.
  */
+#include "common/bench_util.h"
+
 #include <dsync.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     dsync_node *node;
@@ -24,13 +25,6 @@ typedef struct {
     size_t n, cap;
     int errors;
 } worker;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void *run(void *p)
 {
@@ -55,12 +49,6 @@ static void *run(void *p)
         w->lat[w->n++] = (now_s() - t0) * 1000;
     }
     return NULL;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)
@@ -103,7 +91,7 @@ int main(int argc, char **argv)
         k += w[i].n;
         free(w[i].lat);
     }
-    qsort(all, total, sizeof *all, cmp);
+    qsort(all, total, sizeof *all, cmp_double);
     double p50 = total ? all[total / 2] : 0, p99 = total ? all[(size_t)(total * 0.99)] : 0;
     printf("lock cycles: threads=%d keys=%s store=%s  %.0f cycles/s  p50 %.3f ms  p99 %.3f ms"
            "  errors %d\n",

@@ -20,3 +20,4 @@ for store in fsync memory; do
 done
 # Over HTTP: a three-node dsyncd cluster against a three-node etcd cluster.
 benchmarks/cluster_bench.sh
+benchmarks/queue_bench.sh

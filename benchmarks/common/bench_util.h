@@ -1,0 +1,42 @@
+/*
+ * bench_util.h: timing and latency helpers shared by the benchmark programs
+ * (lock_bench, http_lock_bench, queue_bench): a monotonic clock, a sleep that
+ * survives signals, and per-worker latency logs with their percentiles.
+ */
+#ifndef DSYNC_BENCH_UTIL_H
+#define DSYNC_BENCH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Monotonic seconds. */
+double now_s(void);
+
+/* Sleeps ms milliseconds, resuming after a signal. */
+void sleep_ms(int ms);
+
+/* qsort comparator for doubles, ascending. */
+int cmp_double(const void *a, const void *b);
+
+/* The latencies one worker measured, in ms. Zero-initialise; lat_summarize frees them. */
+typedef struct {
+    double *ms;
+    size_t n, cap;
+    bool oom; /* set when the log could not grow: later latencies are lost */
+} lat_log;
+
+/* Records now_s() - t0, unless now is past deadline (ended after the window: not counted). */
+void lat_record(lat_log *l, double t0, double deadline);
+
+/* What the latency logs of a run add up to. */
+typedef struct {
+    size_t n;        /* latencies counted */
+    double p50, p99; /* ms: the values at index floor((n - 1) * q) of them sorted; 0 when n is 0 */
+    bool oom;        /* some log could not grow */
+} lat_summary;
+
+/* Merges count logs into *out and frees their latencies; -1 when out of
+ * memory for the merge. */
+int lat_summarize(lat_log *logs, size_t count, lat_summary *out);
+
+#endif

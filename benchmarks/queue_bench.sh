@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# queue_bench.sh: the queue benchmark of issue 4, in one run. Measures, each
+# for SECONDS_PER_RUN (default 5), with bin/queue_bench:
+#   1. a three-node dsyncd cluster over HTTP (clients round-robin over the
+#      nodes, each on its own topic): enqueue/s and enqueue+consume+ack
+#      cycles/s with 1 and 32 clients;
+#   2. a bare civetweb server (http_ceiling) at 32 clients: the HTTP ceiling,
+#      and dsync enqueue/s at 32 clients against it (target >= 0.7);
+#   3. raw Redis doing the same work with the reliable-queue pattern (LPUSH;
+#      LPUSH, LMOVE to an in-flight list, LREM), 1 and 32 connections;
+#   4. one in-process node through the library (no HTTP), cycles/s with 1 and
+#      32 threads, against raw Redis cycles at 32 (target >= 1.0);
+#   5. the resident size of an in-process node with MEMORY_MESSAGES (default
+#      1,000,000) 16-byte messages waiting (at most MEMORY_MAX_SECONDS, 120).
+#
+# dsync stores the queue in each owner's local append-only file, fsynced
+# before every answer (group commit): the Redis store is not wired into the
+# node yet. Redis runs with appendonly yes, appendfsync everysec (it answers
+# before the fsync and may lose about a second of writes).
+#
+# Every server listens on 127.0.0.1 on free ports, from fresh dirs under one
+# mktemp dir; every process started here is stopped by PID on exit and the
+# dir removed. redis-server is installed with apt-get when missing and run as
+# root. Exits non-zero when a measurement could not be made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
+
+bench_name=queue_bench
+secs=${SECONDS_PER_RUN:-5}
+http_threads=${DSYNC_HTTP_THREADS:-64}
+mem_messages=${MEMORY_MESSAGES:-1000000}
+mem_max_secs=${MEMORY_MAX_SECONDS:-120}
+bench=bin/queue_bench
+dsyncd=bin/dsyncd
+ready_timeout=30
+
+need_bins "$bench" "$dsyncd"
+need_server redis-server redis-server redis-server
+make_tmp queue-bench
+
+ceiling=bin/http_ceiling
+# Eight consecutive free ports: dsyncd HTTP +0..2 and peers +3..5,
+# http_ceiling +6, Redis +7.
+base=$(pick_ports 8) || {
+    echo "queue_bench: found no free ports" >&2
+    exit 1
+}
+ceiling_port=$((base + 6))
+redis_port=$((base + 7))
+
+# ---- servers -----------------------------------------------------------------
+start_dsync_cluster 3 "$base" $((base + 3))
+"$ceiling" "127.0.0.1:$ceiling_port" "$http_threads" >"$tmp/ceiling.log" 2>&1 &
+pids+=($!)
+ceiling_pid=$!
+mkdir -p "$tmp/redis"
+redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$tmp/redis" --save '' \
+    --appendonly yes --appendfsync everysec --daemonize no --logfile "$tmp/redis.log" \
+    >/dev/null 2>&1 &
+pids+=($!)
+redis_pid=$!
+
+# ---- readiness (bounded) -------------------------------------------------------
+ceiling_ready() {
+    alive "$ceiling_pid" || return 2
+    curl -sf -m 2 -d '{}' "http://127.0.0.1:$ceiling_port/queue/enqueue" >/dev/null
+}
+redis_ready() {
+    alive "$redis_pid" || return 2
+    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
+}
+wait_ready "$ready_timeout" dsync ceiling redis
+for s in dsync ceiling redis; do
+    [ "${ready[$s]}" = 1 ] && continue
+    echo "queue_bench: $s did not become ready within ${ready_timeout}s (or exited); skipping it." \
+        "Last log lines:" >&2
+    case $s in
+    dsync) for i in 1 2 3; do tail -n 5 "$tmp/dsync$i.log" | sed "s/^/  dsyncd$i: /" >&2; done ;;
+    ceiling) tail -n 5 "$tmp/ceiling.log" | sed 's/^/  http_ceiling: /' >&2 ;;
+    redis) tail -n 5 "$tmp/redis.log" | sed 's/^/  redis: /' >&2 ;;
+    esac
+done
+
+echo "queue_bench: ${secs}s per run, $(nproc) CPUs, $($dsyncd --version 2>&1 | head -1)," \
+    "$(redis-server --version | cut -d' ' -f1-3)"
+echo "queue_bench: dsync stores the queue in each owner's local append-only file, fsynced before" \
+    "every answer (group commit); the Redis store is not wired in yet." \
+    "Redis: appendonly yes, appendfsync everysec."
+
+# ---- measurements ----------------------------------------------------------------
+declare -A result
+failed=0
+measure() { # key ready-flag queue_bench-args... -> result[key], one printed line
+    local key=$1 flag=$2 line=""
+    shift 2
+    if [ "$flag" = 1 ]; then
+        line=$("$bench" "$@" 2>>"$tmp/bench.err") || true
+    fi
+    [ -n "$line" ] || failed=1
+    result[$key]=$line
+    echo "  ${line:-$key: no result}"
+}
+redis_ep="127.0.0.1:$redis_port"
+for wl in enqueue cycle; do
+    for c in 1 32; do measure "dsync $wl $c" "${ready[dsync]}" http "$wl" "$c" "$secs" "$dsync_eps"; done
+done
+measure "ceiling post 32" "${ready[ceiling]}" http post 32 "$secs" "127.0.0.1:$ceiling_port"
+for wl in enqueue cycle; do
+    for c in 1 32; do measure "redis $wl $c" "${ready[redis]}" redis "$wl" "$c" "$secs" "$redis_ep"; done
+done
+# The servers are idle from here on; the in-process node gets its own dirs.
+for c in 1 32; do
+    rm -rf "${tmp:?}/lib"
+    measure "lib cycle $c" 1 lib cycle "$c" "$secs" "$tmp/lib"
+done
+rm -rf "${tmp:?}/lib" "$tmp/mem"
+{ "$bench" memory "$mem_messages" 4 "$mem_max_secs" "$tmp/mem" 2>>"$tmp/bench.err" || true; } |
+    sed -u 's/^/  /' | tee "$tmp/mem.out"
+mem_line=$(grep '^  memory messages=' "$tmp/mem.out" | sed 's/^  //' || true)
+[ -n "$mem_line" ] || failed=1
+rm -rf "$tmp/mem"
+if [ -s "$tmp/bench.err" ]; then sed 's/^/  /' "$tmp/bench.err" >&2; fi
+
+# ---- table --------------------------------------------------------------------------
+cell() { # key field -> value or "-"
+    local v="" line=${result[$1]:-}
+    [ -n "$line" ] && v=$(field "$line" "$2")
+    echo "${v:--}"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
+                                           else printf "%.2fx", a / b }'; }
+echo
+echo "Queue: 3-node dsyncd over HTTP (local file, fsync per answer) vs raw Redis (everysec), loopback"
+printf '%-20s | %10s %8s %8s %6s | %10s %8s %8s %6s | %11s\n' "workload" "dsync op/s" "p50 ms" \
+    "p99 ms" "errors" "redis op/s" "p50 ms" "p99 ms" "errors" "dsync/redis"
+for wl in enqueue cycle; do
+    for c in 1 32; do
+        d="dsync $wl $c"
+        r="redis $wl $c"
+        printf '%-20s | %10s %8s %8s %6s | %10s %8s %8s %6s | %11s\n' \
+            "$wl, $c client$([ "$c" = 1 ] || echo s)" "$(cell "$d" ops/s)" "$(cell "$d" p50_ms)" \
+            "$(cell "$d" p99_ms)" "$(cell "$d" errors)" "$(cell "$r" ops/s)" "$(cell "$r" p50_ms)" \
+            "$(cell "$r" p99_ms)" "$(cell "$r" errors)" "$(ratio "$(cell "$d" ops/s)" "$(cell "$r" ops/s)")"
+    done
+done
+echo
+ceil=$(cell "ceiling post 32" ops/s)
+printf 'Bare civetweb ceiling, 32 clients:           %10s req/s  p99 %s ms\n' "$ceil" \
+    "$(cell "ceiling post 32" p99_ms)"
+printf 'dsync enqueue/s at 32 / ceiling:              %10s  (target >= 0.70x)\n' \
+    "$(ratio "$(cell "dsync enqueue 32" ops/s)" "$ceil")"
+printf 'In-process library, 1 node, cycles/s:        %10s (1 thread)  %s (32 threads, p99 %s ms)\n' \
+    "$(cell "lib cycle 1" ops/s)" "$(cell "lib cycle 32" ops/s)" "$(cell "lib cycle 32" p99_ms)"
+printf 'In-process cycles at 32 / raw Redis at 32:   %10s  (target >= 1.00x)\n' \
+    "$(ratio "$(cell "lib cycle 32" ops/s)" "$(cell "redis cycle 32" ops/s)")"
+if [ -n "$mem_line" ]; then
+    printf 'Memory, in-process node: %s messages waiting (%s/s), RSS %s MB -> %s MB, %s bytes/message%s\n' \
+        "$(field "$mem_line" messages)" "$(field "$mem_line" enqueue/s)" \
+        "$(field "$mem_line" rss_before_mb)" "$(field "$mem_line" rss_after_mb)" \
+        "$(field "$mem_line" bytes_per_msg)" \
+        "$([ "$(field "$mem_line" complete)" = yes ] || echo " (stopped at ${mem_max_secs}s)")"
+else
+    echo "Memory, in-process node: no result"
+fi
+
+[ "$failed" = 0 ]

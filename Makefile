@@ -1,11 +1,12 @@
 # libdsync build. Plain make, incremental and parallel-safe.
 #
-#   make              lib/libdsync.a, bin/dsyncd, the examples
+#   make              lib/libdsync.a, lib/libdsync.so (+ soname links), bin/dsyncd, the examples
 #   make test         installs missing Debian packages (as root), builds, runs every test
 #   make test-asan    the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run          a node on 127.0.0.1:8081 in the foreground
 #   make bench        the benchmarks (see benchmarks/)
-#   make install PREFIX=/usr/local
+#   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
+#   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
 
@@ -22,23 +23,38 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 DEPFLAGS = -MMD -MP
 OPT     ?= -O2 -g
 
+# The version comes from the header that states it: the soname and dsync.pc follow it.
+VERSION       := $(shell sed -n 's/.*DSYNC_VERSION_STRING "\(.*\)".*/\1/p' include/dsync/version.h)
+VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))
+SONAME        := libdsync.so.$(VERSION_MAJOR)
+
 ifeq ($(SAN),1)
 BUILD   := build/asan
 OPT     := -O1 -g -fno-omit-frame-pointer
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LIBA    := $(BUILD)/libdsync.a
+LIBDIR_OUT := $(BUILD)
 BIN     := $(BUILD)/bin
+SHARED  :=
 else
 BUILD   := build/release
 SANFLAGS :=
 LIBA    := lib/libdsync.a
+LIBDIR_OUT := lib
 BIN     := bin
+SHARED   = $(LIBSO)
 endif
+# The shared library: the file, the soname link the loader follows, the link -ldsync finds.
+LIBSO_REAL   := $(LIBDIR_OUT)/libdsync.so.$(VERSION)
+LIBSO_SONAME := $(LIBDIR_OUT)/$(SONAME)
+LIBSO        := $(LIBDIR_OUT)/libdsync.so
 
 CPPFLAGS := -Iinclude -Ilib
 CFLAGS  := $(CSTD) $(OPT) $(WARN) $(SANFLAGS) -pthread
 LDFLAGS := $(SANFLAGS) -pthread
 LIBS    := -ljansson -lhiredis -lm
+# What the library itself needs (jansson is the server's); dsync.pc's Libs.private says the same.
+SO_LIBS := -lhiredis -lm
 
 LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))
@@ -51,6 +67,7 @@ INTEG_LIB  := $(filter-out $(INTEG_SRC),$(sort $(wildcard tests/integration/*.c)
 PERF_SRC   := $(sort $(wildcard tests/performance/*.c))
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_PIC_OBJ := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 INTEG_LIB_OBJ := $(INTEG_LIB:%.c=$(BUILD)/%.o)
 BENCH_COMMON_OBJ := $(BENCH_COMMON_SRC:%.c=$(BUILD)/%.o)
@@ -64,12 +81,12 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 .SECONDARY:
 
 
-.PHONY: all lib test check test-unit test-integration test-asan test-valgrind run run-cluster bench \
-        install uninstall clean deps format
+.PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
+        run-cluster bench install uninstall clean deps format
 
-all: $(LIBA) $(DSYNCD) $(EXAMPLES) $(BENCHES)
+all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
-lib: $(LIBA)
+lib: $(LIBA) $(SHARED)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -80,6 +97,32 @@ $(LIBA): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The shared library has its own position-independent objects; everything in
+# the tree links the static one. (The shorter stem makes this rule win over
+# $(BUILD)/%.o for build/.../pic/.)
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (PIC)"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC $(DEPFLAGS) -c $< -o $@
+
+# Only the public API (every public symbol starts dsync_) is exported; raft_,
+# lk_, ut_... stay inside, so they cannot clash with the embedder's symbols.
+$(BUILD)/pic/libdsync.map:
+	@mkdir -p $(dir $@)
+	$(Q)printf '{\n  global: dsync_*;\n  local: *;\n};\n' > $@
+
+$(LIBSO_REAL): $(LIB_PIC_OBJ) $(BUILD)/pic/libdsync.map
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(BUILD)/pic/libdsync.map \
+	    -Wl,--no-undefined $(LDFLAGS) -o $@ $(LIB_PIC_OBJ) $(SO_LIBS)
+
+$(LIBSO_SONAME): $(LIBSO_REAL)
+	$(Q)ln -sfn $(notdir $<) $@
+
+$(LIBSO): $(LIBSO_SONAME)
+	$(Q)ln -sfn $(notdir $<) $@
 
 $(DSYNCD): $(SERVER_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -120,10 +163,19 @@ test:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory check
 
+# The packaging test (make install into a temporary prefix, the examples and
+# the headers built with pkg-config alone, make uninstall) checks files and
+# flags, not memory: the sanitizer run (SAN=1, make test-asan) leaves it out,
+# and so does make test-valgrind, which runs only the unit tests.
+PACKAGING_TEST := $(if $(filter 1,$(SAN)),,tests/packaging/test_install.sh)
+
 # Every test binary in one run, so one closing line sums up the suite.
-check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES)
+check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
-	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN)
+	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(PACKAGING_TEST)
+
+test-packaging: $(LIBA) $(LIBSO)
+	@scripts/run-tests.sh packaging tests/packaging/test_install.sh
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)
@@ -157,23 +209,34 @@ bench:
 
 # ---- install -------------------------------------------------------------
 
-install: $(LIBA)
-	install -d $(DESTDIR)$(PREFIX)/include/dsync $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/dsync.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 include/dsync/*.h $(DESTDIR)$(PREFIX)/include/dsync/
-	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/.*DSYNC_VERSION_STRING "\(.*\)"/\1/p' include/dsync/version.h)|' \
-	    pkgconfig/dsync.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/dsync.pc
+# The public headers only (include/dsync.h, include/dsync/*.h), both libraries
+# and dsync.pc. uninstall removes exactly these files, and include/dsync/ when
+# that leaves it empty.
+INST_INC := $(DESTDIR)$(PREFIX)/include
+INST_LIB := $(DESTDIR)$(PREFIX)/lib
+PUBLIC_HEADERS := $(notdir $(wildcard include/dsync/*.h))
+
+install: $(LIBA) $(LIBSO)
+	install -d $(INST_INC)/dsync $(INST_LIB)/pkgconfig
+	install -m 644 include/dsync.h $(INST_INC)/
+	install -m 644 $(addprefix include/dsync/,$(PUBLIC_HEADERS)) $(INST_INC)/dsync/
+	install -m 644 $(LIBA) $(INST_LIB)/libdsync.a
+	install -m 755 $(LIBSO_REAL) $(INST_LIB)/
+	ln -sfn $(notdir $(LIBSO_REAL)) $(INST_LIB)/$(SONAME)
+	ln -sfn $(SONAME) $(INST_LIB)/libdsync.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    pkgconfig/dsync.pc.in > $(INST_LIB)/pkgconfig/dsync.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/dsync.h $(DESTDIR)$(PREFIX)/lib/libdsync.a \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/dsync.pc
-	rm -rf $(DESTDIR)$(PREFIX)/include/dsync
+	rm -f $(INST_INC)/dsync.h $(addprefix $(INST_INC)/dsync/,$(PUBLIC_HEADERS)) \
+	      $(INST_LIB)/libdsync.a $(INST_LIB)/$(notdir $(LIBSO_REAL)) $(INST_LIB)/$(SONAME) \
+	      $(INST_LIB)/libdsync.so $(INST_LIB)/pkgconfig/dsync.pc
+	rmdir $(INST_INC)/dsync 2>/dev/null || true
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build bin lib/libdsync.a
+	rm -rf build bin lib/libdsync.a lib/libdsync.so lib/libdsync.so.*
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -169,10 +169,13 @@ test:
 # and so does make test-valgrind, which runs only the unit tests.
 PACKAGING_TEST := $(if $(filter 1,$(SAN)),,tests/packaging/test_install.sh)
 
+# docs/api_spec.yaml validated, and checked against live answers of dsyncd.
+API_TEST := tests/api/test_api_spec.py
+
 # Every test binary in one run, so one closing line sums up the suite.
 check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
-	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(PACKAGING_TEST)
+	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh

@@ -124,7 +124,8 @@ void handle_admin_members(http_req *r)
     if (rc == DSYNC_EINVAL) {
         http_reply_error(r, 400, "invalid_field",
                          add ? "bad peer_addr, or this node runs without DSYNC_PEERS"
-                             : "the last member cannot be removed");
+                             : "the last member cannot be removed (or this node runs without "
+                               "DSYNC_PEERS)");
         return;
     }
     if (rc != 0) {

@@ -57,7 +57,9 @@ static void send_response(http_req *r, int status, const char *content_type, con
                   alive ? "keep-alive" : "close");
     if (extra_name) ut_buf_printf(&b, "%s: %s\r\n", extra_name, extra_value);
     ut_buf_append(&b, "\r\n", 2);
-    ut_buf_append(&b, body, len);
+    /* An answer to HEAD has the headers of the GET answer and no body. */
+    const char *method = mg_get_request_info(r->conn)->request_method;
+    if (!method || strcmp(method, "HEAD") != 0) ut_buf_append(&b, body, len);
     if (b.oom) {
         mg_disable_keep_alive(r->conn);
         mg_write(r->conn,

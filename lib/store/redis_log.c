@@ -1,7 +1,7 @@
 /*
  * redis_log.c: the per-topic record log in Redis (see redis_log.h for the
- * design): URL parsing, one hiredis connection with reconnect and backoff,
- * the four fenced Lua scripts and the pipelined batch of rl_flush.
+ * design): claims, the pipelined batch of rl_flush, load, rewrite, topic
+ * listing. The connection and the scripts live in redis_conn.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,344 +17,8 @@
 #include <hiredis/hiredis.h>
 
 #include "dsync/errors.h"
-#include "store/redis_log.h"
+#include "store/redis_internal.h"
 #include "util/util.h"
-
-#define BACKOFF_MIN_MS 50u
-#define BACKOFF_MAX_MS 1000u
-/* Records per RPUSH inside the append script: Lua's unpack() fails past
- * about 8000 values (LUAI_MAXCSTACK). */
-#define RPUSH_CHUNK "1000"
-#define SCAN_COUNT "1000"
-
-#define KEY_PREFIX "dsync:q:{"
-#define EPOCH_SUFFIX "}:epoch"
-#define KEY_MAX (RL_TOPIC_MAX + 32)
-
-/* ---- scripts ----------------------------------------------------------- */
-
-enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_COUNT };
-
-/* Epochs are canonical decimal strings (no leading zeros), so "newer" is
- * longer, or as long and greater at the first differing digit: exact for
- * all of uint64_t, where tonumber() would round past 2^53. Byte compares
- * rather than Lua's `<` on strings, which follows the locale (strcoll). */
-static const char *const script_src[S_COUNT] = {
-    /* S_CLAIM. KEYS: epoch. ARGV: epoch. -> {1 set | 0 refused, stored} */
-    "local function newer(a, b)\n"
-    "  if #a ~= #b then return #a > #b end\n"
-    "  for i = 1, #a do\n"
-    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
-    "    if x ~= y then return x > y end\n"
-    "  end\n"
-    "  return false\n"
-    "end\n"
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "if cur and not newer(ARGV[1], cur) then return {0, cur} end\n"
-    "redis.call('SET', KEYS[1], ARGV[1])\n"
-    "return {1, cur or ''}\n",
-
-    /* S_APPEND. KEYS: epoch, log. ARGV: epoch, records... -> log length,
-     * or -1 when fenced (nothing written). */
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
-    "local n = 0\n"
-    "for i = 2, #ARGV, " RPUSH_CHUNK " do\n"
-    "  n = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + " RPUSH_CHUNK
-    " - 1, #ARGV)))\n"
-    "end\n"
-    "return n\n",
-
-    /* S_REWRITE. KEYS: epoch, snap, log. ARGV: epoch, snapshot. -> 1, or -1
-     * when fenced. */
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
-    "redis.call('SET', KEYS[2], ARGV[2])\n"
-    "redis.call('DEL', KEYS[3])\n"
-    "return 1\n",
-
-    /* S_LOAD. KEYS: snap, log. -> {snapshot or nil, {records...}} */
-    "return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}\n",
-};
-
-/* ---- the handle -------------------------------------------------------- */
-
-typedef struct {
-    size_t off, len; /* in rl_log.bytes */
-} rec_span;
-
-/* Internal flush states of a batch, beside the DSYNC_E* results. */
-#define ST_TODO 1
-#define ST_NOSCRIPT 2
-
-/* One topic's records in the current batch. Slots are reused across
- * flushes (recs keeps its capacity). */
-typedef struct {
-    char topic[RL_TOPIC_MAX + 1];
-    uint64_t epoch;
-    rec_span *recs;
-    size_t n, cap;
-    int status;
-    uint64_t log_len;
-} topic_batch;
-
-struct rl_log {
-    char host[256];
-    int port;
-    int db;
-    redisContext *c;       /* NULL: disconnected */
-    uint64_t retry_at_ms;  /* no connect attempt before this */
-    unsigned backoff_ms;   /* the wait after the next failed connect */
-    char sha[S_COUNT][41]; /* from SCRIPT LOAD on connect */
-    ut_buf bytes;          /* every buffered record, back to back */
-    topic_batch *batches;  /* in order of first append */
-    size_t n_batches, cap_batches;
-    size_t last_batch; /* index + 1 of the last appended-to batch */
-    ut_map batch_of;   /* topic -> index + 1 */
-    size_t pending;    /* buffered records */
-    const char **argv; /* scratch for the flush's commands */
-    size_t *argvlen;
-    size_t argv_cap;
-    rl_stats stats;
-    char last_error[256];
-};
-
-static void set_error(rl_log *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_error(rl_log *rl, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rl->last_error, sizeof rl->last_error, fmt, ap);
-    va_end(ap);
-}
-
-static struct timeval ms_to_tv(unsigned ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
-/* ---- SIGPIPE ------------------------------------------------------------ */
-
-/* hiredis writes with write(2): a peer that closed the socket raises
- * SIGPIPE, whose default action kills the process. Block it in this thread
- * around our I/O and consume one we raised (the technique libcurl uses),
- * leaving a SIGPIPE that was already pending alone. */
-typedef struct {
-    sigset_t old;
-    bool was_pending;
-} pipe_guard;
-
-static void guard_begin(pipe_guard *g)
-{
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigemptyset(&pending);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &set, &g->old);
-}
-
-static void guard_end(pipe_guard *g)
-{
-    int saved = errno;
-    if (!g->was_pending) {
-        sigset_t set, pending;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        sigemptyset(&pending);
-        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-            struct timespec zero = {0, 0};
-            while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-            }
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-    errno = saved;
-}
-
-/* ---- connection -------------------------------------------------------- */
-
-/* Frees the context. After a failed connect the next attempt waits out a
- * doubling backoff; after a failure on a working connection the next call
- * connects at once (the server may well be fine). */
-static void drop_connection(rl_log *rl, bool connect_failed)
-{
-    if (rl->c) redisFree(rl->c);
-    rl->c = NULL;
-    if (connect_failed) {
-        rl->stats.connect_failures++;
-        rl->retry_at_ms = ut_now_ms() + rl->backoff_ms;
-        rl->backoff_ms = rl->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rl->backoff_ms * 2;
-    } else {
-        rl->retry_at_ms = 0;
-    }
-}
-
-/* An I/O error on the context: the outcome of whatever was in flight is
- * unknown and the context is dead (hiredis 0.14). */
-static int io_error(rl_log *rl, const char *what)
-{
-    set_error(rl, "%s: %s", what, rl->c && rl->c->errstr[0] ? rl->c->errstr : "connection lost");
-    drop_connection(rl, false);
-    return DSYNC_EUNAVAILABLE;
-}
-
-/* Maps an error reply to a code and records its text. */
-static int reply_error(rl_log *rl, const char *what, const redisReply *r)
-{
-    static const char *const transient[] = {"LOADING",     "BUSY",       "OOM",
-                                            "READONLY",    "MASTERDOWN", "TRYAGAIN",
-                                            "CLUSTERDOWN", "MISCONF",    "NOREPLICAS"};
-    set_error(rl, "%s: %.*s", what, (int)(r->len > 200 ? 200 : r->len), r->str);
-    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++) {
-        size_t n = strlen(transient[i]);
-        if (r->len >= n && memcmp(r->str, transient[i], n) == 0) return DSYNC_EUNAVAILABLE;
-    }
-    return DSYNC_EIO;
-}
-
-static bool is_noscript(const redisReply *r)
-{
-    return r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0;
-}
-
-/* Connects unless connected: the TCP connect, then SELECT and the SCRIPT
- * LOADs in one pipelined round trip. Call under a pipe_guard. */
-static int ensure_connected(rl_log *rl, bool *fresh)
-{
-    if (fresh) *fresh = false;
-    if (rl->c) return 0;
-    if (ut_now_ms() < rl->retry_at_ms) return DSYNC_EUNAVAILABLE; /* last_error says why */
-
-    redisContext *c = redisConnectWithTimeout(rl->host, rl->port, ms_to_tv(RL_CONNECT_TIMEOUT_MS));
-    if (!c || c->err) {
-        set_error(rl, "connect to %s:%d: %s", rl->host, rl->port, c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        drop_connection(rl, true);
-        return DSYNC_EUNAVAILABLE;
-    }
-    rl->c = c;
-    if (redisSetTimeout(c, ms_to_tv(RL_COMMAND_TIMEOUT_MS)) != REDIS_OK) {
-        set_error(rl, "setting the command timeout: %s", c->errstr);
-        drop_connection(rl, true);
-        return DSYNC_EUNAVAILABLE;
-    }
-    (void)redisEnableKeepAlive(c); /* best effort: only finds dead peers sooner */
-
-    char dbs[16];
-    snprintf(dbs, sizeof dbs, "%d", rl->db);
-    int sent = 0;
-    bool ok = true;
-    if (rl->db != 0) {
-        const char *argv[] = {"SELECT", dbs};
-        ok = redisAppendCommandArgv(c, 2, argv, NULL) == REDIS_OK;
-        sent++;
-    }
-    for (int i = 0; ok && i < S_COUNT; i++) {
-        const char *argv[] = {"SCRIPT", "LOAD", script_src[i]};
-        ok = redisAppendCommandArgv(c, 3, argv, NULL) == REDIS_OK;
-        sent++;
-    }
-    if (!ok) {
-        set_error(rl, "connect: out of memory");
-        drop_connection(rl, true);
-        return DSYNC_ENOMEM;
-    }
-    rl->stats.round_trips++;
-    int rc = 0;
-    for (int i = 0; i < sent; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
-            set_error(rl, "connect to %s:%d: %s", rl->host, rl->port, c->errstr);
-            drop_connection(rl, true);
-            return DSYNC_EUNAVAILABLE;
-        }
-        bool select = rl->db != 0 && i == 0;
-        int script = select ? -1 : i - (rl->db != 0);
-        if (r->type == REDIS_REPLY_ERROR) {
-            int code = reply_error(rl, select ? "SELECT" : "SCRIPT LOAD", r);
-            /* A database Redis refuses, or a password it wants, is a
-             * configuration error; LOADING and the like are worth retrying. */
-            bool noauth = r->len >= 6 && memcmp(r->str, "NOAUTH", 6) == 0;
-            if (rc == 0) rc = (select && code == DSYNC_EIO) || noauth ? DSYNC_ECONFIG : code;
-        } else if (!select) {
-            if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-                if (rc == 0) rc = DSYNC_EIO;
-                set_error(rl, "SCRIPT LOAD: unexpected reply");
-            } else {
-                memcpy(rl->sha[script], r->str, 40);
-                rl->sha[script][40] = '\0';
-            }
-        }
-        freeReplyObject(r);
-    }
-    if (rc != 0) {
-        drop_connection(rl, true);
-        return rc == DSYNC_EIO ? DSYNC_EUNAVAILABLE : rc;
-    }
-    rl->backoff_ms = BACKOFF_MIN_MS;
-    rl->retry_at_ms = 0;
-    rl->stats.connects++;
-    rl->last_error[0] = '\0';
-    if (fresh) *fresh = true;
-    return 0;
-}
-
-/* One command, one round trip; *out gets any reply, error replies too. An
- * idempotent command (a read) that finds a reused connection dead is sent
- * once more on a fresh one; a write never is: its outcome is unknown. */
-static int command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
-                   redisReply **out)
-{
-    pipe_guard g;
-    guard_begin(&g);
-    int rc;
-    for (int attempt = 0;; attempt++) {
-        bool fresh;
-        rc = ensure_connected(rl, &fresh);
-        if (rc != 0) break;
-        if (redisAppendCommandArgv(rl->c, argc, argv, argvlen) != REDIS_OK) {
-            set_error(rl, "%s: out of memory", argv[0]);
-            drop_connection(rl, false); /* nothing was sent */
-            rc = DSYNC_ENOMEM;
-            break;
-        }
-        rl->stats.round_trips++;
-        void *r = NULL;
-        if (redisGetReply(rl->c, &r) == REDIS_OK) {
-            *out = r;
-            break;
-        }
-        rc = io_error(rl, argv[0]);
-        if (!(idempotent && !fresh && attempt == 0)) break;
-    }
-    guard_end(&g);
-    return rc;
-}
-
-/* EVALSHA with the script's arguments (argv[3..]), falling back to EVAL
- * when Redis lost the script: NOSCRIPT means it did not run, so sending it
- * again is safe even for a write. argv[0..2] are filled in here. */
-static int run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
-                      bool idempotent, redisReply **out)
-{
-    argv[0] = "EVALSHA";
-    argvlen[0] = 7;
-    argv[1] = rl->sha[script];
-    argvlen[1] = 40;
-    int rc = command(rl, argc, argv, argvlen, idempotent, out);
-    if (rc == 0 && is_noscript(*out)) {
-        freeReplyObject(*out);
-        *out = NULL;
-        argv[0] = "EVAL";
-        argvlen[0] = 4;
-        argv[1] = script_src[script];
-        argvlen[1] = strlen(script_src[script]);
-        rc = command(rl, argc, argv, argvlen, idempotent, out);
-    }
-    return rc;
-}
 
 /* ---- keys and arguments ------------------------------------------------ */
 
@@ -390,70 +54,6 @@ static uint64_t parse_epoch(const char *s, size_t len)
 
 /* ---- open and close ---------------------------------------------------- */
 
-static int parse_url(const char *url, rl_log *rl, char *msg, size_t msglen)
-{
-    static const char scheme[] = "redis://";
-    if (!url || strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        snprintf(msg, msglen, "Redis URL must start with redis://");
-        return DSYNC_ECONFIG;
-    }
-    const char *p = url + sizeof scheme - 1;
-    const char *host = p, *host_end;
-    if (strchr(p, '@')) {
-        snprintf(msg, msglen, "credentials in the Redis URL are not supported");
-        return DSYNC_ECONFIG;
-    }
-    if (*p == '[') {
-        host = ++p;
-        host_end = strchr(p, ']');
-        if (!host_end) {
-            snprintf(msg, msglen, "unclosed [ in the Redis URL");
-            return DSYNC_ECONFIG;
-        }
-        p = host_end + 1;
-    } else {
-        host_end = p + strcspn(p, ":/");
-        p = host_end;
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (hlen == 0 || hlen >= sizeof rl->host) {
-        snprintf(msg, msglen, "bad host in the Redis URL");
-        return DSYNC_ECONFIG;
-    }
-    memcpy(rl->host, host, hlen);
-    rl->host[hlen] = '\0';
-
-    long port = 6379;
-    if (*p == ':') {
-        p++;
-        size_t n = strspn(p, "0123456789");
-        port = n > 0 && n <= 5 ? strtol(p, NULL, 10) : 0;
-        if (port < 1 || port > 65535) {
-            snprintf(msg, msglen, "bad port in the Redis URL");
-            return DSYNC_ECONFIG;
-        }
-        p += n;
-    }
-    long db = 0;
-    if (*p == '/') {
-        p++;
-        size_t n = strspn(p, "0123456789");
-        if (n > 9) {
-            snprintf(msg, msglen, "bad database number in the Redis URL");
-            return DSYNC_ECONFIG;
-        }
-        if (n > 0) db = strtol(p, NULL, 10);
-        p += n;
-    }
-    if (*p != '\0') {
-        snprintf(msg, msglen, "unexpected \"%.32s\" in the Redis URL", p);
-        return DSYNC_ECONFIG;
-    }
-    rl->port = (int)port;
-    rl->db = (int)db;
-    return 0;
-}
-
 int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
 {
     char scratch[1];
@@ -472,12 +72,12 @@ int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
     ut_buf_init(&rl->bytes);
     ut_map_init(&rl->batch_of);
     rl->backoff_ms = BACKOFF_MIN_MS;
-    int rc = parse_url(url, rl, err, errlen);
+    int rc = rlc_parse_url(url, rl, err, errlen);
     if (rc == 0) {
         pipe_guard g;
-        guard_begin(&g);
-        rc = ensure_connected(rl, NULL);
-        guard_end(&g);
+        rlc_guard_begin(&g);
+        rc = rlc_connect(rl, NULL);
+        rlc_guard_end(&g);
         if (rc != 0) snprintf(err, errlen, "%s", rl->last_error);
     }
     if (rc != 0) {
@@ -512,21 +112,21 @@ int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored)
     const char *argv[5] = {NULL, NULL, "1", key, ep};
     size_t argvlen[5] = {0, 0, 1, make_key(key, topic, "epoch"), format_epoch(ep, epoch)};
     redisReply *r = NULL;
-    int rc = run_script(rl, S_CLAIM, 5, argv, argvlen, false, &r);
+    int rc = rlc_run_script(rl, S_CLAIM, 5, argv, argvlen, false, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rl, "claim", r);
+        rc = rlc_reply_error(rl, "claim", r);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                r->element[0]->type != REDIS_REPLY_INTEGER ||
                r->element[1]->type != REDIS_REPLY_STRING) {
-        set_error(rl, "claim: unexpected reply");
+        rlc_set_error(rl, "claim: unexpected reply");
         rc = DSYNC_EIO;
     } else {
         if (stored) *stored = parse_epoch(r->element[1]->str, r->element[1]->len);
         rc = r->element[0]->integer == 1 ? 0 : DSYNC_EEXIST;
         if (rc)
-            set_error(rl, "claim of %s at %" PRIu64 ": epoch %.*s owns it", topic, epoch,
-                      (int)r->element[1]->len, r->element[1]->str);
+            rlc_set_error(rl, "claim of %s at %" PRIu64 ": epoch %.*s owns it", topic, epoch,
+                          (int)r->element[1]->len, r->element[1]->str);
     }
     freeReplyObject(r);
     return rc;
@@ -598,14 +198,14 @@ size_t rl_pending(const rl_log *rl)
 /* The script's answer for one topic's batch. */
 static int append_status(rl_log *rl, topic_batch *b, const redisReply *r)
 {
-    if (is_noscript(r)) return ST_NOSCRIPT;
-    if (r->type == REDIS_REPLY_ERROR) return reply_error(rl, b->topic, r);
+    if (rlc_is_noscript(r)) return ST_NOSCRIPT;
+    if (r->type == REDIS_REPLY_ERROR) return rlc_reply_error(rl, b->topic, r);
     if (r->type != REDIS_REPLY_INTEGER) {
-        set_error(rl, "flush of %s: unexpected reply", b->topic);
+        rlc_set_error(rl, "flush of %s: unexpected reply", b->topic);
         return DSYNC_EIO;
     }
     if (r->integer < 0) {
-        set_error(rl, "flush of %s at epoch %" PRIu64 ": fenced off", b->topic, b->epoch);
+        rlc_set_error(rl, "flush of %s at epoch %" PRIu64 ": fenced off", b->topic, b->epoch);
         return DSYNC_EEXIST;
     }
     b->log_len = (uint64_t)r->integer;
@@ -619,7 +219,7 @@ static void send_batches(rl_log *rl, int want, bool eval)
     char kepoch[KEY_MAX], klog[KEY_MAX], ep[24];
     rl->argv[0] = eval ? "EVAL" : "EVALSHA";
     rl->argvlen[0] = strlen(rl->argv[0]);
-    rl->argv[1] = eval ? script_src[S_APPEND] : rl->sha[S_APPEND];
+    rl->argv[1] = eval ? rlc_scripts[S_APPEND] : rl->sha[S_APPEND];
     rl->argvlen[1] = strlen(rl->argv[1]);
     rl->argv[2] = "2";
     rl->argvlen[2] = 1;
@@ -640,8 +240,8 @@ static void send_batches(rl_log *rl, int want, bool eval)
         if (redisAppendCommandArgv(rl->c, (int)(6 + b->n), rl->argv, rl->argvlen) != REDIS_OK) {
             /* Nothing has been written yet: dropping the context with its
              * output buffer leaves every batch unapplied. */
-            set_error(rl, "flush: out of memory");
-            drop_connection(rl, false);
+            rlc_set_error(rl, "flush: out of memory");
+            rlc_drop(rl, false);
             for (size_t j = 0; j < rl->n_batches; j++)
                 if (rl->batches[j].status == want) rl->batches[j].status = DSYNC_ENOMEM;
             return;
@@ -655,7 +255,7 @@ static void send_batches(rl_log *rl, int want, bool eval)
         if (b->status != want) continue;
         redisReply *r = NULL;
         if (redisGetReply(rl->c, (void **)&r) != REDIS_OK) {
-            io_error(rl, "flush"); /* this batch and the later ones: unknown */
+            rlc_io_error(rl, "flush"); /* this batch and the later ones: unknown */
             for (size_t j = i; j < rl->n_batches; j++)
                 if (rl->batches[j].status == want) rl->batches[j].status = DSYNC_EUNAVAILABLE;
             return;
@@ -706,13 +306,13 @@ int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx)
     }
     if (rc == 0) {
         pipe_guard g;
-        guard_begin(&g);
-        rc = ensure_connected(rl, NULL);
+        rlc_guard_begin(&g);
+        rc = rlc_connect(rl, NULL);
         if (rc == 0) send_batches(rl, ST_TODO, false);
         /* Redis lost the script (SCRIPT FLUSH, a failover): it did not
          * run, so send those topics again with the script's text. */
         if (rc == 0 && rl->c) send_batches(rl, ST_NOSCRIPT, true);
-        guard_end(&g);
+        rlc_guard_end(&g);
     }
 
     int worst = 0;
@@ -747,10 +347,10 @@ int rl_load(rl_log *rl, const char *topic, rl_load_fn fn, void *ctx)
     const char *argv[5] = {NULL, NULL, "2", ksnap, klog};
     size_t argvlen[5] = {0, 0, 1, make_key(ksnap, topic, "snap"), make_key(klog, topic, "log")};
     redisReply *r = NULL;
-    int rc = run_script(rl, S_LOAD, 5, argv, argvlen, true, &r);
+    int rc = rlc_run_script(rl, S_LOAD, 5, argv, argvlen, true, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rl, "load", r);
+        rc = rlc_reply_error(rl, "load", r);
         freeReplyObject(r);
         return rc;
     }
@@ -762,7 +362,7 @@ int rl_load(rl_log *rl, const char *topic, rl_load_fn fn, void *ctx)
     for (size_t i = 0; ok && i < r->element[1]->elements; i++)
         ok = r->element[1]->element[i]->type == REDIS_REPLY_STRING;
     if (!ok) {
-        set_error(rl, "load of %s: unexpected reply", topic);
+        rlc_set_error(rl, "load of %s: unexpected reply", topic);
         freeReplyObject(r);
         return DSYNC_EIO;
     }
@@ -780,7 +380,7 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
     if (len > RL_RECORD_MAX) return DSYNC_ETOOBIG;
     topic_batch *b = find_batch(rl, topic);
     if (b && b->n > 0) {
-        set_error(rl, "rewrite of %s: records are buffered; flush first", topic);
+        rlc_set_error(rl, "rewrite of %s: records are buffered; flush first", topic);
         return DSYNC_EINVAL;
     }
     char kepoch[KEY_MAX], ksnap[KEY_MAX], klog[KEY_MAX], ep[24];
@@ -794,15 +394,15 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
                          format_epoch(ep, epoch),
                          len};
     redisReply *r = NULL;
-    int rc = run_script(rl, S_REWRITE, 8, argv, argvlen, false, &r);
+    int rc = rlc_run_script(rl, S_REWRITE, 8, argv, argvlen, false, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rl, "rewrite", r);
+        rc = rlc_reply_error(rl, "rewrite", r);
     } else if (r->type != REDIS_REPLY_INTEGER) {
-        set_error(rl, "rewrite of %s: unexpected reply", topic);
+        rlc_set_error(rl, "rewrite of %s: unexpected reply", topic);
         rc = DSYNC_EIO;
     } else if (r->integer < 0) {
-        set_error(rl, "rewrite of %s at epoch %" PRIu64 ": fenced off", topic, epoch);
+        rlc_set_error(rl, "rewrite of %s at epoch %" PRIu64 ": fenced off", topic, epoch);
         rc = DSYNC_EEXIST;
     }
     freeReplyObject(r);
@@ -824,15 +424,15 @@ int rl_topics(rl_log *rl, rl_topic_fn fn, void *ctx)
                                "COUNT", SCAN_COUNT};
         redisReply *r = NULL;
         /* A SCAN sent again with the same cursor is harmless. */
-        rc = command(rl, 6, argv, NULL, true, &r);
+        rc = rlc_command(rl, 6, argv, NULL, true, &r);
         if (rc != 0) break;
         if (r->type == REDIS_REPLY_ERROR) {
-            rc = reply_error(rl, "SCAN", r);
+            rc = rlc_reply_error(rl, "SCAN", r);
         } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                    r->element[0]->type != REDIS_REPLY_STRING ||
                    r->element[0]->len >= sizeof cursor ||
                    r->element[1]->type != REDIS_REPLY_ARRAY) {
-            set_error(rl, "SCAN: unexpected reply");
+            rlc_set_error(rl, "SCAN: unexpected reply");
             rc = DSYNC_EIO;
         } else {
             memcpy(cursor, r->element[0]->str, r->element[0]->len);
@@ -865,13 +465,13 @@ static int config_get(rl_log *rl, const char *name, char *out, size_t outlen)
 {
     const char *argv[3] = {"CONFIG", "GET", name};
     redisReply *r = NULL;
-    int rc = command(rl, 3, argv, NULL, true, &r);
+    int rc = rlc_command(rl, 3, argv, NULL, true, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rl, "CONFIG GET", r);
+        rc = rlc_reply_error(rl, "CONFIG GET", r);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                r->element[1]->type != REDIS_REPLY_STRING) {
-        set_error(rl, "CONFIG GET %s: unexpected reply", name);
+        rlc_set_error(rl, "CONFIG GET %s: unexpected reply", name);
         rc = DSYNC_EIO;
     } else {
         snprintf(out, outlen, "%.*s", (int)r->element[1]->len, r->element[1]->str);

@@ -1,0 +1,105 @@
+/*
+ * redis_internal.h: what redis_log.c and redis_conn.c share: the handle
+ * and the connection layer's calls (prefix rlc_).
+ */
+#ifndef DSYNC_STORE_REDIS_INTERNAL_H
+#define DSYNC_STORE_REDIS_INTERNAL_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "store/redis_log.h"
+#include "util/util.h"
+
+#define BACKOFF_MIN_MS 50u
+#define BACKOFF_MAX_MS 1000u
+#define RPUSH_CHUNK "1000"
+#define SCAN_COUNT "1000"
+#define KEY_PREFIX "dsync:q:{"
+#define EPOCH_SUFFIX "}:epoch"
+#define KEY_MAX (RL_TOPIC_MAX + 32)
+
+enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_COUNT };
+
+/* ---- the handle -------------------------------------------------------- */
+
+typedef struct {
+    size_t off, len; /* in rl_log.bytes */
+} rec_span;
+
+/* Internal flush states of a batch, beside the DSYNC_E* results. */
+#define ST_TODO 1
+#define ST_NOSCRIPT 2
+
+/* One topic's records in the current batch. Slots are reused across
+ * flushes (recs keeps its capacity). */
+typedef struct {
+    char topic[RL_TOPIC_MAX + 1];
+    uint64_t epoch;
+    rec_span *recs;
+    size_t n, cap;
+    int status;
+    uint64_t log_len;
+} topic_batch;
+
+struct rl_log {
+    char host[256];
+    int port;
+    int db;
+    redisContext *c;       /* NULL: disconnected */
+    uint64_t retry_at_ms;  /* no connect attempt before this */
+    unsigned backoff_ms;   /* the wait after the next failed connect */
+    char sha[S_COUNT][41]; /* from SCRIPT LOAD on connect */
+    ut_buf bytes;          /* every buffered record, back to back */
+    topic_batch *batches;  /* in order of first append */
+    size_t n_batches, cap_batches;
+    size_t last_batch; /* index + 1 of the last appended-to batch */
+    ut_map batch_of;   /* topic -> index + 1 */
+    size_t pending;    /* buffered records */
+    const char **argv; /* scratch for the flush's commands */
+    size_t *argvlen;
+    size_t argv_cap;
+    rl_stats stats;
+    char last_error[256];
+};
+
+/* ---- redis_conn.c ---------------------------------------------------- */
+
+/* The Lua scripts' sources, by S_*. */
+extern const char *const rlc_scripts[S_COUNT];
+
+/* hiredis writes with write(2): SIGPIPE is blocked in this thread around
+ * our I/O and one we raised is consumed (see redis_conn.c). */
+typedef struct {
+    sigset_t old;
+    bool was_pending;
+} pipe_guard;
+void rlc_guard_begin(pipe_guard *g);
+void rlc_guard_end(pipe_guard *g);
+
+void rlc_set_error(rl_log *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Splits redis://host[:port][/db] into rl; DSYNC_ECONFIG with msg. */
+int rlc_parse_url(const char *url, rl_log *rl, char *msg, size_t msglen);
+/* Frees the context; after a failed connect the next waits out a backoff. */
+void rlc_drop(rl_log *rl, bool connect_failed);
+/* The context died mid-command: outcome unknown, DSYNC_EUNAVAILABLE. */
+int rlc_io_error(rl_log *rl, const char *what);
+/* An error reply's code (transient ones DSYNC_EUNAVAILABLE), text kept. */
+int rlc_reply_error(rl_log *rl, const char *what, const redisReply *r);
+bool rlc_is_noscript(const redisReply *r);
+/* Connects (SELECT, SCRIPT LOADs) unless connected; under a pipe_guard. */
+int rlc_connect(rl_log *rl, bool *fresh);
+/* One command, one round trip; a read on a dead reused connection is sent
+ * once more, a write never. */
+int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
+                redisReply **out);
+/* EVALSHA of script (argv[0..2] filled in here), EVAL after NOSCRIPT. */
+int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
+                   bool idempotent, redisReply **out);
+
+#endif

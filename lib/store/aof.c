@@ -21,6 +21,7 @@
 
 #include "aof.h"
 #include "dsync/errors.h"
+#include "fileio.h"
 
 enum { REC_HEADER = 9 }; /* u32 len, u32 crc, u8 type */
 #define PREALLOC_BYTES (4u << 20)
@@ -47,45 +48,6 @@ struct aof_file {
 
 /* ---- file helpers ------------------------------------------------------- */
 
-static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t k = pwrite(fd, p, len, (off_t)off);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += k;
-        off += (uint64_t)k;
-        len -= (size_t)k;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return DSYNC_EIO;
-    int rc = fsync(fd) == 0 ? 0 : DSYNC_EIO;
-    close(fd);
-    return rc;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[DSYNC_PATH_MAX + 16];
-    if (ut_strlcpy(tmp, path, sizeof tmp) != 0) return DSYNC_EINVAL;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
-    return 0;
-}
-
 /* Allocates [from, from + len) of fd. False if it cannot; *unsupported
  * says whether it never will on this file system. */
 static bool allocate(int fd, uint64_t from, uint64_t len, bool *unsupported)
@@ -111,14 +73,6 @@ typedef struct {
     uint64_t replayed;
 } replay_result;
 
-/* Is every byte of p[0, len) zero? Preallocated space reads as zeros. */
-static bool all_zero(const unsigned char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (p[i]) return false;
-    return true;
-}
-
 /* Does a complete record with a good checksum lie anywhere in d[from,
  * len)? A record cut by a crash leaves nothing valid after its header;
  * one whose length field was damaged in the middle of the file does. */
@@ -142,7 +96,7 @@ static int replay_file(const char *path, const unsigned char *d, size_t len, aof
     size_t off = 0;
     while (off < len) {
         size_t left = len - off;
-        if (all_zero(d + off, left)) break; /* preallocated, never written */
+        if (sf_all_zero(d + off, left)) break; /* preallocated, never written */
         if (left < REC_HEADER) {
             r->torn = left; /* a header cut short */
             break;
@@ -162,7 +116,7 @@ static int replay_file(const char *path, const unsigned char *d, size_t len, aof
              * is never a torn write. */
             size_t end = past_end ? len : off + REC_HEADER + plen;
             bool snapshot = off == 0 && type == AOF_SNAPSHOT;
-            if (!snapshot && all_zero(d + end, len - end) &&
+            if (!snapshot && sf_all_zero(d + end, len - end) &&
                 !valid_record_after(d, end, off + REC_HEADER)) {
                 r->torn = left;
                 break;
@@ -243,7 +197,7 @@ int aof_open(const char *dir, const aof_options *opts, aof_file **out, aof_repla
     snprintf(a->path, sizeof a->path, "%s/aof", a->dir);
     snprintf(a->tmp_path, sizeof a->tmp_path, "%s/aof.tmp", a->dir);
 
-    int rc = mkdir_p(a->dir);
+    int rc = sf_mkdir_p(a->dir);
     if (rc != 0) {
         snprintf(err, errlen, "cannot create %s: %s", a->dir, strerror(errno));
         free_file(a);
@@ -298,7 +252,7 @@ int aof_open(const char *dir, const aof_options *opts, aof_file **out, aof_repla
                a->path);
     }
     /* Make the directory and the file's name durable if this open made them. */
-    if (fsync_dir(dir) != 0 || fsync_dir(a->dir) != 0) {
+    if (sf_fsync_dir(dir) != 0 || sf_fsync_dir(a->dir) != 0) {
         snprintf(err, errlen, "cannot fsync %s: %s", a->dir, strerror(errno));
         free_file(a);
         return DSYNC_EIO;
@@ -342,7 +296,7 @@ static int write_pending(aof_file *a)
     size_t n = a->pending.len;
     if (n == 0) return 0;
     preallocate(a, n);
-    if (pwrite_all(a->fd, a->pending.data, n, a->size) != 0) {
+    if (sf_pwrite_all(a->fd, a->pending.data, n, a->size) != 0) {
         a->broken = true;
         return DSYNC_EIO;
     }
@@ -417,8 +371,9 @@ int aof_rewrite(aof_file *a, const void *snapshot, size_t len)
     if (!no_prealloc && allocate(fd, 0, rec + PREALLOC_BYTES, &no_prealloc))
         alloc = rec + PREALLOC_BYTES;
     /* fsync, not fdatasync: the new file's size and name must be durable. */
-    if (pwrite_all(fd, hdr, sizeof hdr, 0) != 0 || pwrite_all(fd, snapshot, len, REC_HEADER) != 0 ||
-        fsync(fd) != 0 || rename(a->tmp_path, a->path) != 0) {
+    if (sf_pwrite_all(fd, hdr, sizeof hdr, 0) != 0 ||
+        sf_pwrite_all(fd, snapshot, len, REC_HEADER) != 0 || fsync(fd) != 0 ||
+        rename(a->tmp_path, a->path) != 0) {
         close(fd);
         unlink(a->tmp_path);
         return DSYNC_EIO;
@@ -437,7 +392,7 @@ int aof_rewrite(aof_file *a, const void *snapshot, size_t len)
     /* Until the directory is synced a power loss may bring the old name
      * back; that file is complete too, but it lacks what was buffered, so
      * nothing may be acknowledged before this fsync. */
-    if (fsync_dir(a->dir) != 0) {
+    if (sf_fsync_dir(a->dir) != 0) {
         a->broken = true;
         return DSYNC_EIO;
     }
@@ -464,7 +419,8 @@ void aof_crash_for_test(aof_file *a, size_t keep_unsynced)
 {
     /* What was written or buffered after the last fdatasync may or may
      * not survive a power loss; the test chooses how much did. */
-    if (a->pending.len && pwrite_all(a->fd, a->pending.data, a->pending.len, a->size) != 0) abort();
+    if (a->pending.len && sf_pwrite_all(a->fd, a->pending.data, a->pending.len, a->size) != 0)
+        abort();
     uint64_t unsynced = a->size - a->durable_size + a->pending.len;
     if (keep_unsynced > unsynced) keep_unsynced = (size_t)unsynced;
     if (ftruncate(a->fd, (off_t)(a->durable_size + keep_unsynced)) != 0) abort();

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "dsync/errors.h"
+#include "fileio.h"
 #include "store.h"
 
 enum { REC_ENTRY = 1, REC_HARD_STATE = 2 };
@@ -50,75 +51,6 @@ struct st_log {
 };
 
 /* ---- file helpers ------------------------------------------------------- */
-
-static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t k = pwrite(fd, p, len, (off_t)off);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += k;
-        off += (uint64_t)k;
-        len -= (size_t)k;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return DSYNC_EIO;
-    int rc = fsync(fd) == 0 ? 0 : DSYNC_EIO;
-    close(fd);
-    return rc;
-}
-
-/* Reads a whole file; *data is NULL with *len 0 when it does not exist. */
-static int read_file(const char *path, char **data, size_t *len)
-{
-    *data = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 0 : DSYNC_EIO;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return DSYNC_EIO;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        close(fd);
-        return DSYNC_ENOMEM;
-    }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fd);
-    *data = buf;
-    *len = got;
-    return 0;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[DSYNC_PATH_MAX + 16];
-    if (ut_strlcpy(tmp, path, sizeof tmp) != 0) return DSYNC_EINVAL;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return DSYNC_EIO;
-    return 0;
-}
 
 /* ---- records -------------------------------------------------------------- */
 
@@ -180,14 +112,6 @@ static int replay_push(replay *r, const st_entry *e)
     return 0;
 }
 
-/* Is every byte from p on zero? A crash can leave a zero-filled tail. */
-static bool all_zero(const unsigned char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (p[i]) return false;
-    return true;
-}
-
 static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index, replay *r,
                       char *err, size_t errlen)
 {
@@ -195,7 +119,7 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
     memset(r, 0, sizeof *r);
     while (off < len) {
         size_t left = len - off;
-        if (all_zero(data + off, left)) {
+        if (sf_all_zero(data + off, left)) {
             r->zero_bytes = left;
             break;
         }
@@ -221,7 +145,7 @@ static int replay_log(const unsigned char *data, size_t len, uint64_t snap_index
         uint32_t want = ut_crc32c(ut_crc32c(0, &type, 1), payload, plen);
         size_t end = off + REC_HEADER + plen;
         if (want != crc) {
-            if (end == len || all_zero(data + end, len - end)) {
+            if (end == len || sf_all_zero(data + end, len - end)) {
                 r->torn_bytes = left;
                 break;
             }
@@ -267,7 +191,7 @@ static int load_snapshot(st_log *l, char *err, size_t errlen)
 {
     char *data;
     size_t len;
-    int rc = read_file(l->snap_path, &data, &len);
+    int rc = sf_read_file(l->snap_path, &data, &len);
     if (rc != 0) {
         snprintf(err, errlen, "cannot read %s: %s", l->snap_path, strerror(errno));
         return rc;
@@ -334,14 +258,14 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
     }
     snprintf(l->log_path, sizeof l->log_path, "%s/log", l->dir);
     snprintf(l->snap_path, sizeof l->snap_path, "%s/snapshot", l->dir);
-    if ((rc = mkdir_p(l->dir)) != 0) {
+    if ((rc = sf_mkdir_p(l->dir)) != 0) {
         snprintf(err, errlen, "cannot create %s: %s", l->dir, strerror(errno));
         goto fail;
     }
     if ((rc = load_snapshot(l, err, errlen)) != 0) goto fail;
 
     size_t len;
-    if ((rc = read_file(l->log_path, &l->file_image, &len)) != 0) {
+    if ((rc = sf_read_file(l->log_path, &l->file_image, &len)) != 0) {
         snprintf(err, errlen, "cannot read %s: %s", l->log_path, strerror(errno));
         goto fail;
     }
@@ -372,7 +296,7 @@ int st_log_open(const char *dir, st_log **out, const st_loaded **loaded, char *e
         rc = DSYNC_EIO;
         goto fail;
     }
-    if (lseek(l->fd, (off_t)r.valid_bytes, SEEK_SET) < 0 || fsync_dir(l->dir) != 0) {
+    if (lseek(l->fd, (off_t)r.valid_bytes, SEEK_SET) < 0 || sf_fsync_dir(l->dir) != 0) {
         snprintf(err, errlen, "cannot prepare %s: %s", l->log_path, strerror(errno));
         rc = DSYNC_EIO;
         goto fail;
@@ -438,7 +362,7 @@ int st_log_sync(st_log *l, size_t *synced_bytes)
     if (synced_bytes) *synced_bytes = n;
     if (n == 0) return 0;
     preallocate(l, n);
-    if (pwrite_all(l->fd, l->pending.data, n, l->synced_size) != 0 || fdatasync(l->fd) != 0) {
+    if (sf_pwrite_all(l->fd, l->pending.data, n, l->synced_size) != 0 || fdatasync(l->fd) != 0) {
         l->broken = true;
         return DSYNC_EIO;
     }
@@ -485,8 +409,8 @@ static int write_snapshot_file(st_log *l, const st_snapshot_meta *meta, const vo
     ut_buf_append(&b, crc, sizeof crc);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int rc = DSYNC_EIO;
-    if (fd >= 0 && !b.oom && pwrite_all(fd, b.data, b.len, 0) == 0 && fsync(fd) == 0 &&
-        rename(tmp, l->snap_path) == 0 && fsync_dir(l->dir) == 0)
+    if (fd >= 0 && !b.oom && sf_pwrite_all(fd, b.data, b.len, 0) == 0 && fsync(fd) == 0 &&
+        rename(tmp, l->snap_path) == 0 && sf_fsync_dir(l->dir) == 0)
         rc = 0;
     if (fd >= 0) close(fd);
     ut_buf_free(&b);
@@ -512,7 +436,7 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     char *image;
     size_t ilen;
     char err[256];
-    if ((rc = read_file(l->log_path, &image, &ilen)) != 0) goto broken;
+    if ((rc = sf_read_file(l->log_path, &image, &ilen)) != 0) goto broken;
     replay r;
     rc = replay_log((const unsigned char *)image, ilen, l->snap_index, &r, err, sizeof err);
     if (rc != 0) {
@@ -548,8 +472,8 @@ int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *da
     snprintf(tmp, sizeof tmp, "%s.tmp", l->log_path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     rc = DSYNC_EIO;
-    if (fd >= 0 && pwrite_all(fd, nb.data, nb.len, 0) == 0 && fsync(fd) == 0 &&
-        rename(tmp, l->log_path) == 0 && fsync_dir(l->dir) == 0)
+    if (fd >= 0 && sf_pwrite_all(fd, nb.data, nb.len, 0) == 0 && fsync(fd) == 0 &&
+        rename(tmp, l->log_path) == 0 && sf_fsync_dir(l->dir) == 0)
         rc = 0;
     size_t new_size = nb.len;
     ut_buf_free(&nb);
@@ -574,7 +498,7 @@ void st_log_crash_for_test(st_log *l, size_t keep_unsynced)
     /* Bytes written but not synced may or may not survive a power loss;
      * the test chooses how many did. */
     if (keep_unsynced > l->pending.len) keep_unsynced = l->pending.len;
-    if (keep_unsynced) pwrite_all(l->fd, l->pending.data, keep_unsynced, l->synced_size);
+    if (keep_unsynced) sf_pwrite_all(l->fd, l->pending.data, keep_unsynced, l->synced_size);
     if (ftruncate(l->fd, (off_t)(l->synced_size + keep_unsynced)) != 0) abort();
     l->pending.len = 0;
     st_log_close(l);

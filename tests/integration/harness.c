@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,36 @@ int h_node_destroy(h_node *n)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", n->dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", n->dir);
     return rc;
+}
+
+h_node *h_node_new(const char *const *extra)
+{
+    h_node *n = malloc(sizeof *n);
+    if (!n) return NULL;
+    h_node_init(n, 1, extra);
+    if (h_node_start(n) != 0) {
+        h_node_destroy(n);
+        free(n);
+        return NULL;
+    }
+    return n;
+}
+
+int h_node_free(h_node *n)
+{
+    int rc = h_node_destroy(n);
+    free(n);
+    return rc;
+}
+
+json_t *h_post(const h_node *n, const char *path, int *status, const char *fmt, ...)
+{
+    char body[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    return h_json(n, "POST", path, body, status);
 }
 
 /* ---- clusters ---------------------------------------------------------- */

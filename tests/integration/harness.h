@@ -60,6 +60,17 @@ int h_node_destroy(h_node *n);
 /* Prints the last lines of the node's log to stderr. */
 void h_node_print_log(const h_node *n);
 
+/* A started node 1 on the heap (extra as in h_node_init), or NULL after
+ * printing why; h_node_free stops it, removes its directory and frees it
+ * (as h_node_destroy). For cmocka setup and teardown functions. */
+h_node *h_node_new(const char *const *extra);
+int h_node_free(h_node *n);
+
+/* POST of a printf-formatted JSON body; the parsed answer (NULL if not
+ * JSON), the status in *status. */
+json_t *h_post(const h_node *n, const char *path, int *status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- clusters ---------------------------------------------------------- */
 
 #define H_MAX_NODES 5

@@ -50,26 +50,14 @@ static int teardown(void **state)
     return rc;
 }
 
-static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
-{
-    char body[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(body, sizeof body, fmt, ap);
-    va_end(ap);
-    return h_json(n, "POST", path, body, status);
-}
-
 /* Acquires X on key for client through node n; returns the fencing token,
  * or -status when it was not granted. */
 static long long acquire_x(const h_node *n, const char *key, const char *client, int wait_ms)
 {
     int st;
-    json_t *j = post(n, "/locks/acquire", &st,
-                     "{\"key\":\"%s\",\"client_id\":\"%s\",\"mode\":\"X\",\"wait_ms\":%d}", key,
-                     client, wait_ms);
+    json_t *j = h_post(n, "/locks/acquire", &st,
+                       "{\"key\":\"%s\",\"client_id\":\"%s\",\"mode\":\"X\",\"wait_ms\":%d}", key,
+                       client, wait_ms);
     long long token = -(long long)(st ? st : 1);
     if (st == 200) token = (long long)json_integer_value(json_object_get(j, "fencing_token"));
     json_decref(j);
@@ -80,7 +68,7 @@ static int release(const h_node *n, const char *key, const char *client)
 {
     int st;
     json_t *j =
-        post(n, "/locks/release", &st, "{\"key\":\"%s\",\"client_id\":\"%s\"}", key, client);
+        h_post(n, "/locks/release", &st, "{\"key\":\"%s\",\"client_id\":\"%s\"}", key, client);
     json_decref(j);
     return st;
 }
@@ -150,8 +138,8 @@ static void test_every_node_serves_writes_and_reads_see_them_at_once(void **stat
 
     /* A conflicting acquire through the other follower waits. */
     int st;
-    json_t *j = post(&c->nodes[f2], "/locks/acquire", &st,
-                     "{\"key\":\"k-follower\",\"client_id\":\"carol\",\"mode\":\"X\"}");
+    json_t *j = h_post(&c->nodes[f2], "/locks/acquire", &st,
+                       "{\"key\":\"k-follower\",\"client_id\":\"carol\",\"mode\":\"X\"}");
     assert_int_equal(st, 202);
     json_decref(j);
     assert_int_equal(release(&c->nodes[f2], "k-follower", "alice"), 200);
@@ -394,9 +382,9 @@ static void test_no_two_clients_hold_the_x_lock_at_once_across_crashes_and_parti
 static int member_change(const h_node *n, const char *action, int id, int peer_port)
 {
     int st;
-    json_t *j =
-        post(n, "/admin/members", &st,
-             "{\"action\":\"%s\",\"id\":%d,\"peer_addr\":\"127.0.0.1:%d\"}", action, id, peer_port);
+    json_t *j = h_post(n, "/admin/members", &st,
+                       "{\"action\":\"%s\",\"id\":%d,\"peer_addr\":\"127.0.0.1:%d\"}", action, id,
+                       peer_port);
     json_decref(j);
     return st;
 }

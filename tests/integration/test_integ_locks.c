@@ -20,23 +20,13 @@
 
 static int setup(void **state)
 {
-    h_node *n = malloc(sizeof *n);
-    h_node_init(n, 1, NULL);
-    if (h_node_start(n) != 0) {
-        h_node_destroy(n);
-        free(n);
-        return -1;
-    }
-    *state = n;
-    return 0;
+    *state = h_node_new(NULL);
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    h_node *n = *state;
-    int rc = h_node_destroy(n);
-    free(n);
-    return rc;
+    return h_node_free(*state);
 }
 
 /* POST /locks/acquire; returns the parsed answer, status in *status. */

@@ -29,42 +29,20 @@ static const char *const node_env[] = {
 
 static int setup(void **state)
 {
-    h_node *n = malloc(sizeof *n);
-    h_node_init(n, 1, node_env);
-    if (h_node_start(n) != 0) {
-        h_node_destroy(n);
-        free(n);
-        return -1;
-    }
-    *state = n;
-    return 0;
+    *state = h_node_new(node_env);
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    h_node *n = *state;
-    int rc = h_node_destroy(n);
-    free(n);
-    return rc;
-}
-
-static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static json_t *post(const h_node *n, const char *path, int *status, const char *fmt, ...)
-{
-    char body[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(body, sizeof body, fmt, ap);
-    va_end(ap);
-    return h_json(n, "POST", path, body, status);
+    return h_node_free(*state);
 }
 
 static long long enqueue(const h_node *n, const char *topic, long long value)
 {
     int st;
-    json_t *j =
-        post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}", topic, value);
+    json_t *j = h_post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}",
+                       topic, value);
     long long id = st == 200 ? (long long)json_integer_value(json_object_get(j, "id")) : -st;
     json_decref(j);
     return id;
@@ -76,10 +54,10 @@ static json_t *consume(const h_node *n, const char *topic, int max, int visibili
                        json_t **answer)
 {
     int st;
-    *answer = post(n, "/queue/consume", &st,
-                   "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d,"
-                   "\"wait_ms\":%d}",
-                   topic, max, visibility_ms, wait_ms);
+    *answer = h_post(n, "/queue/consume", &st,
+                     "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d,"
+                     "\"wait_ms\":%d}",
+                     topic, max, visibility_ms, wait_ms);
     assert_int_equal(st, 200);
     json_t *msgs = json_object_get(*answer, "messages");
     assert_true(json_is_array(msgs));
@@ -90,7 +68,7 @@ static int ack(const h_node *n, const char *topic, const char *receipt)
 {
     int st;
     json_decref(
-        post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
+        h_post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
     return st;
 }
 
@@ -282,18 +260,18 @@ static void test_bad_input_gets_its_error_and_changes_nothing(void **state)
 {
     h_node *n = *state;
     int st;
-    json_decref(post(n, "/queue/enqueue", &st, "{\"message\":1}"));
+    json_decref(h_post(n, "/queue/enqueue", &st, "{\"message\":1}"));
     assert_int_equal(st, 400);
-    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":\"x\"}"));
+    json_decref(h_post(n, "/queue/enqueue", &st, "{\"topic\":\"x\"}"));
     assert_int_equal(st, 400);
-    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":\"bad\\u0001name\",\"message\":1}"));
+    json_decref(h_post(n, "/queue/enqueue", &st, "{\"topic\":\"bad\\u0001name\",\"message\":1}"));
     assert_int_equal(st, 400);
-    json_decref(post(n, "/queue/enqueue", &st, "{\"topic\":7,\"message\":1}"));
+    json_decref(h_post(n, "/queue/enqueue", &st, "{\"topic\":7,\"message\":1}"));
     assert_int_equal(st, 400);
     json_decref(
-        post(n, "/queue/consume", &st, "{\"topic\":\"x\",\"consumer_id\":\"c\",\"max\":0}"));
+        h_post(n, "/queue/consume", &st, "{\"topic\":\"x\",\"consumer_id\":\"c\",\"max\":0}"));
     assert_int_equal(st, 400);
-    json_decref(post(n, "/queue/consume", &st, "{\"topic\":\"x\"}"));
+    json_decref(h_post(n, "/queue/consume", &st, "{\"topic\":\"x\"}"));
     assert_int_equal(st, 400);
     assert_int_equal(ack(n, "x", "0000000000000001c8a1369b275d4f2c"), 404);
     assert_int_equal(ack(n, "x", "not-a-receipt"), 404);

@@ -168,6 +168,9 @@ static void test_every_node_serves_writes_and_reads_see_them_at_once(void **stat
     assert_int_equal(h_metric(&c->nodes[l], "raft_is_leader"), 1);
     assert_int_equal(h_metric(&c->nodes[f1], "raft_is_leader"), 0);
     assert_true(h_metric(&c->nodes[l], "raft_proposal_seconds_count") >= 1);
+    /* Transport counters reach the metrics (counters only ever grow). */
+    assert_true(h_metric(&c->nodes[l], "transport_frames_total{direction=\"sent\"}") > 0);
+    assert_true(h_metric(&c->nodes[f1], "transport_frames_total{direction=\"received\"}") > 0);
 }
 
 static void test_killing_the_leader_loses_no_granted_lock_and_it_catches_up(void **state)

@@ -225,6 +225,12 @@ int q_apply(q_state *q, const void *data, size_t len, size_t *used);
  * be NULL) is the size of the records applied before the bad one. */
 int q_apply_all(q_state *q, const void *data, size_t len, size_t *used);
 
+/* Reads the header of the record at the start of data[0..len): its size
+ * (*rec_len) and topic name (copied into name, QS_TOPIC_NAME_MAX + 1
+ * bytes), so a store can file records by topic without applying them.
+ * Checks the size, version and name, not the checksum (q_apply does).
+ * DSYNC_ECORRUPT when malformed. */
+int q_record_topic(const void *data, size_t len, char *name, size_t *rec_len);
 /* Appends the whole state (topics by name, messages by id, counters,
  * nonces, leases) to b in a versioned, deterministic binary form (format in
  * queue_snap.c). Config, journal and listener are not part of it. */
@@ -232,6 +238,15 @@ int q_snapshot(const q_state *q, ut_buf *b);
 /* The same form holding only topic; DSYNC_ENOTFOUND when it is unknown. A
  * new owner loads it with q_restore_topics. */
 int q_snapshot_topic(const q_state *q, const char *topic, ut_buf *b);
+/* The same form holding a placement unit: topic and its dead-letter topic
+ * "<topic>.dlq", those of them that exist (none: an empty snapshot). topic
+ * is a base name (not itself a dead-letter topic). This is what a store
+ * keeps per unit, since dead letters live where their topic does. */
+int q_snapshot_unit(const q_state *q, const char *topic, ut_buf *b);
+/* Forgets topic and every message and lease of it, as if it had never
+ * been here: the node that hands a topic over drops it. No record is
+ * journaled. DSYNC_ENOTFOUND when there is no such topic. */
+int q_drop_topic(q_state *q, const char *topic);
 /* Replaces every topic of q with those of the snapshot. DSYNC_ECORRUPT for
  * anything malformed, DSYNC_ENOMEM; either way q is unchanged. */
 int q_restore(q_state *q, const void *data, size_t len);

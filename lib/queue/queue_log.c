@@ -232,6 +232,22 @@ static int apply_end_lease(q_state *q, q_topic *t, int kind, ut_reader *r)
     return q_step_dead_letter(q, t, m, dlq, NULL);
 }
 
+int q_record_topic(const void *data, size_t len, char *name, size_t *rec_len)
+{
+    const unsigned char *p = data;
+    if (!p || len < 4) return DSYNC_ECORRUPT;
+    uint64_t size = ut_get_le(p, 4);
+    if (size < REC_FIXED - 4 || size > len - 4) return DSYNC_ECORRUPT;
+    ut_reader r = {p + 4, (size_t)size - 4, false};
+    unsigned version = (unsigned)ut_read_le(&r, 1);
+    (void)ut_read_le(&r, 1);
+    ut_read_str16(&r, name, QS_TOPIC_NAME_MAX);
+    if (r.bad || version != REC_VERSION || !q_name_valid(name, strlen(name)))
+        return DSYNC_ECORRUPT;
+    *rec_len = 4 + (size_t)size;
+    return 0;
+}
+
 int q_apply(q_state *q, const void *data, size_t len, size_t *used)
 {
     const unsigned char *p = data;

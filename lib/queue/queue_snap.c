@@ -119,6 +119,35 @@ int q_snapshot_topic(const q_state *q, const char *topic, ut_buf *b)
     return write_snapshot(q, &t, 1, b);
 }
 
+int q_snapshot_unit(const q_state *q, const char *topic, ut_buf *b)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    if (q_check_topic_name(topic) != 0 || q_name_is_dlq(topic) ||
+        snprintf(dlq, sizeof dlq, "%s%s", topic, QS_DLQ_SUFFIX) >= (int)sizeof dlq)
+        return DSYNC_EINVAL;
+    q_topic *v[2];
+    size_t n = 0;
+    /* "t" sorts before "t.dlq": the order write_snapshot wants. */
+    if ((v[n] = q_topic_find(q, topic)) != NULL) n++;
+    if ((v[n] = q_topic_find(q, dlq)) != NULL) n++;
+    return write_snapshot(q, v, n, b);
+}
+
+int q_drop_topic(q_state *q, const char *topic)
+{
+    q_topic *t = q_check_topic_name(topic) == 0 ? q_topic_find(q, topic) : NULL;
+    if (!t) return DSYNC_ENOTFOUND;
+    size_t k = 0;
+    for (size_t i = 0; i < q->heap_n; i++)
+        if (q->heap[i].topic != t) q->heap[k++] = q->heap[i];
+    bool moved = k != q->heap_n;
+    q->heap_n = k;
+    if (moved) q_heap_build(q);
+    ut_map_del(&q->topics, topic);
+    q_topic_free(t);
+    return 0;
+}
+
 /* ---- restore -------------------------------------------------------------- */
 
 /* Reads one message into t; false on anything malformed or out of memory

@@ -793,6 +793,82 @@ static void test_a_topic_moves_to_another_state_with_its_receipts(void **state)
     q_free(b);
 }
 
+/* A handover: the old owner files each record under its topic, ships the
+ * unit (topic + dead letters) as one snapshot and drops both; the new
+ * owner rebuilds the same unit from snapshot and records. */
+static void test_a_unit_is_filed_by_topic_shipped_and_dropped(void **state)
+{
+    q_state *a = new_state(5, 1);
+    ut_buf j;
+    ut_buf_init(&j);
+    q_set_journal(a, &j);
+    put(a, "t", "one", 0);
+    put(a, "t", "two", 0);
+    put(a, "other", "x", 0);
+    q_delivery d[2];
+    assert_int_equal(take(a, "t", 2, 10, 0, d), 2);
+    assert_int_equal(take(a, "other", 1, 50, 0, d), 1);
+    assert_int_equal(q_tick(a, 10, NULL), 0); /* t's two go to t.dlq (max 1 delivery) */
+    assert_true(q_has_ready(a, "t.dlq"));
+    /* Every record names its topic; only t's and t.dlq's belong to the unit. */
+    size_t unit_records = 0, off = 0;
+    while (off < j.len) {
+        char name[QS_TOPIC_NAME_MAX + 1];
+        size_t len = 0;
+        assert_int_equal(q_record_topic(j.data + off, j.len - off, name, &len), 0);
+        assert_true(len > 0 && len <= j.len - off);
+        unit_records += strcmp(name, "t") == 0 || strcmp(name, "t.dlq") == 0;
+        off += len;
+    }
+    assert_int_equal(off, j.len);
+    assert_true(unit_records >= 6); /* 2 topics, 2 enqueues, 1 consume, 2 dead letters */
+    char name[QS_TOPIC_NAME_MAX + 1];
+    size_t len;
+    assert_int_equal(q_record_topic(j.data, 3, name, &len), DSYNC_ECORRUPT);
+    unsigned char bad[64];
+    memcpy(bad, j.data, sizeof bad);
+    bad[4] = 9; /* version */
+    assert_int_equal(q_record_topic(bad, sizeof bad, name, &len), DSYNC_ECORRUPT);
+
+    ut_buf unit;
+    ut_buf_init(&unit);
+    assert_int_equal(q_snapshot_unit(a, "t.dlq", &unit), DSYNC_EINVAL);
+    assert_int_equal(q_snapshot_unit(a, "t", &unit), 0);
+    q_state *b = new_state(6, 1);
+    assert_int_equal(q_restore_topics(b, unit.data, unit.len), 0);
+    assert_invariants(b);
+    q_topic_stats st;
+    assert_int_equal(q_topic_stats_get(b, "t.dlq", &st), 0);
+    assert_int_equal(st.depth, 2);
+    assert_int_equal(q_topic_stats_get(b, "other", &st), DSYNC_ENOTFOUND);
+
+    /* Dropping takes the topic's leases with it: "other" keeps its own. */
+    assert_int_equal(q_drop_topic(a, "t"), 0);
+    assert_int_equal(q_drop_topic(a, "t.dlq"), 0);
+    assert_int_equal(q_drop_topic(a, "t"), DSYNC_ENOTFOUND);
+    assert_invariants(a);
+    assert_int_equal(q_topic_stats_get(a, "t", &st), DSYNC_ENOTFOUND);
+    assert_int_equal(q_next_deadline(a), 50);
+    put(a, "t", "fresh", 20); /* a new topic of the same name starts from 1 */
+    assert_int_equal(q_topic_stats_get(a, "t", &st), 0);
+    assert_int_equal(st.depth, 1);
+    ut_buf empty;
+    ut_buf_init(&empty);
+    assert_int_equal(q_snapshot_unit(b, "none", &empty), 0); /* an empty unit */
+    q_state *c = new_state(7, 1);
+    assert_int_equal(q_restore_topics(c, empty.data, empty.len), 0);
+    size_t topics;
+    q_counts(c, &topics, NULL, NULL);
+    assert_int_equal(topics, 0);
+    q_set_journal(a, NULL);
+    ut_buf_free(&j);
+    ut_buf_free(&unit);
+    ut_buf_free(&empty);
+    q_free(a);
+    q_free(b);
+    q_free(c);
+}
+
 static void test_corrupt_snapshots_are_refused_and_change_nothing(void **state)
 {
     uint64_t now;
@@ -1308,6 +1384,7 @@ int main(void)
         cmocka_unit_test(test_records_that_do_not_follow_from_the_state_are_refused),
         cmocka_unit_test(test_a_consume_record_must_name_the_smallest_ready_ids_in_order),
         cmocka_unit_test(test_a_topic_moves_to_another_state_with_its_receipts),
+        cmocka_unit_test(test_a_unit_is_filed_by_topic_shipped_and_dropped),
         cmocka_unit_test(test_corrupt_snapshots_are_refused_and_change_nothing),
         cmocka_unit_test(test_corrupt_records_are_refused_and_change_nothing),
         cmocka_unit_test(test_a_random_history_matches_a_reference_model),

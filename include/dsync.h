@@ -187,6 +187,29 @@ void dsync_queue_msgs_free(dsync_queue_msg *msgs, size_t n);
  * was or will be delivered again); nothing changes then. */
 int dsync_queue_ack(dsync_node *node, const char *topic, const char *receipt);
 
+/* A topic held by this node. */
+typedef struct {
+    char name[DSYNC_TOPIC_MAX + 5]; /* ".dlq" may follow the name */
+    uint64_t depth;                 /* ready messages */
+    uint64_t in_flight;             /* delivered, not yet acked */
+} dsync_topic_info;
+
+/* Where topics live, as this node sees it. */
+typedef struct {
+    const char *store;    /* "redis", "file" (DSYNC_DATA_DIR/queue) or "memory" */
+    uint64_t view_epoch;  /* redis: the index of the view topics are placed on (0: none yet) */
+    size_t n_owners;      /* nodes topics are placed on: the view's live members with */
+    uint64_t owners[64];  /* redis, the Raft members without */
+    uint64_t topic_owner; /* the owner of the topic asked about (0: none now, or none asked) */
+    size_t n_topics;
+    dsync_topic_info *topics; /* held here, by name; malloc'ed: dsync_queue_state_free */
+} dsync_queue_state;
+
+/* Fills out; topic (may be NULL) asks for that topic's owner too.
+ * DSYNC_EINVAL for a bad topic name. */
+int dsync_queue_state_get(dsync_node *node, const char *topic, dsync_queue_state *out);
+void dsync_queue_state_free(dsync_queue_state *state);
+
 /* ------------------------------------------------------------------------
  * Node status and metrics
  * ------------------------------------------------------------------------ */

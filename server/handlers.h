@@ -11,6 +11,7 @@ void handle_lock_state(http_req *r);
 void handle_queue_enqueue(http_req *r);
 void handle_queue_consume(http_req *r);
 void handle_queue_ack(http_req *r);
+void handle_queue_state(http_req *r);
 
 void handle_health(http_req *r);
 void handle_metrics(http_req *r);

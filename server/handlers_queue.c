@@ -1,11 +1,13 @@
 /*
- * handlers_queue.c: /queue/enqueue, /queue/consume, /queue/ack.
+ * handlers_queue.c: /queue/enqueue, /queue/consume, /queue/ack, /queue/state.
  *
  * A message is any JSON value; it is stored as its compact JSON text and
  * handed back parsed, so consumers get exactly the value that went in.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <civetweb.h>
 
 #include "handlers.h"
 
@@ -103,4 +105,43 @@ void handle_queue_ack(http_req *r)
         return;
     }
     http_reply_json(r, 200, json_pack("{s:s,s:s}", "status", "acked", "topic", topic));
+}
+
+/* GET /queue/state[?topic=T]: the nodes topics are placed on, the topics
+ * this node holds, and T's owner when asked. */
+void handle_queue_state(http_req *r)
+{
+    char topic[DSYNC_TOPIC_MAX + 5];
+    int got = r->query ? mg_get_var(r->query, strlen(r->query), "topic", topic, sizeof topic) : -1;
+    if (got == -2 || got == 0) { /* too long, or empty */
+        http_reply_error(r, 400, "invalid_field", "query \"topic\" must be a topic name");
+        return;
+    }
+    dsync_queue_state st;
+    int rc = dsync_queue_state_get(r->server->node, got > 0 ? topic : NULL, &st);
+    if (rc == DSYNC_EINVAL) {
+        http_reply_error(r, 400, "invalid_field", "query \"topic\" must be a topic name");
+        return;
+    }
+    if (rc != 0) {
+        http_reply_dsync_error(r, rc, "queue state");
+        return;
+    }
+    json_t *owners = json_array(), *topics = json_array();
+    for (size_t i = 0; i < st.n_owners; i++)
+        json_array_append_new(owners, json_integer((json_int_t)st.owners[i]));
+    for (size_t i = 0; i < st.n_topics; i++)
+        json_array_append_new(topics, json_pack("{s:s,s:I,s:I}", "topic", st.topics[i].name,
+                                                "depth", (json_int_t)st.topics[i].depth,
+                                                "in_flight", (json_int_t)st.topics[i].in_flight));
+    dsync_queue_state_free(&st);
+    json_t *body = json_pack("{s:I,s:s,s:I,s:o,s:o}", "node_id", (json_int_t)r->server->cfg->node_id,
+                             "store", st.store, "view_epoch", (json_int_t)st.view_epoch, "owners",
+                             owners, "topics", topics);
+    if (got > 0) {
+        json_object_set_new(body, "topic", json_string(topic));
+        json_object_set_new(body, "owner", st.topic_owner ? json_integer((json_int_t)st.topic_owner)
+                                                          : json_null());
+    }
+    http_reply_json(r, 200, body);
 }

@@ -22,6 +22,7 @@ static const http_route routes[] = {
     {"/queue/enqueue", "POST", true, handle_queue_enqueue},
     {"/queue/consume", "POST", true, handle_queue_consume},
     {"/queue/ack", "POST", true, handle_queue_ack},
+    {"/queue/state", "GET", false, handle_queue_state},
     {"/health", "GET", false, handle_health},
     {"/metrics", "GET", false, handle_metrics},
     {"/admin/faults", "POST", true, handle_admin_faults},

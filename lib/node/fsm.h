@@ -16,6 +16,7 @@
 #ifndef DSYNC_NODE_FSM_H
 #define DSYNC_NODE_FSM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,10 @@ typedef enum {
     FSM_ACQUIRE = 1,
     FSM_RELEASE = 2,
     FSM_EXPIRE = 3, /* leader's lease sweep: lk_expire at now_ms */
+    FSM_VIEW = 4,   /* leader's failure detector: the live members */
 } fsm_op;
+
+#define FSM_VIEW_MAX 64 /* members in a view, at most (RAFT_MAX_NODES or more) */
 
 typedef struct {
     fsm_op op;
@@ -41,6 +45,8 @@ typedef struct {
     uint64_t wait_ms;
     char key[DSYNC_LOCK_KEY_MAX + 1];
     char client_id[DSYNC_CLIENT_ID_MAX + 1];
+    uint64_t live[FSM_VIEW_MAX]; /* VIEW: ids, strictly increasing */
+    size_t n_live;
 } fsm_cmd;
 
 /* Appends the encoding of cmd to b. */
@@ -58,16 +64,24 @@ typedef struct {
 
 typedef struct {
     lk_table *locks;
-    uint64_t clock_ms; /* largest now_ms applied: the table's time */
-    uint64_t applied_index;
+    uint64_t clock_ms;   /* largest now_ms applied: the table's time */
+    uint64_t view_index; /* the entry of the current view; 0: none yet */
+    uint64_t live[FSM_VIEW_MAX];
+    size_t n_live;
 } fsm;
 
 int fsm_init(fsm *f);
 void fsm_close(fsm *f);
-/* Applies one command; fills res. Deterministic in (state, cmd). */
+/* Applies one lock command; fills res. Deterministic in (state, cmd). */
 void fsm_apply(fsm *f, const fsm_cmd *cmd, fsm_result *res);
+/* Applies a VIEW command committed at index. */
+void fsm_apply_view(fsm *f, uint64_t index, const fsm_cmd *cmd);
+/* Whether the view lists id. */
+bool fsm_view_has(const fsm *f, uint64_t id);
+/* Whether the view lists exactly ids[0..n) (any order). */
+bool fsm_view_equals(const fsm *f, const uint64_t *ids, size_t n);
 
-/* Snapshot of the whole machine (clock + lock table); restore leaves f
+/* Snapshot of the whole machine (clock, view, lock table); restore leaves f
  * unchanged on DSYNC_ECORRUPT. */
 int fsm_snapshot(const fsm *f, ut_buf *b);
 int fsm_restore(fsm *f, const void *data, size_t len);

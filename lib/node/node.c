@@ -88,6 +88,9 @@ static void handle(dsync_node *n, nd_call *call, uint64_t now_ms)
     case ND_CALL_Q_ACK:
         nd_queue_handle(n, call);
         return;
+    case ND_CALL_Q_STATE:
+        nd_queue_state(n, call);
+        return;
     case ND_CALL_DROP_PEERS:
         if (n->net) nt_set_drop(n->net, call->u.drop.ids, call->u.drop.n);
         ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: dropping traffic with %zu peer(s)",

@@ -26,6 +26,7 @@
 #include "queue/ring.h"
 #include "raft/raft.h"
 #include "store/aof.h"
+#include "store/redis_log.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -39,6 +40,7 @@ typedef enum {
     ND_CALL_Q_ENQUEUE,
     ND_CALL_Q_CONSUME,
     ND_CALL_Q_ACK,
+    ND_CALL_Q_STATE,
 } nd_call_kind;
 
 /* Frames on the peer transport (types above NT_USER). */
@@ -106,6 +108,7 @@ struct nd_call {
             dsync_queue_msg **msgs;
             size_t *n;
             const char *receipt;
+            dsync_queue_state *state;
         } queue;
         struct {
             bool add;
@@ -180,6 +183,7 @@ struct dsync_node {
     uint64_t next_seq;                 /* request numbers of this node's commands */
     uint64_t next_read;                /* ReadIndex request ids */
     uint64_t sweep_index, sweep_term;  /* the lease sweep in flight (0: none) */
+    uint64_t view_index, view_term;    /* the leader's VIEW proposal in flight (0: none) */
     nt_stats net_stats;                /* as last added to the metrics */
     uint64_t synced_term, synced_vote; /* the hard state last made durable */
     uint64_t known_leader;             /* for the leader-change counter */
@@ -205,6 +209,12 @@ struct dsync_node {
     bool q_ready_dirty;          /* something became ready: look at the parked */
     nd_call *q_waiting;          /* calls forwarded to a topic's owner */
     nd_queue_metrics qm;
+    /* With DSYNC_REDIS_URL: topics live in Redis, placed on the view. */
+    rl_log *rl;               /* NULL until connected */
+    uint64_t rl_next_open_ms; /* when to try connecting again */
+    ut_map q_claims;          /* base topic -> nq_claim: units loaded here */
+    ut_map q_failed;          /* base topics whose writes failed this turn */
+    bool q_adopted;           /* the units of the current view were claimed */
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -240,9 +250,16 @@ void nd_raft_fail_all(dsync_node *n, int rc);
 int nd_queue_open(dsync_node *n);
 void nd_queue_close(dsync_node *n);
 void nd_queue_handle(dsync_node *n, nd_call *call);
+void nd_queue_state(dsync_node *n, nd_call *call);
 void nd_queue_frame(dsync_node *n, uint64_t from, uint8_t type, const void *payload, size_t len);
-/* The membership changed: the ring follows it. */
+/* The membership changed: the ring follows it (local file mode). */
 void nd_queue_members_changed(dsync_node *n);
+/* The view changed (an applied VIEW or snapshot): with Redis the ring
+ * follows it and topics placed elsewhere now are dropped here. */
+void nd_queue_view_changed(dsync_node *n);
+/* How long the leader waits without hearing a member before it proposes
+ * a view without it. */
+uint64_t nd_down_after_ms(const dsync_node *n);
 /* Makes this turn's queue changes durable (one fsync), then answers. */
 void nd_queue_flush(dsync_node *n);
 /* Expires leases, serves parked consumers; returns the next deadline. */

@@ -15,13 +15,28 @@
  * empty at its deadline (long polling). Leases are in wall-clock ms, so
  * they mean the same after a restart.
  *
- * Not yet (issue 4 continues): the Redis store, and moving topics when
- * their owner is down or the membership changes. Until then a topic lives
- * on its owner's disk; while the owner is down its topics answer 503. A
- * node outside the configuration (joining, removed) refuses queue calls.
- * A membership change moves a topic's ownership but not its messages:
- * they stay on the old owner's disk, unreachable until it owns the topic
- * again; the handover through Redis is what fixes that.
+ * Two stores, chosen by DSYNC_REDIS_URL:
+ *
+ *  - Local file (no Redis): the ring is over the Raft members and a topic
+ *    lives on its owner's disk; while the owner is down its topics answer
+ *    503, and a membership change moves a topic's ownership but not its
+ *    messages (they wait on the old owner's disk until it owns them again).
+ *
+ *  - Redis: the ring is over the VIEW, the live members the leader's
+ *    failure detector last committed through the log (fsm.h). A topic and
+ *    its dead letters form one unit, kept in Redis as a snapshot plus a
+ *    record log (lib/store/redis_log). The owner claims a unit with the
+ *    view's index as its epoch and loads it on first use; every record it
+ *    writes is fenced by that epoch. When the view moves a unit, the old
+ *    owner drops it from memory, and the new one claims a higher epoch and
+ *    loads it from Redis alone: once it has, any write of the old owner is
+ *    refused, so no message is delivered by two owners at once, and since
+ *    every answer waits for its records to be in Redis, nothing an old
+ *    owner acknowledged is missing from what the new one loads. A failed
+ *    or unknown write drops the unit here too (memory may then differ from
+ *    Redis), answers 503, and the next call loads it again.
+ *
+ * A node outside the configuration (joining, removed) refuses queue calls.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,6 +48,16 @@
 
 #define NQ_DEFAULT_MAX 1
 #define NQ_MAX_BATCH 100 /* messages one consume may take */
+/* Redis: rewrite a unit's log as a snapshot once it holds more records
+ * than this plus twice the unit's messages (amortized, like the file). */
+#define NQ_REWRITE_RECORDS 10000
+#define NQ_REDIS_RETRY_MS 1000 /* between attempts to connect at all */
+
+/* A unit (topic + its dead letters) loaded here from Redis. */
+typedef struct {
+    uint64_t epoch;   /* claimed with it: every write is fenced by it */
+    uint64_t log_len; /* records in its Redis log, as of the last flush */
+} nq_claim;
 
 /* An operation on the topic's owner, from a caller here (call) or from a
  * peer (from, req_id). Owns copies of everything it needs. */
@@ -87,12 +112,32 @@ static void op_free(nq_op *op)
 /* The owner of topic: the member the ring places it on. A dead-letter
  * topic "<t>.dlq" lives where <t> does, since its messages come from
  * there. 0 when there is none (no ring). */
-static uint64_t owner_of(const dsync_node *n, const char *topic)
+static bool redis_mode(const dsync_node *n)
 {
-    if (!n->net || n->n_voters <= 1) return n->cfg.node_id;
+    return n->cfg.redis_url[0] != '\0';
+}
+
+/* The unit a topic belongs to: its name without ".dlq". */
+static size_t base_len(const char *topic)
+{
     size_t len = strlen(topic), sl = strlen(QS_DLQ_SUFFIX);
     if (len > sl && strcmp(topic + len - sl, QS_DLQ_SUFFIX) == 0) len -= sl;
-    return n->ring ? qr_owner(n->ring, topic, len) : 0;
+    return len;
+}
+
+static void base_of(const char *topic, char base[QS_TOPIC_NAME_MAX + 1])
+{
+    size_t len = base_len(topic);
+    memcpy(base, topic, len);
+    base[len] = '\0';
+}
+
+static uint64_t owner_of(const dsync_node *n, const char *topic)
+{
+    if (redis_mode(n)) /* no view committed yet: nobody owns anything */
+        return n->ring && n->fsm.view_index ? qr_owner(n->ring, topic, base_len(topic)) : 0;
+    if (!n->net || n->n_voters <= 1) return n->cfg.node_id;
+    return n->ring ? qr_owner(n->ring, topic, base_len(topic)) : 0;
 }
 
 static bool is_member_here(const dsync_node *n)
@@ -102,11 +147,11 @@ static bool is_member_here(const dsync_node *n)
     return false;
 }
 
-void nd_queue_members_changed(dsync_node *n)
+static void build_ring(dsync_node *n, const uint64_t *ids, size_t count)
 {
     qr_ring *r = qr_new(0);
-    for (size_t i = 0; r && i < n->n_voters; i++) {
-        if (qr_add(r, n->voters[i]) != 0) {
+    for (size_t i = 0; r && i < count; i++) {
+        if (qr_add(r, ids[i]) != 0) {
             qr_free(r); /* keep the old ring: a partial one would disagree */
             return;
         }
@@ -114,6 +159,11 @@ void nd_queue_members_changed(dsync_node *n)
     if (!r) return;
     qr_free(n->ring);
     n->ring = r;
+}
+
+void nd_queue_members_changed(dsync_node *n)
+{
+    if (!redis_mode(n)) build_ring(n, n->voters, n->n_voters);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -165,6 +215,8 @@ static void queue_broke(dsync_node *n, const char *what)
     n->queue_broken = true;
 }
 
+static void journal_to_redis(dsync_node *n);
+
 /* What a call changed goes to the file as one record, in order. If it
  * cannot, memory and file would part ways: stop taking queue writes. */
 static int journal_out(dsync_node *n)
@@ -175,6 +227,11 @@ static int journal_out(dsync_node *n)
         return DSYNC_ENOMEM;
     }
     if (!n->journal.len) return 0;
+    if (redis_mode(n)) { /* failures are per unit, told at the flush */
+        journal_to_redis(n);
+        n->journal.len = 0;
+        return 0;
+    }
     int rc = n->aof ? aof_append(n->aof, n->journal.data, n->journal.len) : 0;
     n->journal.len = 0;
     if (rc != 0) queue_broke(n, "appending to the queue file");
@@ -209,6 +266,222 @@ static void maybe_rewrite(dsync_node *n)
         n->aof_rewritten_size = aof_size(n->aof);
     else /* before the rename: the old file carries on; try again later */
         n->aof_rewritten_size = size;
+}
+
+/* ---- Redis: units, claims, fenced writes ------------------------------- */
+
+/* The connection, opened on first need (and again, at most every
+ * NQ_REDIS_RETRY_MS, while Redis is not there); NULL meanwhile. */
+static rl_log *redis(dsync_node *n)
+{
+    if (n->rl) return n->rl;
+    uint64_t now = ut_now_ms();
+    if (now < n->rl_next_open_ms) return NULL;
+    char err[256];
+    if (rl_open(n->cfg.redis_url, &n->rl, err, sizeof err) != 0) {
+        n->rl = NULL;
+        n->rl_next_open_ms = now + NQ_REDIS_RETRY_MS;
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: Redis at %s: %s", n->cfg.redis_url, err);
+        return NULL;
+    }
+    char policy[128];
+    if (rl_info_appendfsync(n->rl, policy, sizeof policy) == 0)
+        ut_log(&n->log, DSYNC_LOG_INFO, "queue: store is Redis at %s (%s)", n->cfg.redis_url,
+               policy);
+    return n->rl;
+}
+
+static void dlq_of(const char *base, char out[QS_TOPIC_NAME_MAX + 1])
+{
+    size_t len = strnlen(base, QS_TOPIC_MAX); /* a base name is at most that */
+    memcpy(out, base, len);
+    memcpy(out + len, QS_DLQ_SUFFIX, sizeof QS_DLQ_SUFFIX);
+}
+
+static void unit_gauges(dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    topic_gauges(n, base);
+    topic_gauges(n, dlq);
+}
+
+/* Forgets a unit here: its topics (whose gauges read 0 from now on) and
+ * its claim. */
+static void drop_unit(dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    const char *names[] = {base, dlq};
+    for (size_t i = 0; i < 2; i++) {
+        if (q_drop_topic(n->queue, names[i]) != 0) continue;
+        dsync_series_set(dsync_metric_series1(n->qm.depth, names[i]), 0);
+        dsync_series_set(dsync_metric_series1(n->qm.in_flight, names[i]), 0);
+    }
+    free(ut_map_del(&n->q_claims, base));
+}
+
+/* A unit whose writes failed or whose fate is unknown, or that moved
+ * away: dropped, and not loaded again before this turn's flush, whose
+ * answers for it are 503. */
+static void unit_failed(dsync_node *n, const char *base)
+{
+    drop_unit(n, base);
+    if (!ut_map_get(&n->q_failed, base) && ut_map_put(&n->q_failed, base, n) != 0)
+        queue_broke(n, "remembering a failed queue write"); /* out of memory */
+}
+
+static bool unit_has_failed(const dsync_node *n, const char *topic)
+{
+    char base[QS_TOPIC_NAME_MAX + 1];
+    base_of(topic, base);
+    return ut_map_get(&n->q_failed, base) != NULL;
+}
+
+static int load_record(void *ctx, rl_kind kind, const void *data, size_t len)
+{
+    dsync_node *n = ctx;
+    return kind == RL_SNAPSHOT ? q_restore_topics(n->queue, data, len)
+                               : q_apply_all(n->queue, data, len, NULL);
+}
+
+/* Makes sure this node holds topic's unit, claimed under the current view
+ * and loaded from Redis. 0, or the call's error: 503 while Redis is out of
+ * reach or when a newer view's owner has claimed it (this node is behind). */
+static int claim_unit(dsync_node *n, const char *topic)
+{
+    char base[QS_TOPIC_NAME_MAX + 1];
+    base_of(topic, base);
+    if (ut_map_get(&n->q_claims, base)) return 0;
+    if (ut_map_get(&n->q_failed, base)) return DSYNC_EUNAVAILABLE; /* writes still out */
+    rl_log *rl = redis(n);
+    if (!rl) return DSYNC_EUNAVAILABLE;
+    nq_claim *c = calloc(1, sizeof *c);
+    if (!c) return DSYNC_ENOMEM;
+    c->epoch = n->fsm.view_index;
+    uint64_t stored = 0;
+    int rc = rl_claim(rl, base, c->epoch, &stored);
+    if (rc == DSYNC_EEXIST && stored == c->epoch) {
+        rc = 0; /* our own claim (a restart, or an unknown outcome): one owner per view */
+    } else if (rc == DSYNC_EEXIST && !n->store) {
+        /* A memory-only node is a cluster of one whose log indices start
+         * over at each start: nobody else can hold the unit. */
+        c->epoch = stored + 1;
+        rc = rl_claim(rl, base, c->epoch, NULL);
+    }
+    if (rc != 0) {
+        free(c);
+        if (rc == DSYNC_EEXIST)
+            ut_log(&n->log, DSYNC_LOG_DEBUG,
+                   "queue: %s is claimed at epoch %" PRIu64 ", past this node's view %" PRIu64,
+                   base, stored, n->fsm.view_index);
+        return rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    }
+    drop_unit(n, base); /* whatever an older claim here left behind */
+    rc = rl_load(rl, base, load_record, n);
+    if (rc == 0) rc = ut_map_put(&n->q_claims, base, c);
+    if (rc != 0) {
+        ut_log(&n->log, DSYNC_LOG_ERROR, "queue: cannot load %s from Redis: %s", base,
+               rc == DSYNC_ECORRUPT ? "a stored record does not apply (corrupt)"
+                                    : rl_last_error(rl));
+        drop_unit(n, base);
+        free(c);
+        return rc == DSYNC_ECORRUPT ? DSYNC_EIO : rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    }
+    unit_gauges(n, base);
+    n->q_ready_dirty = true; /* it may hold ready messages for parked consumers */
+    return 0;
+}
+
+/* Files each record of the journal under its unit's log, fenced by the
+ * unit's epoch. A unit that cannot take one fails for this turn. */
+static void journal_to_redis(dsync_node *n)
+{
+    const unsigned char *p = (const unsigned char *)n->journal.data;
+    size_t left = n->journal.len;
+    while (left) {
+        char topic[QS_TOPIC_NAME_MAX + 1], base[QS_TOPIC_NAME_MAX + 1];
+        size_t len;
+        if (q_record_topic(p, left, topic, &len) != 0) {
+            queue_broke(n, "filing a queue record"); /* our own bytes: a bug */
+            return;
+        }
+        base_of(topic, base);
+        nq_claim *c = ut_map_get(&n->q_claims, base);
+        if (!c || rl_append(n->rl, base, c->epoch, p, len) != 0) unit_failed(n, base);
+        p += len;
+        left -= len;
+    }
+}
+
+#define NQ_MAX_DUE 16 /* rewrites one turn may do */
+
+typedef struct {
+    dsync_node *n;
+    char due[NQ_MAX_DUE][QS_TOPIC_NAME_MAX + 1];
+    size_t n_due;
+} nq_flush_ctx;
+
+static uint64_t unit_messages(const dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    uint64_t total = 0;
+    q_topic_stats st;
+    if (q_topic_stats_get(n->queue, base, &st) == 0) total += st.depth + st.in_flight;
+    if (q_topic_stats_get(n->queue, dlq, &st) == 0) total += st.depth + st.in_flight;
+    return total;
+}
+
+static void on_flushed(void *ctx, const rl_flush_result *r)
+{
+    nq_flush_ctx *fc = ctx;
+    dsync_node *n = fc->n;
+    if (r->status != 0) {
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: writing %s to Redis: %s", r->topic,
+               r->status == DSYNC_EEXIST ? "fenced, a newer owner has it"
+                                         : dsync_strerror(r->status));
+        unit_failed(n, r->topic);
+        return;
+    }
+    nq_claim *c = ut_map_get(&n->q_claims, r->topic);
+    if (!c) return;
+    c->log_len = r->log_len;
+    if (c->log_len >= NQ_REWRITE_RECORDS + 2 * unit_messages(n, r->topic) &&
+        fc->n_due < NQ_MAX_DUE)
+        strcpy(fc->due[fc->n_due++], r->topic);
+}
+
+/* Replaces a unit's log in Redis by a snapshot of it. An unknown outcome
+ * is harmless: the old snapshot plus log and the new snapshot are the
+ * same state. */
+static void rewrite_unit(dsync_node *n, const char *base)
+{
+    nq_claim *c = ut_map_get(&n->q_claims, base);
+    if (!c) return;
+    ut_buf b;
+    ut_buf_init(&b);
+    int rc = q_snapshot_unit(n->queue, base, &b);
+    if (rc == 0) rc = rl_rewrite(n->rl, base, c->epoch, b.data, b.len);
+    ut_buf_free(&b);
+    if (rc == DSYNC_EEXIST)
+        unit_failed(n, base);
+    else
+        c->log_len = 0; /* done, or try again once as many records have come */
+}
+
+/* One round trip for the whole turn; then the answers, each failed if its
+ * unit's writes did not all land. */
+static int flush_to_redis(dsync_node *n)
+{
+    if (!n->rl || !rl_pending(n->rl)) return 0;
+    nq_flush_ctx fc = {.n = n};
+    uint64_t start = ut_now_ns();
+    rl_flush(n->rl, on_flushed, &fc);
+    dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+    for (size_t i = 0; i < fc.n_due; i++)
+        rewrite_unit(n, fc.due[i]);
+    return 0;
 }
 
 /* ---- answering -------------------------------------------------------------- */
@@ -331,6 +604,10 @@ static void execute(dsync_node *n, nq_op *op)
     uint64_t now = ut_wall_ms();
     if (n->queue_broken) {
         op->rc = DSYNC_EIO;
+        finish(n, op);
+        return;
+    }
+    if (redis_mode(n) && (op->rc = claim_unit(n, op->topic)) != 0) {
         finish(n, op);
         return;
     }
@@ -611,14 +888,64 @@ void nd_queue_handle(dsync_node *n, nd_call *call)
     n->q_waiting = call;
 }
 
+/* ---- state ---------------------------------------------------------------- */
+
+static int cmp_topic_info(const void *a, const void *b)
+{
+    return strcmp(((const dsync_topic_info *)a)->name, ((const dsync_topic_info *)b)->name);
+}
+
+void nd_queue_state(dsync_node *n, nd_call *call)
+{
+    dsync_queue_state *st = call->u.queue.state;
+    const char *topic = call->u.queue.topic;
+    memset(st, 0, sizeof *st);
+    if (topic && !topic_ok(topic)) {
+        nd_complete(call, DSYNC_EINVAL);
+        return;
+    }
+    st->store = redis_mode(n) ? "redis" : n->aof ? "file" : "memory";
+    if (redis_mode(n)) {
+        st->view_epoch = n->fsm.view_index;
+        for (size_t i = 0; i < n->fsm.n_live && i < 64; i++)
+            st->owners[st->n_owners++] = n->fsm.live[i];
+    } else if (!n->net) {
+        st->owners[st->n_owners++] = n->cfg.node_id;
+    } else {
+        for (size_t i = 0; i < n->n_voters && i < 64; i++)
+            st->owners[st->n_owners++] = n->voters[i];
+    }
+    if (topic) st->topic_owner = n->net && !is_member_here(n) ? 0 : owner_of(n, topic);
+    size_t count;
+    q_counts(n->queue, &count, NULL, NULL);
+    st->topics = calloc(count ? count : 1, sizeof *st->topics);
+    if (!st->topics) {
+        nd_complete(call, DSYNC_ENOMEM);
+        return;
+    }
+    q_topic_stats ts;
+    for (size_t it = 0; st->n_topics < count && q_topic_next(n->queue, &it, &ts);) {
+        dsync_topic_info *t = &st->topics[st->n_topics++];
+        snprintf(t->name, sizeof t->name, "%s", ts.name);
+        t->depth = ts.depth;
+        t->in_flight = ts.in_flight;
+    }
+    qsort(st->topics, st->n_topics, sizeof *st->topics, cmp_topic_info);
+    nd_complete(call, 0);
+}
+
 /* ---- the loop's turn ----------------------------------------------------------- */
 
 void nd_queue_flush(dsync_node *n)
 {
     journal_out(n); /* nothing may stay behind a snapshot */
-    if (!n->q_durable) return;
+    if (redis_mode(n)) {
+        flush_to_redis(n);
+    } else if (!n->q_durable) {
+        return;
+    }
     int rc = n->queue_broken ? DSYNC_EIO : 0;
-    if (n->aof && rc == 0) {
+    if (n->aof && rc == 0 && n->q_durable) {
         uint64_t start = ut_now_ns();
         rc = aof_sync(n->aof);
         dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
@@ -627,20 +954,104 @@ void nd_queue_flush(dsync_node *n)
     while (n->q_durable) {
         nq_op *op = n->q_durable;
         n->q_durable = op->next;
-        if (rc != 0) {
+        int op_rc = rc != 0 ? rc : unit_has_failed(n, op->topic) ? DSYNC_EUNAVAILABLE : 0;
+        if (op_rc != 0) {
             free_msgs(op->msgs, op->n_msgs);
             op->msgs = NULL;
             op->n_msgs = 0;
-            op->rc = DSYNC_EIO;
+            op->rc = op_rc;
         }
         finish(n, op);
     }
+    if (n->q_failed.count) {
+        ut_map_close(&n->q_failed);
+        ut_map_init(&n->q_failed);
+    }
     maybe_rewrite(n);
+}
+
+typedef struct {
+    dsync_node *n;
+    size_t adopted, failed;
+} nq_adopt_ctx;
+
+static int adopt_one(void *ctx, const char *topic)
+{
+    nq_adopt_ctx *a = ctx;
+    dsync_node *n = a->n;
+    if (!topic_ok(topic) || ut_map_get(&n->q_claims, topic) ||
+        owner_of(n, topic) != n->cfg.node_id)
+        return 0;
+    if (claim_unit(n, topic) == 0)
+        a->adopted++;
+    else
+        a->failed++;
+    return 0;
+}
+
+/* Claims now, rather than at their first call, the units in Redis this
+ * node owns under the current view, so their leases run out on time and
+ * their gauges show. Only once the log is applied up to the commit index:
+ * a node replaying old views would claim what has moved on since. */
+static void adopt_units(dsync_node *n)
+{
+    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) || !is_member_here(n))
+        return;
+    rl_log *rl = redis(n);
+    if (!rl) return;
+    nq_adopt_ctx a = {.n = n};
+    n->q_adopted = true;
+    if (rl_topics(rl, adopt_one, &a) != 0)
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: listing topics in Redis: %s", rl_last_error(rl));
+    if (a.adopted || a.failed)
+        ut_log(&n->log, DSYNC_LOG_INFO,
+               "queue: view %" PRIu64 ": took over %zu topic(s) from Redis%s", n->fsm.view_index,
+               a.adopted, a.failed ? " (some could not be loaded yet)" : "");
+}
+
+void nd_queue_view_changed(dsync_node *n)
+{
+    if (!redis_mode(n) || !n->queue) return;
+    n->q_adopted = false;
+    build_ring(n, n->fsm.live, n->fsm.n_live);
+    /* Units placed elsewhere now leave; their writes still buffered go out
+     * at this turn's flush, fenced by their epoch. */
+    size_t count = n->q_claims.count, k = 0;
+    char(*gone)[QS_TOPIC_NAME_MAX + 1] = calloc(count ? count : 1, sizeof *gone);
+    if (!gone) {
+        queue_broke(n, "following a view change"); /* cannot tell what to drop */
+        return;
+    }
+    const char *base;
+    for (size_t it = 0; ut_map_next(&n->q_claims, &it, &base, NULL);)
+        if (owner_of(n, base) != n->cfg.node_id) strcpy(gone[k++], base);
+    for (size_t i = 0; i < k; i++) {
+        unit_failed(n, gone[i]);
+        /* Its long polls end now, empty: asked again, they reach the new owner. */
+        for (nq_op **pp = &n->q_parked; *pp;) {
+            nq_op *op = *pp;
+            char b[QS_TOPIC_NAME_MAX + 1];
+            base_of(op->topic, b);
+            if (strcmp(b, gone[i]) != 0) {
+                pp = &op->next;
+                continue;
+            }
+            *pp = op->next;
+            op->next = NULL;
+            finish(n, op);
+        }
+    }
+    if (k)
+        ut_log(&n->log, DSYNC_LOG_INFO, "queue: view %" PRIu64 " moved %zu topic(s) away",
+               n->fsm.view_index, k);
+    free(gone);
+    adopt_units(n);
 }
 
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
 {
     uint64_t wall = ut_wall_ms();
+    if (redis_mode(n) && !n->q_adopted) adopt_units(n); /* e.g. caught up after a restart */
     if (q_next_deadline(n->queue) <= wall && !n->queue_broken) {
         q_tick(n->queue, wall, NULL);
         journal_out(n);
@@ -683,6 +1094,17 @@ int nd_queue_open(dsync_node *n)
     if (!n->queue) return DSYNC_ENOMEM;
     q_set_listener(n->queue, on_queue_event, n);
     ut_buf_init(&n->journal);
+    ut_map_init(&n->q_claims);
+    ut_map_init(&n->q_failed);
+    if (redis_mode(n)) {
+        /* Topics come from Redis as they are used; placement, from the view. */
+        q_set_journal(n->queue, &n->journal);
+        nd_queue_view_changed(n);
+        if (!redis(n))
+            ut_log(&n->log, DSYNC_LOG_WARN,
+                   "queue: Redis is not reachable yet; queue calls answer 503 until it is");
+        return 0;
+    }
     if (n->cfg.data_dir[0]) {
         char err[512];
         aof_options opt = {.fsync = AOF_FSYNC_ALWAYS, .log = &n->log};
@@ -728,6 +1150,13 @@ void nd_queue_close(dsync_node *n)
     }
     aof_close(n->aof);
     n->aof = NULL;
+    rl_close(n->rl);
+    n->rl = NULL;
+    void *claim;
+    for (size_t it = 0; ut_map_next(&n->q_claims, &it, NULL, &claim);)
+        free(claim);
+    ut_map_close(&n->q_claims);
+    ut_map_close(&n->q_failed);
     q_free(n->queue);
     n->queue = NULL;
     qr_free(n->ring);
@@ -755,6 +1184,21 @@ int dsync_queue_consume(dsync_node *n, const dsync_consume_request *req, dsync_q
     nd_call call = {.kind = ND_CALL_Q_CONSUME,
                     .u.queue = {.consume = req, .msgs = msgs, .n = count}};
     return nd_submit(n, &call);
+}
+
+int dsync_queue_state_get(dsync_node *n, const char *topic, dsync_queue_state *out)
+{
+    if (!n || !out) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_Q_STATE, .u.queue = {.topic = topic, .state = out}};
+    return nd_submit(n, &call);
+}
+
+void dsync_queue_state_free(dsync_queue_state *state)
+{
+    if (!state) return;
+    free(state->topics);
+    state->topics = NULL;
+    state->n_topics = 0;
 }
 
 int dsync_queue_ack(dsync_node *n, const char *topic, const char *receipt)

@@ -360,7 +360,8 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
     }
     case ND_FRAME_PROPOSE: {
         fsm_cmd cmd;
-        if (fsm_decode(payload, len, &cmd) != 0 || cmd.origin != from || cmd.op == FSM_EXPIRE) {
+        if (fsm_decode(payload, len, &cmd) != 0 || cmd.origin != from || cmd.op == FSM_EXPIRE ||
+            cmd.op == FSM_VIEW) {
             ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " forwarded a malformed command", from);
             return;
         }
@@ -541,6 +542,12 @@ static void apply_entry(dsync_node *n, const raft_entry *e)
                e->index);
         return;
     }
+    if (cmd.op == FSM_VIEW) {
+        fsm_apply_view(&n->fsm, e->index, &cmd);
+        if (e->index >= n->view_index) n->view_index = 0;
+        nd_queue_view_changed(n);
+        return;
+    }
     nd_call *mine = NULL;
     if (cmd.origin == n->cfg.node_id && cmd.seq) mine = take_write(&n->writes, cmd.seq, &cmd);
     if (mine)
@@ -561,6 +568,7 @@ static bool restore_snapshot(dsync_node *n, const raft_snapshot *s)
         return false;
     }
     n->applied = n->snapshot_index = s->index;
+    nd_queue_view_changed(n);
     dsync_series_add(n->rm.snapshots_installed, 1);
     nd_locks_update_gauges(n);
     ut_log(&n->log, DSYNC_LOG_INFO, "installed the leader's snapshot at index %" PRIu64, s->index);
@@ -635,6 +643,46 @@ void nd_raft_process(dsync_node *n)
     update_metrics(n, ut_now_ms());
 }
 
+uint64_t nd_down_after_ms(const dsync_node *n)
+{
+    return 3 * election_ms(n);
+}
+
+/* Leader: the failure detector's verdict goes through the log as a VIEW,
+ * so every replica places topics on the same live members at the same
+ * index. A member is live while it was heard within nd_down_after_ms
+ * (every node pings every peer every other tick) and, to enter the view,
+ * has caught up with the log; the leader is live. */
+static void propose_view(dsync_node *n, uint64_t now_ms)
+{
+    if (raft_get_role(n->raft) != RAFT_LEADER) return;
+    if (n->view_index && n->view_term == raft_term(n->raft)) return; /* one at a time */
+    fsm_cmd cmd = {.op = FSM_VIEW, .now_ms = ut_wall_ms()};
+    for (size_t i = 0; i < n->n_voters && cmd.n_live < FSM_VIEW_MAX; i++) {
+        uint64_t id = n->voters[i];
+        uint64_t heard = id == n->cfg.node_id || !n->net ? now_ms : nt_last_heard(n->net, id);
+        bool live = heard && now_ms - heard <= nd_down_after_ms(n);
+        /* One coming back must first catch up with the log, or it would be
+         * handed topics it cannot serve yet. */
+        if (live && id != n->cfg.node_id && !fsm_view_has(&n->fsm, id))
+            live = raft_match_index(n->raft, id) >= raft_commit_index(n->raft);
+        if (live) cmd.live[cmd.n_live++] = id;
+    }
+    /* Ids in increasing order, as the codec wants. */
+    for (size_t i = 1; i < cmd.n_live; i++)
+        for (size_t j = i; j > 0 && cmd.live[j - 1] > cmd.live[j]; j--) {
+            uint64_t t = cmd.live[j];
+            cmd.live[j] = cmd.live[j - 1];
+            cmd.live[j - 1] = t;
+        }
+    if (n->fsm.view_index && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live)) return;
+    n->view_index = nd_propose_internal(n, &cmd);
+    n->view_term = raft_term(n->raft);
+    if (n->view_index)
+        ut_log(&n->log, DSYNC_LOG_INFO, "proposing a view of %zu live member(s) at %" PRIu64,
+               cmd.n_live, n->view_index);
+}
+
 static uint64_t expire_list(dsync_node *n, nd_call **list, uint64_t now_ms)
 {
     uint64_t next = UINT64_MAX;
@@ -666,6 +714,7 @@ uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms)
             for (size_t i = 0; i < n->n_voters; i++)
                 if (n->voters[i] != n->cfg.node_id)
                     nt_send(n->net, n->voters[i], ND_FRAME_PING, NULL, 0);
+        propose_view(n, now_ms);
     }
     uint64_t next = n->tick_due_ms;
     uint64_t w = expire_list(n, &n->writes, now_ms);

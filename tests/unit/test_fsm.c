@@ -155,12 +155,53 @@ static void test_replicas_fed_the_same_log_agree_even_after_a_restore(void **sta
     fsm_close(&b);
 }
 
+/* The view: encoded and decoded, refused when unordered or oversized,
+ * applied with its index, and carried by snapshots. */
+static void test_the_view_travels_in_commands_and_snapshots(void **state)
+{
+    fsm_cmd c = {.op = FSM_VIEW, .origin = 1, .now_ms = 5, .n_live = 3, .live = {1, 2, 7}};
+    ut_buf b;
+    ut_buf_init(&b);
+    assert_int_equal(fsm_encode(&c, &b), 0);
+    fsm_cmd out;
+    assert_int_equal(fsm_decode(b.data, b.len, &out), 0);
+    assert_int_equal(out.op, FSM_VIEW);
+    assert_int_equal(out.n_live, 3);
+    assert_int_equal(out.live[2], 7);
+    b.data[b.len - 8] = 1; /* 7 -> 1: no longer increasing */
+    assert_int_equal(fsm_decode(b.data, b.len, &out), DSYNC_ECORRUPT);
+    b.len = 0;
+    c.n_live = FSM_VIEW_MAX; /* ids 0 after the third: refused */
+    assert_int_equal(fsm_encode(&c, &b), 0);
+    assert_int_equal(fsm_decode(b.data, b.len, &out), DSYNC_ECORRUPT);
+    ut_buf_free(&b);
+
+    fsm f, g;
+    assert_int_equal(fsm_init(&f), 0);
+    assert_int_equal(fsm_init(&g), 0);
+    c.n_live = 3;
+    fsm_apply_view(&f, 42, &c);
+    assert_int_equal(f.view_index, 42);
+    uint64_t same[] = {7, 1, 2}, other[] = {1, 2};
+    assert_true(fsm_view_equals(&f, same, 3));
+    assert_false(fsm_view_equals(&f, other, 2));
+    ut_buf s;
+    snapshot_bytes(&f, &s);
+    assert_int_equal(fsm_restore(&g, s.data, s.len), 0);
+    assert_int_equal(g.view_index, 42);
+    assert_true(fsm_view_equals(&g, same, 3));
+    ut_buf_free(&s);
+    fsm_close(&f);
+    fsm_close(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commands_round_trip_through_the_codec),
         cmocka_unit_test(test_every_truncation_and_many_mutations_are_refused_or_valid),
         cmocka_unit_test(test_replicas_fed_the_same_log_agree_even_after_a_restore),
+        cmocka_unit_test(test_the_view_travels_in_commands_and_snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,12 +7,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -505,4 +507,114 @@ double h_metric(const h_node *n, const char *series)
     }
     h_resp_free(&r);
     return v;
+}
+
+/* ---- redis-server ------------------------------------------------------ */
+
+static bool redis_path(char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(out, len, "%.*s/redis-server", (int)n, path);
+        if (n > 0 && access(out, X_OK) == 0) return true;
+        path += n + (path[n] == ':');
+    }
+    return false;
+}
+
+bool h_redis_available(void)
+{
+    char p[512];
+    return redis_path(p, sizeof p);
+}
+
+/* One PING over a fresh connection: true on +PONG (Redis answers it only
+ * once its AOF is loaded). */
+static bool redis_pong(void *arg)
+{
+    const h_redis *r = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    struct timeval tv = {0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)r->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char buf[16] = {0};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+              write(fd, "PING\r\n", 6) == 6 && read(fd, buf, sizeof buf - 1) > 0 &&
+              strncmp(buf, "+PONG", 5) == 0;
+    close(fd);
+    return ok;
+}
+
+int h_redis_start(h_redis *r)
+{
+    char bin[512];
+    if (!redis_path(bin, sizeof bin)) {
+        fprintf(stderr, "redis-server is not installed\n");
+        return -1;
+    }
+    if (!r->dir[0]) {
+        strcpy(r->dir, "/tmp/dsync-redis-XXXXXX");
+        if (!mkdtemp(r->dir)) return -1;
+        r->port = h_free_port();
+        snprintf(r->url, sizeof r->url, "redis://127.0.0.1:%d", r->port);
+    }
+    char port[16], log[192];
+    snprintf(port, sizeof port, "%d", r->port);
+    snprintf(log, sizeof log, "%s/redis.log", r->dir);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(bin, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "yes", "--appendfsync", "always", "--dir", r->dir, "--daemonize",
+              "no", (char *)NULL);
+        _exit(127);
+    }
+    r->pid = pid;
+    track(pid, true);
+    if (h_wait_until(redis_pong, r, 5000)) return 0;
+    fprintf(stderr, "redis-server on port %d did not answer PING within 5 s (see %s)\n", r->port,
+            log);
+    h_redis_kill9(r);
+    return -1;
+}
+
+void h_redis_kill9(h_redis *r)
+{
+    if (r->pid <= 0) return;
+    kill(r->pid, SIGKILL);
+    waitpid(r->pid, NULL, 0);
+    track(r->pid, false);
+    r->pid = 0;
+}
+
+void h_redis_destroy(h_redis *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGTERM);
+        long long deadline = h_now_ms() + 5000;
+        bool reaped = false;
+        while (!(reaped = waitpid(r->pid, NULL, WNOHANG) == r->pid) && h_now_ms() < deadline)
+            usleep(10000);
+        if (reaped) {
+            track(r->pid, false);
+            r->pid = 0;
+        }
+        h_redis_kill9(r); /* if SIGTERM did not end it */
+    }
+    if (r->dir[0]) {
+        char cmd[200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", r->dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", r->dir);
+    }
 }

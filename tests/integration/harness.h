@@ -114,6 +114,28 @@ json_t *h_json(const h_node *n, const char *method, const char *path, const char
  * the series is absent. */
 double h_metric(const h_node *n, const char *series);
 
+/* ---- redis-server ------------------------------------------------------ */
+
+/* A real redis-server on loopback with its own directory: appendonly yes,
+ * appendfsync always, no RDB snapshots. */
+typedef struct {
+    pid_t pid; /* 0 when not running */
+    int port;
+    char dir[128];
+    char url[64]; /* redis://127.0.0.1:port, for DSYNC_REDIS_URL */
+} h_redis;
+
+/* Whether redis-server is on PATH (tests that need it skip otherwise). */
+bool h_redis_available(void);
+/* Starts it: on a free port in a new temporary directory the first time,
+ * on the same port with the same data (its AOF) after a stop. Waits, with
+ * a bound, until it answers PING. 0, or -1 after printing why. */
+int h_redis_start(h_redis *r);
+/* SIGKILL at once, as a crash. */
+void h_redis_kill9(h_redis *r);
+/* Stops it if running and removes its directory. */
+void h_redis_destroy(h_redis *r);
+
 /* Polls cond every 10 ms until it holds or timeout_ms passes. */
 bool h_wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
 /* Milliseconds on the monotonic clock. */

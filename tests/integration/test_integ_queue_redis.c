@@ -1,0 +1,541 @@
+/*
+ * test_integ_queue_redis.c: the queue on Redis, with real dsyncd processes
+ * and a real redis-server (appendonly yes) on loopback.
+ *
+ * Three nodes: producers and consumers on every node, every message acked
+ * exactly once; kill -9 of a topic's owner moves its topics to the next
+ * live node with nothing acknowledged lost, and they come back when it
+ * returns; an owner cut off from the cluster is fenced and delivers
+ * nothing once another node has taken its topic over. One node: a lost
+ * Redis gives 503 and the node reconnects by itself; kill -9 of the node
+ * loses nothing. Skipped when redis-server is not installed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+typedef struct {
+    h_redis redis;
+    h_cluster cluster;
+    h_node *node; /* single-node tests */
+    char url_env[96];
+} fixture;
+
+static int setup(void **state)
+{
+    if (!h_redis_available()) {
+        fprintf(stderr, "redis-server is not installed: skipped\n");
+        skip();
+    }
+    fixture *f = calloc(1, sizeof *f);
+    if (!f || h_redis_start(&f->redis) != 0) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->url_env, sizeof f->url_env, "DSYNC_REDIS_URL=%s", f->redis.url);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    int rc = 0;
+    if (f->cluster.n) rc |= h_cluster_destroy(&f->cluster);
+    if (f->node) rc |= h_node_free(f->node);
+    h_redis_destroy(&f->redis);
+    free(f);
+    return rc;
+}
+
+/* Whether every node places topics on a view of all three. */
+static bool view_of_three(void *arg)
+{
+    h_cluster *c = arg;
+    for (int i = 0; i < c->n; i++) {
+        int st;
+        json_t *j = h_json(&c->nodes[i], "GET", "/queue/state", NULL, &st);
+        bool ok = st == 200 && json_array_size(json_object_get(j, "owners")) == 3;
+        json_decref(j);
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static int start_cluster(fixture *f, const char *extra)
+{
+    const char *env[] = {f->url_env, "DSYNC_FAULT_INJECTION=1", extra, NULL};
+    if (h_cluster_start(&f->cluster, 3, env) != 0) return -1;
+    /* The queue serves once the leader's first view has committed. */
+    return h_wait_until(view_of_three, &f->cluster, 10000) ? 0 : -1;
+}
+
+/* ---- calls ------------------------------------------------------------------ */
+
+/* The id, or minus the HTTP status. */
+static long long enqueue(const h_node *n, const char *topic, long long value)
+{
+    int st;
+    json_t *j = h_post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}",
+                       topic, value);
+    long long id = st == 200 ? (long long)json_integer_value(json_object_get(j, "id")) : -st;
+    json_decref(j);
+    return id;
+}
+
+/* Retries 503s (a topic between owners) for up to 15 s. */
+static long long enqueue_retrying(const h_node *n, const char *topic, long long value)
+{
+    long long deadline = h_now_ms() + 15000, id;
+    while ((id = enqueue(n, topic, value)) == -503 && h_now_ms() < deadline)
+        usleep(20000);
+    return id;
+}
+
+/* The answer to a consume (NULL unless 200), the status in *st. */
+static json_t *consume(const h_node *n, const char *topic, int max, int visibility_ms, int *st)
+{
+    json_t *a = h_post(n, "/queue/consume", st,
+                       "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d}",
+                       topic, max, visibility_ms);
+    if (*st != 200) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+static int ack(const h_node *n, const char *topic, const char *receipt)
+{
+    int st;
+    json_decref(
+        h_post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
+    return st;
+}
+
+/* The node id that node n places topic on (0: none), or -1. */
+static long long owner_seen_by(const h_node *n, const char *topic)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/queue/state?topic=%s", topic);
+    int st;
+    json_t *j = h_json(n, "GET", path, NULL, &st);
+    long long owner = -1;
+    if (st == 200) {
+        json_t *o = json_object_get(j, "owner");
+        owner = json_is_integer(o) ? (long long)json_integer_value(o) : 0;
+    }
+    json_decref(j);
+    return owner;
+}
+
+/* Whether node n holds topic (it is in its /queue/state topics). */
+static bool holds(const h_node *n, const char *topic)
+{
+    int st;
+    json_t *j = h_json(n, "GET", "/queue/state", NULL, &st);
+    bool found = false;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(j, "topics"), i, t)
+    {
+        found |= strcmp(json_string_value(json_object_get(t, "topic")), topic) == 0;
+    }
+    json_decref(j);
+    return found;
+}
+
+typedef struct {
+    const h_node *n;
+    const char *topic;
+    long long want; /* owner id wanted; with `not`, any other live one */
+    bool not;
+} owner_wait;
+
+static bool owner_is(void *arg)
+{
+    owner_wait *w = arg;
+    long long o = owner_seen_by(w->n, w->topic);
+    return w->not ? o > 0 && o != w->want : o == w->want;
+}
+
+static int index_of(const h_cluster *c, long long id)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].node_id == id) return i;
+    return -1;
+}
+
+/* ---- many producers and consumers on three nodes -------------------------- */
+
+#define TOPICS 6
+#define PER_PRODUCER 120
+#define PRODUCERS 2
+#define CONSUMERS 3
+
+typedef struct {
+    const h_node *n;
+    int id;
+    int acked[TOPICS][PRODUCERS * PER_PRODUCER / TOPICS + 1];
+    int duplicates;
+} worker;
+
+static void *produce(void *p)
+{
+    worker *w = p;
+    char topic[32];
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        snprintf(topic, sizeof topic, "p%d", i % TOPICS);
+        assert_true(enqueue_retrying(w->n, topic, w->id * 1000 + i) > 0);
+    }
+    return NULL;
+}
+
+static void *consume_all(void *p)
+{
+    worker *w = p;
+    char topic[32];
+    long long deadline = h_now_ms() + 30000;
+    int idle = 0;
+    while (h_now_ms() < deadline && idle < 15) {
+        int got_any = 0;
+        for (int t = 0; t < TOPICS; t++) {
+            snprintf(topic, sizeof topic, "p%d", t);
+            int st;
+            json_t *a = consume(w->n, topic, 10, 30000, &st);
+            assert_int_equal(st, 200);
+            size_t i;
+            json_t *m;
+            json_array_foreach(json_object_get(a, "messages"), i, m)
+            {
+                long long id = json_integer_value(json_object_get(m, "id"));
+                assert_true(id >= 1 && id <= PRODUCERS * PER_PRODUCER / TOPICS);
+                if (w->acked[t][id]) w->duplicates++;
+                w->acked[t][id]++;
+                assert_int_equal(
+                    ack(w->n, topic, json_string_value(json_object_get(m, "receipt"))), 200);
+                got_any = 1;
+            }
+            json_decref(a);
+        }
+        idle = got_any ? 0 : idle + 1;
+        if (!got_any) usleep(20000);
+    }
+    return NULL;
+}
+
+static void test_producers_and_consumers_on_three_nodes_ack_every_message_once(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_cluster(f, NULL), 0);
+    static worker prod[PRODUCERS], cons[CONSUMERS];
+    pthread_t pt[PRODUCERS], ct[CONSUMERS];
+    memset(prod, 0, sizeof prod);
+    memset(cons, 0, sizeof cons);
+    for (int i = 0; i < CONSUMERS; i++) {
+        cons[i].n = &f->cluster.nodes[i % 3];
+        assert_int_equal(pthread_create(&ct[i], NULL, consume_all, &cons[i]), 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++) {
+        prod[i] = (worker){.n = &f->cluster.nodes[(i + 1) % 3], .id = i + 1};
+        assert_int_equal(pthread_create(&pt[i], NULL, produce, &prod[i]), 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++)
+        pthread_join(pt[i], NULL);
+    for (int i = 0; i < CONSUMERS; i++)
+        pthread_join(ct[i], NULL);
+    /* 30 s visibility: no redelivery, so every id exactly once. */
+    for (int t = 0; t < TOPICS; t++)
+        for (int id = 1; id <= PRODUCERS * PER_PRODUCER / TOPICS; id++) {
+            int total = 0;
+            for (int i = 0; i < CONSUMERS; i++)
+                total += cons[i].acked[t][id];
+            assert_int_equal(total, 1);
+        }
+    for (int i = 0; i < CONSUMERS; i++)
+        assert_int_equal(cons[i].duplicates, 0);
+    /* The topics were spread: more than one node holds some. */
+    int holders = 0;
+    for (int i = 0; i < 3; i++) {
+        int held = 0;
+        char topic[32];
+        for (int t = 0; t < TOPICS; t++) {
+            snprintf(topic, sizeof topic, "p%d", t);
+            held += holds(&f->cluster.nodes[i], topic);
+        }
+        holders += held > 0;
+    }
+    assert_true(holders >= 2);
+}
+
+/* ---- the owner dies -------------------------------------------------------- */
+
+#define KT 6       /* topics */
+#define KBEFORE 20 /* messages per topic before the kill */
+#define KAFTER 10  /* ... and after */
+
+static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_message(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_cluster(f, NULL), 0);
+    h_cluster *c = &f->cluster;
+    long long victim_id = owner_seen_by(&c->nodes[0], "k0");
+    assert_true(victim_id > 0);
+    int victim = index_of(c, victim_id);
+    const h_node *client = &c->nodes[(victim + 1) % 3];
+    char topic[32];
+    /* acked_id[t][id]: enqueue acknowledged; delivered[t][id]: deliveries seen. */
+    int enq[KT][KBEFORE + KAFTER + 1], delivered[KT][KBEFORE + KAFTER + 1];
+    memset(enq, 0, sizeof enq);
+    memset(delivered, 0, sizeof delivered);
+    for (int t = 0; t < KT; t++) {
+        snprintf(topic, sizeof topic, "k%d", t);
+        for (int i = 0; i < KBEFORE; i++) {
+            long long id = enqueue(client, topic, i);
+            assert_true(id >= 1 && id <= KBEFORE);
+            enq[t][id] = 1;
+        }
+        /* Five in flight and never acked: they come back after the move. */
+        int st;
+        json_t *a = consume(client, topic, 5, 1500, &st);
+        assert_non_null(a);
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(a, "messages"), i, m)
+            delivered[t][json_integer_value(json_object_get(m, "id"))]++;
+        json_decref(a);
+    }
+    h_node_kill9(&c->nodes[victim]);
+    owner_wait moved = {client, "k0", victim_id, true};
+    assert_true(h_wait_until(owner_is, &moved, 15000));
+    for (int t = 0; t < KT; t++) {
+        snprintf(topic, sizeof topic, "k%d", t);
+        for (int i = 0; i < KAFTER; i++) {
+            long long id = enqueue_retrying(client, topic, 100 + i);
+            assert_true(id > KBEFORE && id <= KBEFORE + KAFTER);
+            enq[t][id] = 1;
+        }
+    }
+    /* Drain through the survivor: every acknowledged id comes out. */
+    long long deadline = h_now_ms() + 20000;
+    int missing = 1;
+    while (missing && h_now_ms() < deadline) {
+        for (int t = 0; t < KT; t++) {
+            snprintf(topic, sizeof topic, "k%d", t);
+            int st;
+            json_t *a = consume(client, topic, 50, 30000, &st);
+            if (!a) continue; /* 503 while a topic moves */
+            size_t i;
+            json_t *m;
+            json_array_foreach(json_object_get(a, "messages"), i, m)
+            {
+                long long id = json_integer_value(json_object_get(m, "id"));
+                assert_true(id >= 1 && id <= KBEFORE + KAFTER);
+                assert_true(enq[t][id]);
+                delivered[t][id]++;
+                assert_int_equal(
+                    ack(client, topic, json_string_value(json_object_get(m, "receipt"))), 200);
+                enq[t][id] = 2; /* acked */
+            }
+            json_decref(a);
+        }
+        missing = 0;
+        for (int t = 0; t < KT; t++)
+            for (int id = 1; id <= KBEFORE + KAFTER; id++)
+                missing += enq[t][id] != 2;
+        if (missing) usleep(50000);
+    }
+    assert_int_equal(missing, 0);
+    /* Twice only for the five taken before the kill; never more. */
+    for (int t = 0; t < KT; t++)
+        for (int id = 1; id <= KBEFORE + KAFTER; id++)
+            assert_true(delivered[t][id] == 1 || (id <= 5 && delivered[t][id] == 2));
+
+    /* The owner comes back, catches up, and gets its topics again. */
+    assert_int_equal(h_node_start(&c->nodes[victim]), 0);
+    owner_wait back = {client, "k0", victim_id, false};
+    assert_true(h_wait_until(owner_is, &back, 15000));
+    long long id = enqueue_retrying(client, "k0", 999);
+    assert_int_equal(id, KBEFORE + KAFTER + 1);
+    int st = 0;
+    json_t *a = NULL;
+    long long until = h_now_ms() + 10000;
+    while (h_now_ms() < until && !(a = consume(&c->nodes[victim], "k0", 10, 30000, &st)))
+        usleep(20000);
+    assert_non_null(a);
+    json_t *msgs = json_object_get(a, "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), id);
+    json_decref(a);
+}
+
+/* ---- an old owner is fenced ------------------------------------------------- */
+
+static void test_an_owner_cut_off_from_the_cluster_delivers_nothing_after_the_handover(
+    void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_cluster(f, NULL), 0);
+    h_cluster *c = &f->cluster;
+    long long old_id = owner_seen_by(&c->nodes[0], "fenced");
+    assert_true(old_id > 0);
+    int old = index_of(c, old_id);
+    h_node *o = &c->nodes[old], *other = &c->nodes[(old + 1) % 3];
+    for (int i = 1; i <= 5; i++)
+        assert_int_equal(enqueue(other, "fenced", i), i);
+    /* Cut the owner off: it drops all traffic with the others, and they with it. */
+    int st;
+    char body[64];
+    for (int i = 0; i < 3; i++) {
+        if (i == old)
+            snprintf(body, sizeof body, "{\"drop_peers\":[%d,%d]}", c->nodes[(i + 1) % 3].node_id,
+                     c->nodes[(i + 2) % 3].node_id);
+        else
+            snprintf(body, sizeof body, "{\"drop_peers\":[%lld]}", old_id);
+        json_decref(h_json(&c->nodes[i], "POST", "/admin/faults", body, &st));
+        assert_int_equal(st, 200);
+    }
+    owner_wait moved = {other, "fenced", old_id, true};
+    assert_true(h_wait_until(owner_is, &moved, 15000));
+    long long new_id = owner_seen_by(other, "fenced");
+    h_node *nw = &c->nodes[index_of(c, new_id)];
+    long long until = h_now_ms() + 10000;
+    while (!holds(nw, "fenced") && h_now_ms() < until)
+        usleep(20000);
+    assert_true(holds(nw, "fenced"));
+    /* The old owner still believes it owns the topic; Redis refuses its
+     * writes, so it hands out nothing and takes nothing. */
+    json_t *a = consume(o, "fenced", 10, 30000, &st);
+    assert_null(a);
+    assert_int_equal(st, 503);
+    assert_int_equal(enqueue(o, "fenced", 6), -503);
+    /* The new owner has all five, each delivered once. */
+    a = consume(nw, "fenced", 10, 30000, &st);
+    assert_non_null(a);
+    json_t *msgs = json_object_get(a, "messages");
+    assert_int_equal(json_array_size(msgs), 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(
+            json_integer_value(json_object_get(json_array_get(msgs, i), "deliveries")), 1);
+    json_decref(a);
+    /* Heal: the cluster converges and the old owner serves the topic again. */
+    for (int i = 0; i < 3; i++) {
+        json_decref(h_json(&c->nodes[i], "POST", "/admin/faults", "{\"drop_peers\":[]}", &st));
+        assert_int_equal(st, 200);
+    }
+    owner_wait back = {other, "fenced", old_id, false};
+    assert_true(h_wait_until(owner_is, &back, 15000));
+    long long id = -503;
+    until = h_now_ms() + 10000;
+    while ((id = enqueue(o, "fenced", 7)) < 0 && h_now_ms() < until)
+        usleep(20000);
+    assert_int_equal(id, 6); /* the refused enqueue left no trace */
+}
+
+/* ---- one node ------------------------------------------------------------------ */
+
+static bool has_view(void *arg)
+{
+    int st;
+    json_t *j = h_json(arg, "GET", "/queue/state", NULL, &st);
+    bool ok = st == 200 && json_integer_value(json_object_get(j, "view_epoch")) > 0;
+    json_decref(j);
+    return ok;
+}
+
+static int start_single(fixture *f)
+{
+    const char *env[] = {f->url_env, NULL};
+    f->node = h_node_new(env);
+    return f->node && h_wait_until(has_view, f->node, 10000) ? 0 : -1;
+}
+
+static void test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_single(f), 0);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(enqueue(f->node, "r", i), i);
+    h_redis_kill9(&f->redis);
+    h_resp r;
+    assert_int_equal(h_http(f->node, "POST", "/queue/enqueue", "{\"topic\":\"r\",\"message\":4}",
+                            "", &r),
+                     0);
+    assert_int_equal(r.status, 503);
+    assert_true(r.retry_after[0] != '\0');
+    h_resp_free(&r);
+    int st;
+    assert_null(consume(f->node, "r", 10, 30000, &st));
+    assert_int_equal(st, 503);
+    /* Redis comes back with its AOF; the node reconnects on its own. */
+    assert_int_equal(h_redis_start(&f->redis), 0);
+    long long id = -503, until = h_now_ms() + 10000;
+    while ((id = enqueue(f->node, "r", 5)) == -503 && h_now_ms() < until)
+        usleep(50000);
+    assert_int_equal(id, 4); /* the refused one took no id */
+    json_t *a = consume(f->node, "r", 10, 30000, &st);
+    assert_non_null(a);
+    json_t *msgs = json_object_get(a, "messages");
+    assert_int_equal(json_array_size(msgs), 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, i), "id")),
+                         (long long)i + 1);
+    json_decref(a);
+}
+
+static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_single(f), 0);
+    for (int i = 1; i <= 30; i++)
+        assert_int_equal(enqueue(f->node, "d", i), i);
+    int st;
+    json_t *a = consume(f->node, "d", 10, 60000, &st);
+    assert_non_null(a);
+    json_t *msgs = json_object_get(a, "messages");
+    assert_int_equal(json_array_size(msgs), 10);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(
+            ack(f->node, "d", json_string_value(json_object_get(json_array_get(msgs, i), "receipt"))),
+            200);
+    json_decref(a);
+    h_node_kill9(f->node);
+    assert_int_equal(h_node_start(f->node), 0);
+    assert_true(h_wait_until(has_view, f->node, 10000));
+    /* 11..30 ready in order; 6..10 still in flight with their 60 s lease. */
+    a = consume(f->node, "d", 100, 60000, &st);
+    assert_non_null(a);
+    msgs = json_object_get(a, "messages");
+    assert_int_equal(json_array_size(msgs), 20);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 11);
+    json_decref(a);
+    assert_int_equal(enqueue(f->node, "d", 31), 31);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_producers_and_consumers_on_three_nodes_ack_every_message_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_message, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_owner_cut_off_from_the_cluster_delivers_nothing_after_the_handover, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_node_killed_and_restarted_loses_nothing_kept_in_redis, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -6,6 +6,13 @@
 # NODES=1 runs a single node instead. Shared settings (DSYNC_LOG_LEVEL,
 # DSYNC_LOCK_DEFAULT_TTL_MS, ...) come from the environment or ./.env, which
 # dsyncd reads itself; the per-node addresses and ids are set here.
+#
+# The queue's store: a redis-server started here on 127.0.0.1:$REDIS_PORT
+# (6390 by default) with appendonly yes and appendfsync $REDIS_APPENDFSYNC
+# (always by default: nothing acknowledged is lost even on power loss;
+# everysec is faster and can lose about the last second then), its AOF in
+# ./data/redis. DSYNC_REDIS_URL set in the environment uses that Redis
+# instead; REDIS=0 uses each node's local queue file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +28,25 @@ done
 [ "$nodes" -eq 1 ] && peers=""
 
 pids=()
+redis_url=${DSYNC_REDIS_URL:-}
+if [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ]; then
+    redis_port=${REDIS_PORT:-6390}
+    mkdir -p "$data/redis"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes \
+        --appendfsync "${REDIS_APPENDFSYNC:-always}" --dir "$data/redis" \
+        --logfile redis.log --daemonize no &
+    pids+=($!)
+    redis_url=redis://127.0.0.1:$redis_port
+    for _ in $(seq 100); do # until it answers (its AOF loaded), 10 s at most
+        [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.1
+    done
+fi
+
 stop() {
     trap - INT TERM EXIT
     echo
-    echo "libdsync: stopping ${#pids[@]} node(s)"
+    echo "libdsync: stopping ${#pids[@]} process(es)"
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
 }
@@ -37,11 +59,13 @@ for i in $(seq 1 "$nodes"); do
         DSYNC_PEER_ADDR=127.0.0.1:$((base_peer + i - 1)) \
         DSYNC_PEERS=$peers \
         DSYNC_DATA_DIR=$data/node$i \
+        DSYNC_REDIS_URL=$redis_url \
         bin/dsyncd &
     pids+=($!)
 done
 
 echo "libdsync: $nodes node(s) on http://127.0.0.1:$base_http..$((base_http + nodes - 1)) (Ctrl-C stops them)"
+echo "  queue store: ${redis_url:-local file in each node's data directory}"
 echo "  try: curl -s http://127.0.0.1:$base_http/health"
 echo "       curl -s -XPOST http://127.0.0.1:$((base_http + nodes - 1))/locks/acquire -d '{\"key\":\"k\",\"client_id\":\"me\",\"mode\":\"X\"}'"
 # Stop everything as soon as any node exits.

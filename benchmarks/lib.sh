@@ -90,6 +90,7 @@ pick_ports() {
 alive() { kill -0 "$1" 2>/dev/null; }
 
 # start_dsync_cluster NODES HTTP_PORT PEER_PORT: starts NODES dsyncd nodes
+# (the queue in Redis at $dsync_redis_url when the caller set it)
 # (1 runs alone; more form one cluster) on 127.0.0.1, node i on HTTP port
 # HTTP_PORT+i-1 and peer port PEER_PORT+i-1, data in $tmp/dsync/node$i, log
 # in $tmp/dsync$i.log. Sets dsync_nodes, dsync_http[i], dsync_peer[i],
@@ -111,7 +112,7 @@ start_dsync_cluster() {
         env DSYNC_NODE_ID="$i" DSYNC_HTTP_ADDR="127.0.0.1:${dsync_http[i]}" \
             DSYNC_PEER_ADDR="127.0.0.1:${dsync_peer[i]}" DSYNC_PEERS="$peers" \
             DSYNC_DATA_DIR="$tmp/dsync/node$i" DSYNC_LOG_LEVEL=warn \
-            DSYNC_HTTP_THREADS="$http_threads" DSYNC_REDIS_URL= \
+            DSYNC_HTTP_THREADS="$http_threads" DSYNC_REDIS_URL="${dsync_redis_url:-}" \
             "$dsyncd" --env /dev/null >"$tmp/dsync$i.log" 2>&1 &
         pids+=($!)
         dsync_pid[i]=$!

@@ -9,6 +9,8 @@
  *   queue_bench lib    enqueue|cycle      CLIENTS SECONDS DATA_DIR|-
  *   queue_bench memory MESSAGES TOPICS MAX_SECONDS DATA_DIR|-
  *
+ * lib and memory keep the queue in Redis when DSYNC_REDIS_URL is set.
+ *
  * Each client is one thread on its own topic (its own list in Redis) with
  * its own connection: one keep-alive HTTP/1.1 connection to endpoint
  * (client mod n), one hiredis connection, or the in-process node. Bodies
@@ -209,9 +211,25 @@ static int open_node(const char *data_dir, dsync_node **node)
     dsync_config cfg;
     dsync_config_defaults(&cfg);
     snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", strcmp(data_dir, "-") ? data_dir : "");
+    /* DSYNC_REDIS_URL in the environment: the node keeps the queue there. */
+    const char *redis = getenv("DSYNC_REDIS_URL");
+    if (redis) snprintf(cfg.redis_url, sizeof cfg.redis_url, "%s", redis);
     int rc = dsync_node_open(&cfg, node);
-    if (rc != 0) fprintf(stderr, "queue_bench: open: %s\n", dsync_strerror(rc));
-    return rc;
+    if (rc != 0) {
+        fprintf(stderr, "queue_bench: open: %s\n", dsync_strerror(rc));
+        return rc;
+    }
+    /* With Redis the queue serves once the node's first view has committed. */
+    for (int i = 0; cfg.redis_url[0] && i < 500; i++) {
+        dsync_queue_state st;
+        if (dsync_queue_state_get(*node, NULL, &st) == 0) {
+            bool ready = st.view_epoch > 0;
+            dsync_queue_state_free(&st);
+            if (ready) break;
+        }
+        usleep(10000);
+    }
+    return 0;
 }
 
 static void usage(void)

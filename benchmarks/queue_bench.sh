@@ -13,10 +13,13 @@
 #   5. the resident size of an in-process node with MEMORY_MESSAGES (default
 #      1,000,000) 16-byte messages waiting (at most MEMORY_MAX_SECONDS, 120).
 #
-# dsync stores the queue in each owner's local append-only file, fsynced
-# before every answer (group commit): the Redis store is not wired into the
-# node yet. Redis runs with appendonly yes, appendfsync everysec (it answers
-# before the fsync and may lose about a second of writes).
+# dsync keeps the queue in its own redis-server (the store), every answer
+# after its records' write (one pipelined round trip per loop turn); the
+# reference Redis is another redis-server. Both run with appendonly yes and
+# appendfsync $REDIS_APPENDFSYNC (everysec by default: Redis answers before
+# the fsync and may lose about a second of writes on power loss; always
+# fsyncs first). STORE=file measures dsync on each owner's local
+# append-only file instead (fsynced before every answer, group commit).
 #
 # Every server listens on 127.0.0.1 on free ports, from fresh dirs under one
 # mktemp dir; every process started here is stopped by PID on exit and the
@@ -40,23 +43,40 @@ need_server redis-server redis-server redis-server
 make_tmp queue-bench
 
 ceiling=bin/http_ceiling
-# Eight consecutive free ports: dsyncd HTTP +0..2 and peers +3..5,
-# http_ceiling +6, Redis +7.
-base=$(pick_ports 8) || {
+# Nine consecutive free ports: dsyncd HTTP +0..2 and peers +3..5,
+# http_ceiling +6, the reference Redis +7, dsync's store +8.
+store=${STORE:-redis}
+fsync_policy=${REDIS_APPENDFSYNC:-everysec}
+base=$(pick_ports 9) || {
     echo "queue_bench: found no free ports" >&2
     exit 1
 }
 ceiling_port=$((base + 6))
 redis_port=$((base + 7))
+store_port=$((base + 8))
 
 # ---- servers -----------------------------------------------------------------
+dsync_redis_url=""
+if [ "$store" = redis ]; then
+    mkdir -p "$tmp/store"
+    redis-server --bind 127.0.0.1 --port "$store_port" --dir "$tmp/store" --save '' \
+        --appendonly yes --appendfsync "$fsync_policy" --daemonize no \
+        --logfile "$tmp/store.log" >/dev/null 2>&1 &
+    pids+=($!)
+    store_pid=$!
+    for _ in $(seq 100); do # before the nodes: they connect at start
+        [ "$(redis-cli -h 127.0.0.1 -p "$store_port" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.1
+    done
+    dsync_redis_url=redis://127.0.0.1:$store_port
+fi
 start_dsync_cluster 3 "$base" $((base + 3))
 "$ceiling" "127.0.0.1:$ceiling_port" "$http_threads" >"$tmp/ceiling.log" 2>&1 &
 pids+=($!)
 ceiling_pid=$!
 mkdir -p "$tmp/redis"
 redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$tmp/redis" --save '' \
-    --appendonly yes --appendfsync everysec --daemonize no --logfile "$tmp/redis.log" \
+    --appendonly yes --appendfsync "$fsync_policy" --daemonize no --logfile "$tmp/redis.log" \
     >/dev/null 2>&1 &
 pids+=($!)
 redis_pid=$!
@@ -70,7 +90,20 @@ redis_ready() {
     alive "$redis_pid" || return 2
     [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
 }
-wait_ready "$ready_timeout" dsync ceiling redis
+# A leader, and (with Redis) every node placing topics on a view of all three.
+dsyncq_ready() {
+    local rc=0 i
+    dsync_ready || rc=$?
+    [ "$rc" = 0 ] || return "$rc"
+    [ "$store" = redis ] || return 0
+    alive "$store_pid" || return 2
+    for ((i = 1; i <= 3; i++)); do
+        curl -sf -m 2 "http://127.0.0.1:${dsync_http[i]}/queue/state" |
+            grep -q '"owners": *\[[0-9]*, *[0-9]*, *[0-9]*\]' || return 1
+    done
+}
+wait_ready "$ready_timeout" dsyncq ceiling redis
+ready[dsync]=${ready[dsyncq]}
 for s in dsync ceiling redis; do
     [ "${ready[$s]}" = 1 ] && continue
     echo "queue_bench: $s did not become ready within ${ready_timeout}s (or exited); skipping it." \
@@ -84,9 +117,13 @@ done
 
 echo "queue_bench: ${secs}s per run, $(nproc) CPUs, $($dsyncd --version 2>&1 | head -1)," \
     "$(redis-server --version | cut -d' ' -f1-3)"
-echo "queue_bench: dsync stores the queue in each owner's local append-only file, fsynced before" \
-    "every answer (group commit); the Redis store is not wired in yet." \
-    "Redis: appendonly yes, appendfsync everysec."
+if [ "$store" = redis ]; then
+    echo "queue_bench: dsync keeps the queue in its own redis-server; both Redis servers:" \
+        "appendonly yes, appendfsync $fsync_policy."
+else
+    echo "queue_bench: dsync keeps the queue in each owner's local append-only file, fsynced" \
+        "before every answer (group commit). Reference Redis: appendonly yes, appendfsync $fsync_policy."
+fi
 
 # ---- measurements ----------------------------------------------------------------
 declare -A result
@@ -112,7 +149,8 @@ done
 # The servers are idle from here on; the in-process node gets its own dirs.
 for c in 1 32; do
     rm -rf "${tmp:?}/lib"
-    measure "lib cycle $c" 1 lib cycle "$c" "$secs" "$tmp/lib"
+    [ "$store" = redis ] && redis-cli -h 127.0.0.1 -p "$store_port" flushall >/dev/null
+    DSYNC_REDIS_URL=$dsync_redis_url measure "lib cycle $c" 1 lib cycle "$c" "$secs" "$tmp/lib"
 done
 rm -rf "${tmp:?}/lib" "$tmp/mem"
 { "$bench" memory "$mem_messages" 4 "$mem_max_secs" "$tmp/mem" 2>>"$tmp/bench.err" || true; } |
@@ -131,7 +169,7 @@ cell() { # key field -> value or "-"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
                                            else printf "%.2fx", a / b }'; }
 echo
-echo "Queue: 3-node dsyncd over HTTP (local file, fsync per answer) vs raw Redis (everysec), loopback"
+echo "Queue: 3-node dsyncd over HTTP (store: $store) vs raw Redis ($fsync_policy), loopback"
 printf '%-20s | %10s %8s %8s %6s | %10s %8s %8s %6s | %11s\n' "workload" "dsync op/s" "p50 ms" \
     "p99 ms" "errors" "redis op/s" "p50 ms" "p99 ms" "errors" "dsync/redis"
 for wl in enqueue cycle; do

@@ -58,6 +58,10 @@ typedef struct {
     uint32_t queue_max_deliveries;    /* DSYNC_QUEUE_MAX_DELIVERIES */
     uint64_t queue_max_wait_ms;       /* DSYNC_QUEUE_MAX_WAIT_MS */
     uint64_t queue_rewrite_bytes;     /* DSYNC_QUEUE_REWRITE_BYTES */
+    uint64_t cache_max_entries;       /* DSYNC_CACHE_MAX_ENTRIES */
+    uint64_t cache_max_bytes;         /* DSYNC_CACHE_MAX_BYTES */
+    int cache_write_through;          /* DSYNC_CACHE_WRITE_POLICY: 1 write-through, 0 write-back */
+    uint64_t cache_ttl_ms;            /* DSYNC_CACHE_TTL_MS; 0: entries never expire */
 
     /* Not from the environment: set by the embedder. */
     dsync_log_fn log_fn; /* NULL: the library logs nothing */

@@ -61,7 +61,41 @@ const char *const rlc_scripts[S_COUNT] = {
 
     /* S_LOAD. KEYS: snap, log. -> {snapshot or nil, {records...}} */
     "return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}\n",
+
+    /* S_CSTORE (redis_cache.c). KEYS: the value's hash. ARGV: value, epoch,
+     * seq. Keeps the value only if its version (epoch, seq) is above the
+     * stored one. -> 1 stored, 0 kept the newer one there. */
+    "local function newer(a, b)\n"
+    "  if #a ~= #b then return #a > #b end\n"
+    "  for i = 1, #a do\n"
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
+    "    if x ~= y then return x > y end\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
+    "local cur = redis.call('HMGET', KEYS[1], 'e', 's')\n"
+    "if cur[1] and cur[2] and not (newer(ARGV[2], cur[1]) or\n"
+    "    (ARGV[2] == cur[1] and newer(ARGV[3], cur[2]))) then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'v', ARGV[1], 'e', ARGV[2], 's', ARGV[3])\n"
+    "return 1\n",
 };
+
+size_t rlc_format_u64(char *buf, uint64_t v)
+{
+    return (size_t)snprintf(buf, 24, "%" PRIu64, v);
+}
+
+uint64_t rlc_parse_u64(const char *s, size_t len)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > UINT64_MAX / 10 || (v == UINT64_MAX / 10 && d > UINT64_MAX % 10)) return 0;
+        v = v * 10 + d;
+    }
+    return v;
+}
 
 void rlc_set_error(rl_log *rl, const char *fmt, ...)
 {

@@ -24,7 +24,7 @@
 #define EPOCH_SUFFIX "}:epoch"
 #define KEY_MAX (RL_TOPIC_MAX + 32)
 
-enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_COUNT };
+enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_CSTORE, S_COUNT };
 
 /* ---- the handle -------------------------------------------------------- */
 
@@ -83,6 +83,10 @@ void rlc_guard_begin(pipe_guard *g);
 void rlc_guard_end(pipe_guard *g);
 
 void rlc_set_error(rl_log *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Canonical decimal (at most 20 digits and a NUL into buf); its length. */
+size_t rlc_format_u64(char *buf, uint64_t v);
+/* The inverse; anything malformed or over UINT64_MAX reads as 0. */
+uint64_t rlc_parse_u64(const char *s, size_t len);
 /* Splits redis://host[:port][/db] into rl; DSYNC_ECONFIG with msg. */
 int rlc_parse_url(const char *url, rl_log *rl, char *msg, size_t msglen);
 /* Frees the context; after a failed connect the next waits out a backoff. */

@@ -34,24 +34,6 @@ static size_t make_key(char *buf, const char *topic, const char *suffix)
     return (size_t)n; /* fits: topic <= RL_TOPIC_MAX */
 }
 
-static size_t format_epoch(char *buf, uint64_t epoch)
-{
-    return (size_t)snprintf(buf, 24, "%" PRIu64, epoch);
-}
-
-/* Parses a stored epoch; a missing or malformed one reads as 0. */
-static uint64_t parse_epoch(const char *s, size_t len)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > UINT64_MAX / 10 || (v == UINT64_MAX / 10 && d > UINT64_MAX % 10)) return 0;
-        v = v * 10 + d;
-    }
-    return v;
-}
-
 /* ---- open and close ---------------------------------------------------- */
 
 int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
@@ -110,7 +92,7 @@ int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored)
     if (!rl || !valid_topic(topic) || epoch == 0) return DSYNC_EINVAL;
     char key[KEY_MAX], ep[24];
     const char *argv[5] = {NULL, NULL, "1", key, ep};
-    size_t argvlen[5] = {0, 0, 1, make_key(key, topic, "epoch"), format_epoch(ep, epoch)};
+    size_t argvlen[5] = {0, 0, 1, make_key(key, topic, "epoch"), rlc_format_u64(ep, epoch)};
     redisReply *r = NULL;
     int rc = rlc_run_script(rl, S_CLAIM, 5, argv, argvlen, false, &r);
     if (rc != 0) return rc;
@@ -122,7 +104,7 @@ int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored)
         rlc_set_error(rl, "claim: unexpected reply");
         rc = DSYNC_EIO;
     } else {
-        if (stored) *stored = parse_epoch(r->element[1]->str, r->element[1]->len);
+        if (stored) *stored = rlc_parse_u64(r->element[1]->str, r->element[1]->len);
         rc = r->element[0]->integer == 1 ? 0 : DSYNC_EEXIST;
         if (rc)
             rlc_set_error(rl, "claim of %s at %" PRIu64 ": epoch %.*s owns it", topic, epoch,
@@ -232,7 +214,7 @@ static void send_batches(rl_log *rl, int want, bool eval)
         if (b->status != want) continue;
         rl->argvlen[3] = make_key(kepoch, b->topic, "epoch");
         rl->argvlen[4] = make_key(klog, b->topic, "log");
-        rl->argvlen[5] = format_epoch(ep, b->epoch);
+        rl->argvlen[5] = rlc_format_u64(ep, b->epoch);
         for (size_t k = 0; k < b->n; k++) {
             rl->argv[6 + k] = rl->bytes.data + b->recs[k].off;
             rl->argvlen[6 + k] = b->recs[k].len;
@@ -391,7 +373,7 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
                          make_key(kepoch, topic, "epoch"),
                          make_key(ksnap, topic, "snap"),
                          make_key(klog, topic, "log"),
-                         format_epoch(ep, epoch),
+                         rlc_format_u64(ep, epoch),
                          len};
     redisReply *r = NULL;
     int rc = rlc_run_script(rl, S_REWRITE, 8, argv, argvlen, false, &r);

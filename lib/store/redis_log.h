@@ -77,8 +77,11 @@
 #ifndef DSYNC_STORE_REDIS_LOG_H
 #define DSYNC_STORE_REDIS_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "util/util.h"
 
 /* Topic names: 1..RL_TOPIC_MAX bytes, no NUL, not starting with '}' (a
  * Redis Cluster would see an empty hash tag and scatter the keys). */
@@ -181,6 +184,27 @@ int rl_topics(rl_log *rl, rl_topic_fn fn, void *ctx);
 /* Writes e.g. "appendonly=yes appendfsync=everysec" into buf (CONFIG
  * GET). DSYNC_EIO when Redis refuses CONFIG (renamed on some hosts). */
 int rl_info_appendfsync(rl_log *rl, char *buf, size_t len);
+
+/* ---- the cache's values (redis_cache.c) ---------------------------------
+ *
+ * The coherent cache keeps written-back values in Redis through the same
+ * connection: key K is the hash "dsync:c:K" with fields v (the value), e
+ * and s (its version: epoch, seq, decimal). A write keeps the value only
+ * if its version is above the stored one (a Lua script compares), so a
+ * late or repeated write-back never moves a key back in time. */
+
+#define RL_CACHE_KEY_MAX 1024
+
+/* *found says whether K has a value; if so it is appended to value (the
+ * caller's buffer) and its version set. Retried once on a dead connection. */
+int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint64_t *epoch,
+                  uint64_t *seq);
+/* Stores value under version (epoch, seq) unless a version >= it is there;
+ * *stored (may be NULL) tells which. Not retried on an unknown outcome
+ * (DSYNC_EUNAVAILABLE): the caller may send it again, the version makes
+ * that harmless. */
+int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, uint64_t epoch,
+                   uint64_t seq, bool *stored);
 
 /* A description of the last failure; "" when none. Owned by the handle. */
 const char *rl_last_error(const rl_log *rl);

@@ -202,6 +202,20 @@ RANGED_SETTER(set_q_visibility, queue_visibility_ms, 1, 43200000ULL)
 RANGED_SETTER(set_q_deliveries, queue_max_deliveries, 1, 1000)
 RANGED_SETTER(set_q_wait, queue_max_wait_ms, 0, 600000)
 RANGED_SETTER(set_q_rewrite, queue_rewrite_bytes, 65536, 1ULL << 40)
+RANGED_SETTER(set_c_entries, cache_max_entries, 16, 1ULL << 32)
+RANGED_SETTER(set_c_bytes, cache_max_bytes, 65536, 1ULL << 40)
+RANGED_SETTER(set_c_ttl, cache_ttl_ms, 0, 1ULL << 40)
+
+static int set_c_policy(dsync_config *c, const char *n, const char *v, char *e, size_t el)
+{
+    if (strcmp(v, "write-through") == 0)
+        c->cache_write_through = 1;
+    else if (strcmp(v, "write-back") == 0)
+        c->cache_write_through = 0;
+    else
+        return fail(e, el, "%s: \"%s\" is not write-through or write-back", n, v);
+    return 0;
+}
 
 static int set_log_level(dsync_config *c, const char *n, const char *v, char *e, size_t el)
 {
@@ -258,6 +272,17 @@ static const var_def vars[] = {
     {{"DSYNC_QUEUE_REWRITE_BYTES", "67108864",
       "rewrite the local queue file as a snapshot once it grows past this"},
      set_q_rewrite},
+    {{"DSYNC_CACHE_MAX_ENTRIES", "1000000", "entries each node's cache holds at most (LRU)"},
+     set_c_entries},
+    {{"DSYNC_CACHE_MAX_BYTES", "268435456",
+      "key and value bytes each node's cache holds at most (LRU)"},
+     set_c_bytes},
+    {{"DSYNC_CACHE_WRITE_POLICY", "write-through",
+      "write-through: a PUT reaches the store before it answers; write-back: it stays dirty "
+      "in the writer's cache until evicted or read elsewhere (a crash of the writer loses it)"},
+     set_c_policy},
+    {{"DSYNC_CACHE_TTL_MS", "0", "how long a cached copy lives; 0: until evicted or invalidated"},
+     set_c_ttl},
 };
 #define N_VARS (sizeof vars / sizeof vars[0])
 

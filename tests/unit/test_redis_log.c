@@ -961,6 +961,67 @@ static void test_every_script_falls_back_to_eval_when_redis_lost_it(void **state
     rl_close(rl);
 }
 
+/* ---- the cache's values ------------------------------------------------- */
+
+static void load_value(rl_log *rl, const char *key, bool *found, ut_buf *v, uint64_t *e,
+                       uint64_t *sq)
+{
+    v->len = 0;
+    assert_int_equal(rl_cache_load(rl, key, found, v, e, sq), 0);
+}
+
+static void test_cache_values_keep_only_the_highest_version(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->url);
+    ut_buf v;
+    ut_buf_init(&v);
+    bool found = true, stored = false;
+    uint64_t e = 9, sq = 9;
+    load_value(rl, "k", &found, &v, &e, &sq);
+    assert_false(found);
+    assert_int_equal(e, 0);
+    assert_int_equal(rl_cache_store(rl, "k", "one\0bin", 7, 3, 1, &stored), 0);
+    assert_true(stored);
+    load_value(rl, "k", &found, &v, &e, &sq);
+    assert_true(found);
+    assert_int_equal(v.len, 7);
+    assert_memory_equal(v.data, "one\0bin", 7);
+    assert_int_equal(e, 3);
+    assert_int_equal(sq, 1);
+    /* Older or equal versions change nothing: a late write-back loses. */
+    assert_int_equal(rl_cache_store(rl, "k", "old", 3, 3, 1, &stored), 0);
+    assert_false(stored);
+    assert_int_equal(rl_cache_store(rl, "k", "old", 3, 2, 99, &stored), 0);
+    assert_false(stored);
+    assert_int_equal(rl_cache_store(rl, "k", "new", 3, 3, 2, &stored), 0);
+    assert_true(stored);
+    /* Versions compare exactly past 2^53 (Lua's doubles would not). */
+    uint64_t big = (1ULL << 60) + 1;
+    assert_int_equal(rl_cache_store(rl, "k", "big", 3, big, 0, &stored), 0);
+    assert_true(stored);
+    assert_int_equal(rl_cache_store(rl, "k", "big-1", 5, big - 1, 7, &stored), 0);
+    assert_false(stored);
+    load_value(rl, "k", &found, &v, &e, &sq);
+    assert_int_equal(e, big);
+    assert_memory_equal(v.data, "big", 3);
+    assert_int_equal(rl_cache_store(rl, "e", "", 0, 1, 1, &stored), 0); /* empty value */
+    load_value(rl, "e", &found, &v, &e, &sq);
+    assert_true(found);
+    assert_int_equal(v.len, 0);
+    assert_int_equal(rl_cache_load(rl, "", &found, &v, &e, &sq), DSYNC_EINVAL);
+    /* A key holding something else is an error, not a value. */
+    redisReply *r = admin(f, 0, "SET dsync:c:wrong x");
+    freeReplyObject(r);
+    assert_int_equal(rl_cache_load(rl, "wrong", &found, &v, &e, &sq), DSYNC_EIO);
+    stop_redis(f, true);
+    assert_int_equal(rl_cache_store(rl, "k", "x", 1, big, 1, NULL), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_cache_load(rl, "k", &found, &v, &e, &sq), DSYNC_EUNAVAILABLE);
+    ut_buf_free(&v);
+    rl_close(rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -990,6 +1051,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_topics_lists_every_claimed_topic_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_info_reports_the_aof_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_values_keep_only_the_highest_version, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_every_script_falls_back_to_eval_when_redis_lost_it,
                                         setup, teardown),
     };

@@ -6,6 +6,7 @@
 #   make run          a node on 127.0.0.1:8081 in the foreground
 #   make bench        the benchmarks (see benchmarks/)
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
+#   make test-docker  docker-compose config, then the compose cluster as plain processes
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -82,7 +83,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
-        run-cluster bench install uninstall clean deps format
+        run-cluster bench install uninstall clean deps format test-docker
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
@@ -172,13 +173,22 @@ PACKAGING_TEST := $(if $(filter 1,$(SAN)),,tests/packaging/test_install.sh)
 # docs/api_spec.yaml validated, and checked against live answers of dsyncd.
 API_TEST := tests/api/test_api_spec.py
 
+# docker/docker-compose.yml validated and its three nodes run as plain
+# processes with the seed scenarios. It checks files and scenarios, not
+# memory: SAN=1 leaves it out.
+DOCKER_TEST := $(if $(filter 1,$(SAN)),,tests/docker/test_compose.sh)
+
 # Every test binary in one run, so one closing line sums up the suite.
 check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
-	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST)
+	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST) \
+	    $(DOCKER_TEST)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh
+
+test-docker: $(DSYNCD)
+	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh docker tests/docker/test_compose.sh
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)

@@ -7,6 +7,7 @@
 #   make bench        the benchmarks (see benchmarks/)
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
 #   make test-docker  docker-compose config, then the compose cluster as plain processes
+#   make test-load    a few seconds of the Locust scenarios against three nodes
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -83,7 +84,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
-        run-cluster bench install uninstall clean deps format test-docker
+        run-cluster bench install uninstall clean deps format test-docker test-load
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
@@ -174,21 +175,25 @@ PACKAGING_TEST := $(if $(filter 1,$(SAN)),,tests/packaging/test_install.sh)
 API_TEST := tests/api/test_api_spec.py
 
 # docker/docker-compose.yml validated and its three nodes run as plain
-# processes with the seed scenarios. It checks files and scenarios, not
-# memory: SAN=1 leaves it out.
+# processes with the seed scenarios; the Locust scenarios' smoke run. They
+# check files and scenarios, not memory: SAN=1 leaves them out.
 DOCKER_TEST := $(if $(filter 1,$(SAN)),,tests/docker/test_compose.sh)
+LOAD_TEST := $(if $(filter 1,$(SAN)),,tests/load/test_locust_smoke.sh)
 
 # Every test binary in one run, so one closing line sums up the suite.
 check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
 	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST) \
-	    $(DOCKER_TEST)
+	    $(DOCKER_TEST) $(LOAD_TEST)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh
 
 test-docker: $(DSYNCD)
 	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh docker tests/docker/test_compose.sh
+
+test-load: $(DSYNCD)
+	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh load tests/load/test_locust_smoke.sh
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)

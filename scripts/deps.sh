@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libhiredis-dev libjansson-dev libcmocka-dev libcivetweb-dev
-      redis-server curl g++ python3 python3-jsonschema python3-yaml docker-compose)
+      redis-server curl g++ python3 python3-jsonschema python3-yaml docker-compose python3-locust)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

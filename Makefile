@@ -8,6 +8,7 @@
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
 #   make test-docker  docker-compose config, then the compose cluster as plain processes
 #   make test-load    a few seconds of the Locust scenarios against three nodes
+#   make docs         renders docs/diagrams/*.dot to docs/img/*.svg (graphviz)
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -84,7 +85,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
-        run-cluster bench install uninstall clean deps format test-docker test-load
+        run-cluster bench install uninstall clean deps format test-docker test-load docs docs-tools
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
@@ -224,6 +225,23 @@ bench:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@benchmarks/run.sh
+
+# ---- docs ----------------------------------------------------------------
+
+# The diagrams of docs/architecture.md: docs/diagrams/*.dot rendered to
+# docs/img/*.svg, which are committed (make -B docs renders all again).
+DIAGRAMS := $(patsubst docs/diagrams/%.dot,docs/img/%.svg,$(wildcard docs/diagrams/*.dot))
+
+docs: $(DIAGRAMS)
+
+# graphviz installed when missing (as root), before the first diagram.
+docs-tools:
+	@command -v dot >/dev/null 2>&1 || scripts/deps.sh graphviz
+
+docs/img/%.svg: docs/diagrams/%.dot | docs-tools
+	@mkdir -p $(dir $@)
+	@echo "  DOT     $<"
+	$(Q)dot -Tsvg $< -o $@
 
 # ---- install -------------------------------------------------------------
 

@@ -136,9 +136,9 @@ check ".env.example sets no DSYNC_ name dsyncd does not know" only_known "$top/.
 
 # The packages named in the runtime stage (after the last FROM) of Dockerfile.node.
 runtime_pkgs() {
-    awk '/^FROM /{stage++; buf=""} {print stage "\t" $0}' "$top/docker/Dockerfile.node" |
-        awk -F'\t' -v last="$(grep -c '^FROM ' "$top/docker/Dockerfile.node")" '$1 == last {print $2}' |
-        sed -n '/apt-get install/,/rm -rf/p' | tr ' \\' '\n\n' | grep -E '^lib[a-z0-9.+-]+$' | sort -u
+    local f=$top/docker/Dockerfile.node
+    awk -v last="$(grep -c '^FROM ' "$f")" '/^FROM /{n++} n == last' "$f" |
+        sed -n '/apt-get install/,/rm -rf/p' | tr -s ' \t\134' '\n' | grep -E '^lib[a-z0-9.+-]+$' | sort -u
 }
 libs_covered() {
     local want have missing lib path pkg

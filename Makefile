@@ -6,6 +6,9 @@
 #   make run          a node on 127.0.0.1:8081 in the foreground
 #   make bench        the benchmarks (see benchmarks/)
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
+#   make test-docker  docker-compose config, then the compose cluster as plain processes
+#   make test-load    a few seconds of the Locust scenarios against three nodes
+#   make docs         renders docs/diagrams/*.dot to docs/img/*.svg (graphviz)
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -82,7 +85,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
-        run-cluster bench install uninstall clean deps format
+        run-cluster bench install uninstall clean deps format test-docker test-load docs docs-tools
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
@@ -172,13 +175,26 @@ PACKAGING_TEST := $(if $(filter 1,$(SAN)),,tests/packaging/test_install.sh)
 # docs/api_spec.yaml validated, and checked against live answers of dsyncd.
 API_TEST := tests/api/test_api_spec.py
 
+# docker/docker-compose.yml validated and its three nodes run as plain
+# processes with the seed scenarios; the Locust scenarios' smoke run. They
+# check files and scenarios, not memory: SAN=1 leaves them out.
+DOCKER_TEST := $(if $(filter 1,$(SAN)),,tests/docker/test_compose.sh)
+LOAD_TEST := $(if $(filter 1,$(SAN)),,tests/load/test_locust_smoke.sh)
+
 # Every test binary in one run, so one closing line sums up the suite.
 check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
-	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST)
+	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST) \
+	    $(DOCKER_TEST) $(LOAD_TEST)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh
+
+test-docker: $(DSYNCD)
+	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh docker tests/docker/test_compose.sh
+
+test-load: $(DSYNCD)
+	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh load tests/load/test_locust_smoke.sh
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)
@@ -209,6 +225,23 @@ bench:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@benchmarks/run.sh
+
+# ---- docs ----------------------------------------------------------------
+
+# The diagrams of docs/architecture.md: docs/diagrams/*.dot rendered to
+# docs/img/*.svg, which are committed (make -B docs renders all again).
+DIAGRAMS := $(patsubst docs/diagrams/%.dot,docs/img/%.svg,$(wildcard docs/diagrams/*.dot))
+
+docs: $(DIAGRAMS)
+
+# graphviz installed when missing (as root), before the first diagram.
+docs-tools:
+	@command -v dot >/dev/null 2>&1 || scripts/deps.sh graphviz
+
+docs/img/%.svg: docs/diagrams/%.dot | docs-tools
+	@mkdir -p $(dir $@)
+	@echo "  DOT     $<"
+	$(Q)dot -Tsvg $< -o $@
 
 # ---- install -------------------------------------------------------------
 

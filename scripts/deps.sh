@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the Debian packages libdsync builds and tests with are present.
 # As root it installs what is missing; otherwise it names the packages and stops.
+# Arguments name more packages a target needs (make docs: graphviz).
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libhiredis-dev libjansson-dev libcmocka-dev libcivetweb-dev
-      redis-server curl g++ python3 python3-jsonschema python3-yaml)
+      redis-server curl g++ python3 python3-jsonschema python3-yaml docker-compose python3-locust "$@")
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

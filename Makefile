@@ -53,8 +53,9 @@ CPPFLAGS := -Iinclude -Ilib
 CFLAGS  := $(CSTD) $(OPT) $(WARN) $(SANFLAGS) -pthread
 LDFLAGS := $(SANFLAGS) -pthread
 LIBS    := -ljansson -lhiredis -lm
-# What the library itself needs (jansson is the server's); dsync.pc's Libs.private says the same.
-SO_LIBS := -lhiredis -lm
+# What the library itself needs (jansson for the client's JSON, hiredis for the Redis
+# store); dsync.pc's Libs.private says the same.
+SO_LIBS := -ljansson -lhiredis -lm
 
 LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))

@@ -6,6 +6,7 @@
 #   make run          a node on 127.0.0.1:8081 in the foreground
 #   make bench        the benchmarks (see benchmarks/)
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
+#   make test-examples   runs every example against a real three-node cluster
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -82,7 +83,8 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 .SECONDARY:
 
 
-.PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
+.PHONY: all lib test check test-unit test-integration test-packaging test-examples test-asan \
+        test-valgrind run \
         run-cluster bench install uninstall clean deps format
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
@@ -180,6 +182,12 @@ check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh
+
+# The examples run against a real three-node dsyncd cluster and their output
+# checked (tests/integration/test_integ_examples.c; make check runs it too).
+test-examples: $(BUILD)/tests/test_integ_examples $(DSYNCD) $(EXAMPLES)
+	@DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
+	    scripts/run-tests.sh examples $(BUILD)/tests/test_integ_examples
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)

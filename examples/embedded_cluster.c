@@ -188,8 +188,8 @@ int main(int argc, char **argv)
 
     /* Two followers: requests to a follower go to the leader by themselves. */
     int f1 = (leader + 1) % N_NODES, f2 = (leader + 2) % N_NODES;
-    dsync_lock_request alice = {.key = "inventory", .client_id = "alice",
-                                .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = 10000};
+    dsync_lock_request alice = {
+        .key = "inventory", .client_id = "alice", .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = 10000};
     dsync_lock_result res;
     int rc = dsync_lock_acquire(nodes[f1], &alice, &res);
     if (rc != 0 || res.status != DSYNC_LOCK_GRANTED) {
@@ -222,8 +222,8 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    dsync_lock_request bob = {.key = "inventory", .client_id = "bob",
-                              .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = 10000};
+    dsync_lock_request bob = {
+        .key = "inventory", .client_id = "bob", .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = 10000};
     rc = dsync_lock_acquire(nodes[f2], &bob, &res);
     printf("node %d: bob asks X on \"inventory\" -> %s", f2 + 1,
            rc ? dsync_strerror(rc) : status_name(res.status));

@@ -82,8 +82,8 @@ static char g_key[96];
 static int g_rounds = 20;
 static uint64_t g_ttl_ms = 5000;
 static storage g_store;
-static int g_inside;                 /* threads inside the critical section now */
-static int g_overlaps;               /* times a thread found another one inside */
+static int g_inside;   /* threads inside the critical section now */
+static int g_overlaps; /* times a thread found another one inside */
 static pthread_mutex_t g_inside_mu = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct {
@@ -111,8 +111,11 @@ static void note_error(worker *w, dsync_client *c, const char *what, int rc)
 static int acquire_x(dsync_client *c, const char *key, const char *client_id, uint64_t ttl_ms,
                      dsync_lock_result *res)
 {
-    dsync_lock_request req = {.key = key, .client_id = client_id,
-                              .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = ttl_ms, .wait_ms = 2000};
+    dsync_lock_request req = {.key = key,
+                              .client_id = client_id,
+                              .mode = DSYNC_LOCK_EXCLUSIVE,
+                              .ttl_ms = ttl_ms,
+                              .wait_ms = 2000};
     for (;;) {
         int rc = dsync_client_lock_acquire(c, &req, res);
         if (rc != 0 || res->status != DSYNC_LOCK_WAITING) return rc;
@@ -230,11 +233,10 @@ out:
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lock_client [-a HOST:PORT,...] [-w WORKERS] [-n ROUNDS] [-t TTL_MS]\n"
-            "  -a  dsyncd nodes (default " DEFAULT_ADDRS ")\n"
-            "  -w  worker threads (default 4), -n critical sections each (default 20)\n"
-            "  -t  lease of each grant in ms (default 5000)\n");
+    fprintf(f, "usage: lock_client [-a HOST:PORT,...] [-w WORKERS] [-n ROUNDS] [-t TTL_MS]\n"
+               "  -a  dsyncd nodes (default " DEFAULT_ADDRS ")\n"
+               "  -w  worker threads (default 4), -n critical sections each (default 20)\n"
+               "  -t  lease of each grant in ms (default 5000)\n");
 }
 
 int main(int argc, char **argv)

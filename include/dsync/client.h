@@ -61,8 +61,7 @@ typedef struct {
  * NULL. Returns DSYNC_EINVAL for an empty or malformed list or a name that
  * does not resolve, DSYNC_ENOMEM.
  */
-int dsync_client_open(const char *addresses, const dsync_client_options *opts,
-                      dsync_client **out);
+int dsync_client_open(const char *addresses, const dsync_client_options *opts, dsync_client **out);
 
 /* Closes the connection and frees the client. NULL is ignored. */
 void dsync_client_close(dsync_client *client);
@@ -119,16 +118,12 @@ int dsync_client_queue_ack(dsync_client *client, const char *topic, const char *
 
 /* ---- cache (GET /cache/get?key=K, POST /cache/put) --------------------- */
 
-/* MESI state of the copy on the node that answered a get. */
-#define DSYNC_CACHE_MODIFIED 'M'
-#define DSYNC_CACHE_EXCLUSIVE 'E'
-#define DSYNC_CACHE_SHARED 'S'
-
 /*
  * Reads key on the node the client talks to. *value is malloc'ed (free
  * with free()), NUL-terminated, *len bytes (len may be NULL); *state (may
- * be NULL) is 'M', 'E' or 'S'. DSYNC_ENOTFOUND when the key is absent,
- * DSYNC_ENOTSUPP when the server has no cache endpoints.
+ * be NULL) is the MESI state of that node's copy: 'M', 'E' or 'S'.
+ * DSYNC_ENOTFOUND when the key is absent, DSYNC_ENOTSUPP when the server
+ * has no cache endpoints.
  */
 int dsync_client_cache_get(dsync_client *client, const char *key, char **value, size_t *len,
                            char *state);

@@ -82,8 +82,7 @@ int dsync_client_open(const char *addresses, const dsync_client_options *opts, d
         hc_endpoint *ep = &c->nodes[c->n_nodes];
         bool v6 = strchr(ep->host, ':') != NULL;
         char name[sizeof c->names[0]];
-        snprintf(name, sizeof name, "%s%s%s:%s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
-                 ep->port);
+        snprintf(name, sizeof name, "%s%s%s:%s", v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port);
         memcpy(c->names[c->n_nodes], name, sizeof name);
         c->n_nodes++;
         if (!comma) break;
@@ -182,15 +181,18 @@ int cl_call(dsync_client *c, const char *method, const char *path, json_t *body,
                 if (!json_is_object(out->answer)) {
                     cl_reply_free(out);
                     char what[300];
-                    snprintf(what, sizeof what, "HTTP %d with a body that is not a JSON object (%s)",
-                             c->resp.status, jerr.text);
+                    snprintf(what, sizeof what,
+                             "HTTP %d with a body that is not a JSON object (%s)", c->resp.status,
+                             jerr.text);
                     return cl_bad_answer(c, what);
                 }
                 return 0;
             }
             if (rc == 0) {
                 /* 503: no leader or no quorum there; the outcome is unknown. */
-                json_t *a = json_loadb(c->resp.body.data, c->resp.body.len, 0, NULL);
+                json_t *a = c->resp.body.len
+                                ? json_loadb(c->resp.body.data, c->resp.body.len, 0, NULL)
+                                : NULL;
                 snprintf(last, sizeof last, "%s: HTTP 503 unavailable: %s", c->names[c->current],
                          error_message(a));
                 json_decref(a);
@@ -217,8 +219,8 @@ int cl_call(dsync_client *c, const char *method, const char *path, json_t *body,
         /* Every address failed this round. */
         if (!saw_503) {
             pause = backoff;
-            backoff = backoff * 2 > c->opt.retry_after_max_ms ? c->opt.retry_after_max_ms
-                                                              : backoff * 2;
+            backoff =
+                backoff * 2 > c->opt.retry_after_max_ms ? c->opt.retry_after_max_ms : backoff * 2;
         }
         uint64_t now = ut_now_ms();
         if (now + pause >= give_up) goto give_up;
@@ -235,8 +237,8 @@ int cl_status_error(dsync_client *c, const cl_reply *r)
 {
     json_t *e = json_object_get(r->answer, "error");
     const char *code = NULL, *msg = NULL;
-    bool ours = json_is_object(e) && cl_get_string(e, "code", &code) &&
-                cl_get_string(e, "message", &msg);
+    bool ours =
+        json_is_object(e) && cl_get_string(e, "code", &code) && cl_get_string(e, "message", &msg);
     cl_set_error(c, "%s: HTTP %d %s: %s", c->names[c->current], r->status,
                  ours ? code : "(no error body)", ours ? msg : "");
     switch (r->status) {

@@ -30,8 +30,7 @@ static void url_encode(const char *s, char *out)
     *out = '\0';
 }
 
-int dsync_client_cache_get(dsync_client *c, const char *key, char **value, size_t *len,
-                           char *state)
+int dsync_client_cache_get(dsync_client *c, const char *key, char **value, size_t *len, char *state)
 {
     *value = NULL;
     if (len) *len = 0;

@@ -39,8 +39,8 @@ int dsync_client_lock_acquire(dsync_client *c, const dsync_lock_request *req,
                        : req->mode == DSYNC_LOCK_EXCLUSIVE ? "X"
                                                            : NULL;
     if (!mode) return cl_bad_argument(c, "mode must be DSYNC_LOCK_SHARED or DSYNC_LOCK_EXCLUSIVE");
-    json_t *body = json_pack("{s:s,s:s,s:s}", "key", req->key, "client_id", req->client_id,
-                             "mode", mode);
+    json_t *body =
+        json_pack("{s:s,s:s,s:s}", "key", req->key, "client_id", req->client_id, "mode", mode);
     if (!body) return cl_bad_argument(c, "key and client_id must be UTF-8");
     if (req->ttl_ms > (uint64_t)INT64_MAX || req->wait_ms > (uint64_t)INT64_MAX) {
         json_decref(body);

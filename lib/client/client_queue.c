@@ -52,8 +52,7 @@ static int read_message(dsync_client *c, const json_t *o, dsync_queue_msg *m)
     json_t *message = json_object_get(o, "message");
     if (!json_is_object(o) || !message || !cl_get_uint(o, "id", &m->id) ||
         !cl_get_string(o, "receipt", &receipt) || strlen(receipt) > DSYNC_RECEIPT_LEN ||
-        !cl_get_uint(o, "deliveries", &deliveries) || deliveries == 0 ||
-        deliveries > UINT32_MAX)
+        !cl_get_uint(o, "deliveries", &deliveries) || deliveries == 0 || deliveries > UINT32_MAX)
         return cl_bad_answer(c, "a message without \"id\", \"message\", \"receipt\" or "
                                 "\"deliveries\"");
     /* Optional: visibility_ms, and origin_* in dead-letter topics. */
@@ -90,8 +89,7 @@ int dsync_client_queue_consume(dsync_client *c, const dsync_consume_request *req
         return cl_bad_argument(c, "consumer_id must be 1..DSYNC_CONSUMER_MAX bytes");
     if (req->visibility_ms > (uint64_t)INT64_MAX || req->wait_ms > (uint64_t)INT64_MAX)
         return cl_bad_argument(c, "visibility_ms or wait_ms out of range");
-    json_t *body =
-        json_pack("{s:s,s:s}", "topic", req->topic, "consumer_id", req->consumer_id);
+    json_t *body = json_pack("{s:s,s:s}", "topic", req->topic, "consumer_id", req->consumer_id);
     if (!body) return cl_bad_argument(c, "topic and consumer_id must be UTF-8");
     if (req->max) json_object_set_new(body, "max", json_integer(req->max));
     if (req->visibility_ms)

@@ -325,8 +325,8 @@ static int read_response(hc_conn *c, const char *method, hc_response *r, size_t 
         char *line = read_line(c, deadline_ms, &rc);
         int major, minor, status, used = 0;
         if (!line) goto fail;
-        if (sscanf(line, "HTTP/%1d.%1d %3d%n", &major, &minor, &status, &used) != 3 ||
-            major != 1 || status < 100 || status > 999 || (line[used] && line[used] != ' ')) {
+        if (sscanf(line, "HTTP/%1d.%1d %3d%n", &major, &minor, &status, &used) != 3 || major != 1 ||
+            status < 100 || status > 999 || (line[used] && line[used] != ' ')) {
             set_detail(detail, dcap, "not an HTTP/1.x status line");
             return DSYNC_EPROTO;
         }

@@ -75,8 +75,8 @@ static void test_open_refuses_malformed_address_lists(void **state)
 static void test_locks_grant_wait_deadlock_and_release(void **state)
 {
     dsync_client *c = client_for(*state);
-    dsync_lock_request a = {.key = "k1", .client_id = "A", .mode = DSYNC_LOCK_EXCLUSIVE,
-                            .ttl_ms = 30000};
+    dsync_lock_request a = {
+        .key = "k1", .client_id = "A", .mode = DSYNC_LOCK_EXCLUSIVE, .ttl_ms = 30000};
     dsync_lock_result r;
     assert_int_equal(dsync_client_lock_acquire(c, &a, &r), 0);
     assert_int_equal(r.status, DSYNC_LOCK_GRANTED);
@@ -115,8 +115,8 @@ static void test_locks_grant_wait_deadlock_and_release(void **state)
     dsync_lock_request bad = {.key = "k", .client_id = "A", .mode = 7};
     assert_int_equal(dsync_client_lock_acquire(c, &bad, &r), DSYNC_EINVAL);
     /* Refused by the server (over DSYNC_LOCK_MAX_TTL_MS): 400 -> EINVAL. */
-    dsync_lock_request long_ttl = {.key = "k", .client_id = "A", .mode = DSYNC_LOCK_SHARED,
-                                   .ttl_ms = 1ull << 40};
+    dsync_lock_request long_ttl = {
+        .key = "k", .client_id = "A", .mode = DSYNC_LOCK_SHARED, .ttl_ms = 1ull << 40};
     assert_int_equal(dsync_client_lock_acquire(c, &long_ttl, &r), DSYNC_EINVAL);
     assert_non_null(strstr(dsync_client_errmsg(c), "HTTP 400 invalid_field"));
     dsync_client_close(c);
@@ -132,12 +132,11 @@ static void test_queue_messages_round_trip_with_escapes_and_come_back_unacked(vo
     assert_int_equal(dsync_client_queue_enqueue(c, "jobs", "\"plain string\"", &id), 0);
     assert_int_equal(id, 2);
     assert_int_equal(dsync_client_queue_enqueue(c, "jobs", "{\"a\":1,}", &id), DSYNC_EINVAL);
-    assert_int_equal(dsync_client_queue_enqueue(c, "jobs", "{\"a\":1,\"a\":2}", &id),
-                     DSYNC_EINVAL);
+    assert_int_equal(dsync_client_queue_enqueue(c, "jobs", "{\"a\":1,\"a\":2}", &id), DSYNC_EINVAL);
     assert_int_equal(dsync_client_queue_enqueue(c, "jobs", "1 2", &id), DSYNC_EINVAL);
 
-    dsync_consume_request req = {.topic = "jobs", .consumer_id = "w", .max = 10,
-                                 .visibility_ms = 300};
+    dsync_consume_request req = {
+        .topic = "jobs", .consumer_id = "w", .max = 10, .visibility_ms = 300};
     dsync_queue_msg *m;
     size_t n;
     assert_int_equal(dsync_client_queue_consume(c, &req, &m, &n), 0);
@@ -186,8 +185,7 @@ static void test_cache_works_or_says_the_server_has_no_cache(void **state)
     if (rc == DSYNC_ENOTSUPP) {
         /* Until the cache lands in dsyncd: a clear error, not "not found". */
         assert_non_null(strstr(dsync_client_errmsg(c), "no such endpoint"));
-        assert_int_equal(dsync_client_cache_get(c, "greeting", &value, NULL, &st),
-                         DSYNC_ENOTSUPP);
+        assert_int_equal(dsync_client_cache_get(c, "greeting", &value, NULL, &st), DSYNC_ENOTSUPP);
         assert_null(value);
         print_message("cache endpoints absent on this dsyncd: checked DSYNC_ENOTSUPP only\n");
     } else {
@@ -401,8 +399,9 @@ static dsync_client *fake_client(const fake_server *f, const dsync_client_option
 #define JSON_200(body)                                                                             \
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: @\r\n\r\n" body
 
-static const char granted[] = JSON_200("{\"key\":\"k\",\"client_id\":\"c\",\"mode\":\"X\","
-                                       "\"status\":\"granted\",\"fencing_token\":7,\"lease_ms\":1}");
+static const char granted[] =
+    JSON_200("{\"key\":\"k\",\"client_id\":\"c\",\"mode\":\"X\","
+             "\"status\":\"granted\",\"fencing_token\":7,\"lease_ms\":1}");
 static const char unavailable[] =
     "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: @\r\n\r\n"
     "{\"error\":{\"code\":\"unavailable\",\"message\":\"acquire: no leader\"}}";

@@ -170,8 +170,8 @@ static void test_lock_client_keeps_critical_sections_apart_and_fences_a_stale_ho
 static void test_a_worker_that_dies_unacked_has_its_messages_redelivered(void **state)
 {
     (void)state;
-    run_result p = run_example("queue_producer", 30000, "-a", addrs, "-t", "examples", "-n", "8",
-                               NULL);
+    run_result p =
+        run_example("queue_producer", 30000, "-a", addrs, "-t", "examples", "-n", "8", NULL);
     assert_int_equal(p.status, 0);
     expect_line(&p, "enqueued: 8 of 8 on topic \"examples\"");
     free(p.out);
@@ -194,8 +194,8 @@ static void test_a_worker_that_dies_unacked_has_its_messages_redelivered(void **
         bool found = false;
         for (int j = 0; j < 3; j++)
             found |= again[j] == died[i];
-        if (!found) fail_msg("message %ld died with the first worker but was not redelivered",
-                             died[i]);
+        if (!found)
+            fail_msg("message %ld died with the first worker but was not redelivered", died[i]);
         char line[64];
         snprintf(line, sizeof line, "got id=%ld deliveries=2 ", died[i]);
         expect_line(&w, line);

@@ -9,6 +9,7 @@
 #   make test-docker  docker-compose config, then the compose cluster as plain processes
 #   make test-load    a few seconds of the Locust scenarios against three nodes
 #   make docs         renders docs/diagrams/*.dot to docs/img/*.svg (graphviz)
+#   make test-examples   runs every example against a real three-node cluster
 #   make install PREFIX=/usr/local   (DESTDIR honoured; make uninstall removes the same files)
 #
 # Variants build into their own tree: SAN=1 puts everything under build/asan.
@@ -56,8 +57,9 @@ CPPFLAGS := -Iinclude -Ilib
 CFLAGS  := $(CSTD) $(OPT) $(WARN) $(SANFLAGS) -pthread
 LDFLAGS := $(SANFLAGS) -pthread
 LIBS    := -ljansson -lhiredis -lm
-# What the library itself needs (jansson is the server's); dsync.pc's Libs.private says the same.
-SO_LIBS := -lhiredis -lm
+# What the library itself needs (jansson for the client's JSON, hiredis for the Redis
+# store); dsync.pc's Libs.private says the same.
+SO_LIBS := -ljansson -lhiredis -lm
 
 LIB_SRC    := $(sort $(wildcard lib/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))
@@ -84,8 +86,9 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 .SECONDARY:
 
 
-.PHONY: all lib test check test-unit test-integration test-packaging test-asan test-valgrind run \
-        run-cluster bench install uninstall clean deps format test-docker test-load docs docs-tools
+.PHONY: all lib test check test-unit test-integration test-packaging test-examples test-asan \
+        test-valgrind run run-cluster bench install uninstall clean deps format test-docker \
+        test-load docs docs-tools
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
 
@@ -195,6 +198,12 @@ test-docker: $(DSYNCD)
 
 test-load: $(DSYNCD)
 	@DSYNCD=$(abspath $(DSYNCD)) scripts/run-tests.sh load tests/load/test_locust_smoke.sh
+
+# The examples run against a real three-node dsyncd cluster and their output
+# checked (tests/integration/test_integ_examples.c; make check runs it too).
+test-examples: $(BUILD)/tests/test_integ_examples $(DSYNCD) $(EXAMPLES)
+	@DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
+	    scripts/run-tests.sh examples $(BUILD)/tests/test_integ_examples
 
 test-unit: $(UNIT_BIN)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) scripts/run-tests.sh unit $(UNIT_BIN)

@@ -303,8 +303,7 @@ int main(int argc, char **argv)
         w[i].deadline = deadline;
         w[i].run_tag = run_tag;
         w[i].lat = &lat[i];
-        w[i].conn.ep = &eps[i % n_eps];
-        w[i].conn.fd = -1;
+        http_conn_init(&w[i].conn, &eps[i % n_eps]);
         if (pthread_create(&th[i], NULL, worker_main, &w[i]) != 0) {
             fprintf(stderr, "http_lock_bench: cannot start thread %ld\n", i);
             break;

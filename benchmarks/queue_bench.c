@@ -33,9 +33,9 @@
  * message; it stops after MAX_SECONDS with what it has, printing progress
  * every 10 s.
  *
- * The HTTP client is the one http_lock_bench uses (common/http_client.c:
- * connect and I/O timeouts, keep-alive, a dropped idle connection retried
- * once).
+ * The HTTP client is the one http_lock_bench uses (common/http_client.c over
+ * the library's lib/client/http.c: connect and I/O timeouts, keep-alive, a
+ * dropped idle connection retried once).
  */
 #include "common/bench_util.h"
 #include "common/http_client.h"
@@ -436,8 +436,8 @@ int main(int argc, char **argv)
         w[i].deadline = deadline;
         w[i].run_tag = run_tag;
         w[i].lat = &lat[i];
-        w[i].conn.fd = -1;
-        if (sys != SYS_LIB) w[i].conn.ep = w[i].redis_ep = &eps[i % n_eps];
+        if (sys != SYS_LIB) w[i].redis_ep = &eps[i % n_eps];
+        http_conn_init(&w[i].conn, w[i].redis_ep);
         w[i].node = node;
         if (pthread_create(&th[i], NULL, worker_main, &w[i]) != 0) {
             fprintf(stderr, "queue_bench: cannot start thread %ld\n", i);

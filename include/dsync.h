@@ -13,6 +13,9 @@
  *  - Memory returned through an out parameter belongs to the caller and is
  *    released with the _free function named next to the call.
  *  - The library never prints; it logs through dsync_config.log_fn.
+ *
+ * Two ways in: dsync_node_* runs a node inside the process (this header);
+ * dsync_client_* talks to running dsyncd nodes over HTTP (dsync/client.h).
  */
 #ifndef DSYNC_H
 #define DSYNC_H
@@ -267,4 +270,8 @@ dsync_metrics *dsync_node_metrics_registry(dsync_node *node);
 #ifdef __cplusplus
 }
 #endif
+
+/* The client of a running cluster, over HTTP: it uses the types above. */
+#include "dsync/client.h"
+
 #endif /* DSYNC_H */

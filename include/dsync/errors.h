@@ -19,7 +19,9 @@ extern "C" {
 #define DSYNC_EEXIST (-10)      /* the thing exists already */
 #define DSYNC_ETOOBIG (-11)     /* a key, value or message is over its limit */
 #define DSYNC_ENOTLEADER (-12)  /* this node cannot serve it; ask the leader */
-#define DSYNC_ERR_MIN (-12)
+#define DSYNC_EPROTO (-13)      /* a server's answer is malformed (not HTTP, not the JSON agreed) */
+#define DSYNC_ENOTSUPP (-14)    /* the server has no such endpoint (an older dsyncd) */
+#define DSYNC_ERR_MIN (-14)
 
 /* A static, human-readable description of code; never NULL. */
 const char *dsync_strerror(int code);

@@ -77,6 +77,8 @@ static const struct {
     {DSYNC_EEXIST, "EEXIST", "already exists"},
     {DSYNC_ETOOBIG, "ETOOBIG", "too large"},
     {DSYNC_ENOTLEADER, "ENOTLEADER", "not the leader"},
+    {DSYNC_EPROTO, "EPROTO", "malformed answer from the server"},
+    {DSYNC_ENOTSUPP, "ENOTSUPP", "the server does not support this call (no such endpoint)"},
 };
 
 const char *dsync_strerror(int code)

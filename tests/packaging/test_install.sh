@@ -179,7 +179,9 @@ compile_run() {
 
 # run_example NAME BINARY LIBRARY_PATH: an example that needs no cluster runs
 # to completion and its output is checked (lock_demo opens a memory-only node
-# inside itself); any other example only has to load and start (--help).
+# inside itself, embedded_cluster three nodes); any other example talks to a
+# running cluster and only has to load and start here (--help; the examples
+# against a cluster are tests/integration/test_integ_examples.c).
 run_example() {
     local name=$1 bin=$2 status out
     case $name in
@@ -189,6 +191,13 @@ run_example() {
         echo "$out"
         [ "$status" -eq 0 ] && grep -q 'granted, fencing token' <<<"$out" &&
             grep -q 'deadlock, cycle:' <<<"$out"
+        ;;
+    embedded_cluster)
+        # Three nodes inside the program on free loopback ports; no dsyncd.
+        out=$(LD_LIBRARY_PATH=$3 TMPDIR=$tmp timeout -k 5 60 "$bin" </dev/null 2>&1)
+        status=$?
+        echo "$out"
+        [ "$status" -eq 0 ] && grep -q '^result: ok$' <<<"$out"
         ;;
     *)
         LD_LIBRARY_PATH=$3 timeout -k 5 10 "$bin" --help </dev/null 2>&1

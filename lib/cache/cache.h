@@ -146,10 +146,10 @@
 
 #include "util/util.h"
 
-#define CC_KEY_MAX 255u            /* key bytes (no NUL inside) */
-#define CC_VALUE_MAX (16u << 20)   /* value bytes */
-#define CC_MAX_NODES 16u           /* members of a view */
-#define CC_MAX_HELD 4096u          /* messages of a future epoch held */
+#define CC_KEY_MAX 255u          /* key bytes (no NUL inside) */
+#define CC_VALUE_MAX (16u << 20) /* value bytes */
+#define CC_MAX_NODES 16u         /* members of a view */
+#define CC_MAX_HELD 4096u        /* messages of a future epoch held */
 #define CC_WIRE_VERSION 1u
 
 typedef struct cc_node cc_node;
@@ -165,15 +165,15 @@ typedef struct {
 } cc_version;
 
 typedef struct {
-    uint64_t self;             /* this node's id, nonzero */
+    uint64_t self; /* this node's id, nonzero */
     cc_policy policy;
-    bool external_store;       /* store requests to the embedder (Redis) */
-    size_t max_entries;        /* 0: unbounded */
-    size_t max_bytes;          /* key + value bytes; 0: unbounded */
-    uint64_t default_ttl_ms;   /* 0: lines never expire */
-    uint64_t op_timeout_ms;    /* 0: operations never time out */
-    uint64_t store_retry_ms;   /* wait before re-issuing a failed store request */
-    unsigned ring_vnodes;      /* 0: QR_DEFAULT_VNODES */
+    bool external_store;     /* store requests to the embedder (Redis) */
+    size_t max_entries;      /* 0: unbounded */
+    size_t max_bytes;        /* key + value bytes; 0: unbounded */
+    uint64_t default_ttl_ms; /* 0: lines never expire */
+    uint64_t op_timeout_ms;  /* 0: operations never time out */
+    uint64_t store_retry_ms; /* wait before re-issuing a failed store request */
+    unsigned ring_vnodes;    /* 0: QR_DEFAULT_VNODES */
 } cc_config;
 
 /* ---- messages -------------------------------------------------------- */

@@ -105,17 +105,17 @@ typedef struct cc_req {
 /* Steps of a home transaction, in order; a transaction skips what it does
  * not need. */
 typedef enum {
-    PH_RECALL = 0,  /* unknown holders: invalidate on every member */
-    PH_REVOKE,      /* downgrade the owner / invalidate the holders */
-    PH_SAVE_OLD,    /* store the dirty value the answers brought */
-    PH_SAVE_NEW,    /* store the requester's value (write-through, PUTBACK) */
-    PH_LOAD,        /* load the value for a GETS */
+    PH_RECALL = 0, /* unknown holders: invalidate on every member */
+    PH_REVOKE,     /* downgrade the owner / invalidate the holders */
+    PH_SAVE_OLD,   /* store the dirty value the answers brought */
+    PH_SAVE_NEW,   /* store the requester's value (write-through, PUTBACK) */
+    PH_LOAD,       /* load the value for a GETS */
     PH_REPLY,
 } cc_phase;
 
 typedef struct cc_dir {
     char *key;
-    bool unknown; /* made in this epoch, holders not yet recalled */
+    bool unknown;    /* made in this epoch, holders not yet recalled */
     cc_holder owner; /* node 0: none */
     cc_holder sharers[CC_MAX_NODES];
     size_t n_sharers;
@@ -159,12 +159,12 @@ struct cc_node {
     uint64_t epoch;
     uint64_t members[CC_MAX_NODES];
     size_t n_members;
-    bool member;       /* self is in the view */
-    qr_ring *ring;     /* over members; NULL before the first view */
-    ut_map lines;      /* key -> cc_line */
+    bool member;   /* self is in the view */
+    qr_ring *ring; /* over members; NULL before the first view */
+    ut_map lines;  /* key -> cc_line */
     cc_lru lru;
-    ut_map dirs;       /* key -> cc_dir (this node as a home) */
-    ut_map mem;        /* key -> cc_memval (home memory store) */
+    ut_map dirs; /* key -> cc_dir (this node as a home) */
+    ut_map mem;  /* key -> cc_memval (home memory store) */
     uint64_t next_rid, next_hid, next_op, next_store;
     uint64_t now;
     cc_stats stats;
@@ -192,8 +192,7 @@ cc_version cc_version_next(cc_version v, uint64_t epoch);
 
 /* node.c: output. Each copies what it is given. */
 void cc_send(cc_node *n, const cc_msg *m);
-void cc_complete(cc_node *n, cc_op *op, int status, cc_state state, const void *value,
-                 size_t len);
+void cc_complete(cc_node *n, cc_op *op, int status, cc_state state, const void *value, size_t len);
 uint64_t cc_store_issue(cc_node *n, cc_store_kind kind, const char *key, const void *value,
                         size_t len, cc_version version);
 /* Counts a line's move from one state to another. */

@@ -43,8 +43,7 @@ static bool valid_fields(const cc_msg *m)
         return !value && m->state == CC_M;
     case CC_MSG_GRANT:
         /* S/E carry the value, M and I (absent) carry none. */
-        return (m->state == CC_S || m->state == CC_E) ? value && !(m->flags & CC_F_DIRTY)
-                                                      : !value;
+        return (m->state == CC_S || m->state == CC_E) ? value && !(m->flags & CC_F_DIRTY) : !value;
     case CC_MSG_INV_ACK:
         /* What stays behind is S (a downgrade) or I; dirty needs a value. */
         return m->state == CC_I || m->state == CC_S;
@@ -57,8 +56,8 @@ int cc_msg_encode(const cc_msg *m, ut_buf *b)
 {
     if (!valid_fields(m)) return DSYNC_EINVAL;
     size_t start = b->len;
-    unsigned char h[6] = {CC_WIRE_VERSION, (unsigned char)m->type, m->state,
-                          m->mode,         m->reason,             m->flags};
+    unsigned char h[6] = {CC_WIRE_VERSION, (unsigned char)m->type, m->state, m->mode, m->reason,
+                          m->flags};
     ut_buf_append(b, h, sizeof h);
     ut_buf_put_le(b, m->from, 8);
     ut_buf_put_le(b, m->to, 8);

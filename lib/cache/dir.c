@@ -227,12 +227,10 @@ static void dir_run(cc_node *n, cc_dir *d)
             }
             if (r->type == CC_MSG_GETS) {
                 drop_holder(d, r->from); /* it asks: it has nothing */
-                if (d->owner.node)
-                    send_inv(n, d, d->owner, CC_INV_DOWNGRADE, CC_REASON_WRITE);
+                if (d->owner.node) send_inv(n, d, d->owner, CC_INV_DOWNGRADE, CC_REASON_WRITE);
             } else if (r->type == CC_MSG_GETM) {
                 drop_holder(d, r->from);
-                if (d->owner.node)
-                    send_inv(n, d, d->owner, CC_INV_INVALIDATE, CC_REASON_WRITE);
+                if (d->owner.node) send_inv(n, d, d->owner, CC_INV_INVALIDATE, CC_REASON_WRITE);
                 for (size_t i = 0; i < d->n_sharers; i++)
                     send_inv(n, d, d->sharers[i], CC_INV_INVALIDATE, CC_REASON_WRITE);
             } else if (r->type == CC_MSG_WT && d->owner.node != r->from) {

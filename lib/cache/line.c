@@ -187,7 +187,10 @@ void cc_line_run(cc_node *n, cc_line *l)
             start_txn(n, l, TX_GETM);
         }
     }
-    if (l->txn == TX_NONE) cc_lru_unpin(&n->lru, l);
+    if (l->txn == TX_NONE) {
+        cc_lru_unpin(&n->lru, l);
+        cc_lru_touch(&n->lru, l); /* it was just used */
+    }
     maybe_free(n, l);
     cc_line_enforce(n); /* may evict l itself, when it alone is too big */
 }
@@ -395,8 +398,7 @@ static void obey_deferred(cc_node *n, cc_line *l)
 {
     if (!l->inv_deferred) return;
     l->inv_deferred = false;
-    obey_inv(n, l, l->inv_mode, l->inv_reason, l->inv_hid, l->rid, l->inv_from, l->key,
-             l->key_len);
+    obey_inv(n, l, l->inv_mode, l->inv_reason, l->inv_hid, l->rid, l->inv_from, l->key, l->key_len);
 }
 
 /* Whether m answers l's request in flight. */

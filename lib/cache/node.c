@@ -138,15 +138,17 @@ void cc_send(cc_node *n, const cc_msg *m)
     n->out[n->n_out++] = (cc_outmsg){m->to, (unsigned char *)b.data, b.len};
 }
 
-void cc_complete(cc_node *n, cc_op *op, int status, cc_state state, const void *value,
-                 size_t len)
+void cc_complete(cc_node *n, cc_op *op, int status, cc_state state, const void *value, size_t len)
 {
     if (op->reported) return;
     op->reported = true;
     n->done = grow(n->done, &n->cap_done, n->n_done + 1, sizeof *n->done);
-    n->done[n->n_done++] = (cc_completion){
-        op->id, op->kind, status, state, value && status == 0 ? cc_memdup(value, len) : NULL,
-        value && status == 0 ? len : 0};
+    n->done[n->n_done++] = (cc_completion){op->id,
+                                           op->kind,
+                                           status,
+                                           state,
+                                           value && status == 0 ? cc_memdup(value, len) : NULL,
+                                           value && status == 0 ? len : 0};
 }
 
 uint64_t cc_store_issue(cc_node *n, cc_store_kind kind, const char *key, const void *value,
@@ -154,9 +156,12 @@ uint64_t cc_store_issue(cc_node *n, cc_store_kind kind, const char *key, const v
 {
     n->store = grow(n->store, &n->cap_store, n->n_store + 1, sizeof *n->store);
     uint64_t id = ++n->next_store;
-    n->store[n->n_store++] = (cc_store_req){
-        id,      kind, cc_memdup(key, strlen(key) + 1), kind == CC_STORE_WRITE ? cc_memdup(value, len) : NULL,
-        kind == CC_STORE_WRITE ? len : 0, version};
+    n->store[n->n_store++] = (cc_store_req){id,
+                                            kind,
+                                            cc_memdup(key, strlen(key) + 1),
+                                            kind == CC_STORE_WRITE ? cc_memdup(value, len) : NULL,
+                                            kind == CC_STORE_WRITE ? len : 0,
+                                            version};
     return id;
 }
 

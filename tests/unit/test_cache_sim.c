@@ -136,8 +136,8 @@ static bool chance(sim *s, double p)
 #define CHECK(s, cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond) && !(s)->fail[0]) {                                                            \
-            int off_ = snprintf((s)->fail, sizeof(s)->fail, "step %llu: ",                         \
-                                (unsigned long long)(s)->now);                                     \
+            int off_ =                                                                             \
+                snprintf((s)->fail, sizeof(s)->fail, "step %llu: ", (unsigned long long)(s)->now); \
             snprintf((s)->fail + off_, sizeof(s)->fail - (size_t)off_, __VA_ARGS__);               \
         }                                                                                          \
     } while (0)
@@ -198,8 +198,7 @@ static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
     if (p) CHECK(s, s->puts[p].begin <= ge, "read put %llu before it began", (unsigned long long)p);
     for (size_t q = 1; q < s->n_puts && !s->fail[0]; q++) {
         const put_rec *w = &s->puts[q];
-        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, w->end))
-            continue;
+        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, w->end)) continue;
         if (!p)
             CHECK(s, false, "node %d read %s absent after put %llu completed (step %llu)", r,
                   key_name(key), (unsigned long long)q, (unsigned long long)w->end);
@@ -220,8 +219,8 @@ static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
               (unsigned long long)last);
         if (p)
             CHECK(s, p_end == UINT64_MAX || p_end >= s->puts[last].begin,
-                  "node %d read %s = put %llu after reading the later put %llu", r,
-                  key_name(key), (unsigned long long)p, (unsigned long long)last);
+                  "node %d read %s = put %llu after reading the later put %llu", r, key_name(key),
+                  (unsigned long long)p, (unsigned long long)last);
     }
     nd->seen[key] = p;
 }
@@ -273,10 +272,11 @@ static void trace(const sim *s, const char *fmt, ...)
 
 static void trace_msg(const sim *s, const cc_msg *m)
 {
-    static const char *types[] = {"?",     "GETS",    "GETM", "WT",      "PUTBACK",    "GRANT",
-                                  "NACK",  "WT_ACK",  "PB_ACK", "INV", "INV_ACK", "SAVED"};
+    static const char *types[] = {"?",    "GETS",   "GETM",   "WT",  "PUTBACK", "GRANT",
+                                  "NACK", "WT_ACK", "PB_ACK", "INV", "INV_ACK", "SAVED"};
     uint64_t id = m->len >= 8 ? ut_get_le(m->value, 8) : 0;
-    trace(s, "  %llu->%llu %s %.*s e%llu rid %llu hid %llu st %s mode %u fl %u v(%llu,%llu) put %llu",
+    trace(s,
+          "  %llu->%llu %s %.*s e%llu rid %llu hid %llu st %s mode %u fl %u v(%llu,%llu) put %llu",
           (unsigned long long)m->from, (unsigned long long)m->to, types[m->type], (int)m->key_len,
           m->key, (unsigned long long)m->epoch, (unsigned long long)m->rid,
           (unsigned long long)m->hid, cc_state_name((cc_state)m->state), m->mode, m->flags,
@@ -498,9 +498,9 @@ static void store_step(sim *s)
         /* A failure may come before or after the write took effect. */
         bool fails = !s->calm && chance(s, s->p_store_fail);
         bool applies = !fails || rnd(s) % 2;
-        bool newer = !rk->present || rk->version.epoch < op.req.version.epoch ||
-                     (rk->version.epoch == op.req.version.epoch &&
-                      rk->version.seq < op.req.version.seq);
+        bool newer =
+            !rk->present || rk->version.epoch < op.req.version.epoch ||
+            (rk->version.epoch == op.req.version.epoch && rk->version.seq < op.req.version.seq);
         /* A write answers found only when the store kept a newer value. */
         bool found = op.req.kind == CC_STORE_LOAD ? rk->present : !newer;
         if (op.req.kind == CC_STORE_WRITE && applies && newer) {
@@ -510,10 +510,10 @@ static void store_step(sim *s)
             rk->version = op.req.version;
         }
         snode *nd = &s->nodes[op.node];
-        trace(s, "  store %s %s v(%llu,%llu) for node %d%s%s", op.req.kind == CC_STORE_LOAD ? "LOAD" : "WRITE",
-              op.req.key, (unsigned long long)op.req.version.epoch,
-              (unsigned long long)op.req.version.seq, op.node, fails ? " fails" : "",
-              applies ? "" : " (not applied)");
+        trace(s, "  store %s %s v(%llu,%llu) for node %d%s%s",
+              op.req.kind == CC_STORE_LOAD ? "LOAD" : "WRITE", op.req.key,
+              (unsigned long long)op.req.version.epoch, (unsigned long long)op.req.version.seq,
+              op.node, fails ? " fails" : "", applies ? "" : " (not applied)");
         if (nd->up && nd->incarnation == op.incarnation) {
             if (fails)
                 cc_store_done(nd->cc, op.req.id, op.req.key, DSYNC_EUNAVAILABLE, false, NULL, 0,
@@ -688,8 +688,7 @@ static int run_seed(uint64_t seed, int steps)
                 drain(&s, i);
                 for (calm = 0; calm < 500 && nd->busy && !s.fail[0]; calm++, s.now++)
                     step(&s);
-                CHECK(&s, !nd->busy, "final GET of %s on node %d did not complete", key_name(k),
-                      i);
+                CHECK(&s, !nd->busy, "final GET of %s on node %d did not complete", key_name(k), i);
             }
         }
     for (int k = 0; k < s.nkeys && !s.fail[0]; k++)

@@ -200,7 +200,8 @@ typedef struct {
 /* Where topics live, as this node sees it. */
 typedef struct {
     const char *store;    /* "redis", "file" (DSYNC_DATA_DIR/queue) or "memory" */
-    uint64_t view_epoch;  /* redis: the index of the view topics are placed on (0: none yet) */
+    uint64_t view_epoch;  /* the log index of the cluster's view of live members (0: none
+                             yet); with redis, topics are placed on it */
     size_t n_owners;      /* nodes topics are placed on: the view's live members with */
     uint64_t owners[64];  /* redis, the Raft members without */
     uint64_t topic_owner; /* the owner of the topic asked about (0: none now, or none asked) */
@@ -212,6 +213,32 @@ typedef struct {
  * DSYNC_EINVAL for a bad topic name. */
 int dsync_queue_state_get(dsync_node *node, const char *topic, dsync_queue_state *out);
 void dsync_queue_state_free(dsync_queue_state *state);
+
+/* ------------------------------------------------------------------------
+ * Cache: every node keeps a bounded copy of the keys it uses; a directory
+ * on each key's home node (consistent hashing over the live members) keeps
+ * the copies coherent (MESI): once a put returns, no node answers the old
+ * value. Values are bytes; the store behind the caches is Redis when
+ * DSYNC_REDIS_URL is set, else each key's home node.
+ * ------------------------------------------------------------------------ */
+
+#define DSYNC_CACHE_KEY_MAX 255           /* bytes of a key */
+#define DSYNC_CACHE_VALUE_MAX (16u << 20) /* bytes of a value */
+
+/* The value of key: *value (malloc'ed, NUL-terminated after len bytes;
+ * free() it) and this node's state for the key afterwards in *state (may
+ * be NULL): 'M' modified here, 'E' exclusive here, 'S' shared. A hit is
+ * answered at once; a miss asks the key's home. DSYNC_ENOTFOUND when no
+ * value is stored, DSYNC_EINVAL for a bad key, DSYNC_EUNAVAILABLE without
+ * a view or contact with the cluster. */
+int dsync_cache_get(dsync_node *node, const char *key, char **value, size_t *len, char *state);
+/* Stores value under key; returns once this node holds the only copy (every
+ * other is invalidated, and with write-through the store has it). ttl_ms
+ * bounds this node's copy (0: DSYNC_CACHE_TTL_MS). DSYNC_ETOOBIG over
+ * DSYNC_CACHE_VALUE_MAX; DSYNC_EUNAVAILABLE as for get (the outcome of a
+ * put that timed out or met a view change is unknown). */
+int dsync_cache_put(dsync_node *node, const char *key, const void *value, size_t len,
+                    uint64_t ttl_ms);
 
 /* ------------------------------------------------------------------------
  * Node status and metrics

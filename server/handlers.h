@@ -12,6 +12,8 @@ void handle_queue_enqueue(http_req *r);
 void handle_queue_consume(http_req *r);
 void handle_queue_ack(http_req *r);
 void handle_queue_state(http_req *r);
+void handle_cache_get(http_req *r);
+void handle_cache_put(http_req *r);
 
 void handle_health(http_req *r);
 void handle_metrics(http_req *r);

@@ -23,6 +23,8 @@ static const http_route routes[] = {
     {"/queue/consume", "POST", true, handle_queue_consume},
     {"/queue/ack", "POST", true, handle_queue_ack},
     {"/queue/state", "GET", false, handle_queue_state},
+    {"/cache/get", "GET", false, handle_cache_get},
+    {"/cache/put", "POST", true, handle_cache_put},
     {"/health", "GET", false, handle_health},
     {"/metrics", "GET", false, handle_metrics},
     {"/admin/faults", "POST", true, handle_admin_faults},

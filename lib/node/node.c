@@ -91,6 +91,10 @@ static void handle(dsync_node *n, nd_call *call, uint64_t now_ms)
     case ND_CALL_Q_STATE:
         nd_queue_state(n, call);
         return;
+    case ND_CALL_CACHE_GET:
+    case ND_CALL_CACHE_PUT:
+        nd_cache_handle(n, call, now_ms);
+        return;
     case ND_CALL_DROP_PEERS:
         if (n->net) nt_set_drop(n->net, call->u.drop.ids, call->u.drop.n);
         ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: dropping traffic with %zu peer(s)",
@@ -149,13 +153,16 @@ static void *loop_main(void *arg)
         next_deadline = nd_raft_tick(n, now);
         uint64_t locks = nd_locks_tick(n, now);
         uint64_t queue = nd_queue_tick(n, now);
+        uint64_t cache = nd_cache_tick(n, now);
         nd_queue_flush(n);
         nd_raft_process(n);
+        nd_cache_process(n);
         /* What this turn applied may bring a lease or a parked call due. */
         uint64_t after = nd_locks_tick(n, ut_now_ms());
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         if (locks < next_deadline) next_deadline = locks;
         if (queue < next_deadline) next_deadline = queue;
+        if (cache < next_deadline) next_deadline = cache;
         if (after < next_deadline) next_deadline = after;
     }
     return NULL;
@@ -174,6 +181,7 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
     n->log.ctx = cfg->log_ctx;
     n->log.level = cfg->log_level;
     n->started_ms = ut_now_ms();
+    n->started_wall_ms = ut_wall_ms();
     n->wake_fd = -1;
 
     int rc = DSYNC_ENOMEM;
@@ -190,20 +198,23 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
         goto fail_locks;
     }
     if ((rc = nd_queue_open(n)) != 0) goto fail_raft;
+    if ((rc = nd_cache_open(n)) != 0) goto fail_queue;
     if (pthread_mutex_init(&n->mu, NULL) != 0) {
         rc = DSYNC_ENOMEM;
-        goto fail_queue;
+        goto fail_cache;
     }
     if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
         rc = DSYNC_ENOMEM;
         pthread_mutex_destroy(&n->mu);
-        goto fail_queue;
+        goto fail_cache;
     }
     ut_log(&n->log, DSYNC_LOG_INFO, "node %" PRIu64 " open: %zu member(s), data in %s",
            cfg->node_id, n->n_voters, cfg->data_dir[0] ? cfg->data_dir : "memory only");
     *out = n;
     return 0;
 
+fail_cache:
+    nd_cache_close(n);
 fail_queue:
     nd_queue_close(n);
 fail_raft:
@@ -235,6 +246,7 @@ void dsync_node_close(dsync_node *n)
     }
     n->parked = NULL;
     nd_raft_fail_all(n, DSYNC_ECLOSED);
+    nd_cache_close(n);
     nd_queue_close(n);
     nd_raft_close(n);
     nd_locks_close(n);

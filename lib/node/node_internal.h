@@ -19,6 +19,7 @@
 
 #include "dsync.h"
 #include "dsync/metrics.h"
+#include "cache/cache.h"
 #include "lock/lock.h"
 #include "net/net.h"
 #include "node/fsm.h"
@@ -41,6 +42,8 @@ typedef enum {
     ND_CALL_Q_CONSUME,
     ND_CALL_Q_ACK,
     ND_CALL_Q_STATE,
+    ND_CALL_CACHE_GET,
+    ND_CALL_CACHE_PUT,
 } nd_call_kind;
 
 /* Frames on the peer transport (types above NT_USER). */
@@ -53,6 +56,8 @@ enum {
     ND_FRAME_CONF_RESULT,     /* leader -> follower, once applied: u64 seq | u32 -rc */
     ND_FRAME_QREQ,            /* a queue call for the topic's owner (node_queue.c) */
     ND_FRAME_QRESP,           /* the owner's answer */
+    ND_FRAME_CACHE,           /* a cache protocol message (lib/cache's wire form) */
+    ND_FRAME_VIEW_BUMP,       /* any node -> leader: frames may have been lost, new epoch please */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -111,6 +116,15 @@ struct nd_call {
             dsync_queue_state *state;
         } queue;
         struct {
+            const char *key;
+            const void *value; /* PUT */
+            size_t len;
+            uint64_t ttl_ms;
+            char **value_out; /* GET */
+            size_t *len_out;
+            char *state_out; /* 'M', 'E' or 'S' (may be NULL) */
+        } cache;
+        struct {
             bool add;
             raft_member m;
             uint64_t seq;   /* to match the leader's answer when forwarded */
@@ -143,6 +157,14 @@ typedef struct {
 } nd_queue_metrics;
 
 typedef struct {
+    dsync_series *hits, *misses, *evictions, *writebacks;
+    dsync_series *invalidations[CC_REASON_MAX_]; /* cache_invalidation_total{reason} */
+    dsync_series *transitions[4][4];             /* [from][to] by cc_state, NULL on the diagonal */
+    dsync_series *entries, *bytes, *dir_entries;
+    dsync_series *get_seconds, *put_seconds;
+} nd_cache_metrics;
+
+typedef struct {
     dsync_series *term, *commit_index, *applied_index, *is_leader;
     dsync_series *leader_changes;   /* counter */
     dsync_series *proposal_seconds; /* histogram: call submitted to its entry applied */
@@ -159,6 +181,7 @@ struct dsync_node {
     dsync_config cfg;
     ut_logger log;
     uint64_t started_ms;
+    uint64_t started_wall_ms;
 
     pthread_t thread;
     int wake_fd; /* eventfd: callers write, the loop reads */
@@ -215,6 +238,14 @@ struct dsync_node {
     ut_map q_claims;          /* base topic -> nq_claim: units loaded here */
     ut_map q_failed;          /* base topics whose writes failed this turn */
     bool q_adopted;           /* the units of the current view were claimed */
+
+    /* The cache (node_cache.c). */
+    cc_node *cache;
+    cc_stats cache_stats; /* as last added to the metrics */
+    nd_cache_metrics cm;
+    nd_call *c_waiting; /* calls whose operation is under way */
+    bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
+    bool view_bump; /* leader: propose a new view epoch even with the same members */
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -264,6 +295,22 @@ uint64_t nd_down_after_ms(const dsync_node *n);
 void nd_queue_flush(dsync_node *n);
 /* Expires leases, serves parked consumers; returns the next deadline. */
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms);
+
+/* node_queue.c: the node's Redis connection (queue and cache), opened on
+ * first need; NULL while Redis is not reachable or not configured. */
+rl_log *nd_redis(dsync_node *n);
+
+/* node_cache.c: the cache's half of the loop. */
+int nd_cache_open(dsync_node *n);
+void nd_cache_close(dsync_node *n);
+void nd_cache_handle(dsync_node *n, nd_call *call, uint64_t now_ms);
+void nd_cache_frame(dsync_node *n, uint64_t from, const void *payload, size_t len);
+void nd_cache_view_changed(dsync_node *n);
+/* Sends what the core has ready, answers calls, runs store requests. */
+void nd_cache_process(dsync_node *n);
+uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms);
+/* node_raft.c: ask the leader (or, leading, oneself) for a new view epoch. */
+void nd_request_view_bump(dsync_node *n);
 
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);

@@ -272,8 +272,9 @@ static void maybe_rewrite(dsync_node *n)
 
 /* The connection, opened on first need (and again, at most every
  * NQ_REDIS_RETRY_MS, while Redis is not there); NULL meanwhile. */
-static rl_log *redis(dsync_node *n)
+rl_log *nd_redis(dsync_node *n)
 {
+    if (!redis_mode(n)) return NULL;
     if (n->rl) return n->rl;
     uint64_t now = ut_now_ms();
     if (now < n->rl_next_open_ms) return NULL;
@@ -354,7 +355,7 @@ static int claim_unit(dsync_node *n, const char *topic)
     base_of(topic, base);
     if (ut_map_get(&n->q_claims, base)) return 0;
     if (ut_map_get(&n->q_failed, base)) return DSYNC_EUNAVAILABLE; /* writes still out */
-    rl_log *rl = redis(n);
+    rl_log *rl = nd_redis(n);
     if (!rl) return DSYNC_EUNAVAILABLE;
     nq_claim *c = calloc(1, sizeof *c);
     if (!c) return DSYNC_ENOMEM;
@@ -905,8 +906,8 @@ void nd_queue_state(dsync_node *n, nd_call *call)
         return;
     }
     st->store = redis_mode(n) ? "redis" : n->aof ? "file" : "memory";
+    st->view_epoch = n->fsm.view_index;
     if (redis_mode(n)) {
-        st->view_epoch = n->fsm.view_index;
         for (size_t i = 0; i < n->fsm.n_live && i < 64; i++)
             st->owners[st->n_owners++] = n->fsm.live[i];
     } else if (!n->net) {
@@ -997,7 +998,7 @@ static void adopt_units(dsync_node *n)
 {
     if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) || !is_member_here(n))
         return;
-    rl_log *rl = redis(n);
+    rl_log *rl = nd_redis(n);
     if (!rl) return;
     nq_adopt_ctx a = {.n = n};
     n->q_adopted = true;
@@ -1100,7 +1101,7 @@ int nd_queue_open(dsync_node *n)
         /* Topics come from Redis as they are used; placement, from the view. */
         q_set_journal(n->queue, &n->journal);
         nd_queue_view_changed(n);
-        if (!redis(n))
+        if (!nd_redis(n))
             ut_log(&n->log, DSYNC_LOG_WARN,
                    "queue: Redis is not reachable yet; queue calls answer 503 until it is");
         return 0;

@@ -386,6 +386,12 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
     case ND_FRAME_CONF_RESULT:
         on_conf_result(n, payload, len);
         return;
+    case ND_FRAME_CACHE:
+        nd_cache_frame(n, from, payload, len);
+        return;
+    case ND_FRAME_VIEW_BUMP:
+        if (len == 0 && is_member(n, from)) n->view_bump = true;
+        return;
     case ND_FRAME_QREQ:
     case ND_FRAME_QRESP:
         nd_queue_frame(n, from, type, payload, len);
@@ -546,6 +552,7 @@ static void apply_entry(dsync_node *n, const raft_entry *e)
         fsm_apply_view(&n->fsm, e->index, &cmd);
         if (e->index >= n->view_index) n->view_index = 0;
         nd_queue_view_changed(n);
+        nd_cache_view_changed(n);
         return;
     }
     nd_call *mine = NULL;
@@ -569,6 +576,7 @@ static bool restore_snapshot(dsync_node *n, const raft_snapshot *s)
     }
     n->applied = n->snapshot_index = s->index;
     nd_queue_view_changed(n);
+    nd_cache_view_changed(n);
     dsync_series_add(n->rm.snapshots_installed, 1);
     nd_locks_update_gauges(n);
     ut_log(&n->log, DSYNC_LOG_INFO, "installed the leader's snapshot at index %" PRIu64, s->index);
@@ -675,12 +683,23 @@ static void propose_view(dsync_node *n, uint64_t now_ms)
             cmd.live[j] = cmd.live[j - 1];
             cmd.live[j - 1] = t;
         }
-    if (n->fsm.view_index && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live)) return;
+    if (n->fsm.view_index && !n->view_bump && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live))
+        return;
+    n->view_bump = false;
     n->view_index = nd_propose_internal(n, &cmd);
     n->view_term = raft_term(n->raft);
     if (n->view_index)
         ut_log(&n->log, DSYNC_LOG_INFO, "proposing a view of %zu live member(s) at %" PRIu64,
                cmd.n_live, n->view_index);
+}
+
+void nd_request_view_bump(dsync_node *n)
+{
+    uint64_t leader = raft_leader(n->raft);
+    if (leader == n->cfg.node_id)
+        n->view_bump = true;
+    else if (leader && n->net)
+        nt_send(n->net, leader, ND_FRAME_VIEW_BUMP, NULL, 0);
 }
 
 static uint64_t expire_list(dsync_node *n, nd_call **list, uint64_t now_ms)

@@ -746,6 +746,30 @@ def scenario_queue(a):
     call(a, "enqueue with malformed JSON: 400 invalid_json", "POST", ENQ, None, 400, code="invalid_json",
          raw=b'{"topic":')
 
+    PUT, GET = "/cache/put", "/cache/get"
+    call(a, "cache get of an absent key: 404 not_found", "GET", GET + "?key=nothing", None, 404,
+         code="not_found")
+    call(a, "cache put: 200 stored, state M", "POST", PUT, {"key": "colour", "value": "red"}, 200,
+         pred=lambda b: None if b == {"status": "stored", "key": "colour", "state": "M"} else f"body {b}")
+    call(a, "cache get after the put: 200 with the value", "GET", GET + "?key=colour", None, 200,
+         pred=lambda b: None if b["value"] == "red" and b["state"] == "M" else f"body {b}")
+    call(a, "cache put with a ttl and a UTF-8 value: 200", "POST", PUT,
+         {"key": "k\u00e9", "value": "\u00fcber", "ttl_ms": 60000}, 200)
+    call(a, "cache get of a percent-encoded UTF-8 key: 200", "GET", GET + "?key=k%C3%A9", None, 200,
+         pred=lambda b: None if b["value"] == "\u00fcber" and b["key"] == "k\u00e9" else f"body {b}")
+    for label, body in [("no key", {"value": "v"}), ("value not a string", {"key": "k", "value": 5}),
+                        ("no value", {"key": "k"}), ("key of 256 bytes", {"key": "k" * 256, "value": "v"}),
+                        ("ttl_ms 0", {"key": "k", "value": "v", "ttl_ms": 0})]:
+        call(a, f"cache put with {label}: 400 invalid_field", "POST", PUT, body, 400, code="invalid_field",
+             req_valid=False)
+    call(a, "cache get with no key: 400 invalid_field", "GET", GET, None, 400, code="invalid_field")
+    call(a, "cache get with a key of 256 bytes: 400 invalid_field", "GET", GET + "?key=" + "k" * 256, None, 400,
+         code="invalid_field")
+    call(a, "cache get with a non-UTF-8 key: 400 invalid_field", "GET", GET + "?key=%FF", None, 400,
+         code="invalid_field")
+    call(a, "bad cache puts changed nothing: 200 red", "GET", GET + "?key=colour", None, 200,
+         pred=lambda b: None if b["value"] == "red" else f"body {b}")
+
     ST = "/queue/state"
     call(a, "queue state: 200, the local file store, this node the only owner, jobs held", "GET", ST, None,
          200, pred=lambda b: None if b["store"] == "file" and b["owners"] == [b["node_id"]]

@@ -1,0 +1,366 @@
+/*
+ * node_cache.c: the coherent cache inside the node loop.
+ *
+ * The protocol is lib/cache's pure core (directory MESI over the live
+ * members); this file gives it its edges: calls from the public API,
+ * ND_FRAME_CACHE frames from peers, the view (the live members the leader
+ * commits through the log, fsm.h) as its epochs, the backing store (Redis
+ * through the node's connection when DSYNC_REDIS_URL is set, else the home
+ * node's memory), the clock, and metrics.
+ *
+ * Two duties the core leaves to its runtime (cache.h, "Views"):
+ *  - A node cut off from the cluster must stop serving its copies before
+ *    the others stop counting it: it answers cache calls only while it is
+ *    in contact with a leader (it leads, or heard the leader within one
+ *    election timeout), and the leader drops a member from the view only
+ *    after three (nd_down_after_ms). So by the time a PUT elsewhere goes on
+ *    without it, it has stopped answering from its old lines.
+ *  - Frames lost with a broken connection (or dropped by the fault switch)
+ *    could leave a transaction waiting forever: a node that sees a peer
+ *    connection come back asks the leader for a new view epoch
+ *    (ND_FRAME_VIEW_BUMP), which aborts and retries what was in flight.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+typedef struct {
+    uint64_t id;
+    cc_store_kind kind;
+    char key[CC_KEY_MAX + 1];
+    void *value;
+    size_t len;
+    cc_version version;
+} nc_store_req;
+
+static bool redis_mode(const dsync_node *n)
+{
+    return n->cfg.redis_url[0] != '\0';
+}
+
+/* The core's epoch for the current view. The view's log index when the
+ * log is durable; a memory-only node (a cluster of one whose indices
+ * start over at each start) puts its start time above it, so its epochs
+ * (and the versions it gives values in Redis) still only grow. */
+static uint64_t view_epoch(const dsync_node *n)
+{
+    if (n->store) return n->fsm.view_index;
+    return (n->started_wall_ms << 20) + n->fsm.view_index;
+}
+
+/* Whether this node may answer from its copies: in touch with a leader. */
+static bool in_contact(const dsync_node *n)
+{
+    if (!n->net) return true;
+    uint64_t leader = raft_leader(n->raft);
+    if (leader == 0) return false;
+    if (leader == n->cfg.node_id) return true;
+    uint64_t heard = nt_last_heard(n->net, leader), now = ut_now_ms();
+    return heard && now - heard <= n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+static const char *const reason_names[CC_REASON_MAX_] = {"write", "eviction", "view"};
+static const char *const state_names[4] = {"I", "S", "E", "M"};
+
+static void register_metrics(dsync_node *n)
+{
+    dsync_metrics *m = n->metrics;
+    nd_cache_metrics *cm = &n->cm;
+    cm->hits = dsync_metric_series0(
+        dsync_metrics_counter(m, "cache_hits_total", "GETs answered from this node's copy.", NULL));
+    cm->misses = dsync_metric_series0(dsync_metrics_counter(
+        m, "cache_misses_total", "GETs that had to ask the key's home.", NULL));
+    cm->evictions = dsync_metric_series0(dsync_metrics_counter(
+        m, "cache_evictions_total", "Copies dropped by the LRU bounds or their TTL.", NULL));
+    cm->writebacks = dsync_metric_series0(dsync_metrics_counter(
+        m, "cache_writebacks_total", "Dirty values written back to the store.", NULL));
+    dsync_metric *inv = dsync_metrics_counter(
+        m, "cache_invalidation_total", "Copies on this node invalidated, by reason.", "reason");
+    for (int i = 0; i < CC_REASON_MAX_; i++)
+        cm->invalidations[i] = dsync_metric_series1(inv, reason_names[i]);
+    dsync_metric *tr = dsync_metrics_counter(m, "cache_state_transitions_total",
+                                             "MESI state changes of this node's copies.", "from,to");
+    for (int f = 0; f < 4; f++)
+        for (int t = 0; t < 4; t++)
+            cm->transitions[f][t] =
+                f == t ? NULL : dsync_metric_series2(tr, state_names[f], state_names[t]);
+    cm->entries = dsync_metric_series0(
+        dsync_metrics_gauge(m, "cache_entries", "Copies this node's cache holds.", NULL));
+    cm->bytes = dsync_metric_series0(dsync_metrics_gauge(
+        m, "cache_bytes", "Key and value bytes of the copies this node holds.", NULL));
+    cm->dir_entries = dsync_metric_series0(dsync_metrics_gauge(
+        m, "cache_directory_entries", "Keys this node keeps the directory of (as their home).",
+        NULL));
+    cm->get_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "cache_get_seconds", "Time of a GET on this node, hits and misses.", NULL,
+        dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    cm->put_seconds = dsync_metric_series0(dsync_metrics_histogram(
+        m, "cache_put_seconds", "Time of a PUT on this node, until every other copy is invalid.",
+        NULL, dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+}
+
+/* Counters only go up: add what the core counted since last time. */
+static void update_metrics(dsync_node *n)
+{
+    cc_stats st, *was = &n->cache_stats;
+    cc_get_stats(n->cache, &st);
+    nd_cache_metrics *cm = &n->cm;
+    dsync_series_add(cm->hits, (double)(st.hits - was->hits));
+    dsync_series_add(cm->misses, (double)(st.misses - was->misses));
+    dsync_series_add(cm->evictions, (double)(st.evictions - was->evictions));
+    dsync_series_add(cm->writebacks, (double)(st.writebacks - was->writebacks));
+    for (int i = 0; i < CC_REASON_MAX_; i++)
+        dsync_series_add(cm->invalidations[i],
+                         (double)(st.invalidations[i] - was->invalidations[i]));
+    for (int f = 0; f < 4; f++)
+        for (int t = 0; t < 4; t++)
+            if (cm->transitions[f][t])
+                dsync_series_add(cm->transitions[f][t],
+                                 (double)(st.transitions[f][t] - was->transitions[f][t]));
+    dsync_series_set(cm->entries, (double)st.entries);
+    dsync_series_set(cm->bytes, (double)st.bytes);
+    dsync_series_set(cm->dir_entries, (double)st.dir_entries);
+    *was = st;
+}
+
+/* ---- answering calls ------------------------------------------------------ */
+
+static char state_char(cc_state s)
+{
+    return s == CC_M ? 'M' : s == CC_E ? 'E' : s == CC_S ? 'S' : 'I';
+}
+
+/* Finishes a call with the result (for a GET, a copy of the value). */
+static void answer(dsync_node *n, nd_call *c, int status, cc_state state, const void *value,
+                   size_t len)
+{
+    bool get = c->kind == ND_CALL_CACHE_GET;
+    dsync_series_observe(get ? n->cm.get_seconds : n->cm.put_seconds,
+                         (double)(ut_now_ns() - c->submitted_ns) / 1e9);
+    if (status == 0 && get) {
+        char *copy = malloc(len + 1);
+        if (!copy) {
+            nd_complete(c, DSYNC_ENOMEM);
+            return;
+        }
+        if (len) memcpy(copy, value, len);
+        copy[len] = '\0';
+        *c->u.cache.value_out = copy;
+        *c->u.cache.len_out = len;
+    }
+    if (c->u.cache.state_out) *c->u.cache.state_out = status == 0 ? state_char(state) : 0;
+    /* ETIMEDOUT from the core: the outcome is unknown, as with no quorum. */
+    nd_complete(c, status == DSYNC_ETIMEDOUT ? DSYNC_EUNAVAILABLE : status);
+}
+
+static nd_call *take_waiting(dsync_node *n, uint64_t id)
+{
+    for (nd_call **pp = &n->c_waiting; *pp; pp = &(*pp)->next) {
+        if ((*pp)->read_ctx != id) continue;
+        nd_call *c = *pp;
+        *pp = c->next;
+        c->next = NULL;
+        return c;
+    }
+    return NULL;
+}
+
+void nd_cache_handle(dsync_node *n, nd_call *call, uint64_t now_ms)
+{
+    if (!n->cache || !in_contact(n)) {
+        nd_complete(call, DSYNC_EUNAVAILABLE);
+        return;
+    }
+    cc_result res;
+    int rc = call->kind == ND_CALL_CACHE_GET
+                 ? cc_get(n->cache, call->u.cache.key, now_ms, &res)
+                 : cc_put(n->cache, call->u.cache.key, call->u.cache.value, call->u.cache.len,
+                          call->u.cache.ttl_ms, now_ms, &res);
+    if (rc != 0) {
+        nd_complete(call, rc);
+        return;
+    }
+    if (res.done) {
+        answer(n, call, res.status, res.state, res.value, res.len);
+        return;
+    }
+    call->read_ctx = res.id;
+    call->next = n->c_waiting;
+    n->c_waiting = call;
+}
+
+/* ---- the core's output ------------------------------------------------------ */
+
+static void store_requests_free(nc_store_req *reqs, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(reqs[i].value);
+    free(reqs);
+}
+
+/* Runs the store requests against Redis, one round trip each, and hands
+ * the answers back; a failure is answered as such and the core retries. */
+static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t now_ms)
+{
+    ut_buf v;
+    ut_buf_init(&v);
+    for (size_t i = 0; i < count; i++) {
+        nc_store_req *r = &reqs[i];
+        rl_log *rl = nd_redis(n);
+        int rc = DSYNC_EUNAVAILABLE;
+        bool found = false;
+        cc_version ver = {0, 0};
+        v.len = 0;
+        if (rl && r->kind == CC_STORE_LOAD)
+            rc = rl_cache_load(rl, r->key, &found, &v, &ver.epoch, &ver.seq);
+        else if (rl) {
+            bool stored = false;
+            rc = rl_cache_store(rl, r->key, r->value, r->len, r->version.epoch, r->version.seq,
+                                &stored);
+            /* Refused as older than what Redis holds: the home learns the newer value. */
+            if (rc == 0 && !stored)
+                rc = rl_cache_load(rl, r->key, &found, &v, &ver.epoch, &ver.seq);
+        }
+        if (rc != 0 && rl)
+            ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
+                   r->kind == CC_STORE_LOAD ? "load" : "store", r->key, rl_last_error(rl));
+        cc_store_done(n->cache, r->id, r->key, rc, found, v.data, v.len, ver, now_ms);
+    }
+    ut_buf_free(&v);
+}
+
+void nd_cache_process(dsync_node *n)
+{
+    if (!n->cache) return;
+    uint64_t now = ut_now_ms();
+    for (int round = 0; round < 64 && cc_has_ready(n->cache); round++) {
+        cc_ready rd;
+        cc_ready_get(n->cache, &rd);
+        for (size_t i = 0; i < rd.n_msgs; i++)
+            if (n->net) nt_send(n->net, rd.msgs[i].to, ND_FRAME_CACHE, rd.msgs[i].bytes,
+                                rd.msgs[i].len);
+        for (size_t i = 0; i < rd.n_done; i++) {
+            const cc_completion *d = &rd.done[i];
+            nd_call *c = take_waiting(n, d->id);
+            if (c) answer(n, c, d->status, d->state, d->value, d->len);
+        }
+        /* The store's answers go back in after cc_advance: copy the asks. */
+        nc_store_req *reqs = rd.n_store ? calloc(rd.n_store, sizeof *reqs) : NULL;
+        size_t count = 0;
+        for (size_t i = 0; reqs && i < rd.n_store; i++) {
+            const cc_store_req *s = &rd.store[i];
+            nc_store_req *r = &reqs[count];
+            r->id = s->id;
+            r->kind = s->kind;
+            r->version = s->version;
+            snprintf(r->key, sizeof r->key, "%s", s->key);
+            r->len = s->len;
+            if (s->kind == CC_STORE_WRITE && !(r->value = malloc(s->len ? s->len : 1))) break;
+            if (s->kind == CC_STORE_WRITE && s->len) memcpy(r->value, s->value, s->len);
+            count++;
+        }
+        /* What could not be copied (out of memory) is retried by the core
+         * on its own: it never heard an answer. */
+        cc_advance(n->cache, &rd);
+        run_store(n, reqs, count, now);
+        store_requests_free(reqs, count);
+    }
+    update_metrics(n);
+}
+
+void nd_cache_frame(dsync_node *n, uint64_t from, const void *payload, size_t len)
+{
+    cc_msg m;
+    if (!n->cache) return;
+    if (cc_msg_decode(payload, len, &m) != 0 || cc_step(n->cache, from, &m, ut_now_ms()) != 0)
+        ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed cache message", from);
+}
+
+void nd_cache_view_changed(dsync_node *n)
+{
+    if (!n->cache || !n->fsm.view_index) return;
+    uint64_t epoch = view_epoch(n);
+    if (epoch <= cc_epoch(n->cache)) return; /* replayed: the core is past it */
+    if (cc_set_view(n->cache, epoch, n->fsm.live, n->fsm.n_live) != 0)
+        ut_log(&n->log, DSYNC_LOG_ERROR, "cache: view %" PRIu64 " refused", n->fsm.view_index);
+}
+
+uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms)
+{
+    if (!n->cache) return UINT64_MAX;
+    cc_tick(n->cache, now_ms);
+    /* A peer connection that came back may have lost frames: ask for a new
+     * epoch, which aborts and retries whatever waited on them. */
+    if (n->net) {
+        bool bump = false;
+        for (size_t i = 0; i < n->n_voters && i < RAFT_MAX_NODES; i++) {
+            uint64_t id = n->voters[i];
+            if (id == n->cfg.node_id) continue;
+            bool up = nt_connected(n->net, id) && !nt_dropping(n->net, id);
+            if (up && !n->peer_was_up[i] && n->peer_seen[i]) bump = true;
+            n->peer_was_up[i] = up;
+            n->peer_seen[i] = true;
+        }
+        if (bump) nd_request_view_bump(n);
+    }
+    return now_ms + 100; /* timeouts and store retries are coarse */
+}
+
+/* ---- open and close ------------------------------------------------------------- */
+
+int nd_cache_open(dsync_node *n)
+{
+    register_metrics(n);
+    cc_config cfg = {
+        .self = n->cfg.node_id,
+        .policy = n->cfg.cache_write_through ? CC_WRITE_THROUGH : CC_WRITE_BACK,
+        .external_store = redis_mode(n),
+        .max_entries = (size_t)n->cfg.cache_max_entries,
+        .max_bytes = (size_t)n->cfg.cache_max_bytes,
+        .default_ttl_ms = n->cfg.cache_ttl_ms,
+        .op_timeout_ms = ND_COMMIT_TIMEOUT_MS,
+        .store_retry_ms = 200,
+    };
+    n->cache = cc_node_new(&cfg);
+    if (!n->cache) return DSYNC_ENOMEM;
+    nd_cache_view_changed(n);
+    return 0;
+}
+
+void nd_cache_close(dsync_node *n)
+{
+    while (n->c_waiting) {
+        nd_call *c = n->c_waiting;
+        n->c_waiting = c->next;
+        nd_complete(c, DSYNC_ECLOSED);
+    }
+    cc_node_free(n->cache);
+    n->cache = NULL;
+}
+
+/* ---- public calls ------------------------------------------------------------------ */
+
+int dsync_cache_get(dsync_node *n, const char *key, char **value, size_t *len, char *state)
+{
+    if (!n || !key || !value || !len) return DSYNC_EINVAL;
+    *value = NULL;
+    *len = 0;
+    if (state) *state = 0;
+    nd_call call = {.kind = ND_CALL_CACHE_GET,
+                    .u.cache = {.key = key, .value_out = value, .len_out = len, .state_out = state}};
+    return nd_submit(n, &call);
+}
+
+int dsync_cache_put(dsync_node *n, const char *key, const void *value, size_t len,
+                    uint64_t ttl_ms)
+{
+    if (!n || !key || (len && !value)) return DSYNC_EINVAL;
+    nd_call call = {.kind = ND_CALL_CACHE_PUT,
+                    .u.cache = {.key = key, .value = value, .len = len, .ttl_ms = ttl_ms}};
+    return nd_submit(n, &call);
+}

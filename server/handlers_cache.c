@@ -1,0 +1,74 @@
+/*
+ * handlers_cache.c: GET /cache/get?key=K and POST /cache/put.
+ *
+ * Keys are 1..255 bytes of UTF-8 without NUL; values are JSON strings,
+ * kept as their UTF-8 bytes and handed back as the same string.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <civetweb.h>
+
+#include "handlers.h"
+
+static const char *state_name(char s)
+{
+    return s == 'M' ? "M" : s == 'E' ? "E" : "S";
+}
+
+void handle_cache_get(http_req *r)
+{
+    char key[DSYNC_CACHE_KEY_MAX + 1];
+    int got = r->query ? mg_get_var(r->query, strlen(r->query), "key", key, sizeof key) : -1;
+    json_t *k = got > 0 ? json_string(key) : NULL; /* NULL unless valid UTF-8 */
+    if (!k || strlen(key) != (size_t)got) {
+        json_decref(k);
+        http_reply_error(r, 400, "invalid_field",
+                         "query \"key\" must be 1 to %d bytes of UTF-8 without NUL",
+                         DSYNC_CACHE_KEY_MAX);
+        return;
+    }
+    char *value = NULL, state = 0;
+    size_t len = 0;
+    int rc = dsync_cache_get(r->server->node, key, &value, &len, &state);
+    if (rc == DSYNC_ENOTFOUND) {
+        json_decref(k);
+        http_reply_error(r, 404, "not_found", "cache: no value for this key");
+        return;
+    }
+    if (rc != 0) {
+        json_decref(k);
+        http_reply_dsync_error(r, rc, "cache get");
+        return;
+    }
+    json_t *v = json_stringn(value, len);
+    free(value);
+    if (!v) { /* only UTF-8 goes in through HTTP; an embedder may store bytes */
+        json_decref(k);
+        http_reply_error(r, 500, "internal", "cache get: the stored value is not UTF-8 text");
+        return;
+    }
+    http_reply_json(r, 200,
+                    json_pack("{s:o,s:o,s:s}", "key", k, "value", v, "state", state_name(state)));
+}
+
+void handle_cache_put(http_req *r)
+{
+    const char *key;
+    uint64_t ttl = 0;
+    if (!http_field_string(r, "key", true, DSYNC_CACHE_KEY_MAX, &key) ||
+        !http_field_uint(r, "ttl_ms", false, 1, 1ULL << 40, &ttl))
+        return;
+    json_t *v = json_object_get(r->body, "value");
+    if (!json_is_string(v)) {
+        http_reply_error(r, 400, "invalid_field", "field \"value\" must be a string");
+        return;
+    }
+    int rc = dsync_cache_put(r->server->node, key, json_string_value(v), json_string_length(v),
+                             ttl);
+    if (rc != 0) {
+        http_reply_dsync_error(r, rc, "cache put");
+        return;
+    }
+    http_reply_json(r, 200, json_pack("{s:s,s:s,s:s}", "status", "stored", "key", key, "state", "M"));
+}

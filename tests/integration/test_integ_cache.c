@@ -1,0 +1,324 @@
+/*
+ * test_integ_cache.c: the coherent cache over HTTP on three real dsyncd
+ * processes (and a real redis-server as the store where a test kills a
+ * node).
+ *
+ * A PUT on one node is seen at once by GETs on the others, which then
+ * share the line; a PUT elsewhere invalidates them (the metrics count it).
+ * Readers on every node never see a value older than the last PUT that
+ * completed before their GET began, nor values going backwards. A small
+ * cache evicts (the store still answers). kill -9 of the node holding a
+ * line in M: write-through loses nothing; write-back loses what only that
+ * node had, and readers get the last value that reached the store.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+typedef struct {
+    h_redis redis;
+    h_cluster cluster;
+    char url_env[96];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    int rc = f->cluster.n ? h_cluster_destroy(&f->cluster) : 0;
+    if (f->redis.pid) h_redis_destroy(&f->redis);
+    free(f);
+    return rc;
+}
+
+/* Whether every node has a view of the three (the cache serves then). */
+static bool view_of_three(void *arg)
+{
+    h_cluster *c = arg;
+    for (int i = 0; i < c->n; i++) {
+        if (!c->nodes[i].pid) continue;
+        int st;
+        json_t *j = h_json(&c->nodes[i], "GET", "/queue/state", NULL, &st);
+        bool ok = st == 200 && json_integer_value(json_object_get(j, "view_epoch")) > 0;
+        json_decref(j);
+        if (!ok) return false;
+        /* ... and the view holds all three: each node serves. */
+        j = h_json(&c->nodes[i], "GET", "/cache/get?key=probe", NULL, &st);
+        json_decref(j);
+        if (st != 404) return false;
+    }
+    return true;
+}
+
+/* Three nodes; with_redis: the store is a real redis-server. */
+static void start(fixture *f, bool with_redis, const char *e1, const char *e2)
+{
+    const char *env[5] = {NULL};
+    int k = 0;
+    if (with_redis) {
+        if (!h_redis_available()) {
+            print_message("redis-server is not installed: skipped\n");
+            skip();
+        }
+        assert_int_equal(h_redis_start(&f->redis), 0);
+        snprintf(f->url_env, sizeof f->url_env, "DSYNC_REDIS_URL=%s", f->redis.url);
+        env[k++] = f->url_env;
+    }
+    if (e1) env[k++] = e1;
+    if (e2) env[k++] = e2;
+    assert_int_equal(h_cluster_start(&f->cluster, 3, env), 0);
+    assert_true(h_wait_until(view_of_three, &f->cluster, 10000));
+}
+
+/* PUT; the HTTP status. */
+static int put(const h_node *n, const char *key, const char *value)
+{
+    int st;
+    json_decref(h_post(n, "/cache/put", &st, "{\"key\":\"%s\",\"value\":\"%s\"}", key, value));
+    return st;
+}
+
+/* GET: the status; on 200 the value into out and the state into *state. */
+static int get(const h_node *n, const char *key, char *out, size_t cap, char *state)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/cache/get?key=%s", key);
+    int st;
+    json_t *j = h_json(n, "GET", path, NULL, &st);
+    if (st == 200) {
+        const char *v = json_string_value(json_object_get(j, "value"));
+        snprintf(out, cap, "%s", v ? v : "(none)");
+        const char *s = json_string_value(json_object_get(j, "state"));
+        if (state) *state = s ? s[0] : '?';
+    }
+    json_decref(j);
+    return st;
+}
+
+static void assert_get(const h_node *n, const char *key, const char *want, char want_state)
+{
+    char v[256], s = 0;
+    assert_int_equal(get(n, key, v, sizeof v, &s), 200);
+    assert_string_equal(v, want);
+    if (want_state) assert_int_equal(s, want_state);
+}
+
+/* ---- coherence ------------------------------------------------------------ */
+
+static void test_a_put_is_seen_at_once_everywhere_and_invalidates_the_others(void **state)
+{
+    fixture *f = *state;
+    start(f, false, NULL, NULL);
+    h_node *n1 = &f->cluster.nodes[0], *n2 = &f->cluster.nodes[1], *n3 = &f->cluster.nodes[2];
+    char v[64];
+    assert_int_equal(get(n2, "colour", v, sizeof v, NULL), 404);
+    assert_int_equal(put(n1, "colour", "red"), 200);
+    assert_get(n1, "colour", "red", 'M');
+    assert_get(n2, "colour", "red", 'S');
+    assert_get(n3, "colour", "red", 'S');
+    assert_get(n1, "colour", "red", 'S'); /* the owner was downgraded */
+    double before = h_metric(n1, "cache_invalidation_total{reason=\"write\"}");
+    assert_int_equal(put(n3, "colour", "blue"), 200);
+    /* The PUT returned: nobody answers red any more. */
+    assert_get(n1, "colour", "blue", 'S');
+    assert_get(n2, "colour", "blue", 'S');
+    assert_get(n3, "colour", "blue", 'S');
+    assert_true(h_metric(n1, "cache_invalidation_total{reason=\"write\"}") >= before + 1);
+    assert_true(h_metric(n2, "cache_invalidation_total{reason=\"write\"}") >= 1);
+    assert_true(h_metric(n3, "cache_state_transitions_total{from=\"S\",to=\"M\"}") +
+                    h_metric(n3, "cache_state_transitions_total{from=\"I\",to=\"M\"}") >=
+                1);
+    /* A line nobody else holds is granted exclusive. */
+    assert_int_equal(put(n2, "solo", "x"), 200);
+    assert_int_equal(put(n2, "solo", "y"), 200);
+    assert_get(n2, "solo", "y", 'M');
+    /* Bad input: its error, no change. */
+    int st;
+    json_decref(h_post(n1, "/cache/put", &st, "{\"key\":\"colour\",\"value\":5}"));
+    assert_int_equal(st, 400);
+    json_decref(h_post(n1, "/cache/put", &st, "{\"value\":\"v\"}"));
+    assert_int_equal(st, 400);
+    json_decref(h_post(n1, "/cache/put", &st, "{\"key\":\"%0256d\",\"value\":\"v\"}", 0));
+    assert_int_equal(st, 400);
+    assert_int_equal(get(n1, "", v, sizeof v, NULL), 400);
+    assert_get(n2, "colour", "blue", 0);
+}
+
+/* Writers put 1, 2, 3... on rotating nodes; readers on every node check
+ * that no GET returns less than the last PUT completed before it began,
+ * and that what each reader sees never goes back. */
+#define WRITES 150
+
+typedef struct {
+    h_cluster *c;
+    atomic_long completed; /* the highest value whose PUT has returned */
+    atomic_int stop;
+} race;
+
+typedef struct {
+    race *r;
+    int node;
+    long reads, stale, backwards, errors;
+} reader;
+
+static void *read_loop(void *p)
+{
+    reader *rd = p;
+    long last = 0;
+    while (!atomic_load(&rd->r->stop)) {
+        long floor = atomic_load(&rd->r->completed);
+        char v[64];
+        int st = get(&rd->r->c->nodes[rd->node], "counter", v, sizeof v, NULL);
+        if (st == 404 && floor == 0) continue;
+        if (st != 200) {
+            rd->errors++;
+            continue;
+        }
+        long got = atol(v);
+        rd->reads++;
+        if (got < floor) rd->stale++;
+        if (got < last) rd->backwards++;
+        last = got;
+    }
+    return NULL;
+}
+
+static void test_readers_never_see_a_value_older_than_a_completed_put(void **state)
+{
+    fixture *f = *state;
+    start(f, false, NULL, NULL);
+    race r = {.c = &f->cluster};
+    reader rd[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        rd[i] = (reader){.r = &r, .node = i};
+        assert_int_equal(pthread_create(&t[i], NULL, read_loop, &rd[i]), 0);
+    }
+    for (long v = 1; v <= WRITES; v++) {
+        char s[24];
+        snprintf(s, sizeof s, "%ld", v);
+        assert_int_equal(put(&f->cluster.nodes[v % 3], "counter", s), 200);
+        atomic_store(&r.completed, v);
+    }
+    atomic_store(&r.stop, 1);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_true(rd[i].reads > 0);
+        assert_int_equal(rd[i].stale, 0);
+        assert_int_equal(rd[i].backwards, 0);
+        assert_int_equal(rd[i].errors, 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        char want[24];
+        snprintf(want, sizeof want, "%d", WRITES);
+        assert_get(&f->cluster.nodes[i], "counter", want, 0);
+    }
+}
+
+/* ---- capacity --------------------------------------------------------------- */
+
+static void test_a_small_cache_evicts_and_the_store_still_answers(void **state)
+{
+    fixture *f = *state;
+    start(f, false, "DSYNC_CACHE_MAX_ENTRIES=16", NULL);
+    h_node *n1 = &f->cluster.nodes[0], *n2 = &f->cluster.nodes[1];
+    char key[32], val[32];
+    for (int i = 0; i < 60; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        assert_int_equal(put(n1, key, val), 200);
+    }
+    assert_true(h_metric(n1, "cache_entries") <= 16);
+    assert_true(h_metric(n1, "cache_evictions_total") >= 44);
+    /* Evicted lines were written back: every key still reads right, here
+     * and elsewhere. */
+    for (int i = 0; i < 60; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "v%d", i);
+        assert_get(n1, key, val, 0);
+        assert_get(n2, key, val, 0);
+    }
+    assert_true(h_metric(n2, "cache_entries") <= 16);
+}
+
+/* ---- a node holding M dies ----------------------------------------------------- */
+
+typedef struct {
+    const h_node *n;
+    const char *key, *want;
+} get_wait;
+
+static bool reads(void *arg)
+{
+    get_wait *g = arg;
+    char v[64];
+    return get(g->n, g->key, v, sizeof v, NULL) == 200 && strcmp(v, g->want) == 0;
+}
+
+static void test_write_through_loses_nothing_when_the_writer_dies(void **state)
+{
+    fixture *f = *state;
+    start(f, true, "DSYNC_CACHE_WRITE_POLICY=write-through", NULL);
+    h_node *n1 = &f->cluster.nodes[0], *n3 = &f->cluster.nodes[2];
+    assert_int_equal(put(n1, "wt", "first"), 200);
+    assert_get(n3, "wt", "first", 'S');
+    assert_int_equal(put(n3, "wt", "second"), 200);
+    assert_get(n3, "wt", "second", 'M');
+    h_node_kill9(n3);
+    /* Once the view drops node 3, the store answers with its last PUT. */
+    get_wait g = {n1, "wt", "second"};
+    assert_true(h_wait_until(reads, &g, 15000));
+    assert_int_equal(h_node_start(n3), 0);
+    g.n = n3;
+    assert_true(h_wait_until(reads, &g, 15000));
+}
+
+static void test_write_back_loses_only_what_the_dead_writer_alone_had(void **state)
+{
+    fixture *f = *state;
+    start(f, true, "DSYNC_CACHE_WRITE_POLICY=write-back", NULL);
+    h_node *n1 = &f->cluster.nodes[0], *n2 = &f->cluster.nodes[1], *n3 = &f->cluster.nodes[2];
+    assert_int_equal(put(n1, "wb", "seen"), 200);
+    assert_get(n2, "wb", "seen", 'S'); /* read elsewhere: written back to the store first */
+    assert_int_equal(put(n3, "wb", "unseen"), 200);
+    assert_get(n3, "wb", "unseen", 'M'); /* dirty, only on node 3 */
+    h_node_kill9(n3);
+    /* As documented: the last value that reached the store, never "unseen". */
+    get_wait g = {n1, "wb", "seen"};
+    assert_true(h_wait_until(reads, &g, 15000));
+    assert_get(n2, "wb", "seen", 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_a_put_is_seen_at_once_everywhere_and_invalidates_the_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readers_never_see_a_value_older_than_a_completed_put,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_small_cache_evicts_and_the_store_still_answers,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_through_loses_nothing_when_the_writer_dies,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_back_loses_only_what_the_dead_writer_alone_had,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -15,9 +15,8 @@ Environment:
                       nodes, http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083);
                       every user picks its requests' nodes from all of them, so
                       followers forward to the leader and non-owners to the owner
-  DSYNC_LOCUST_CACHE  1 adds cache traffic (POST /cache/put, GET /cache/get).
-                      Off by default: the cache endpoints do not exist yet
-                      (issue 5); turn it on once dsyncd serves them
+  DSYNC_LOCUST_CACHE  0 leaves out the cache traffic (POST /cache/put,
+                      GET /cache/get); on by default
   DSYNC_LOCUST_KEYS   lock keys shared by all users (default 8): contention
   DSYNC_LOCUST_TOPICS queue topics shared by all users (default 4)
 
@@ -33,7 +32,7 @@ What a user does, by weight:
              through another, ack every receipt through a third; an ack that
              is refused is a failure, an empty consume is not (other users
              took the messages)
-  cache (3, only with DSYNC_LOCUST_CACHE=1)  put a value under the user's own
+  cache (3, unless DSYNC_LOCUST_CACHE=0)  put a value under the user's own
              key, then get it through another node: anything but the value
              just put is a failure (after a PUT returns no node may answer
              the old value)
@@ -50,7 +49,7 @@ from locust import HttpUser, events, task
 HOSTS = [h.strip().rstrip("/") for h in os.environ.get(
     "DSYNC_LOCUST_HOSTS", "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083").split(",")
     if h.strip()]
-CACHE = os.environ.get("DSYNC_LOCUST_CACHE", "0") == "1"
+CACHE = os.environ.get("DSYNC_LOCUST_CACHE", "1") == "1"
 N_KEYS = int(os.environ.get("DSYNC_LOCUST_KEYS", "8"))
 N_TOPICS = int(os.environ.get("DSYNC_LOCUST_TOPICS", "4"))
 if not HOSTS:
@@ -140,7 +139,7 @@ class DsyncUser(HttpUser):
         for m in (b or {}).get("messages", []) if status == 200 else []:
             self.post("/queue/ack", {"topic": topic, "receipt": m.get("receipt")})
 
-    # ---- cache (DSYNC_LOCUST_CACHE=1) ------------------------------------------
+    # ---- cache (off with DSYNC_LOCUST_CACHE=0) ------------------------------------
 
     @(task(3) if CACHE else (lambda f: f))
     def cache_cycle(self):

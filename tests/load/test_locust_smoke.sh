@@ -9,8 +9,7 @@
 # printed its "dsync-locust:" totals, made more than zero requests, had zero
 # failures (a fencing token going backwards or a refused ack counts as one)
 # and touched locks and the queue; then stops the nodes by PID and checks
-# that each exits 0. Cache traffic stays off (DSYNC_LOCUST_CACHE) until the
-# cache endpoints exist.
+# that each exits 0. Cache traffic is part of the mix (a stale read fails).
 #
 # Prints PASS/FAIL per check and cmocka-style totals (scripts/run-tests.sh
 # counts them). About 10 s; Locust's import alone takes about a second.
@@ -140,7 +139,8 @@ if [ "$locust_rc" -eq 0 ]; then pass "locust exits 0"; else fail "locust exits 0
 if [ -n "$summary" ]; then pass "locust printed the dsync-locust totals"; else fail "locust printed the dsync-locust totals"; fi
 if [ "${requests:-0}" -gt 0 ]; then pass "requests made: $requests"; else fail "requests made: ${requests:-none}"; fi
 if [ -n "$failures" ] && [ "$failures" -eq 0 ]; then pass "no failed request"; else fail "failed requests: ${failures:-unknown}"; fi
-for name in "/locks/acquire X" "/locks/release" "/queue/enqueue" "/queue/consume" "/queue/ack"; do
+for name in "/locks/acquire X" "/locks/release" "/queue/enqueue" "/queue/consume" "/queue/ack" \
+    "/cache/put" "/cache/get"; do
     if grep -q "^dsync-locust:   [A-Z]* $name: [1-9]" "$tmp/locust.out"; then
         pass "scenario traffic reached $name"
     else

@@ -27,16 +27,19 @@
  * longer, or as long and greater at the first differing digit: exact for
  * all of uint64_t, where tonumber() would round past 2^53. Byte compares
  * rather than Lua's `<` on strings, which follows the locale (strcoll). */
+#define LUA_NEWER                                                                                  \
+    "local function newer(a, b)\n"                                                                 \
+    "  if #a ~= #b then return #a > #b end\n"                                                      \
+    "  for i = 1, #a do\n"                                                                         \
+    "    local x, y = string.byte(a, i), string.byte(b, i)\n"                                      \
+    "    if x ~= y then return x > y end\n"                                                        \
+    "  end\n"                                                                                      \
+    "  return false\n"                                                                             \
+    "end\n"
+
 const char *const rlc_scripts[S_COUNT] = {
     /* S_CLAIM. KEYS: epoch. ARGV: epoch. -> {1 set | 0 refused, stored} */
-    "local function newer(a, b)\n"
-    "  if #a ~= #b then return #a > #b end\n"
-    "  for i = 1, #a do\n"
-    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
-    "    if x ~= y then return x > y end\n"
-    "  end\n"
-    "  return false\n"
-    "end\n"
+    LUA_NEWER
     "local cur = redis.call('GET', KEYS[1])\n"
     "if cur and not newer(ARGV[1], cur) then return {0, cur} end\n"
     "redis.call('SET', KEYS[1], ARGV[1])\n"
@@ -65,14 +68,7 @@ const char *const rlc_scripts[S_COUNT] = {
     /* S_CSTORE (redis_cache.c). KEYS: the value's hash. ARGV: value, epoch,
      * seq. Keeps the value only if its version (epoch, seq) is above the
      * stored one. -> 1 stored, 0 kept the newer one there. */
-    "local function newer(a, b)\n"
-    "  if #a ~= #b then return #a > #b end\n"
-    "  for i = 1, #a do\n"
-    "    local x, y = string.byte(a, i), string.byte(b, i)\n"
-    "    if x ~= y then return x > y end\n"
-    "  end\n"
-    "  return false\n"
-    "end\n"
+    LUA_NEWER
     "local cur = redis.call('HMGET', KEYS[1], 'e', 's')\n"
     "if cur[1] and cur[2] and not (newer(ARGV[2], cur[1]) or\n"
     "    (ARGV[2] == cur[1] and newer(ARGV[3], cur[2]))) then return 0 end\n"

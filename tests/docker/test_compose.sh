@@ -37,45 +37,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 dsyncd=${DSYNCD:-$top/bin/dsyncd}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsync-compose.XXXXXX")
-log=$tmp/check.log
 compose_file=$top/docker/docker-compose.yml
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
+# shellcheck source=tests/lib/checks.sh
+source "$top/tests/lib/checks.sh"
 
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-pass() { echo "PASS: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-check() {
-    local what=$1
-    shift
-    if "$@" >"$log" 2>&1; then
-        pass "$what"
-    else
-        fail "$what"
-        tail -n 30 "$log" | sed 's/^/    /'
-    fi
-}
-# count_lines FILE: adds the PASS/FAIL lines a helper printed to the totals.
-count_lines() {
-    passed=$((passed + $(grep -c '^PASS: ' "$1")))
-    failed=$((failed + $(grep -c '^FAIL: ' "$1")))
-}
 finish() {
-    echo "[==========] docker compose: $((passed + failed)) check(s) run."
-    echo "[  PASSED  ] $passed test(s)."
-    [ "$failed" -gt 0 ] && echo "[  FAILED  ] $failed test(s), listed above."
-    [ "$failed" -eq 0 ]
+    print_totals "docker compose"
     exit
 }
 node_log_tails() {

@@ -24,44 +24,18 @@ top=$(cd "$here/../.." && pwd)
 dsyncd=${DSYNCD:-$top/bin/dsyncd}
 secs=${DSYNC_LOCUST_SECONDS:-4}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsync-locust.XXXXXX")
-log=$tmp/check.log
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
+# shellcheck source=tests/lib/checks.sh
+source "$top/tests/lib/checks.sh"
 
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-pass() { echo "PASS: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-check() {
-    local what=$1
-    shift
-    if "$@" >"$log" 2>&1; then
-        pass "$what"
-    else
-        fail "$what"
-        tail -n 30 "$log" | sed 's/^/    /'
-    fi
-}
 finish() {
     if [ "$failed" -gt 0 ]; then
         for f in "$tmp"/node*.log; do
             [ -f "$f" ] && { echo "--- $(basename "$f") (last lines)"; tail -n 10 "$f"; }
         done
     fi
-    echo "[==========] locust smoke: $((passed + failed)) check(s) run."
-    echo "[  PASSED  ] $passed test(s)."
-    [ "$failed" -gt 0 ] && echo "[  FAILED  ] $failed test(s), listed above."
-    [ "$failed" -eq 0 ]
+    print_totals "locust smoke"
     exit
 }
 

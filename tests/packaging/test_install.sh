@@ -18,9 +18,9 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsync-packaging.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
-log=$tmp/log
+# shellcheck source=tests/lib/checks.sh
+source "$top/tests/lib/checks.sh"
 mkdir -p "$tmp/shared" "$tmp/static" "$tmp/aside"
 
 version=$(sed -n 's/.*DSYNC_VERSION_STRING "\(.*\)".*/\1/p' "$top/include/dsync/version.h")
@@ -28,26 +28,8 @@ major=${version%%.*}
 CC=${CC:-cc}
 CXX=${CXX:-g++}
 
-passed=0
-failed=0
-pass() { echo "PASS: $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
-# check DESCRIPTION COMMAND...: runs the command quietly; on failure shows its output.
-check() {
-    local what=$1
-    shift
-    if "$@" >"$log" 2>&1; then
-        pass "$what"
-    else
-        fail "$what"
-        tail -n 40 "$log" | sed 's/^/    /'
-    fi
-}
 finish() {
-    echo "[==========] packaging: $((passed + failed)) check(s) run."
-    echo "[  PASSED  ] $passed test(s)."
-    [ "$failed" -gt 0 ] && echo "[  FAILED  ] $failed test(s), listed above."
-    [ "$failed" -eq 0 ]
+    print_totals packaging
     exit
 }
 # make in the top of the tree, as its own top-level run (not a part of the

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "node_internal.h"
@@ -210,6 +211,18 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
     }
     ut_log(&n->log, DSYNC_LOG_INFO, "node %" PRIu64 " open: %zu member(s), data in %s",
            cfg->node_id, n->n_voters, cfg->data_dir[0] ? cfg->data_dir : "memory only");
+    /* A node alone leads at once and commits its first view of live members
+     * a tick later; wait for it (bounded), so the cache and a queue on Redis
+     * serve from the first call. A cluster's nodes answer 503 until theirs. */
+    for (int i = 0; !n->net && i < 200; i++) {
+        dsync_queue_state st;
+        if (dsync_queue_state_get(n, NULL, &st) != 0) break;
+        uint64_t epoch = st.view_epoch;
+        dsync_queue_state_free(&st);
+        if (epoch) break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     *out = n;
     return 0;
 

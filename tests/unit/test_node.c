@@ -339,6 +339,38 @@ static void test_a_log_corrupt_in_the_middle_refuses_to_open(void **state)
     rm_rf(dir);
 }
 
+/* A lone node commits its first view inside dsync_node_open: the cache
+ * serves from the first call, with MESI states and a bounded LRU. */
+static void test_the_cache_serves_from_the_first_call_on_a_lone_node(void **state)
+{
+    dsync_node *n = *state;
+    char *v = NULL, st = 0;
+    size_t len = 0;
+    assert_int_equal(dsync_cache_get(n, "nothing", &v, &len, &st), DSYNC_ENOTFOUND);
+    assert_int_equal(dsync_cache_put(n, "k", "value", 5, 0), 0);
+    assert_int_equal(dsync_cache_get(n, "k", &v, &len, &st), 0);
+    assert_int_equal(len, 5);
+    assert_string_equal(v, "value");
+    assert_int_equal(st, 'M');
+    free(v);
+    assert_int_equal(dsync_cache_put(n, "k", "", 0, 0), 0); /* empty values are values */
+    assert_int_equal(dsync_cache_get(n, "k", &v, &len, NULL), 0);
+    assert_int_equal(len, 0);
+    free(v);
+    char key[300];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    assert_int_equal(dsync_cache_put(n, key, "v", 1, 0), DSYNC_EINVAL);
+    assert_int_equal(dsync_cache_put(n, "", "v", 1, 0), DSYNC_EINVAL);
+    assert_int_equal(dsync_cache_get(n, NULL, &v, &len, NULL), DSYNC_EINVAL);
+    char *metrics;
+    size_t mlen;
+    assert_int_equal(dsync_node_metrics(n, &metrics, &mlen), 0);
+    assert_non_null(strstr(metrics, "cache_hits_total 2"));
+    assert_non_null(strstr(metrics, "cache_misses_total 1"));
+    free(metrics);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +388,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_threads_take_turns_on_one_exclusive_lock,
                                         open_node, close_node),
         cmocka_unit_test_setup_teardown(test_metrics_count_outcomes, open_node, close_node),
+        cmocka_unit_test_setup_teardown(test_the_cache_serves_from_the_first_call_on_a_lone_node,
+                                        open_node, close_node),
         cmocka_unit_test(test_locks_and_tokens_survive_a_restart),
         cmocka_unit_test(test_snapshots_compact_the_log_and_restore_the_table),
         cmocka_unit_test(test_a_log_corrupt_in_the_middle_refuses_to_open),

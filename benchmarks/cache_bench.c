@@ -4,7 +4,7 @@
  * cached entry. benchmarks/cache_bench.sh runs every mode (issue 5).
  *
  * Usage:
- *   cache_bench http      get|put|put-shared CLIENTS SECONDS HOST:PORT[,HOST:PORT...]
+ *   cache_bench http      get|put|put-shared|plain CLIENTS SECONDS HOST:PORT[,HOST:PORT...]
  *   cache_bench redis     get|set            CLIENTS SECONDS HOST:PORT
  *   cache_bench memcached get|set            CLIENTS SECONDS HOST:PORT
  *   cache_bench lib       get|put            CLIENTS SECONDS
@@ -35,6 +35,9 @@
  *               sharers. ops/s counts PUTs per second of the whole window
  *               (the two GETs included); busy_ops/s counts PUTs per second
  *               of time spent in PUTs (clients x PUTs / summed PUT time).
+ *   plain       (http) GET /cache/get?key=K of the client's keys, nothing put
+ *               before, any answer with status 200 counts, its body
+ *               unchecked: against http_ceiling it measures bare HTTP.
  * HTTP GETs go to /cache/get?key=K, PUTs to /cache/put with {"key","value"}.
  * Latency is of one timed operation. Only operations ending within SECONDS
  * count. A failed operation counts as an error, backs off 10 ms and goes
@@ -87,7 +90,7 @@
 #define READY_TIMEOUT_S 10 /* in-process node: until its cache answers */
 
 typedef enum { SYS_HTTP, SYS_REDIS, SYS_MEMCACHED, SYS_LIB } bench_system;
-typedef enum { WL_GET, WL_PUT, WL_PUT_SHARED } workload;
+typedef enum { WL_GET, WL_PUT, WL_PUT_SHARED, WL_PLAIN } workload;
 
 /* One memcached connection: a socket and what was received, not yet read. */
 typedef struct {
@@ -354,13 +357,22 @@ static bool get_key(worker *w, int k, http_conn *conn)
     return ok;
 }
 
+/* A GET answered 200, whatever its body (the HTTP ceiling's fixed one). */
+static bool plain_get(worker *w, int k)
+{
+    char path[160], resp[HTTP_BODY_CAP];
+    int status = 0;
+    snprintf(path, sizeof path, "/cache/get?key=%s", w->keys[k]);
+    return http_get(&w->conn[0], path, &status, resp, sizeof resp) == 0 && status == 200;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     for (int k = 0; k < KEYS_PER_CLIENT; k++)
         snprintf(w->keys[k], KEY_CAP, "cb-%s-c%d-k%d", w->run_tag, w->id, k);
     w->setup_ok = true;
-    for (int k = 0; k < KEYS_PER_CLIENT && w->setup_ok; k++)
+    for (int k = 0; k < KEYS_PER_CLIENT && w->setup_ok && w->wl != WL_PLAIN; k++)
         w->setup_ok = put_key(w, k);
     atomic_fetch_add(&w->run->ready, 1);
     while (!atomic_load(&w->run->go))
@@ -374,7 +386,9 @@ static void *worker_main(void *arg)
             continue;
         }
         double t0 = now_s();
-        bool ok = w->wl == WL_GET ? get_key(w, k, &w->conn[0]) : put_key(w, k);
+        bool ok = w->wl == WL_PLAIN ? plain_get(w, k)
+                  : w->wl == WL_GET ? get_key(w, k, &w->conn[0])
+                                    : put_key(w, k);
         if (ok) {
             size_t before = w->lat->n;
             lat_record(w->lat, t0, deadline);
@@ -445,12 +459,13 @@ static double node_metric(dsync_node *node, const char *name)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: cache_bench http      get|put|put-shared CLIENTS SECONDS HOST:PORT[,...]\n"
-            "       cache_bench redis     get|set CLIENTS SECONDS HOST:PORT\n"
-            "       cache_bench memcached get|set CLIENTS SECONDS HOST:PORT\n"
-            "       cache_bench lib       get|put CLIENTS SECONDS\n"
-            "       cache_bench memory    ENTRIES [MAX_SECONDS]\n");
+    fprintf(
+        stderr,
+        "usage: cache_bench http      get|put|put-shared|plain CLIENTS SECONDS HOST:PORT[,...]\n"
+        "       cache_bench redis     get|set CLIENTS SECONDS HOST:PORT\n"
+        "       cache_bench memcached get|set CLIENTS SECONDS HOST:PORT\n"
+        "       cache_bench lib       get|put CLIENTS SECONDS\n"
+        "       cache_bench memory    ENTRIES [MAX_SECONDS]\n");
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -599,6 +614,8 @@ int main(int argc, char **argv)
         wl = WL_PUT;
     else if (strcmp(argv[2], "put-shared") == 0 && sys == SYS_HTTP)
         wl = WL_PUT_SHARED;
+    else if (strcmp(argv[2], "plain") == 0 && sys == SYS_HTTP)
+        wl = WL_PLAIN, label = "http";
     else {
         usage();
         return 2;

@@ -50,7 +50,8 @@
  * memory opens a node with DSYNC_CACHE_MAX_ENTRIES raised above ENTRIES,
  * puts ENTRIES entries (KEY_LEN-byte keys, VALUE_LEN-byte values) from
  * MEMORY_THREADS threads and prints the process's resident size before and
- * after, and the bytes per entry beyond its key and value bytes. With the
+ * after (stopping after MAX_SECONDS, default 120, with what it has), and
+ * the bytes per entry beyond its key and value bytes. With the
  * default store that covers the cache line, the home's directory entry and
  * the store's copy (the node is every key's home).
  *
@@ -494,6 +495,7 @@ typedef struct {
     int id;
     long entries;
     double deadline;
+    atomic_int *go; /* set once the resident size before is taken */
     atomic_long *done;
     long errors;
 } filler;
@@ -503,6 +505,8 @@ static void *filler_main(void *arg)
     filler *f = arg;
     char key[32], value[VALUE_LEN + 1];
     unsigned long seq = 0;
+    while (!atomic_load(f->go))
+        sleep_ms(1);
     for (long i = f->id; i < f->entries && now_s() < f->deadline; i += MEMORY_THREADS) {
         snprintf(key, sizeof key, "m%011ld", i); /* KEY_LEN bytes: i < 100000000 */
         next_value(f->id, &seq, value);
@@ -542,14 +546,20 @@ static int run_memory(int argc, char **argv)
     filler f[MEMORY_THREADS];
     pthread_t th[MEMORY_THREADS];
     atomic_long done = 0;
-    long before = rss_kb();
-    double start = now_s();
+    atomic_int go = 0;
     int started = 0;
     for (int i = 0; i < MEMORY_THREADS; i++) {
-        f[i] = (filler){node, i, entries, start + max_seconds, &done, 0};
+        f[i] = (filler){node, i, entries, 0, &go, &done, 0};
         if (pthread_create(&th[i], NULL, filler_main, &f[i]) != 0) break;
         started++;
     }
+    /* The threads exist (their stacks count in before): only the entries grow it. */
+    sleep_ms(100);
+    long before = rss_kb();
+    double start = now_s();
+    for (int i = 0; i < started; i++)
+        f[i].deadline = start + max_seconds;
+    atomic_store(&go, 1);
     long errors = 0;
     for (int i = 0; i < started; i++) {
         pthread_join(th[i], NULL);
@@ -557,7 +567,10 @@ static int run_memory(int argc, char **argv)
     }
     double elapsed = now_s() - start;
     long n = atomic_load(&done), after = rss_kb();
+    /* The gauge is set at the end of a loop turn, maybe after the last put returned. */
     double cached = node_metric(node, "cache_entries");
+    for (int i = 0; i < 100 && cached != (double)n; i++, sleep_ms(10))
+        cached = node_metric(node, "cache_entries");
     double per_entry = n > 0 ? (double)(after - before) * 1024.0 / (double)n : 0;
     printf("memory entries=%ld complete=%s key_bytes=%d value_bytes=%d seconds=%.1f put/s=%.0f "
            "rss_before_mb=%.1f rss_after_mb=%.1f bytes_per_entry=%.0f overhead_per_entry=%.0f "
@@ -567,8 +580,8 @@ static int run_memory(int argc, char **argv)
            per_entry - (KEY_LEN + VALUE_LEN), cached, node_metric(node, "cache_directory_entries"),
            errors);
     dsync_node_close(node);
-    /* Every entry must still be cached: an eviction would make the figure a lie. */
-    return n == entries && cached == (double)n ? 0 : 1;
+    /* Every entry put must still be cached: an eviction would make the figure a lie. */
+    return n > 0 && cached == (double)n ? 0 : 1;
 }
 
 /* ---- main ----------------------------------------------------------------------------- */

@@ -94,11 +94,9 @@ redis_ready() {
 }
 memcached_ready() {
     alive "$mc_pid" || return 2
-    local line=""
-    exec 3<>"/dev/tcp/127.0.0.1/$mc_port" 2>/dev/null || return 1
-    printf 'version\r\n' >&3
-    read -r -t 2 line <&3 || true
-    exec 3>&-
+    local line
+    line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "version\r\n" >&3 &&
+        head -n 1 <&3' _ "$mc_port" 2>/dev/null) || return 1
     [[ $line == VERSION* ]]
 }
 wait_ready "$ready_timeout" dsyncc ceiling redis memcached

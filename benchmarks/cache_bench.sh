@@ -95,6 +95,7 @@ redis_ready() {
 memcached_ready() {
     alive "$mc_pid" || return 2
     local line
+    # shellcheck disable=SC2016 # $1 is the inner shell's argument
     line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "version\r\n" >&3 &&
         head -n 1 <&3' _ "$mc_port" 2>/dev/null) || return 1
     [[ $line == VERSION* ]]

@@ -114,8 +114,8 @@ typedef struct {
     int id;
     const char *run_tag; /* keeps this run's keys apart from earlier runs */
     run_state *run;
-    http_conn conn[3];        /* http: [0] the node measured on; put-shared: [1] B, [2] C */
-    const endpoint *redis_ep; /* redis */
+    http_conn conn[3];         /* http: [0] the node measured on; put-shared: [1] B, [2] C */
+    const endpoint *server_ep; /* redis, memcached */
     redisContext *redis;
     mc_conn mc;       /* memcached */
     dsync_node *node; /* lib */
@@ -161,7 +161,7 @@ static bool http_read(http_conn *c, const char *key, const char *want, bool *fre
 static bool redis_connect(worker *w)
 {
     struct timeval connect_tv = {NET_CONNECT_TIMEOUT_MS / 1000, 0}, io_tv = {NET_IO_TIMEOUT_S, 0};
-    w->redis = redisConnectWithTimeout(w->redis_ep->host, atoi(w->redis_ep->port), connect_tv);
+    w->redis = redisConnectWithTimeout(w->server_ep->host, atoi(w->server_ep->port), connect_tv);
     if (!w->redis || w->redis->err || redisSetTimeout(w->redis, io_tv) != REDIS_OK) {
         if (w->redis) redisFree(w->redis);
         w->redis = NULL;
@@ -303,7 +303,7 @@ out:
 
 /* ---- one operation per system --------------------------------------------------------- */
 
-/* Puts the client's key k (a new value), or reads it and checks the value. */
+/* Puts a new value under the client's key k and remembers it for the reads. */
 static bool put_key(worker *w, int k)
 {
     char value[VALUE_LEN + 1];
@@ -674,8 +674,8 @@ int main(int argc, char **argv)
         w[i].lat = &lat[i];
         for (int c = 0; c < 3; c++)
             http_conn_init(&w[i].conn[c], sys == SYS_HTTP ? &eps[(i + c) % n_eps] : NULL);
-        w[i].redis_ep = sys == SYS_LIB ? NULL : &eps[0];
-        w[i].mc = (mc_conn){.ep = w[i].redis_ep, .fd = -1};
+        w[i].server_ep = sys == SYS_LIB ? NULL : &eps[0];
+        w[i].mc = (mc_conn){.ep = w[i].server_ep, .fd = -1};
         w[i].node = node;
         if (pthread_create(&th[i], NULL, worker_main, &w[i]) != 0) {
             fprintf(stderr, "cache_bench: cannot start thread %ld\n", i);

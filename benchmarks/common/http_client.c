@@ -51,18 +51,31 @@ void http_conn_close(http_conn *c)
 /* The one retry inside hc_request covers a kept-alive connection the server
  * dropped before the request: the requests of http_lock_bench are idempotent
  * (acquire and release by client id, etcd lock by lease, unlock by key), and
- * a server that never saw an enqueue of queue_bench did not store it. */
-int http_post(http_conn *c, const char *path, const char *body, int *status, char *out, size_t cap)
+ * a server that never saw an enqueue of queue_bench did not store it; cache_bench's
+ * PUTs store the same value again. */
+static int request(http_conn *c, const char *method, const char *path, const char *body,
+                   int *status, char *out, size_t cap)
 {
     uint64_t deadline = ut_now_ms() + NET_IO_TIMEOUT_S * 1000;
-    if (hc_request(&c->conn, "POST", path, body, strlen(body), deadline, 1u << 20, &c->resp, NULL,
-                   0) != 0)
+    if (hc_request(&c->conn, method, path, body, body ? strlen(body) : 0, deadline, 1u << 20,
+                   &c->resp, NULL, 0) != 0)
         return -1;
     *status = c->resp.status;
     size_t n = c->resp.body.len < cap - 1 ? c->resp.body.len : cap - 1;
     memcpy(out, c->resp.body.data ? c->resp.body.data : "", n);
     out[n] = '\0';
     return 0;
+}
+
+int http_post(http_conn *c, const char *path, const char *body, int *status, char *out, size_t cap)
+{
+    return request(c, "POST", path, body, status, out, cap);
+}
+
+/* A GET changes nothing on the server: sending it again is always safe. */
+int http_get(http_conn *c, const char *path, int *status, char *out, size_t cap)
+{
+    return request(c, "GET", path, NULL, status, out, cap);
 }
 
 /* ---- tiny JSON helper ---------------------------------------------------- */

@@ -1,9 +1,10 @@
 /*
- * http_client.h: what the HTTP benchmarks (http_lock_bench, queue_bench)
- * need from an HTTP client, on top of the library's own (lib/client/http.h,
- * the one under dsync_client): endpoint lists that complain on stderr, a
- * POST that copies the answer into the caller's buffer, and a tiny JSON
- * string lookup for the answers (the benchmarks talk to etcd too).
+ * http_client.h: what the HTTP benchmarks (http_lock_bench, queue_bench,
+ * cache_bench) need from an HTTP client, on top of the library's own
+ * (lib/client/http.h, the one under dsync_client): endpoint lists that
+ * complain on stderr, a POST and a GET that copy the answer into the
+ * caller's buffer, and a tiny JSON string lookup for the answers (the
+ * benchmarks talk to etcd too).
  */
 #ifndef DSYNC_BENCH_HTTP_CLIENT_H
 #define DSYNC_BENCH_HTTP_CLIENT_H
@@ -41,6 +42,10 @@ void http_conn_close(http_conn *c);
  * (NUL-terminated, cut at cap - 1), -1 on a transport failure. A request on
  * a kept-alive connection that the server had dropped is sent once more. */
 int http_post(http_conn *c, const char *path, const char *body, int *status, char *out, size_t cap);
+
+/* GET path (with its query, already URL-safe); the same answer and errors
+ * as http_post. */
+int http_get(http_conn *c, const char *path, int *status, char *out, size_t cap);
 
 /* Copies the string value of the first "name": "..." in body, escapes kept
  * as they are (the value only goes back into JSON). */

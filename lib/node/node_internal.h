@@ -244,6 +244,7 @@ struct dsync_node {
     cc_stats cache_stats; /* as last added to the metrics */
     nd_cache_metrics cm;
     nd_call *c_waiting; /* calls whose operation is under way */
+    uint64_t cache_tick_due; /* next cc_tick (it walks every line: not every turn) */
     bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
     bool view_bump; /* leader: propose a new view epoch even with the same members */
 };

@@ -463,7 +463,7 @@ class Node:
         if self.proc.poll() is None:
             self.proc.terminate()  # by PID
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=15)  # ASan's exit checks are slow on a busy box
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)

@@ -227,7 +227,8 @@ void dsync_queue_state_free(dsync_queue_state *state);
 
 /* The value of key: *value (malloc'ed, NUL-terminated after len bytes;
  * free() it) and this node's state for the key afterwards in *state (may
- * be NULL): 'M' modified here, 'E' exclusive here, 'S' shared. A hit is
+ * be NULL): 'M' modified here, 'E' exclusive here, 'S' shared, 'I' read
+ * but not kept here. A hit is
  * answered at once; a miss asks the key's home. DSYNC_ENOTFOUND when no
  * value is stored, DSYNC_EINVAL for a bad key, DSYNC_EUNAVAILABLE without
  * a view or contact with the cluster. */

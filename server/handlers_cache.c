@@ -11,9 +11,11 @@
 
 #include "handlers.h"
 
+/* 'I': the value was read but this node keeps no copy (the line could not
+ * be kept, e.g. invalidated as the answer came). */
 static const char *state_name(char s)
 {
-    return s == 'M' ? "M" : s == 'E' ? "E" : "S";
+    return s == 'M' ? "M" : s == 'E' ? "E" : s == 'S' ? "S" : "I";
 }
 
 void handle_cache_get(http_req *r)

@@ -121,7 +121,7 @@ int dsync_client_queue_ack(dsync_client *client, const char *topic, const char *
 /*
  * Reads key on the node the client talks to. *value is malloc'ed (free
  * with free()), NUL-terminated, *len bytes (len may be NULL); *state (may
- * be NULL) is the MESI state of that node's copy: 'M', 'E' or 'S'.
+ * be NULL) is the MESI state of that node's copy: 'M', 'E', 'S', or 'I' (read, no copy kept).
  * DSYNC_ENOTFOUND when the key is absent, DSYNC_ENOTSUPP when the server
  * has no cache endpoints.
  */

@@ -51,8 +51,9 @@ int dsync_client_cache_get(dsync_client *c, const char *key, char **value, size_
     json_t *v = json_object_get(r.answer, "value");
     const char *st;
     if (!json_is_string(v) || !cl_get_string(r.answer, "state", &st) ||
-        (strcmp(st, "M") != 0 && strcmp(st, "E") != 0 && strcmp(st, "S") != 0)) {
-        rc = cl_bad_answer(c, "200 without a string \"value\" and a \"state\" of M, E or S");
+        (strcmp(st, "M") != 0 && strcmp(st, "E") != 0 && strcmp(st, "S") != 0 &&
+         strcmp(st, "I") != 0)) {
+        rc = cl_bad_answer(c, "200 without a string \"value\" and a \"state\" of M, E, S or I");
     } else {
         size_t n = json_string_length(v);
         *value = malloc(n + 1);

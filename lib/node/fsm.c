@@ -115,6 +115,8 @@ void fsm_apply_view(fsm *f, uint64_t index, const fsm_cmd *c)
 {
     if (c->now_ms > f->clock_ms) f->clock_ms = c->now_ms;
     f->view_index = index;
+    uint64_t clock = c->now_ms < UINT64_MAX / 1024 ? c->now_ms * 1024 : UINT64_MAX / 2;
+    f->view_epoch = clock > f->view_epoch ? clock : f->view_epoch + 1;
     f->n_live = c->n_live;
     memcpy(f->live, c->live, c->n_live * sizeof *f->live);
 }
@@ -135,8 +137,8 @@ bool fsm_view_equals(const fsm *f, const uint64_t *ids, size_t n)
 }
 
 /* Snapshot, little-endian: u8 version | u64 clock | [version 2: u64
- * view_index | u8 n | n x u64 id] | lock table. Version 1 (no view) is
- * still read. */
+ * view_index | u64 view_epoch | u8 n | n x u64 id] | lock table. Version 1
+ * (no view) is still read. */
 #define FSM_SNAP_VERSION 2
 
 int fsm_snapshot(const fsm *f, ut_buf *b)
@@ -144,6 +146,7 @@ int fsm_snapshot(const fsm *f, ut_buf *b)
     ut_buf_put_le(b, FSM_SNAP_VERSION, 1);
     ut_buf_put_le(b, f->clock_ms, 8);
     ut_buf_put_le(b, f->view_index, 8);
+    ut_buf_put_le(b, f->view_epoch, 8);
     ut_buf_put_le(b, f->n_live, 1);
     for (size_t i = 0; i < f->n_live; i++)
         ut_buf_put_le(b, f->live[i], 8);
@@ -156,20 +159,24 @@ int fsm_restore(fsm *f, const void *data, size_t len)
     ut_reader r = {data, len, false};
     unsigned version = (unsigned)ut_read_le(&r, 1);
     if (version != 1 && version != FSM_SNAP_VERSION) return DSYNC_ECORRUPT;
-    uint64_t clock = ut_read_le(&r, 8), view_index = 0, live[FSM_VIEW_MAX];
+    uint64_t clock = ut_read_le(&r, 8), view_index = 0, view_epoch = 0, live[FSM_VIEW_MAX];
     size_t n_live = 0;
     if (version >= 2) {
         view_index = ut_read_le(&r, 8);
+        view_epoch = ut_read_le(&r, 8);
         n_live = (size_t)ut_read_le(&r, 1);
         if (n_live > FSM_VIEW_MAX) return DSYNC_ECORRUPT;
-        for (size_t i = 0; i < n_live; i++)
+        for (size_t i = 0; i < n_live; i++) {
             live[i] = ut_read_le(&r, 8);
+            if (live[i] == 0 || (i && live[i] <= live[i - 1])) return DSYNC_ECORRUPT;
+        }
     }
     if (r.bad) return DSYNC_ECORRUPT;
     int rc = lk_table_restore(f->locks, r.p, r.left);
     if (rc != 0) return rc;
     f->clock_ms = clock;
     f->view_index = view_index;
+    f->view_epoch = view_epoch;
     f->n_live = n_live;
     memcpy(f->live, live, n_live * sizeof *live);
     return 0;

@@ -11,7 +11,18 @@
  * Encoding, little-endian: u8 version | u8 op | u64 origin | u64 seq |
  * u64 now_ms | op fields. ACQUIRE: u8 mode, u64 ttl_ms, u64 wait_ms,
  * u16 key length, key, u16 client length, client. RELEASE: key, client
- * as above. EXPIRE: nothing more.
+ * as above. EXPIRE: nothing more. VIEW: u8 n, n x u64 node id.
+ *
+ * Besides the lock table the machine keeps the cluster's VIEW: the members
+ * the leader last found alive, the index of the entry that said so, and
+ * the view's EPOCH: max(previous epoch + 1, the leader's wall clock in ms x
+ * 1024), computed as the entry applies, so every replica agrees on it.
+ * Services placed by consistent hashing over live nodes (the queue with a
+ * shared store, the cache) place on the view, so every replica agrees on an
+ * owner at each index, and use the epoch to fence an old owner and to
+ * version values. Being derived from the clock, epochs keep growing across
+ * a cluster started over on empty data directories, or restored from a
+ * backup, against the same Redis (a log index would start over).
  */
 #ifndef DSYNC_NODE_FSM_H
 #define DSYNC_NODE_FSM_H
@@ -66,6 +77,7 @@ typedef struct {
     lk_table *locks;
     uint64_t clock_ms;   /* largest now_ms applied: the table's time */
     uint64_t view_index; /* the entry of the current view; 0: none yet */
+    uint64_t view_epoch; /* its epoch (see above); 0: none yet */
     uint64_t live[FSM_VIEW_MAX];
     size_t n_live;
 } fsm;

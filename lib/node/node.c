@@ -129,9 +129,17 @@ static void *loop_main(void *arg)
             if (read(n->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
                 ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: eventfd: %s", strerror(errno));
         }
-        /* Peers first: a leader that learns of new commits this turn
-         * answers the calls below from a fresher state. */
-        if (pr > 0 && n->net) nt_handle(n->net, fds + 1, nfds - 1, ut_now_ms());
+        /* Peers first, and what they committed applied: a leader that
+         * learns of new commits this turn, and a node whose view changed,
+         * answer the calls below from the fresher state. */
+        uint64_t turn_start = ut_now_ms();
+        if (pr > 0 && n->net) nt_handle(n->net, fds + 1, nfds - 1, turn_start);
+        if (raft_has_ready(n->raft)) nd_raft_process(n);
+        /* A turn that ran long (a slow fsync, Redis, the scheduler) may have
+         * left frames unread that say this node was cut off: for a while
+         * its cache copies are not served (node_cache.c). */
+        if (n->last_turn_ms > n->cfg.raft_tick_ms * n->cfg.raft_election_ticks / 4)
+            n->quiet_until = turn_start + n->cfg.raft_tick_ms * n->cfg.raft_election_ticks / 2;
 
         pthread_mutex_lock(&n->mu);
         nd_call *batch = n->queue_head;
@@ -162,6 +170,7 @@ static void *loop_main(void *arg)
         uint64_t after = nd_locks_tick(n, ut_now_ms());
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         if (locks < next_deadline) next_deadline = locks;
+        n->last_turn_ms = ut_now_ms() - turn_start;
         if (queue < next_deadline) next_deadline = queue;
         if (cache < next_deadline) next_deadline = cache;
         if (after < next_deadline) next_deadline = after;
@@ -182,7 +191,6 @@ int dsync_node_open(const dsync_config *cfg, dsync_node **out)
     n->log.ctx = cfg->log_ctx;
     n->log.level = cfg->log_level;
     n->started_ms = ut_now_ms();
-    n->started_wall_ms = ut_wall_ms();
     n->wake_fd = -1;
 
     int rc = DSYNC_ENOMEM;

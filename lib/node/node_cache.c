@@ -10,15 +10,17 @@
  *
  * Two duties the core leaves to its runtime (cache.h, "Views"):
  *  - A node cut off from the cluster must stop serving its copies before
- *    the others stop counting it: it answers cache calls only while it is
- *    in contact with a leader (it leads, or heard the leader within one
- *    election timeout), and the leader drops a member from the view only
- *    after three (nd_down_after_ms). So by the time a PUT elsewhere goes on
- *    without it, it has stopped answering from its old lines.
- *  - Frames lost with a broken connection (or dropped by the fault switch)
- *    could leave a transaction waiting forever: a node that sees a peer
- *    connection come back asks the leader for a new view epoch
- *    (ND_FRAME_VIEW_BUMP), which aborts and retries what was in flight.
+ *    the others stop counting it: it answers cache calls only while in
+ *    contact (in_contact below), and the leader drops a member from the
+ *    view only after three election timeouts (nd_down_after_ms). The loop
+ *    applies the entries that arrived before it handles calls, and after
+ *    a long turn serves no copy for a while (node.c), so frames buffered
+ *    during a stall cannot make an old view look current.
+ *  - Frames lost with a broken connection (or dropped by the fault switch,
+ *    or refused by the transport) could leave a transaction waiting
+ *    forever: the node asks the leader for a new view epoch
+ *    (ND_FRAME_VIEW_BUMP, until one applies), which aborts and retries
+ *    what was in flight.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,25 +43,38 @@ static bool redis_mode(const dsync_node *n)
     return n->cfg.redis_url[0] != '\0';
 }
 
-/* The core's epoch for the current view. The view's log index when the
- * log is durable; a memory-only node (a cluster of one whose indices
- * start over at each start) puts its start time above it, so its epochs
- * (and the versions it gives values in Redis) still only grow. */
+/* The core's epoch for the current view: the view's epoch (fsm.h), which
+ * keeps growing across restarts, memory-only nodes and restored data
+ * directories, so the versions values get in Redis do too. */
 static uint64_t view_epoch(const dsync_node *n)
 {
-    if (n->store) return n->fsm.view_index;
-    return (n->started_wall_ms << 20) + n->fsm.view_index;
+    return n->fsm.view_epoch;
 }
 
-/* Whether this node may answer from its copies: in touch with a leader. */
+/* Whether this node may answer from its copies: in touch with the cluster.
+ * A follower heard its leader within an election timeout; a leader heard a
+ * majority (itself included) within one; and neither just came out of a
+ * long loop turn, after which frames saying otherwise may still be unread.
+ * The leader drops a member from the view only after three election
+ * timeouts without hearing it, so a node cut off stops serving first. */
 static bool in_contact(const dsync_node *n)
 {
     if (!n->net) return true;
+    uint64_t now = ut_now_ms(), window = n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+    if (now < n->quiet_until) return false;
     uint64_t leader = raft_leader(n->raft);
     if (leader == 0) return false;
-    if (leader == n->cfg.node_id) return true;
-    uint64_t heard = nt_last_heard(n->net, leader), now = ut_now_ms();
-    return heard && now - heard <= n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+    if (leader != n->cfg.node_id) {
+        uint64_t heard = nt_last_heard(n->net, leader);
+        return heard && now - heard <= window;
+    }
+    size_t heard_from = 0;
+    for (size_t i = 0; i < n->n_voters; i++) {
+        uint64_t id = n->voters[i];
+        uint64_t heard = id == n->cfg.node_id ? now : nt_last_heard(n->net, id);
+        heard_from += heard && now - heard <= window;
+    }
+    return heard_from > n->n_voters / 2;
 }
 
 /* ---- metrics ----------------------------------------------------------- */
@@ -223,8 +238,11 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
             rc = rl_cache_store(rl, r->key, r->value, r->len, r->version.epoch, r->version.seq,
                                 &stored);
             /* Refused as older than what Redis holds: the home learns the newer value. */
-            if (rc == 0 && !stored)
+            if (rc == 0 && !stored) {
                 rc = rl_cache_load(rl, r->key, &found, &v, &ver.epoch, &ver.seq);
+                /* Gone meanwhile: not "the write took"; the core asks again. */
+                if (rc == 0 && !found) rc = DSYNC_EUNAVAILABLE;
+            }
         }
         if (rc != 0 && rl)
             ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
@@ -241,9 +259,12 @@ void nd_cache_process(dsync_node *n)
     for (int round = 0; round < 64 && cc_has_ready(n->cache); round++) {
         cc_ready rd;
         cc_ready_get(n->cache, &rd);
+        /* A frame the transport refuses is lost: the protocol needs a new
+         * epoch to get past it (cache.h, "Views"). */
         for (size_t i = 0; i < rd.n_msgs; i++)
-            if (n->net) nt_send(n->net, rd.msgs[i].to, ND_FRAME_CACHE, rd.msgs[i].bytes,
-                                rd.msgs[i].len);
+            if (n->net && nt_send(n->net, rd.msgs[i].to, ND_FRAME_CACHE, rd.msgs[i].bytes,
+                                  rd.msgs[i].len) != 0)
+                nd_request_view_bump(n);
         for (size_t i = 0; i < rd.n_done; i++) {
             const cc_completion *d = &rd.done[i];
             nd_call *c = take_waiting(n, d->id);

@@ -181,7 +181,6 @@ struct dsync_node {
     dsync_config cfg;
     ut_logger log;
     uint64_t started_ms;
-    uint64_t started_wall_ms;
 
     pthread_t thread;
     int wake_fd; /* eventfd: callers write, the loop reads */
@@ -245,6 +244,10 @@ struct dsync_node {
     nd_cache_metrics cm;
     nd_call *c_waiting; /* calls whose operation is under way */
     uint64_t cache_tick_due; /* next cc_tick (it walks every line: not every turn) */
+    uint64_t last_turn_ms;      /* how long the loop's last turn took */
+    uint64_t quiet_until;       /* after a long turn: no cache hits, no view proposals */
+    bool bump_pending;          /* a new view epoch was asked for ... */
+    uint64_t bump_epoch;        /* ... while the view's epoch was this */
     bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
     bool view_bump; /* leader: propose a new view epoch even with the same members */
 };

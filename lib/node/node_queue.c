@@ -147,18 +147,21 @@ static bool is_member_here(const dsync_node *n)
     return false;
 }
 
+/* The ring over ids. Out of memory leaves no ring at all (nothing is owned
+ * here, calls answer 503): neither a partial ring nor the old one would
+ * agree with the other nodes' at this view's epoch. */
 static void build_ring(dsync_node *n, const uint64_t *ids, size_t count)
 {
-    qr_ring *r = qr_new(0);
-    for (size_t i = 0; r && i < count; i++) {
-        if (qr_add(r, ids[i]) != 0) {
-            qr_free(r); /* keep the old ring: a partial one would disagree */
+    qr_free(n->ring);
+    n->ring = qr_new(0);
+    for (size_t i = 0; n->ring && i < count; i++) {
+        if (qr_add(n->ring, ids[i]) != 0) {
+            qr_free(n->ring);
+            n->ring = NULL;
+            ut_log(&n->log, DSYNC_LOG_ERROR, "queue: out of memory building the ring");
             return;
         }
     }
-    if (!r) return;
-    qr_free(n->ring);
-    n->ring = r;
 }
 
 void nd_queue_members_changed(dsync_node *n)
@@ -194,7 +197,8 @@ static void register_metrics(dsync_node *n)
         "Time from a consume's arrival on the owner to its answer (long polls included).", NULL,
         dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
     qm->fsync_seconds = dsync_metric_series0(dsync_metrics_histogram(
-        m, "queue_fsync_seconds", "Time of one group commit of the local queue file.", NULL,
+        m, "queue_fsync_seconds",
+        "Time of one group commit: an fsync of the local queue file, or a round trip to Redis.", NULL,
         dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
 }
 
@@ -359,23 +363,17 @@ static int claim_unit(dsync_node *n, const char *topic)
     if (!rl) return DSYNC_EUNAVAILABLE;
     nq_claim *c = calloc(1, sizeof *c);
     if (!c) return DSYNC_ENOMEM;
-    c->epoch = n->fsm.view_index;
+    c->epoch = n->fsm.view_epoch;
     uint64_t stored = 0;
     int rc = rl_claim(rl, base, c->epoch, &stored);
-    if (rc == DSYNC_EEXIST && stored == c->epoch) {
+    if (rc == DSYNC_EEXIST && stored == c->epoch)
         rc = 0; /* our own claim (a restart, or an unknown outcome): one owner per view */
-    } else if (rc == DSYNC_EEXIST && !n->store) {
-        /* A memory-only node is a cluster of one whose log indices start
-         * over at each start: nobody else can hold the unit. */
-        c->epoch = stored + 1;
-        rc = rl_claim(rl, base, c->epoch, NULL);
-    }
     if (rc != 0) {
         free(c);
         if (rc == DSYNC_EEXIST)
             ut_log(&n->log, DSYNC_LOG_DEBUG,
-                   "queue: %s is claimed at epoch %" PRIu64 ", past this node's view %" PRIu64,
-                   base, stored, n->fsm.view_index);
+                   "queue: %s is claimed at epoch %" PRIu64 ", past this node's view's %" PRIu64,
+                   base, stored, n->fsm.view_epoch);
         return rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
     }
     drop_unit(n, base); /* whatever an older claim here left behind */
@@ -906,7 +904,7 @@ void nd_queue_state(dsync_node *n, nd_call *call)
         return;
     }
     st->store = redis_mode(n) ? "redis" : n->aof ? "file" : "memory";
-    st->view_epoch = n->fsm.view_index;
+    st->view_epoch = n->fsm.view_epoch;
     if (redis_mode(n)) {
         for (size_t i = 0; i < n->fsm.n_live && i < 64; i++)
             st->owners[st->n_owners++] = n->fsm.live[i];

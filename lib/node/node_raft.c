@@ -664,6 +664,9 @@ uint64_t nd_down_after_ms(const dsync_node *n)
 static void propose_view(dsync_node *n, uint64_t now_ms)
 {
     if (raft_get_role(n->raft) != RAFT_LEADER) return;
+    /* Out of a long turn, what was heard from peers is stale: the frames
+     * that came meanwhile may be unread yet. */
+    if (now_ms < n->quiet_until) return;
     if (n->view_index && n->view_term == raft_term(n->raft)) return; /* one at a time */
     fsm_cmd cmd = {.op = FSM_VIEW, .now_ms = ut_wall_ms()};
     for (size_t i = 0; i < n->n_voters && cmd.n_live < FSM_VIEW_MAX; i++) {
@@ -695,6 +698,21 @@ static void propose_view(dsync_node *n, uint64_t now_ms)
 
 void nd_request_view_bump(dsync_node *n)
 {
+    if (!n->bump_pending) {
+        n->bump_pending = true;
+        n->bump_epoch = n->fsm.view_epoch;
+    }
+}
+
+/* Asks until a view past the one of the request has applied: there may be
+ * no leader when the request is made, and a frame can be lost too. */
+static void send_view_bump(dsync_node *n)
+{
+    if (!n->bump_pending) return;
+    if (n->fsm.view_epoch > n->bump_epoch) {
+        n->bump_pending = false;
+        return;
+    }
     uint64_t leader = raft_leader(n->raft);
     if (leader == n->cfg.node_id)
         n->view_bump = true;
@@ -729,10 +747,13 @@ uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms)
         n->tick_due_ms = now_ms + n->cfg.raft_tick_ms;
         /* Raft only links the leader with each follower; the failure
          * detector wants every pair, so every node pings every peer. */
-        if (n->net && n->ticks++ % 2 == 0)
+        /* A node whose log is broken takes no part: it stops pinging, so
+         * the leader's view drops it and its topics and keys move on. */
+        if (n->net && !n->store_broken && n->ticks++ % 2 == 0)
             for (size_t i = 0; i < n->n_voters; i++)
                 if (n->voters[i] != n->cfg.node_id)
                     nt_send(n->net, n->voters[i], ND_FRAME_PING, NULL, 0);
+        send_view_bump(n);
         propose_view(n, now_ms);
     }
     uint64_t next = n->tick_due_ms;

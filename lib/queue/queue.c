@@ -32,10 +32,14 @@ bool q_name_is_dlq(const char *name)
     return has_dlq_suffix(name, strlen(name));
 }
 
+/* A name ending in ".dlq" is always a dead-letter topic, and its topic's
+ * name does not end so itself: "t.dlq.dlq" would be both t's dead letters'
+ * dead letters and a topic of its own placed elsewhere. */
 bool q_name_valid(const char *name, size_t len)
 {
-    if (plain_name_valid(name, len)) return true;
-    return has_dlq_suffix(name, len) && plain_name_valid(name, len - SUFFIX_LEN);
+    if (!has_dlq_suffix(name, len)) return plain_name_valid(name, len);
+    size_t base = len - SUFFIX_LEN;
+    return plain_name_valid(name, base) && !has_dlq_suffix(name, base);
 }
 
 int q_check_topic_name(const char *name)

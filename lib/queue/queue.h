@@ -12,7 +12,9 @@
  *  - A topic exists once something was enqueued to it (or its dead letters
  *    arrived) and then stays, with its counters, until q_free or a
  *    q_restore replaces it. Names are 1..QS_TOPIC_MAX bytes of printable
- *    ASCII (0x20..0x7e), or such a name plus ".dlq" (a dead-letter topic).
+ *    ASCII (0x20..0x7e), or such a name plus ".dlq" (a dead-letter topic);
+ *    a name ending in ".dlq" is always a dead-letter topic, so "t.dlq.dlq"
+ *    is refused.
  *  - Ids are u64, strictly increasing per topic from 1, never reused.
  *  - A message is ready or in flight. q_consume hands out the ready
  *    messages with the smallest ids (FIFO), raises each one's delivery

@@ -729,6 +729,7 @@ def scenario_queue(a):
         (ENQ, "enqueue with topic not a string", {"topic": 5, "message": 1}, True),
         (ENQ, "enqueue with a control character in topic", {"topic": "a\u0001b", "message": 1}, True),
         (ENQ, "enqueue with topic of 201 bytes", {"topic": "t" * 201, "message": 1}, True),
+        (ENQ, "enqueue to dead letters' dead letters (t.dlq.dlq)", {"topic": "t.dlq.dlq", "message": 1}, None),
         (CON, "consume with no consumer_id", {"topic": "t"}, True),
         (CON, "consume with a control character in consumer_id", {"topic": "t", "consumer_id": "a\u0001"}, True),
         (CON, "consume with max 0", {"topic": "t", "consumer_id": "c", "max": 0}, True),

@@ -182,13 +182,21 @@ static void test_the_view_travels_in_commands_and_snapshots(void **state)
     c.n_live = 3;
     fsm_apply_view(&f, 42, &c);
     assert_int_equal(f.view_index, 42);
+    assert_int_equal(f.view_epoch, 5 * 1024); /* the leader's clock */
+    fsm_cmd back = c;
+    back.now_ms = 1; /* a new leader whose clock is behind: epochs still grow */
+    fsm_apply_view(&f, 43, &back);
+    assert_int_equal(f.view_epoch, 5 * 1024 + 1);
+    fsm_apply_view(&f, 44, &c);
+    assert_int_equal(f.view_epoch, 5 * 1024 + 2);
     uint64_t same[] = {7, 1, 2}, other[] = {1, 2};
     assert_true(fsm_view_equals(&f, same, 3));
     assert_false(fsm_view_equals(&f, other, 2));
     ut_buf s;
     snapshot_bytes(&f, &s);
     assert_int_equal(fsm_restore(&g, s.data, s.len), 0);
-    assert_int_equal(g.view_index, 42);
+    assert_int_equal(g.view_index, 44);
+    assert_int_equal(g.view_epoch, 5 * 1024 + 2);
     assert_true(fsm_view_equals(&g, same, 3));
     ut_buf_free(&s);
     fsm_close(&f);

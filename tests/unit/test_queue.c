@@ -503,6 +503,11 @@ static void test_bad_names_bodies_and_arguments_are_refused(void **state)
     assert_int_equal(q_enqueue(q, "caf\xc3\xa9", "m", 1, 0, &id), DSYNC_EINVAL);
     assert_int_equal(q_enqueue(q, ".dlq", "m", 1, 0, &id), 0); /* an ordinary name */
     assert_int_equal(q_check_topic_name("with space and {json}"), 0);
+    /* "t.dlq" is t's dead letters, never a topic with dead letters of its own. */
+    assert_int_equal(q_check_topic_name("t.dlq"), 0);
+    assert_int_equal(q_check_topic_name("t.dlq.dlq"), DSYNC_EINVAL);
+    assert_int_equal(q_enqueue(q, "t.dlq.dlq", "m", 1, 0, &id), DSYNC_EINVAL);
+    assert_int_equal(q_check_topic_name(".dlq.dlq"), 0); /* ".dlq" is an ordinary name */
     /* Over QS_TOPIC_MAX only as a dead-letter topic's name. */
     char dlq[QS_TOPIC_NAME_MAX + 2];
     snprintf(dlq, sizeof dlq, "%.200s.dlq", longest);

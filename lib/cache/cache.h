@@ -94,8 +94,9 @@
  * of the configuration is a good epoch). Every message carries its
  * sender's epoch. The rules, and why each is needed:
  *   1. A message of an older epoch is dropped; one of a newer epoch is held
- *      (up to CC_MAX_HELD) and handled once this node reaches that epoch,
- *      so nodes learning the view at different times lose nothing.
+ *      (up to CC_MAX_HELD messages, CC_MAX_HELD_BYTES) and handled once
+ *      this node reaches that epoch, so nodes learning the view at
+ *      different times lose nothing.
  *   2. A home forgets every directory entry and aborts every transaction
  *      (their grants may have been lost, their acknowledgements may never
  *      come: a crashed node answers nothing). An entry made in the new
@@ -146,10 +147,11 @@
 
 #include "util/util.h"
 
-#define CC_KEY_MAX 255u          /* key bytes (no NUL inside) */
-#define CC_VALUE_MAX (16u << 20) /* value bytes */
-#define CC_MAX_NODES 16u         /* members of a view */
-#define CC_MAX_HELD 4096u        /* messages of a future epoch held */
+#define CC_KEY_MAX 255u               /* key bytes (no NUL inside) */
+#define CC_VALUE_MAX (16u << 20)      /* value bytes */
+#define CC_MAX_NODES 16u              /* members of a view */
+#define CC_MAX_HELD 4096u             /* messages of a future epoch held */
+#define CC_MAX_HELD_BYTES (64u << 20) /* and their bytes in all */
 #define CC_WIRE_VERSION 1u
 
 typedef struct cc_node cc_node;
@@ -284,9 +286,11 @@ int cc_put(cc_node *n, const char *key, const void *value, size_t len, uint64_t 
  * written back). 0, or DSYNC_ENOTFOUND when there is no idle copy. */
 int cc_evict(cc_node *n, const char *key, uint64_t now);
 
-/* A message from peer `from` (the transport's word, not the message's):
- * DSYNC_EINVAL when m->from differs or m->to is not this node, 0 otherwise
- * (stale messages are dropped silently). */
+/* A message from peer `from` (the transport's word, not the message's),
+ * as cc_msg_decode made it: DSYNC_EINVAL when m->from differs or m->to is
+ * not this node, 0 otherwise. Stale or unexpected messages (an old epoch,
+ * a non-member, an answer nobody waits for, an INV or SAVED not from the
+ * key's home) are dropped and counted in msgs_dropped. */
 int cc_step(cc_node *n, uint64_t from, const cc_msg *m, uint64_t now);
 /* Times out operations (DSYNC_ETIMEDOUT, outcome unknown: the protocol
  * goes on, a later grant still fills the line) and re-issues failed store

@@ -124,6 +124,7 @@ typedef struct cc_dir {
     cc_req *cur;
     cc_phase phase;
     uint64_t hid;
+    uint64_t awaited[CC_MAX_NODES]; /* nodes whose INV_ACK is still due */
     size_t acks_waited;
     uint64_t store_waited; /* store request id, 0: none */
     uint64_t store_retry_at;
@@ -181,7 +182,7 @@ struct cc_node {
     bool draining;
     bool in_view; /* cc_set_view is walking the lines: no evictions */
     cc_held *held;
-    size_t n_held, cap_held;
+    size_t n_held, cap_held, held_bytes;
     /* cc_peek / hit values */
     ut_buf scratch;
 };

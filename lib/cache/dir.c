@@ -114,7 +114,8 @@ static void send_inv(cc_node *n, cc_dir *d, cc_holder h, cc_inv_mode mode, cc_re
                 .reason = (uint8_t)reason,
                 .key = d->key,
                 .key_len = strlen(d->key)};
-    d->acks_waited++;
+    assert(d->acks_waited < CC_MAX_NODES);
+    d->awaited[d->acks_waited++] = h.node;
     cc_send(n, &m);
 }
 
@@ -348,10 +349,14 @@ void cc_dir_on_request(cc_node *n, const cc_msg *m)
 void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)
 {
     cc_dir *d = ut_map_get(&n->dirs, m->key);
-    if (!d || !d->cur || m->hid != d->hid || d->acks_waited == 0) {
-        n->stats.msgs_dropped++;
+    size_t at = 0;
+    while (d && d->cur && m->hid == d->hid && at < d->acks_waited && d->awaited[at] != m->from)
+        at++;
+    if (!d || !d->cur || m->hid != d->hid || at == d->acks_waited) {
+        n->stats.msgs_dropped++; /* not one this transaction waits for */
         return;
     }
+    d->awaited[at] = d->awaited[--d->acks_waited];
     learn_version(d, m->version);
     if (m->flags & CC_F_DIRTY) {
         bool known = false;
@@ -376,7 +381,6 @@ void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)
     cc_holder was = d->owner.node == m->from ? d->owner : (cc_holder){m->from, m->rid};
     drop_holder(d, m->from);
     if (m->state == CC_S) add_sharer(d, was);
-    d->acks_waited--;
     dir_run(n, d);
 }
 

@@ -222,16 +222,22 @@ static void dispatch(cc_node *n, const cc_msg *m)
     case CC_MSG_GRANT:
         cc_line_on_grant(n, &mm);
         break;
+    case CC_MSG_INV:
+    case CC_MSG_SAVED:
+        /* Only the key's home revokes or releases a copy. */
+        if (cc_home_of(n, key, m->key_len) != m->from) {
+            n->stats.msgs_dropped++;
+            return;
+        }
+        if (m->type == CC_MSG_INV)
+            cc_line_on_inv(n, &mm);
+        else
+            cc_line_on_saved(n, &mm);
+        break;
     case CC_MSG_NACK:
     case CC_MSG_WT_ACK:
     case CC_MSG_PUTBACK_ACK:
         cc_line_on_reply(n, &mm);
-        break;
-    case CC_MSG_INV:
-        cc_line_on_inv(n, &mm);
-        break;
-    case CC_MSG_SAVED:
-        cc_line_on_saved(n, &mm);
         break;
     default:
         n->stats.msgs_dropped++;
@@ -263,7 +269,7 @@ static void drain_self(cc_node *n)
 /* A message of a future epoch waits for this node to get there (rule 1). */
 static void hold(cc_node *n, const cc_msg *m)
 {
-    if (n->n_held >= CC_MAX_HELD) {
+    if (n->n_held >= CC_MAX_HELD || n->held_bytes > CC_MAX_HELD_BYTES) {
         n->stats.msgs_dropped++;
         return;
     }
@@ -275,6 +281,7 @@ static void hold(cc_node *n, const cc_msg *m)
     }
     n->held = grow(n->held, &n->cap_held, n->n_held + 1, sizeof *n->held);
     n->held[n->n_held++] = (cc_held){m->epoch, (unsigned char *)b.data, b.len};
+    n->held_bytes += b.len;
 }
 
 static void step_one(cc_node *n, const cc_msg *m)
@@ -305,7 +312,7 @@ static void replay_held(cc_node *n)
     cc_held *held = n->held;
     size_t count = n->n_held;
     n->held = NULL;
-    n->n_held = n->cap_held = 0;
+    n->n_held = n->cap_held = n->held_bytes = 0;
     for (size_t i = 0; i < count; i++) {
         cc_msg m;
         if (held[i].epoch >= n->epoch && cc_msg_decode(held[i].bytes, held[i].len, &m) == 0)

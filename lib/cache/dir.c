@@ -164,13 +164,10 @@ static void store(cc_node *n, cc_dir *d, cc_store_kind kind, const void *value, 
 
 /* ---- transactions ------------------------------------------------------ */
 
-static void dir_run(cc_node *n, cc_dir *d);
-
-/* Starts the next waiting request, if any. */
-static void dir_next(cc_node *n, cc_dir *d)
+/* Makes the next waiting request the current transaction. */
+static void take_next(cc_node *n, cc_dir *d)
 {
-    assert(!d->cur);
-    if (!d->queue) return;
+    assert(!d->cur && d->queue);
     d->cur = d->queue;
     d->queue = d->cur->next;
     if (!d->queue) d->queue_tail = NULL;
@@ -182,15 +179,14 @@ static void dir_next(cc_node *n, cc_dir *d)
     d->store_retry_at = 0;
     d->n_suppliers = 0;
     clear_best(d);
-    dir_run(n, d);
 }
 
-static void finish(cc_node *n, cc_dir *d)
+/* Ends the current transaction; dir_run goes on with the next. */
+static void finish(cc_dir *d)
 {
     req_free(d->cur);
     d->cur = NULL;
     clear_best(d);
-    dir_next(n, d);
 }
 
 static bool waiting(const cc_dir *d)
@@ -198,9 +194,13 @@ static bool waiting(const cc_dir *d)
     return d->acks_waited || d->store_waited || d->store_retry_at;
 }
 
+/* Runs transactions until one waits for answers or the store, or none is
+ * left. */
 static void dir_run(cc_node *n, cc_dir *d)
 {
-    while (d->cur && !waiting(d)) {
+    for (;;) {
+        if (!d->cur && d->queue) take_next(n, d);
+        if (!d->cur || waiting(d)) return;
         cc_req *r = d->cur;
         switch (d->phase) {
         case PH_RECALL:
@@ -209,7 +209,7 @@ static void dir_run(cc_node *n, cc_dir *d)
             if (r->type == CC_MSG_WT) {
                 /* Nobody is known to own it: the writer must win it. */
                 reply(n, d, CC_MSG_NACK, CC_I, (cc_version){0, 0}, NULL, 0);
-                finish(n, d);
+                finish(d);
                 continue;
             }
             if (r->type == CC_MSG_PUTBACK) break; /* versions make it safe */
@@ -236,7 +236,7 @@ static void dir_run(cc_node *n, cc_dir *d)
                     send_inv(n, d, d->sharers[i], CC_INV_INVALIDATE, CC_REASON_WRITE);
             } else if (r->type == CC_MSG_WT && d->owner.node != r->from) {
                 reply(n, d, CC_MSG_NACK, CC_I, (cc_version){0, 0}, NULL, 0);
-                finish(n, d);
+                finish(d);
                 continue;
             }
             break;
@@ -309,7 +309,7 @@ static void dir_run(cc_node *n, cc_dir *d)
             } else {
                 reply(n, d, CC_MSG_PUTBACK_ACK, CC_I, (cc_version){0, 0}, NULL, 0);
             }
-            finish(n, d);
+            finish(d);
             continue;
         }
     }
@@ -343,7 +343,7 @@ void cc_dir_on_request(cc_node *n, const cc_msg *m)
     else
         d->queue = r;
     d->queue_tail = r;
-    if (!d->cur) dir_next(n, d);
+    dir_run(n, d);
 }
 
 void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)

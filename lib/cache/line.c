@@ -179,8 +179,11 @@ void cc_line_run(cc_node *n, cc_line *l)
             if (n->cfg.policy == CC_WRITE_THROUGH) {
                 start_txn(n, l, TX_WT);
             } else {
-                /* E->M silently; a local write counts the version up. */
-                apply_put(n, l, (cc_version){l->version.epoch, l->version.seq + 1}, true);
+                /* E->M silently. A local write takes the next version in
+                 * this epoch: above the line's, and above anything an
+                 * older epoch made; the home learns it before it grants
+                 * anyone else the line. */
+                apply_put(n, l, cc_version_next(l->version, n->epoch), true);
                 finish_op(n, l, 0, CC_M, NULL, 0);
             }
         } else {

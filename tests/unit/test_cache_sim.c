@@ -117,6 +117,9 @@ typedef struct {
     put_rec *puts; /* by put id; 0 unused */
     size_t n_puts, cap_puts;
     bool calm;
+    /* Scripted scenarios: messages for which held() is true stay in the
+     * network until it says otherwise. */
+    bool (*held)(const cc_msg *m);
     /* figures */
     uint64_t gets, hits, puts_done, puts_unknown, views, crashes, msgs;
     char fail[512];
@@ -528,12 +531,19 @@ static void store_step(sim *s)
     }
 }
 
+static bool is_held(const sim *s, const packet *p)
+{
+    if (!s->held) return false;
+    cc_msg m;
+    return cc_msg_decode(p->bytes, p->len, &m) == 0 && s->held(&m);
+}
+
 static void deliver_due(sim *s)
 {
     for (;;) {
         size_t due[1024], count = 0;
         for (size_t k = 0; k < s->n_net && count < 1024; k++)
-            if (s->net[k].at <= s->now) due[count++] = k;
+            if (s->net[k].at <= s->now && !is_held(s, &s->net[k])) due[count++] = k;
         if (count == 0 || s->fail[0]) return;
         size_t k = due[rnd(s) % count];
         packet p = s->net[k];
@@ -733,10 +743,172 @@ static void test_random_clusters_stay_coherent_and_linearizable(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* ---- scripted scenarios ---------------------------------------------------- */
+
+static uint64_t held_from;    /* INV_ACKs from this node are held */
+static cc_msg_type held_type; /* messages of this type are held */
+
+static bool hold_acks_from(const cc_msg *m)
+{
+    return m->type == CC_MSG_INV_ACK && m->from == held_from;
+}
+
+static bool hold_type(const cc_msg *m)
+{
+    return m->type == held_type;
+}
+
+/* A calm 3-node cluster (home memory, write-back). Roles: the key's home,
+ * and the two other nodes, whose messages cross the network. */
+static int home_i, a_i, b_i;
+
+static void scripted(sim *s)
+{
+    tracing = getenv("DSYNC_SIM_TRACE") != NULL;
+    configure(s, 1);
+    s->n = 3;
+    s->nkeys = 1;
+    s->cfg.external_store = false;
+    s->cfg.policy = CC_WRITE_BACK;
+    s->calm = true;
+    for (int i = 0; i < s->n; i++)
+        start_node(s, i);
+    s->now = 1;
+    new_view(s, false);
+    apply_views(s);
+    home_i = index_of(s, cc_home(s->nodes[0].cc, key_name(0)));
+    a_i = (home_i + 1) % 3;
+    b_i = (home_i + 2) % 3;
+}
+
+/* Node i's client starts op (GET, or PUT with a fresh put id). */
+static void issue(sim *s, int i, cc_op_kind kind)
+{
+    snode *nd = &s->nodes[i];
+    cc_result res;
+    nd->key = 0;
+    nd->begin = s->now;
+    nd->kind = kind;
+    if (kind == CC_OP_GET) {
+        assert_int_equal(cc_get(nd->cc, key_name(0), s->now, &res), 0);
+        if (res.done) return;
+    } else {
+        if (s->n_puts == s->cap_puts) {
+            s->cap_puts = s->cap_puts ? s->cap_puts * 2 : 256;
+            s->puts = realloc(s->puts, s->cap_puts * sizeof *s->puts);
+        }
+        if (s->n_puts == 0) s->n_puts = 1;
+        nd->put_id = s->n_puts++;
+        s->puts[nd->put_id] = (put_rec){0, s->now, UINT64_MAX};
+        unsigned char value[VALUE_MAX];
+        size_t len = make_value(s, nd->put_id, value);
+        assert_int_equal(cc_put(nd->cc, key_name(0), value, len, 0, s->now, &res), 0);
+    }
+    nd->busy = true;
+    nd->op_id = res.id;
+    drain(s, i);
+}
+
+static void run_steps(sim *s, int steps)
+{
+    for (int k = 0; k < steps && !s->fail[0]; k++, s->now++)
+        step(s);
+    if (s->fail[0]) fail_msg("%s", s->fail);
+}
+
+static void test_a_put_completes_only_once_every_other_copy_is_invalid(void **state)
+{
+    sim s;
+    scripted(&s);
+    issue(&s, a_i, CC_OP_PUT);
+    run_steps(&s, 20);
+    issue(&s, b_i, CC_OP_GET); /* a downgrades: both hold S */
+    run_steps(&s, 20);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_S);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_S);
+    /* The home writes while b's acknowledgement is held back. */
+    held_from = s.ids[b_i];
+    s.held = hold_acks_from;
+    issue(&s, home_i, CC_OP_PUT);
+    run_steps(&s, 50);
+    assert_true(s.nodes[home_i].busy);
+    assert_int_equal(cc_peek(s.nodes[home_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_I);
+    s.held = NULL;
+    run_steps(&s, 20);
+    assert_false(s.nodes[home_i].busy);
+    assert_int_equal(cc_peek(s.nodes[home_i].cc, key_name(0), NULL, NULL), CC_M);
+    cc_stats st;
+    cc_get_stats(s.nodes[b_i].cc, &st);
+    assert_int_equal(st.invalidations[CC_REASON_WRITE], 1);
+    free_sim(&s);
+}
+
+static void test_an_inv_that_overtakes_its_grant_is_obeyed_after_it(void **state)
+{
+    sim s;
+    scripted(&s);
+    /* a asks for M; its grant is held back while b asks too: the
+     * home's INV to a arrives first and must wait for the grant. */
+    held_type = CC_MSG_GRANT;
+    s.held = hold_type;
+    issue(&s, a_i, CC_OP_PUT);
+    run_steps(&s, 10);
+    issue(&s, b_i, CC_OP_PUT);
+    run_steps(&s, 10);
+    assert_true(s.nodes[a_i].busy && s.nodes[b_i].busy);
+    s.held = NULL;
+    run_steps(&s, 30);
+    assert_false(s.nodes[a_i].busy);
+    assert_false(s.nodes[b_i].busy);
+    /* a's PUT happened, then its line went to b. */
+    assert_int_equal(s.puts[s.nodes[a_i].put_id].end < s.puts[s.nodes[b_i].put_id].end, 1);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_M);
+    issue(&s, home_i, CC_OP_GET);
+    run_steps(&s, 20);
+    assert_int_equal(s.nodes[home_i].final_read[0], s.nodes[b_i].put_id);
+    free_sim(&s);
+}
+
+static void test_a_dirty_value_survives_a_view_change_that_kills_its_transaction(void **state)
+{
+    sim s;
+    scripted(&s);
+    issue(&s, a_i, CC_OP_PUT); /* a: M, dirty, the only copy */
+    run_steps(&s, 20);
+    uint64_t written = s.nodes[a_i].put_id;
+    /* b reads; a's answer (with the dirty value) is held, and the
+     * epoch moves on: the home's transaction dies with it. */
+    held_from = s.ids[a_i];
+    s.held = hold_acks_from;
+    issue(&s, b_i, CC_OP_GET);
+    run_steps(&s, 10);
+    new_view(&s, false);
+    run_steps(&s, 5);
+    s.held = NULL;
+    run_steps(&s, 40);
+    assert_false(s.nodes[b_i].busy);
+    assert_int_equal(s.nodes[b_i].final_read[0], written);
+    /* a crashes now: the value is in the home's store already. */
+    crash_node(&s, a_i);
+    new_view(&s, false);
+    run_steps(&s, 20);
+    issue(&s, home_i, CC_OP_GET);
+    run_steps(&s, 20);
+    assert_false(s.nodes[home_i].busy);
+    assert_int_equal(s.nodes[home_i].final_read[0], written);
+    free_sim(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_clusters_stay_coherent_and_linearizable),
+        cmocka_unit_test(test_a_put_completes_only_once_every_other_copy_is_invalid),
+        cmocka_unit_test(test_an_inv_that_overtakes_its_grant_is_obeyed_after_it),
+        cmocka_unit_test(test_a_dirty_value_survives_a_view_change_that_kills_its_transaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,8 @@
  *     every acknowledgement before it grants M; in write-through the GETM
  *     carries the value, stored before the grant. The PUT completes on
  *     the grant: at that point no other node holds a copy.
- *   - Evicting (LRU, TTL, cc_evict) a dirty M line sends PUTBACK with the
+ *   - Evicting (LRU, TTL, cc_evict) a dirty line (M, or an S line whose
+ *     value the store may not have yet, see below) sends PUTBACK with the
  *     value; the node keeps the value, outside the LRU, to answer an INV
  *     that crosses it, until the home acknowledges. Clean lines (S, E,
  *     clean M) leave silently: the home then holds a stale sharer or owner
@@ -52,7 +53,8 @@
  *     or writes it back (PUTBACK) to the key's home in the new epoch. So a
  *     view change without a crash loses no PUT, even in write-back.
  *   - A node has at most one request in flight per key (GETS, GETM, WT or
- *     PUTBACK); local operations on a key queue FIFO behind it. So the
+ *     PUTBACK, or a wait for SAVED); local operations on a key queue FIFO
+ *     behind it. So the
  *     home never sees two requests of one node for one key at once.
  *   - An INV names the request id the holder was granted under. When it
  *     reaches a node whose request with that id is still waiting for its
@@ -64,11 +66,12 @@
  * Versions. Every value carries a version (epoch, seq), ordered
  * lexicographically. The home gives each grant of M a version above every
  * version it knows for the key (it learns them from every acknowledgement
- * and store answer); an owner's local write-back PUTs count seq up; the
- * first grant of an epoch uses (epoch, 1), above everything of earlier
- * epochs. A store keeps, for each key, only the value of the highest
- * version it was given (a write with a version not above the stored one
- * is ignored): late or retried write-backs then never move a value back.
+ * and store answer); an owner's local write-back PUT takes the next
+ * version in the current epoch, and the home learns it (INV answer) before
+ * it grants the line to anyone else; the first version of an epoch is
+ * (epoch, 1), above everything of earlier epochs. A store keeps, for each key, only the value of
+ * the highest version it was given (a write with a version not above the stored one is ignored):
+ * late or retried write-backs then never move a value back.
  *
  * Backing store. With external_store the home asks the embedder (Redis)
  * through store requests (LOAD, STORE) and waits for cc_store_done; a
@@ -106,7 +109,8 @@
  *      the answers bring. So no grant of the new epoch coexists with a
  *      copy of the old one, whatever the old directory knew.
  *   3. A node drops every line whose home changed, after writing back a
- *      dirty one (PUTBACK to the new home). Lines whose home is the same
+ *      dirty one (PUTBACK to the new home); a dirty value it holds for
+ *      SAVED is written back to the key's home in the new epoch too. Lines whose home is the same
  *      are kept and served: the new directory's first transaction recalls
  *      them anyway, and until then nothing new was granted.
  *   4. A node's requests in flight are re-sent in the new epoch, except a
@@ -136,7 +140,8 @@
  * plus value bytes) in an O(1) LRU. Lines with a request in flight are
  * pinned outside the LRU list (still counted), so the bounds can be
  * exceeded by at most one pinned line per key with an operation waiting.
- * Directory entries live until the next view change.
+ * Dirty values held outside the LRU until their home has them are not
+ * counted. Directory entries live until the next view change.
  */
 #ifndef DSYNC_CACHE_H
 #define DSYNC_CACHE_H

@@ -29,9 +29,13 @@ typedef struct cc_op {
     size_t len;
     uint64_t ttl_ms;
     uint64_t deadline; /* 0: none */
-    bool reported;     /* timed out: its completion was already given */
-    bool counted;      /* counted as a hit or a miss */
-    bool sent_value;   /* write-through PUT whose value left this node */
+    /* The node's timeout list: ops in deadline order (all ops get the same
+     * timeout, so creation order), until they complete or time out. */
+    struct cc_op *tprev, *tnext;
+    bool timed;
+    bool reported;   /* timed out: its completion was already given */
+    bool counted;    /* counted as a hit or a miss */
+    bool sent_value; /* write-through PUT whose value left this node */
     struct cc_op *next;
 } cc_op;
 
@@ -169,6 +173,7 @@ struct cc_node {
     uint64_t next_rid, next_hid, next_op, next_store;
     uint64_t now;
     cc_stats stats;
+    cc_op *timers_head, *timers_tail;
     /* Output, handed out by cc_ready_get. */
     cc_outmsg *out;
     size_t n_out, cap_out;
@@ -205,7 +210,7 @@ void *cc_memdup(const void *p, size_t len);
 
 /* line.c: the requester side. */
 cc_line *cc_line_get(cc_node *n, const char *key, bool create);
-void cc_line_free(cc_line *l);
+void cc_line_free(cc_node *n, cc_line *l);
 /* Runs the queued operations of a line as far as they go without an
  * answer; frees the line when nothing is left of it. */
 void cc_line_run(cc_node *n, cc_line *l);

@@ -80,7 +80,7 @@ void cc_node_free(cc_node *n)
     const char *k;
     void *v;
     for (size_t it = 0; ut_map_next(&n->lines, &it, &k, &v);)
-        cc_line_free(v);
+        cc_line_free(n, v);
     ut_map_close(&n->lines);
     cc_dirs_free(n);
     ut_map_close(&n->dirs);

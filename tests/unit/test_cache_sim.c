@@ -117,6 +117,7 @@ typedef struct {
     put_rec *puts; /* by put id; 0 unused */
     size_t n_puts, cap_puts;
     bool calm;
+    uint64_t calm_since;
     /* Scripted scenarios: messages for which held() is true stay in the
      * network until it says otherwise. */
     bool (*held)(const cc_msg *m);
@@ -306,6 +307,14 @@ static void complete(sim *s, int i, const cc_completion *c)
     trace(s, "node %d: %s %s done: %s, put %llu", i, nd->kind == CC_OP_PUT ? "PUT" : "GET",
           key_name(nd->key), dsync_errname(c->status),
           (unsigned long long)(c->len >= 8 ? ut_get_le(c->value, 8) : nd->put_id));
+    if (c->status == DSYNC_ETIMEDOUT) {
+        /* The protocol goes on without the client: a PUT's outcome is
+         * unknown, a GET's answer is lost. Never while calm. */
+        CHECK(s, !s->calm || nd->begin < s->calm_since, "node %d: operation timed out while calm",
+              i);
+        if (nd->kind == CC_OP_PUT) s->puts_unknown++;
+        return;
+    }
     if (nd->kind == CC_OP_PUT) {
         CHECK(s, c->status == 0 || c->status == DSYNC_EUNAVAILABLE, "node %d: PUT failed: %s", i,
               dsync_errname(c->status));
@@ -627,6 +636,7 @@ static void configure(sim *s, uint64_t seed)
     s->cfg.max_bytes = seed % 5 == 0 ? 64 : 0;
     s->cfg.default_ttl_ms = seed % 7 == 0 ? 25 : 0;
     s->cfg.store_retry_ms = 3;
+    s->cfg.op_timeout_ms = seed % 11 == 0 ? 30 : 0;
     s->cfg.ring_vnodes = 16;
     s->lossy_crash = s->cfg.policy == CC_WRITE_BACK || !s->cfg.external_store;
     s->lossy_view = !s->cfg.external_store;
@@ -644,11 +654,11 @@ static void configure(sim *s, uint64_t seed)
 static const char *mode_name(const sim *s)
 {
     static char buf[96];
-    snprintf(buf, sizeof buf, "%d nodes, %d keys, %s, %s%s%s%s", s->n, s->nkeys,
+    snprintf(buf, sizeof buf, "%d nodes, %d keys, %s, %s%s%s%s%s", s->n, s->nkeys,
              s->cfg.policy == CC_WRITE_BACK ? "write-back" : "write-through",
              s->cfg.external_store ? "redis" : "home memory",
              s->cfg.max_entries ? ", 2 entries" : "", s->cfg.max_bytes ? ", 64 bytes" : "",
-             s->cfg.default_ttl_ms ? ", ttl" : "");
+             s->cfg.default_ttl_ms ? ", ttl" : "", s->cfg.op_timeout_ms ? ", timeouts" : "");
     return buf;
 }
 
@@ -665,6 +675,7 @@ static int run_seed(uint64_t seed, int steps)
 
     /* Calm: no faults, no new operations; everything must finish. */
     s.calm = true;
+    s.calm_since = s.now;
     for (int i = 0; i < s.n; i++)
         if (!s.nodes[i].up) {
             start_node(&s, i);

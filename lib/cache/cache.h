@@ -142,6 +142,11 @@
  * exceeded by at most one pinned line per key with an operation waiting.
  * Dirty values held outside the LRU until their home has them are not
  * counted. Directory entries live until the next view change.
+ *
+ * Out of memory inside a transition (copying a message or a value) aborts
+ * the process, like Redis' zmalloc: a half-made transition would leave the
+ * protocol in a state no peer expects. Calls return DSYNC_ENOMEM only
+ * where nothing has changed yet.
  */
 #ifndef DSYNC_CACHE_H
 #define DSYNC_CACHE_H

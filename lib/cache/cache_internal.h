@@ -174,6 +174,7 @@ struct cc_node {
     uint64_t now;
     cc_stats stats;
     cc_op *timers_head, *timers_tail;
+    size_t store_retries; /* directory entries waiting to re-issue a store request */
     /* Output, handed out by cc_ready_get. */
     cc_outmsg *out;
     size_t n_out, cap_out;

@@ -54,6 +54,7 @@ void cc_dirs_free(cc_node *n)
         dir_free(v);
     ut_map_close(&n->dirs);
     ut_map_init(&n->dirs);
+    n->store_retries = 0;
 }
 
 static void learn_version(cc_dir *d, cc_version v)
@@ -392,6 +393,7 @@ void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, 
     d->store_waited = 0;
     if (status < 0) {
         d->store_retry_at = n->now + n->cfg.store_retry_ms;
+        n->store_retries++;
         return;
     }
     if (found) take_stored(d, value, len, version);
@@ -400,12 +402,14 @@ void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, 
 
 void cc_dirs_tick(cc_node *n, uint64_t now)
 {
+    if (!n->store_retries) return; /* the common case: nothing failed */
     const char *k;
     void *v;
     for (size_t it = 0; ut_map_next(&n->dirs, &it, &k, &v);) {
         cc_dir *d = v;
         if (!d->store_retry_at || now < d->store_retry_at) continue;
         d->store_retry_at = 0;
+        n->store_retries--;
         cc_store_req *s = &d->store_again;
         d->store_waited = cc_store_issue(n, s->kind, d->key, s->value, s->len, s->version);
     }

@@ -9,7 +9,9 @@
  * without having been applied), and view changes: a node crashes (its
  * state is dropped, the view removes it), comes back empty later (the
  * view adds it), or the epoch moves on with the same members; each node
- * learns a new view after its own random delay. One client per node
+ * learns a new view after its own random delay. A third of the seeds also
+ * lose messages, and then move the epoch on a few steps later, as cache.h
+ * asks of a transport that loses a frame. One client per node
  * issues random GETs, PUTs and evictions on a few keys, one at a time.
  * Everything comes from one seeded generator and every message goes
  * through the wire codec.
@@ -108,6 +110,8 @@ typedef struct {
     bool lossy_crash, lossy_view; /* which view changes may lose data */
     uint64_t last_loss;           /* step of the last loss event (0: none) */
     double p_op, p_evict, p_crash, p_restart, p_bump, p_store_fail;
+    double p_loss;    /* a message lost (a broken connection)... */
+    uint64_t bump_at; /* ...makes the cluster move to a new epoch then */
     uint64_t max_delay;
     packet *net;
     size_t n_net, cap_net;
@@ -342,6 +346,12 @@ static void queue_packet(sim *s, uint64_t to, const unsigned char *bytes, size_t
     if (s->n_net == s->cap_net) {
         s->cap_net = s->cap_net ? s->cap_net * 2 : 256;
         s->net = realloc(s->net, s->cap_net * sizeof *s->net);
+    }
+    if (!s->calm && chance(s, s->p_loss)) {
+        /* Lost: as cache.h asks of the transport, the cluster notices and
+         * moves to a new epoch a little later. */
+        if (!s->bump_at) s->bump_at = s->now + 1 + rnd(s) % 5;
+        return;
     }
     unsigned char *copy = malloc(len);
     memcpy(copy, bytes, len);
@@ -586,6 +596,10 @@ static void step(sim *s)
             new_view(s, s->lossy_view);
         }
     }
+    if (s->bump_at && s->bump_at <= s->now) {
+        new_view(s, s->lossy_view);
+        s->bump_at = 0;
+    }
     apply_views(s);
     if (!s->calm)
         for (int i = 0; i < s->n; i++)
@@ -601,7 +615,7 @@ static void step(sim *s)
 
 static bool quiet(const sim *s)
 {
-    if (s->n_net || s->n_sq) return false;
+    if (s->n_net || s->n_sq || s->bump_at) return false;
     for (int i = 0; i < s->n; i++)
         if (s->nodes[i].up && (s->nodes[i].busy || s->nodes[i].view_pending)) return false;
     return true;
@@ -646,6 +660,7 @@ static void configure(sim *s, uint64_t seed)
     s->p_restart = 0.05;
     s->p_bump = 0.003;
     s->p_store_fail = s->cfg.external_store ? 0.03 : 0;
+    s->p_loss = seed % 3 == 1 ? 0.003 : 0;
     s->max_delay = 1 + seed % 6;
     for (int i = 0; i < s->n; i++)
         s->ids[i] = (uint64_t)i * 7 + 3;

@@ -392,6 +392,10 @@ void cc_get_stats(const cc_node *n, cc_stats *out);
  * fetched or written back counts as CC_I) and, when held, the value (valid
  * until the next call into n). Read-only: no LRU touch, no expiry. */
 cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *len);
+/* Whether this node holds a value of key that the store may not have yet:
+ * a dirty line, or a dirty value written back or handed over and not yet
+ * acknowledged. What a crash of this node would lose. */
+bool cc_holds_dirty(const cc_node *n, const char *key);
 /* The home of key under the current view (0: no view). */
 uint64_t cc_home(const cc_node *n, const char *key);
 const char *cc_state_name(cc_state s);

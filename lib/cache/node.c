@@ -394,6 +394,12 @@ cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *
     return s;
 }
 
+bool cc_holds_dirty(const cc_node *n, const char *key)
+{
+    const cc_line *l = ut_map_get(&n->lines, key);
+    return l && (l->dirty || l->wb_held);
+}
+
 const char *cc_state_name(cc_state s)
 {
     static const char *names[] = {"I", "S", "E", "M"};

@@ -26,10 +26,11 @@
  * began before the GET ended and that no PUT completed before the GET
  * began has superseded (per-key linearizability); a reader never sees a
  * value older than one it saw; absent only when no completed PUT exists.
- * Where the configuration can lose data (write-back loses a crashed
- * node's dirty lines; the home's memory as the store loses keys at view
- * changes), PUTs completed before the last loss event are excused; with
- * Redis and write-through nothing is. At the end the network calms down,
+ * Where the configuration can lose data, PUTs of a key completed before
+ * that key's last loss are excused: with write-back and Redis, a crash
+ * loses the keys the crashed node held dirty (and only those); with the
+ * home's memory as the store, every view change may lose every key. With
+ * Redis and write-through nothing is ever excused. At the end the network calms down,
  * every operation must complete, and every node must read the same
  * values.
  *
@@ -108,7 +109,7 @@ typedef struct {
     uint64_t epoch;
     cc_config cfg;
     bool lossy_crash, lossy_view; /* which view changes may lose data */
-    uint64_t last_loss;           /* step of the last loss event (0: none) */
+    uint64_t last_loss[MAXKEYS];  /* per key: step of its last loss (0: none) */
     double p_op, p_evict, p_crash, p_restart, p_bump, p_store_fail;
     double p_loss;    /* a message lost (a broken connection)... */
     uint64_t bump_at; /* ...makes the cluster move to a new epoch then */
@@ -193,9 +194,16 @@ static uint64_t value_id(sim *s, const void *value, size_t len, int key)
 
 /* ---- the linearizability check ------------------------------------------- */
 
-static bool excused(const sim *s, uint64_t end)
+/* A PUT that completed at `end` may have been lost since. */
+static bool excused(const sim *s, int key, uint64_t end)
 {
-    return s->last_loss && end <= s->last_loss;
+    return s->last_loss[key] && end <= s->last_loss[key];
+}
+
+static void lose_all(sim *s)
+{
+    for (int k = 0; k < MAXKEYS; k++)
+        s->last_loss[k] = s->now;
 }
 
 /* A GET of key by node r that began at gb returned put p (0: absent). */
@@ -206,7 +214,8 @@ static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
     if (p) CHECK(s, s->puts[p].begin <= ge, "read put %llu before it began", (unsigned long long)p);
     for (size_t q = 1; q < s->n_puts && !s->fail[0]; q++) {
         const put_rec *w = &s->puts[q];
-        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, w->end)) continue;
+        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, key, w->end))
+            continue;
         if (!p)
             CHECK(s, false, "node %d read %s absent after put %llu completed (step %llu)", r,
                   key_name(key), (unsigned long long)q, (unsigned long long)w->end);
@@ -222,7 +231,7 @@ static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
      * it saw was written (the reader may have seen the last copy left). */
     snode *nd = &s->nodes[r];
     uint64_t last = nd->seen[key];
-    if (last && !(s->last_loss && s->last_loss >= s->puts[last].begin)) {
+    if (last && !(s->last_loss[key] && s->last_loss[key] >= s->puts[last].begin)) {
         CHECK(s, p != 0, "node %d read %s absent after reading put %llu", r, key_name(key),
               (unsigned long long)last);
         if (p)
@@ -408,6 +417,9 @@ static void start_node(sim *s, int i)
 static void crash_node(sim *s, int i)
 {
     snode *nd = &s->nodes[i];
+    /* Write-back loses exactly what the node held dirty. */
+    for (int k = 0; k < s->nkeys; k++)
+        if (s->lossy_crash && cc_holds_dirty(nd->cc, key_name(k))) s->last_loss[k] = s->now;
     if (nd->busy && nd->kind == CC_OP_PUT) s->puts_unknown++; /* may or may not be in */
     cc_node_free(nd->cc);
     nd->cc = NULL;
@@ -437,7 +449,7 @@ static void new_view(sim *s, bool may_lose)
         nd->view_may_lose = may_lose;
     }
     /* A crash loses at once; a view change loses where it is applied. */
-    if (may_lose) s->last_loss = s->now;
+    if (may_lose) lose_all(s);
 }
 
 static void apply_views(sim *s)
@@ -446,7 +458,7 @@ static void apply_views(sim *s)
         snode *nd = &s->nodes[i];
         if (!nd->up || !nd->view_pending || nd->view_at > s->now) continue;
         nd->view_pending = false;
-        if (nd->view_may_lose) s->last_loss = s->now;
+        if (nd->view_may_lose) lose_all(s);
         trace(s, "node %d: view %llu (%zu members)", i, (unsigned long long)nd->view_epoch,
               nd->view_n);
         assert_int_equal(cc_set_view(nd->cc, nd->view_epoch, nd->view_members, nd->view_n), 0);
@@ -588,7 +600,7 @@ static void step(sim *s)
         int i = (int)(rnd(s) % (uint64_t)s->n);
         if (s->nodes[i].up && live > 2 && chance(s, s->p_crash)) {
             crash_node(s, i);
-            new_view(s, s->lossy_crash || s->lossy_view);
+            new_view(s, s->lossy_view);
         } else if (!s->nodes[i].up && chance(s, s->p_restart)) {
             start_node(s, i);
             new_view(s, s->lossy_view);

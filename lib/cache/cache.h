@@ -110,9 +110,13 @@
  *      copy of the old one, whatever the old directory knew.
  *   3. A node drops every line whose home changed, after writing back a
  *      dirty one (PUTBACK to the new home); a dirty value it holds for
- *      SAVED is written back to the key's home in the new epoch too. Lines whose home is the same
- *      are kept and served: the new directory's first transaction recalls
- *      them anyway, and until then nothing new was granted.
+ *      SAVED is written back to the key's home in the new epoch too.
+ *      Safety does not rest on this (rule 2's recall finds every copy,
+ *      and the simulation passes without it): it sends dirty values to
+ *      their new home at once, and frees lines whose directory now lives
+ *      on a node that knows nothing of them. Lines whose home is the same
+ *      are kept and served until the new directory's first transaction
+ *      recalls them; nothing new was granted before that.
  *   4. A node's requests in flight are re-sent in the new epoch, except a
  *      write-through PUT whose value may already have reached the store:
  *      it completes with DSYNC_EUNAVAILABLE (outcome unknown), because

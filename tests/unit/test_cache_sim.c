@@ -22,10 +22,12 @@
  * Checked after every event: for every key, at most one live node holds
  * it in M or E, never together with an S copy elsewhere, and all S copies
  * hold the same value. Checked at every GET's completion, against the
- * history of PUTs (begin and end steps): the value is that of a PUT that
- * began before the GET ended and that no PUT completed before the GET
- * began has superseded (per-key linearizability); a reader never sees a
- * value older than one it saw; absent only when no completed PUT exists.
+ * history of PUTs (begin and end steps, and when a read first saw each):
+ * the value is that of a PUT that began before the GET ended and that no
+ * PUT known to come after it and known to be in effect before the GET
+ * began has superseded (linearizability of a register with unique values,
+ * so a PUT applied twice is caught too); a reader never sees a value older
+ * than one it saw; absent only when no PUT was in effect.
  * Where the configuration can lose data, PUTs of a key completed before
  * that key's last loss are excused: with write-back and Redis, a crash
  * loses the keys the crashed node held dirty (and only those); with the
@@ -71,7 +73,15 @@ typedef struct {
 typedef struct {
     int key;
     uint64_t begin, end; /* end: UINT64_MAX until it completed (forever, if unknown) */
+    uint64_t seen;       /* end of the first read that returned it (UINT64_MAX: none) */
 } put_rec;
+
+/* When a PUT had certainly taken effect: at its end, or at the end of
+ * the first read that saw it, whichever came first. */
+static uint64_t effective_end(const put_rec *w)
+{
+    return w->seen < w->end ? w->seen : w->end;
+}
 
 typedef struct {
     cc_node *cc;
@@ -209,23 +219,29 @@ static void lose_all(sim *s)
 /* A GET of key by node r that began at gb returned put p (0: absent). */
 static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
 {
+    /* Values are unique, so linearizability of the register reduces to:
+     * p cannot be read once a PUT w that certainly came after it (w began
+     * after p had certainly taken effect) had certainly taken effect
+     * before the read began. A PUT applied twice (say, retried after its
+     * first effect was seen) breaks exactly this. */
     uint64_t ge = s->now;
-    uint64_t p_end = p ? s->puts[p].end : 0;
+    uint64_t p_eff = p ? effective_end(&s->puts[p]) : 0;
     if (p) CHECK(s, s->puts[p].begin <= ge, "read put %llu before it began", (unsigned long long)p);
     for (size_t q = 1; q < s->n_puts && !s->fail[0]; q++) {
         const put_rec *w = &s->puts[q];
-        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, key, w->end))
-            continue;
+        uint64_t w_eff = effective_end(w);
+        if (q == p || w->key != key || w_eff >= gb || excused(s, key, w_eff)) continue;
         if (!p)
-            CHECK(s, false, "node %d read %s absent after put %llu completed (step %llu)", r,
-                  key_name(key), (unsigned long long)q, (unsigned long long)w->end);
-        else if (p_end != UINT64_MAX && w->begin > p_end)
+            CHECK(s, false, "node %d read %s absent after put %llu took effect (step %llu)", r,
+                  key_name(key), (unsigned long long)q, (unsigned long long)w_eff);
+        else if (w->begin > p_eff)
             CHECK(s, false,
-                  "node %d read %s = put %llu [%llu,%llu], superseded by put %llu [%llu,%llu] "
-                  "before the read began at %llu",
+                  "node %d read %s = put %llu [%llu,%llu] (in effect by %llu), superseded by "
+                  "put %llu [%llu,%llu] (in effect by %llu) before the read began at %llu",
                   r, key_name(key), (unsigned long long)p, (unsigned long long)s->puts[p].begin,
-                  (unsigned long long)p_end, (unsigned long long)q, (unsigned long long)w->begin,
-                  (unsigned long long)w->end, (unsigned long long)gb);
+                  (unsigned long long)s->puts[p].end, (unsigned long long)p_eff,
+                  (unsigned long long)q, (unsigned long long)w->begin, (unsigned long long)w->end,
+                  (unsigned long long)w_eff, (unsigned long long)gb);
     }
     /* Never backwards for one reader, unless a loss came after the value
      * it saw was written (the reader may have seen the last copy left). */
@@ -235,11 +251,12 @@ static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
         CHECK(s, p != 0, "node %d read %s absent after reading put %llu", r, key_name(key),
               (unsigned long long)last);
         if (p)
-            CHECK(s, p_end == UINT64_MAX || p_end >= s->puts[last].begin,
+            CHECK(s, p == last || p_eff >= s->puts[last].begin,
                   "node %d read %s = put %llu after reading the later put %llu", r, key_name(key),
                   (unsigned long long)p, (unsigned long long)last);
     }
     nd->seen[key] = p;
+    if (p && s->puts[p].seen > ge) s->puts[p].seen = ge;
 }
 
 /* ---- invariants ---------------------------------------------------------- */
@@ -502,7 +519,7 @@ static void client_step(sim *s, int i)
         }
         if (s->n_puts == 0) s->n_puts = 1;
         uint64_t id = s->n_puts++;
-        s->puts[id] = (put_rec){key, s->now, UINT64_MAX};
+        s->puts[id] = (put_rec){key, s->now, UINT64_MAX, UINT64_MAX};
         unsigned char value[VALUE_MAX];
         size_t len = make_value(s, id, value);
         nd->kind = CC_OP_PUT;
@@ -837,7 +854,7 @@ static void issue(sim *s, int i, cc_op_kind kind)
         }
         if (s->n_puts == 0) s->n_puts = 1;
         nd->put_id = s->n_puts++;
-        s->puts[nd->put_id] = (put_rec){0, s->now, UINT64_MAX};
+        s->puts[nd->put_id] = (put_rec){0, s->now, UINT64_MAX, UINT64_MAX};
         unsigned char value[VALUE_MAX];
         size_t len = make_value(s, nd->put_id, value);
         assert_int_equal(cc_put(nd->cc, key_name(0), value, len, 0, s->now, &res), 0);

@@ -57,7 +57,6 @@ cc_node *cc_node_new(const cc_config *cfg)
     ut_map_init(&n->mem);
     n->lru.max_entries = cfg->max_entries;
     n->lru.max_bytes = cfg->max_bytes;
-    ut_buf_init(&n->scratch);
     return n;
 }
 
@@ -100,7 +99,6 @@ void cc_node_free(cc_node *n)
     for (size_t i = 0; i < n->n_held; i++)
         free(n->held[i].bytes);
     free(n->held);
-    ut_buf_free(&n->scratch);
     qr_free(n->ring);
     free(n);
 }

@@ -34,7 +34,8 @@
  *     every acknowledgement before it grants M; in write-through the GETM
  *     carries the value, stored before the grant. The PUT completes on
  *     the grant: at that point no other node holds a copy.
- *   - Evicting (LRU, TTL, cc_evict) a dirty M line sends PUTBACK with the
+ *   - Evicting (LRU, TTL, cc_evict) a dirty line (M, or an S line whose
+ *     value the store may not have yet, see below) sends PUTBACK with the
  *     value; the node keeps the value, outside the LRU, to answer an INV
  *     that crosses it, until the home acknowledges. Clean lines (S, E,
  *     clean M) leave silently: the home then holds a stale sharer or owner
@@ -52,7 +53,8 @@
  *     or writes it back (PUTBACK) to the key's home in the new epoch. So a
  *     view change without a crash loses no PUT, even in write-back.
  *   - A node has at most one request in flight per key (GETS, GETM, WT or
- *     PUTBACK); local operations on a key queue FIFO behind it. So the
+ *     PUTBACK, or a wait for SAVED); local operations on a key queue FIFO
+ *     behind it. So the
  *     home never sees two requests of one node for one key at once.
  *   - An INV names the request id the holder was granted under. When it
  *     reaches a node whose request with that id is still waiting for its
@@ -64,11 +66,12 @@
  * Versions. Every value carries a version (epoch, seq), ordered
  * lexicographically. The home gives each grant of M a version above every
  * version it knows for the key (it learns them from every acknowledgement
- * and store answer); an owner's local write-back PUTs count seq up; the
- * first grant of an epoch uses (epoch, 1), above everything of earlier
- * epochs. A store keeps, for each key, only the value of the highest
- * version it was given (a write with a version not above the stored one
- * is ignored): late or retried write-backs then never move a value back.
+ * and store answer); an owner's local write-back PUT takes the next
+ * version in the current epoch, and the home learns it (INV answer) before
+ * it grants the line to anyone else; the first version of an epoch is
+ * (epoch, 1), above everything of earlier epochs. A store keeps, for each key, only the value of
+ * the highest version it was given (a write with a version not above the stored one is ignored):
+ * late or retried write-backs then never move a value back.
  *
  * Backing store. With external_store the home asks the embedder (Redis)
  * through store requests (LOAD, STORE) and waits for cc_store_done; a
@@ -94,8 +97,9 @@
  * of the configuration is a good epoch). Every message carries its
  * sender's epoch. The rules, and why each is needed:
  *   1. A message of an older epoch is dropped; one of a newer epoch is held
- *      (up to CC_MAX_HELD) and handled once this node reaches that epoch,
- *      so nodes learning the view at different times lose nothing.
+ *      (up to CC_MAX_HELD messages, CC_MAX_HELD_BYTES) and handled once
+ *      this node reaches that epoch, so nodes learning the view at
+ *      different times lose nothing.
  *   2. A home forgets every directory entry and aborts every transaction
  *      (their grants may have been lost, their acknowledgements may never
  *      come: a crashed node answers nothing). An entry made in the new
@@ -105,9 +109,14 @@
  *      the answers bring. So no grant of the new epoch coexists with a
  *      copy of the old one, whatever the old directory knew.
  *   3. A node drops every line whose home changed, after writing back a
- *      dirty one (PUTBACK to the new home). Lines whose home is the same
- *      are kept and served: the new directory's first transaction recalls
- *      them anyway, and until then nothing new was granted.
+ *      dirty one (PUTBACK to the new home); a dirty value it holds for
+ *      SAVED is written back to the key's home in the new epoch too.
+ *      Safety does not rest on this (rule 2's recall finds every copy,
+ *      and the simulation passes without it): it sends dirty values to
+ *      their new home at once, and frees lines whose directory now lives
+ *      on a node that knows nothing of them. Lines whose home is the same
+ *      are kept and served until the new directory's first transaction
+ *      recalls them; nothing new was granted before that.
  *   4. A node's requests in flight are re-sent in the new epoch, except a
  *      write-through PUT whose value may already have reached the store:
  *      it completes with DSYNC_EUNAVAILABLE (outcome unknown), because
@@ -135,7 +144,13 @@
  * plus value bytes) in an O(1) LRU. Lines with a request in flight are
  * pinned outside the LRU list (still counted), so the bounds can be
  * exceeded by at most one pinned line per key with an operation waiting.
- * Directory entries live until the next view change.
+ * Dirty values held outside the LRU until their home has them are not
+ * counted. Directory entries live until the next view change.
+ *
+ * Out of memory inside a transition (copying a message or a value) aborts
+ * the process, like Redis' zmalloc: a half-made transition would leave the
+ * protocol in a state no peer expects. Calls return DSYNC_ENOMEM only
+ * where nothing has changed yet.
  */
 #ifndef DSYNC_CACHE_H
 #define DSYNC_CACHE_H
@@ -146,10 +161,11 @@
 
 #include "util/util.h"
 
-#define CC_KEY_MAX 255u          /* key bytes (no NUL inside) */
-#define CC_VALUE_MAX (16u << 20) /* value bytes */
-#define CC_MAX_NODES 16u         /* members of a view */
-#define CC_MAX_HELD 4096u        /* messages of a future epoch held */
+#define CC_KEY_MAX 255u               /* key bytes (no NUL inside) */
+#define CC_VALUE_MAX (16u << 20)      /* value bytes */
+#define CC_MAX_NODES 16u              /* members of a view */
+#define CC_MAX_HELD 4096u             /* messages of a future epoch held */
+#define CC_MAX_HELD_BYTES (64u << 20) /* and their bytes in all */
 #define CC_WIRE_VERSION 1u
 
 typedef struct cc_node cc_node;
@@ -284,9 +300,11 @@ int cc_put(cc_node *n, const char *key, const void *value, size_t len, uint64_t 
  * written back). 0, or DSYNC_ENOTFOUND when there is no idle copy. */
 int cc_evict(cc_node *n, const char *key, uint64_t now);
 
-/* A message from peer `from` (the transport's word, not the message's):
- * DSYNC_EINVAL when m->from differs or m->to is not this node, 0 otherwise
- * (stale messages are dropped silently). */
+/* A message from peer `from` (the transport's word, not the message's),
+ * as cc_msg_decode made it: DSYNC_EINVAL when m->from differs or m->to is
+ * not this node, 0 otherwise. Stale or unexpected messages (an old epoch,
+ * a non-member, an answer nobody waits for, an INV or SAVED not from the
+ * key's home) are dropped and counted in msgs_dropped. */
 int cc_step(cc_node *n, uint64_t from, const cc_msg *m, uint64_t now);
 /* Times out operations (DSYNC_ETIMEDOUT, outcome unknown: the protocol
  * goes on, a later grant still fills the line) and re-issues failed store
@@ -378,6 +396,10 @@ void cc_get_stats(const cc_node *n, cc_stats *out);
  * fetched or written back counts as CC_I) and, when held, the value (valid
  * until the next call into n). Read-only: no LRU touch, no expiry. */
 cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *len);
+/* Whether this node holds a value of key that the store may not have yet:
+ * a dirty line, or a dirty value written back or handed over and not yet
+ * acknowledged. What a crash of this node would lose. */
+bool cc_holds_dirty(const cc_node *n, const char *key);
 /* The home of key under the current view (0: no view). */
 uint64_t cc_home(const cc_node *n, const char *key);
 const char *cc_state_name(cc_state s);

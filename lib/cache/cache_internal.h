@@ -29,9 +29,13 @@ typedef struct cc_op {
     size_t len;
     uint64_t ttl_ms;
     uint64_t deadline; /* 0: none */
-    bool reported;     /* timed out: its completion was already given */
-    bool counted;      /* counted as a hit or a miss */
-    bool sent_value;   /* write-through PUT whose value left this node */
+    /* The node's timeout list: ops in deadline order (all ops get the same
+     * timeout, so creation order), until they complete or time out. */
+    struct cc_op *tprev, *tnext;
+    bool timed;
+    bool reported;   /* timed out: its completion was already given */
+    bool counted;    /* counted as a hit or a miss */
+    bool sent_value; /* write-through PUT whose value left this node */
     struct cc_op *next;
 } cc_op;
 
@@ -124,6 +128,7 @@ typedef struct cc_dir {
     cc_req *cur;
     cc_phase phase;
     uint64_t hid;
+    uint64_t awaited[CC_MAX_NODES]; /* nodes whose INV_ACK is still due */
     size_t acks_waited;
     uint64_t store_waited; /* store request id, 0: none */
     uint64_t store_retry_at;
@@ -168,6 +173,8 @@ struct cc_node {
     uint64_t next_rid, next_hid, next_op, next_store;
     uint64_t now;
     cc_stats stats;
+    cc_op *timers_head, *timers_tail;
+    size_t store_retries; /* directory entries waiting to re-issue a store request */
     /* Output, handed out by cc_ready_get. */
     cc_outmsg *out;
     size_t n_out, cap_out;
@@ -181,30 +188,38 @@ struct cc_node {
     bool draining;
     bool in_view; /* cc_set_view is walking the lines: no evictions */
     cc_held *held;
-    size_t n_held, cap_held;
-    /* cc_peek / hit values */
-    ut_buf scratch;
+    size_t n_held, cap_held, held_bytes;
 };
 
+/* <0, 0, >0 as a is below, equal to, above b. */
 int cc_version_cmp(cc_version a, cc_version b);
 /* The version a new grant of M in epoch e takes after v. */
 cc_version cc_version_next(cc_version v, uint64_t epoch);
 
 /* node.c: output. Each copies what it is given. */
+/* Queues m for its peer, or for this node itself (handled before the
+ * current entry point returns). */
 void cc_send(cc_node *n, const cc_msg *m);
+/* Reports op's completion, unless it was reported already (timed out). */
 void cc_complete(cc_node *n, cc_op *op, int status, cc_state state, const void *value, size_t len);
+/* Queues a store request; returns its id. */
 uint64_t cc_store_issue(cc_node *n, cc_store_kind kind, const char *key, const void *value,
                         size_t len, cc_version version);
 /* Counts a line's move from one state to another. */
 void cc_transition(cc_node *n, cc_state from, cc_state to);
 /* The end of every entry point: handles the messages to self. */
 void cc_after_call(cc_node *n);
+/* The key's home under the current view (0: none). */
 uint64_t cc_home_of(const cc_node *n, const char *key, size_t key_len);
+/* malloc + memcpy that aborts when memory runs out (see cache.h). */
 void *cc_memdup(const void *p, size_t len);
 
 /* line.c: the requester side. */
+/* The line of key, made (state I) when create; NULL when absent or out
+ * of memory. */
 cc_line *cc_line_get(cc_node *n, const char *key, bool create);
-void cc_line_free(cc_line *l);
+/* Frees a line that is out of the map, with its queued operations. */
+void cc_line_free(cc_node *n, cc_line *l);
 /* Runs the queued operations of a line as far as they go without an
  * answer; frees the line when nothing is left of it. */
 void cc_line_run(cc_node *n, cc_line *l);
@@ -212,22 +227,30 @@ void cc_line_run(cc_node *n, cc_line *l);
 void cc_line_enforce(cc_node *n);
 /* Drops l's copy as an eviction (dirty: PUTBACK). l must be idle. */
 void cc_line_evict(cc_node *n, cc_line *l, cc_reason reason);
+/* Messages from homes, of the current epoch, keys NUL-terminated. */
 void cc_line_on_grant(cc_node *n, const cc_msg *m);
 void cc_line_on_reply(cc_node *n, const cc_msg *m); /* NACK, WT_ACK, PUTBACK_ACK */
 void cc_line_on_inv(cc_node *n, const cc_msg *m);
 void cc_line_on_saved(cc_node *n, const cc_msg *m);
 /* The view changed (rules 3 to 5 of cache.h). */
 void cc_lines_on_view(cc_node *n, const qr_ring *old_ring);
+/* Times out operations whose deadline is past. */
 void cc_lines_tick(cc_node *n, uint64_t now);
 
 /* dir.c: the home side. */
+/* A request (GETS, GETM, WT, PUTBACK) for a key this node is home of:
+ * queued behind the key's transaction, or started. */
 void cc_dir_on_request(cc_node *n, const cc_msg *m);
+/* An INV answer for the key's current transaction. */
 void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m);
+/* A store answer (cc_store_done). */
 void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, bool found,
                           const void *value, size_t len, cc_version version);
 /* Forgets every entry (rule 2); drops memory-store keys no longer homed. */
 void cc_dirs_on_view(cc_node *n);
+/* Re-issues failed store requests that are due. */
 void cc_dirs_tick(cc_node *n, uint64_t now);
+/* Frees every directory entry (leaves an empty map). */
 void cc_dirs_free(cc_node *n);
 
 #endif

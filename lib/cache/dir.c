@@ -54,6 +54,7 @@ void cc_dirs_free(cc_node *n)
         dir_free(v);
     ut_map_close(&n->dirs);
     ut_map_init(&n->dirs);
+    n->store_retries = 0;
 }
 
 static void learn_version(cc_dir *d, cc_version v)
@@ -114,7 +115,8 @@ static void send_inv(cc_node *n, cc_dir *d, cc_holder h, cc_inv_mode mode, cc_re
                 .reason = (uint8_t)reason,
                 .key = d->key,
                 .key_len = strlen(d->key)};
-    d->acks_waited++;
+    assert(d->acks_waited < CC_MAX_NODES);
+    d->awaited[d->acks_waited++] = h.node;
     cc_send(n, &m);
 }
 
@@ -163,13 +165,10 @@ static void store(cc_node *n, cc_dir *d, cc_store_kind kind, const void *value, 
 
 /* ---- transactions ------------------------------------------------------ */
 
-static void dir_run(cc_node *n, cc_dir *d);
-
-/* Starts the next waiting request, if any. */
-static void dir_next(cc_node *n, cc_dir *d)
+/* Makes the next waiting request the current transaction. */
+static void take_next(cc_node *n, cc_dir *d)
 {
-    assert(!d->cur);
-    if (!d->queue) return;
+    assert(!d->cur && d->queue);
     d->cur = d->queue;
     d->queue = d->cur->next;
     if (!d->queue) d->queue_tail = NULL;
@@ -181,15 +180,14 @@ static void dir_next(cc_node *n, cc_dir *d)
     d->store_retry_at = 0;
     d->n_suppliers = 0;
     clear_best(d);
-    dir_run(n, d);
 }
 
-static void finish(cc_node *n, cc_dir *d)
+/* Ends the current transaction; dir_run goes on with the next. */
+static void finish(cc_dir *d)
 {
     req_free(d->cur);
     d->cur = NULL;
     clear_best(d);
-    dir_next(n, d);
 }
 
 static bool waiting(const cc_dir *d)
@@ -197,9 +195,13 @@ static bool waiting(const cc_dir *d)
     return d->acks_waited || d->store_waited || d->store_retry_at;
 }
 
+/* Runs transactions until one waits for answers or the store, or none is
+ * left. */
 static void dir_run(cc_node *n, cc_dir *d)
 {
-    while (d->cur && !waiting(d)) {
+    for (;;) {
+        if (!d->cur && d->queue) take_next(n, d);
+        if (!d->cur || waiting(d)) return;
         cc_req *r = d->cur;
         switch (d->phase) {
         case PH_RECALL:
@@ -208,7 +210,7 @@ static void dir_run(cc_node *n, cc_dir *d)
             if (r->type == CC_MSG_WT) {
                 /* Nobody is known to own it: the writer must win it. */
                 reply(n, d, CC_MSG_NACK, CC_I, (cc_version){0, 0}, NULL, 0);
-                finish(n, d);
+                finish(d);
                 continue;
             }
             if (r->type == CC_MSG_PUTBACK) break; /* versions make it safe */
@@ -235,7 +237,7 @@ static void dir_run(cc_node *n, cc_dir *d)
                     send_inv(n, d, d->sharers[i], CC_INV_INVALIDATE, CC_REASON_WRITE);
             } else if (r->type == CC_MSG_WT && d->owner.node != r->from) {
                 reply(n, d, CC_MSG_NACK, CC_I, (cc_version){0, 0}, NULL, 0);
-                finish(n, d);
+                finish(d);
                 continue;
             }
             break;
@@ -308,7 +310,7 @@ static void dir_run(cc_node *n, cc_dir *d)
             } else {
                 reply(n, d, CC_MSG_PUTBACK_ACK, CC_I, (cc_version){0, 0}, NULL, 0);
             }
-            finish(n, d);
+            finish(d);
             continue;
         }
     }
@@ -342,16 +344,20 @@ void cc_dir_on_request(cc_node *n, const cc_msg *m)
     else
         d->queue = r;
     d->queue_tail = r;
-    if (!d->cur) dir_next(n, d);
+    dir_run(n, d);
 }
 
 void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)
 {
     cc_dir *d = ut_map_get(&n->dirs, m->key);
-    if (!d || !d->cur || m->hid != d->hid || d->acks_waited == 0) {
-        n->stats.msgs_dropped++;
+    size_t at = 0;
+    while (d && d->cur && m->hid == d->hid && at < d->acks_waited && d->awaited[at] != m->from)
+        at++;
+    if (!d || !d->cur || m->hid != d->hid || at == d->acks_waited) {
+        n->stats.msgs_dropped++; /* not one this transaction waits for */
         return;
     }
+    d->awaited[at] = d->awaited[--d->acks_waited];
     learn_version(d, m->version);
     if (m->flags & CC_F_DIRTY) {
         bool known = false;
@@ -376,7 +382,6 @@ void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)
     cc_holder was = d->owner.node == m->from ? d->owner : (cc_holder){m->from, m->rid};
     drop_holder(d, m->from);
     if (m->state == CC_S) add_sharer(d, was);
-    d->acks_waited--;
     dir_run(n, d);
 }
 
@@ -388,6 +393,7 @@ void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, 
     d->store_waited = 0;
     if (status < 0) {
         d->store_retry_at = n->now + n->cfg.store_retry_ms;
+        n->store_retries++;
         return;
     }
     if (found) take_stored(d, value, len, version);
@@ -396,12 +402,14 @@ void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, 
 
 void cc_dirs_tick(cc_node *n, uint64_t now)
 {
+    if (!n->store_retries) return; /* the common case: nothing failed */
     const char *k;
     void *v;
     for (size_t it = 0; ut_map_next(&n->dirs, &it, &k, &v);) {
         cc_dir *d = v;
         if (!d->store_retry_at || now < d->store_retry_at) continue;
         d->store_retry_at = 0;
+        n->store_retries--;
         cc_store_req *s = &d->store_again;
         d->store_waited = cc_store_issue(n, s->kind, d->key, s->value, s->len, s->version);
     }

@@ -31,10 +31,27 @@ cc_line *cc_line_get(cc_node *n, const char *key, bool create)
     return l;
 }
 
-void cc_line_free(cc_line *l)
+/* Takes op off the node's timeout list. */
+static void untime(cc_node *n, cc_op *op)
+{
+    if (!op->timed) return;
+    if (op->tprev)
+        op->tprev->tnext = op->tnext;
+    else
+        n->timers_head = op->tnext;
+    if (op->tnext)
+        op->tnext->tprev = op->tprev;
+    else
+        n->timers_tail = op->tprev;
+    op->tprev = op->tnext = NULL;
+    op->timed = false;
+}
+
+void cc_line_free(cc_node *n, cc_line *l)
 {
     for (cc_op *op = l->ops, *next; op; op = next) {
         next = op->next;
+        untime(n, op);
         free(op->value);
         free(op);
     }
@@ -48,7 +65,7 @@ static void maybe_free(cc_node *n, cc_line *l)
 {
     if (l->state != CC_I || l->txn != TX_NONE || l->ops) return;
     ut_map_del(&n->lines, l->key);
-    cc_line_free(l);
+    cc_line_free(n, l);
 }
 
 static bool expired(const cc_node *n, const cc_line *l)
@@ -65,6 +82,7 @@ static void finish_op(cc_node *n, cc_line *l, int status, cc_state state, const 
     cc_complete(n, op, status, state, value, len);
     l->ops = op->next;
     if (!l->ops) l->ops_tail = NULL;
+    untime(n, op);
     free(op->value);
     free(op);
 }
@@ -179,8 +197,11 @@ void cc_line_run(cc_node *n, cc_line *l)
             if (n->cfg.policy == CC_WRITE_THROUGH) {
                 start_txn(n, l, TX_WT);
             } else {
-                /* E->M silently; a local write counts the version up. */
-                apply_put(n, l, (cc_version){l->version.epoch, l->version.seq + 1}, true);
+                /* E->M silently. A local write takes the next version in
+                 * this epoch: above the line's, and above anything an
+                 * older epoch made; the home learns it before it grants
+                 * anyone else the line. */
+                apply_put(n, l, cc_version_next(l->version, n->epoch), true);
                 finish_op(n, l, 0, CC_M, NULL, 0);
             }
         } else {
@@ -211,7 +232,16 @@ static cc_op *enqueue(cc_node *n, cc_line *l, cc_op_kind kind)
     if (!op) return NULL;
     op->id = ++n->next_op;
     op->kind = kind;
-    op->deadline = n->cfg.op_timeout_ms ? n->now + n->cfg.op_timeout_ms : 0;
+    if (n->cfg.op_timeout_ms) {
+        op->deadline = n->now + n->cfg.op_timeout_ms;
+        op->timed = true;
+        op->tprev = n->timers_tail;
+        if (n->timers_tail)
+            n->timers_tail->tnext = op;
+        else
+            n->timers_head = op;
+        n->timers_tail = op;
+    }
     if (l->ops_tail)
         l->ops_tail->next = op;
     else
@@ -500,7 +530,7 @@ void cc_lines_on_view(cc_node *n, const qr_ring *old_ring)
             }
             cc_lru_remove(&n->lru, l);
             ut_map_del(&n->lines, l->key);
-            cc_line_free(l);
+            cc_line_free(n, l);
             continue;
         }
         /* Rule 4: requests in flight start again in this epoch. */
@@ -540,13 +570,10 @@ void cc_lines_on_view(cc_node *n, const qr_ring *old_ring)
 
 void cc_lines_tick(cc_node *n, uint64_t now)
 {
-    if (!n->cfg.op_timeout_ms) return;
-    const char *key;
-    void *v;
-    for (size_t it = 0; ut_map_next(&n->lines, &it, &key, &v);) {
-        cc_line *l = v;
-        for (cc_op *op = l->ops; op; op = op->next)
-            if (op->deadline && now >= op->deadline)
-                cc_complete(n, op, DSYNC_ETIMEDOUT, CC_I, NULL, 0);
+    /* O(operations timing out): the list is in deadline order. */
+    while (n->timers_head && n->timers_head->deadline <= now) {
+        cc_op *op = n->timers_head;
+        untime(n, op);
+        cc_complete(n, op, DSYNC_ETIMEDOUT, CC_I, NULL, 0);
     }
 }

@@ -57,7 +57,6 @@ cc_node *cc_node_new(const cc_config *cfg)
     ut_map_init(&n->mem);
     n->lru.max_entries = cfg->max_entries;
     n->lru.max_bytes = cfg->max_bytes;
-    ut_buf_init(&n->scratch);
     return n;
 }
 
@@ -80,7 +79,7 @@ void cc_node_free(cc_node *n)
     const char *k;
     void *v;
     for (size_t it = 0; ut_map_next(&n->lines, &it, &k, &v);)
-        cc_line_free(v);
+        cc_line_free(n, v);
     ut_map_close(&n->lines);
     cc_dirs_free(n);
     ut_map_close(&n->dirs);
@@ -100,7 +99,6 @@ void cc_node_free(cc_node *n)
     for (size_t i = 0; i < n->n_held; i++)
         free(n->held[i].bytes);
     free(n->held);
-    ut_buf_free(&n->scratch);
     qr_free(n->ring);
     free(n);
 }
@@ -222,16 +220,22 @@ static void dispatch(cc_node *n, const cc_msg *m)
     case CC_MSG_GRANT:
         cc_line_on_grant(n, &mm);
         break;
+    case CC_MSG_INV:
+    case CC_MSG_SAVED:
+        /* Only the key's home revokes or releases a copy. */
+        if (cc_home_of(n, key, m->key_len) != m->from) {
+            n->stats.msgs_dropped++;
+            return;
+        }
+        if (m->type == CC_MSG_INV)
+            cc_line_on_inv(n, &mm);
+        else
+            cc_line_on_saved(n, &mm);
+        break;
     case CC_MSG_NACK:
     case CC_MSG_WT_ACK:
     case CC_MSG_PUTBACK_ACK:
         cc_line_on_reply(n, &mm);
-        break;
-    case CC_MSG_INV:
-        cc_line_on_inv(n, &mm);
-        break;
-    case CC_MSG_SAVED:
-        cc_line_on_saved(n, &mm);
         break;
     default:
         n->stats.msgs_dropped++;
@@ -263,7 +267,7 @@ static void drain_self(cc_node *n)
 /* A message of a future epoch waits for this node to get there (rule 1). */
 static void hold(cc_node *n, const cc_msg *m)
 {
-    if (n->n_held >= CC_MAX_HELD) {
+    if (n->n_held >= CC_MAX_HELD || n->held_bytes > CC_MAX_HELD_BYTES) {
         n->stats.msgs_dropped++;
         return;
     }
@@ -275,6 +279,7 @@ static void hold(cc_node *n, const cc_msg *m)
     }
     n->held = grow(n->held, &n->cap_held, n->n_held + 1, sizeof *n->held);
     n->held[n->n_held++] = (cc_held){m->epoch, (unsigned char *)b.data, b.len};
+    n->held_bytes += b.len;
 }
 
 static void step_one(cc_node *n, const cc_msg *m)
@@ -305,7 +310,7 @@ static void replay_held(cc_node *n)
     cc_held *held = n->held;
     size_t count = n->n_held;
     n->held = NULL;
-    n->n_held = n->cap_held = 0;
+    n->n_held = n->cap_held = n->held_bytes = 0;
     for (size_t i = 0; i < count; i++) {
         cc_msg m;
         if (held[i].epoch >= n->epoch && cc_msg_decode(held[i].bytes, held[i].len, &m) == 0)
@@ -385,6 +390,12 @@ cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *
     if (value) *value = s != CC_I ? l->value : NULL;
     if (len) *len = s != CC_I ? l->len : 0;
     return s;
+}
+
+bool cc_holds_dirty(const cc_node *n, const char *key)
+{
+    const cc_line *l = ut_map_get(&n->lines, key);
+    return l && (l->dirty || l->wb_held);
 }
 
 const char *cc_state_name(cc_state s)

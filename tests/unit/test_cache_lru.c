@@ -318,6 +318,34 @@ static void test_write_through_completes_only_once_the_store_has_the_value(void 
     cc_node_free(o.n);
 }
 
+static void test_an_operation_times_out_but_its_answer_still_fills_the_line(void **state)
+{
+    one o;
+    start(&o, (cc_config){.external_store = true, .op_timeout_ms = 100});
+    o.now = 1000;
+    cc_result res;
+    assert_int_equal(cc_get(o.n, "k", o.now, &res), 0);
+    assert_false(res.done);
+    collect(&o);
+    assert_int_equal(o.n_store, 1); /* the load nobody answers in time */
+    cc_tick(o.n, 1099);
+    collect(&o);
+    assert_int_equal(o.n_done, 0);
+    cc_tick(o.n, 1100);
+    collect(&o);
+    assert_int_equal(o.n_done, 1);
+    assert_int_equal(o.done[0].id, res.id);
+    assert_int_equal(o.done[0].status, DSYNC_ETIMEDOUT);
+    /* The protocol went on: the late answer fills the line, once. */
+    o.n_done = 0;
+    cc_store_done(o.n, o.store[0].id, "k", 0, true, "late", 4, (cc_version){1, 1}, 1200);
+    collect(&o);
+    assert_int_equal(o.n_done, 0);
+    o.now = 1200;
+    assert_true(get(&o, "k", "late"));
+    cc_node_free(o.n);
+}
+
 static void test_bad_arguments_and_no_view_are_refused(void **state)
 {
     cc_config cfg = {.self = 1};
@@ -354,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_an_expired_line_is_a_miss_and_the_value_is_fetched_again),
         cmocka_unit_test(test_evicting_m_writes_back_to_an_external_store_before_it_lets_go),
         cmocka_unit_test(test_write_through_completes_only_once_the_store_has_the_value),
+        cmocka_unit_test(test_an_operation_times_out_but_its_answer_still_fills_the_line),
         cmocka_unit_test(test_bad_arguments_and_no_view_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

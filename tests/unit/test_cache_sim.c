@@ -9,7 +9,9 @@
  * without having been applied), and view changes: a node crashes (its
  * state is dropped, the view removes it), comes back empty later (the
  * view adds it), or the epoch moves on with the same members; each node
- * learns a new view after its own random delay. One client per node
+ * learns a new view after its own random delay. A third of the seeds also
+ * lose messages, and then move the epoch on a few steps later, as cache.h
+ * asks of a transport that loses a frame. One client per node
  * issues random GETs, PUTs and evictions on a few keys, one at a time.
  * Everything comes from one seeded generator and every message goes
  * through the wire codec.
@@ -20,14 +22,17 @@
  * Checked after every event: for every key, at most one live node holds
  * it in M or E, never together with an S copy elsewhere, and all S copies
  * hold the same value. Checked at every GET's completion, against the
- * history of PUTs (begin and end steps): the value is that of a PUT that
- * began before the GET ended and that no PUT completed before the GET
- * began has superseded (per-key linearizability); a reader never sees a
- * value older than one it saw; absent only when no completed PUT exists.
- * Where the configuration can lose data (write-back loses a crashed
- * node's dirty lines; the home's memory as the store loses keys at view
- * changes), PUTs completed before the last loss event are excused; with
- * Redis and write-through nothing is. At the end the network calms down,
+ * history of PUTs (begin and end steps, and when a read first saw each):
+ * the value is that of a PUT that began before the GET ended and that no
+ * PUT known to come after it and known to be in effect before the GET
+ * began has superseded (linearizability of a register with unique values,
+ * so a PUT applied twice is caught too); a reader never sees a value older
+ * than one it saw; absent only when no PUT was in effect.
+ * Where the configuration can lose data, PUTs of a key completed before
+ * that key's last loss are excused: with write-back and Redis, a crash
+ * loses the keys the crashed node held dirty (and only those); with the
+ * home's memory as the store, every view change may lose every key. With
+ * Redis and write-through nothing is ever excused. At the end the network calms down,
  * every operation must complete, and every node must read the same
  * values.
  *
@@ -68,7 +73,15 @@ typedef struct {
 typedef struct {
     int key;
     uint64_t begin, end; /* end: UINT64_MAX until it completed (forever, if unknown) */
+    uint64_t seen;       /* end of the first read that returned it (UINT64_MAX: none) */
 } put_rec;
+
+/* When a PUT had certainly taken effect: at its end, or at the end of
+ * the first read that saw it, whichever came first. */
+static uint64_t effective_end(const put_rec *w)
+{
+    return w->seen < w->end ? w->seen : w->end;
+}
 
 typedef struct {
     cc_node *cc;
@@ -106,8 +119,10 @@ typedef struct {
     uint64_t epoch;
     cc_config cfg;
     bool lossy_crash, lossy_view; /* which view changes may lose data */
-    uint64_t last_loss;           /* step of the last loss event (0: none) */
+    uint64_t last_loss[MAXKEYS];  /* per key: step of its last loss (0: none) */
     double p_op, p_evict, p_crash, p_restart, p_bump, p_store_fail;
+    double p_loss;    /* a message lost (a broken connection)... */
+    uint64_t bump_at; /* ...makes the cluster move to a new epoch then */
     uint64_t max_delay;
     packet *net;
     size_t n_net, cap_net;
@@ -117,6 +132,10 @@ typedef struct {
     put_rec *puts; /* by put id; 0 unused */
     size_t n_puts, cap_puts;
     bool calm;
+    uint64_t calm_since;
+    /* Scripted scenarios: messages for which held() is true stay in the
+     * network until it says otherwise. */
+    bool (*held)(const cc_msg *m);
     /* figures */
     uint64_t gets, hits, puts_done, puts_unknown, views, crashes, msgs;
     char fail[512];
@@ -185,44 +204,59 @@ static uint64_t value_id(sim *s, const void *value, size_t len, int key)
 
 /* ---- the linearizability check ------------------------------------------- */
 
-static bool excused(const sim *s, uint64_t end)
+/* A PUT that completed at `end` may have been lost since. */
+static bool excused(const sim *s, int key, uint64_t end)
 {
-    return s->last_loss && end <= s->last_loss;
+    return s->last_loss[key] && end <= s->last_loss[key];
+}
+
+static void lose_all(sim *s)
+{
+    for (int k = 0; k < MAXKEYS; k++)
+        s->last_loss[k] = s->now;
 }
 
 /* A GET of key by node r that began at gb returned put p (0: absent). */
 static void check_read(sim *s, int r, int key, uint64_t gb, uint64_t p)
 {
+    /* Values are unique, so linearizability of the register reduces to:
+     * p cannot be read once a PUT w that certainly came after it (w began
+     * after p had certainly taken effect) had certainly taken effect
+     * before the read began. A PUT applied twice (say, retried after its
+     * first effect was seen) breaks exactly this. */
     uint64_t ge = s->now;
-    uint64_t p_end = p ? s->puts[p].end : 0;
+    uint64_t p_eff = p ? effective_end(&s->puts[p]) : 0;
     if (p) CHECK(s, s->puts[p].begin <= ge, "read put %llu before it began", (unsigned long long)p);
     for (size_t q = 1; q < s->n_puts && !s->fail[0]; q++) {
         const put_rec *w = &s->puts[q];
-        if (w->key != key || w->end == UINT64_MAX || w->end >= gb || excused(s, w->end)) continue;
+        uint64_t w_eff = effective_end(w);
+        if (q == p || w->key != key || w_eff >= gb || excused(s, key, w_eff)) continue;
         if (!p)
-            CHECK(s, false, "node %d read %s absent after put %llu completed (step %llu)", r,
-                  key_name(key), (unsigned long long)q, (unsigned long long)w->end);
-        else if (p_end != UINT64_MAX && w->begin > p_end)
+            CHECK(s, false, "node %d read %s absent after put %llu took effect (step %llu)", r,
+                  key_name(key), (unsigned long long)q, (unsigned long long)w_eff);
+        else if (w->begin > p_eff)
             CHECK(s, false,
-                  "node %d read %s = put %llu [%llu,%llu], superseded by put %llu [%llu,%llu] "
-                  "before the read began at %llu",
+                  "node %d read %s = put %llu [%llu,%llu] (in effect by %llu), superseded by "
+                  "put %llu [%llu,%llu] (in effect by %llu) before the read began at %llu",
                   r, key_name(key), (unsigned long long)p, (unsigned long long)s->puts[p].begin,
-                  (unsigned long long)p_end, (unsigned long long)q, (unsigned long long)w->begin,
-                  (unsigned long long)w->end, (unsigned long long)gb);
+                  (unsigned long long)s->puts[p].end, (unsigned long long)p_eff,
+                  (unsigned long long)q, (unsigned long long)w->begin, (unsigned long long)w->end,
+                  (unsigned long long)w_eff, (unsigned long long)gb);
     }
     /* Never backwards for one reader, unless a loss came after the value
      * it saw was written (the reader may have seen the last copy left). */
     snode *nd = &s->nodes[r];
     uint64_t last = nd->seen[key];
-    if (last && !(s->last_loss && s->last_loss >= s->puts[last].begin)) {
+    if (last && !(s->last_loss[key] && s->last_loss[key] >= s->puts[last].begin)) {
         CHECK(s, p != 0, "node %d read %s absent after reading put %llu", r, key_name(key),
               (unsigned long long)last);
         if (p)
-            CHECK(s, p_end == UINT64_MAX || p_end >= s->puts[last].begin,
+            CHECK(s, p == last || p_eff >= s->puts[last].begin,
                   "node %d read %s = put %llu after reading the later put %llu", r, key_name(key),
                   (unsigned long long)p, (unsigned long long)last);
     }
     nd->seen[key] = p;
+    if (p && s->puts[p].seen > ge) s->puts[p].seen = ge;
 }
 
 /* ---- invariants ---------------------------------------------------------- */
@@ -303,6 +337,14 @@ static void complete(sim *s, int i, const cc_completion *c)
     trace(s, "node %d: %s %s done: %s, put %llu", i, nd->kind == CC_OP_PUT ? "PUT" : "GET",
           key_name(nd->key), dsync_errname(c->status),
           (unsigned long long)(c->len >= 8 ? ut_get_le(c->value, 8) : nd->put_id));
+    if (c->status == DSYNC_ETIMEDOUT) {
+        /* The protocol goes on without the client: a PUT's outcome is
+         * unknown, a GET's answer is lost. Never while calm. */
+        CHECK(s, !s->calm || nd->begin < s->calm_since, "node %d: operation timed out while calm",
+              i);
+        if (nd->kind == CC_OP_PUT) s->puts_unknown++;
+        return;
+    }
     if (nd->kind == CC_OP_PUT) {
         CHECK(s, c->status == 0 || c->status == DSYNC_EUNAVAILABLE, "node %d: PUT failed: %s", i,
               dsync_errname(c->status));
@@ -330,6 +372,12 @@ static void queue_packet(sim *s, uint64_t to, const unsigned char *bytes, size_t
     if (s->n_net == s->cap_net) {
         s->cap_net = s->cap_net ? s->cap_net * 2 : 256;
         s->net = realloc(s->net, s->cap_net * sizeof *s->net);
+    }
+    if (!s->calm && chance(s, s->p_loss)) {
+        /* Lost: as cache.h asks of the transport, the cluster notices and
+         * moves to a new epoch a little later. */
+        if (!s->bump_at) s->bump_at = s->now + 1 + rnd(s) % 5;
+        return;
     }
     unsigned char *copy = malloc(len);
     memcpy(copy, bytes, len);
@@ -386,6 +434,9 @@ static void start_node(sim *s, int i)
 static void crash_node(sim *s, int i)
 {
     snode *nd = &s->nodes[i];
+    /* Write-back loses exactly what the node held dirty. */
+    for (int k = 0; k < s->nkeys; k++)
+        if (s->lossy_crash && cc_holds_dirty(nd->cc, key_name(k))) s->last_loss[k] = s->now;
     if (nd->busy && nd->kind == CC_OP_PUT) s->puts_unknown++; /* may or may not be in */
     cc_node_free(nd->cc);
     nd->cc = NULL;
@@ -415,7 +466,7 @@ static void new_view(sim *s, bool may_lose)
         nd->view_may_lose = may_lose;
     }
     /* A crash loses at once; a view change loses where it is applied. */
-    if (may_lose) s->last_loss = s->now;
+    if (may_lose) lose_all(s);
 }
 
 static void apply_views(sim *s)
@@ -424,7 +475,7 @@ static void apply_views(sim *s)
         snode *nd = &s->nodes[i];
         if (!nd->up || !nd->view_pending || nd->view_at > s->now) continue;
         nd->view_pending = false;
-        if (nd->view_may_lose) s->last_loss = s->now;
+        if (nd->view_may_lose) lose_all(s);
         trace(s, "node %d: view %llu (%zu members)", i, (unsigned long long)nd->view_epoch,
               nd->view_n);
         assert_int_equal(cc_set_view(nd->cc, nd->view_epoch, nd->view_members, nd->view_n), 0);
@@ -468,7 +519,7 @@ static void client_step(sim *s, int i)
         }
         if (s->n_puts == 0) s->n_puts = 1;
         uint64_t id = s->n_puts++;
-        s->puts[id] = (put_rec){key, s->now, UINT64_MAX};
+        s->puts[id] = (put_rec){key, s->now, UINT64_MAX, UINT64_MAX};
         unsigned char value[VALUE_MAX];
         size_t len = make_value(s, id, value);
         nd->kind = CC_OP_PUT;
@@ -528,12 +579,19 @@ static void store_step(sim *s)
     }
 }
 
+static bool is_held(const sim *s, const packet *p)
+{
+    if (!s->held) return false;
+    cc_msg m;
+    return cc_msg_decode(p->bytes, p->len, &m) == 0 && s->held(&m);
+}
+
 static void deliver_due(sim *s)
 {
     for (;;) {
         size_t due[1024], count = 0;
         for (size_t k = 0; k < s->n_net && count < 1024; k++)
-            if (s->net[k].at <= s->now) due[count++] = k;
+            if (s->net[k].at <= s->now && !is_held(s, &s->net[k])) due[count++] = k;
         if (count == 0 || s->fail[0]) return;
         size_t k = due[rnd(s) % count];
         packet p = s->net[k];
@@ -559,13 +617,17 @@ static void step(sim *s)
         int i = (int)(rnd(s) % (uint64_t)s->n);
         if (s->nodes[i].up && live > 2 && chance(s, s->p_crash)) {
             crash_node(s, i);
-            new_view(s, s->lossy_crash || s->lossy_view);
+            new_view(s, s->lossy_view);
         } else if (!s->nodes[i].up && chance(s, s->p_restart)) {
             start_node(s, i);
             new_view(s, s->lossy_view);
         } else if (chance(s, s->p_bump)) {
             new_view(s, s->lossy_view);
         }
+    }
+    if (s->bump_at && s->bump_at <= s->now) {
+        new_view(s, s->lossy_view);
+        s->bump_at = 0;
     }
     apply_views(s);
     if (!s->calm)
@@ -582,7 +644,7 @@ static void step(sim *s)
 
 static bool quiet(const sim *s)
 {
-    if (s->n_net || s->n_sq) return false;
+    if (s->n_net || s->n_sq || s->bump_at) return false;
     for (int i = 0; i < s->n; i++)
         if (s->nodes[i].up && (s->nodes[i].busy || s->nodes[i].view_pending)) return false;
     return true;
@@ -617,6 +679,7 @@ static void configure(sim *s, uint64_t seed)
     s->cfg.max_bytes = seed % 5 == 0 ? 64 : 0;
     s->cfg.default_ttl_ms = seed % 7 == 0 ? 25 : 0;
     s->cfg.store_retry_ms = 3;
+    s->cfg.op_timeout_ms = seed % 11 == 0 ? 30 : 0;
     s->cfg.ring_vnodes = 16;
     s->lossy_crash = s->cfg.policy == CC_WRITE_BACK || !s->cfg.external_store;
     s->lossy_view = !s->cfg.external_store;
@@ -626,6 +689,7 @@ static void configure(sim *s, uint64_t seed)
     s->p_restart = 0.05;
     s->p_bump = 0.003;
     s->p_store_fail = s->cfg.external_store ? 0.03 : 0;
+    s->p_loss = seed % 3 == 1 ? 0.003 : 0;
     s->max_delay = 1 + seed % 6;
     for (int i = 0; i < s->n; i++)
         s->ids[i] = (uint64_t)i * 7 + 3;
@@ -634,11 +698,11 @@ static void configure(sim *s, uint64_t seed)
 static const char *mode_name(const sim *s)
 {
     static char buf[96];
-    snprintf(buf, sizeof buf, "%d nodes, %d keys, %s, %s%s%s%s", s->n, s->nkeys,
+    snprintf(buf, sizeof buf, "%d nodes, %d keys, %s, %s%s%s%s%s", s->n, s->nkeys,
              s->cfg.policy == CC_WRITE_BACK ? "write-back" : "write-through",
              s->cfg.external_store ? "redis" : "home memory",
              s->cfg.max_entries ? ", 2 entries" : "", s->cfg.max_bytes ? ", 64 bytes" : "",
-             s->cfg.default_ttl_ms ? ", ttl" : "");
+             s->cfg.default_ttl_ms ? ", ttl" : "", s->cfg.op_timeout_ms ? ", timeouts" : "");
     return buf;
 }
 
@@ -655,6 +719,7 @@ static int run_seed(uint64_t seed, int steps)
 
     /* Calm: no faults, no new operations; everything must finish. */
     s.calm = true;
+    s.calm_since = s.now;
     for (int i = 0; i < s.n; i++)
         if (!s.nodes[i].up) {
             start_node(&s, i);
@@ -733,10 +798,172 @@ static void test_random_clusters_stay_coherent_and_linearizable(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* ---- scripted scenarios ---------------------------------------------------- */
+
+static uint64_t held_from;    /* INV_ACKs from this node are held */
+static cc_msg_type held_type; /* messages of this type are held */
+
+static bool hold_acks_from(const cc_msg *m)
+{
+    return m->type == CC_MSG_INV_ACK && m->from == held_from;
+}
+
+static bool hold_type(const cc_msg *m)
+{
+    return m->type == held_type;
+}
+
+/* A calm 3-node cluster (home memory, write-back). Roles: the key's home,
+ * and the two other nodes, whose messages cross the network. */
+static int home_i, a_i, b_i;
+
+static void scripted(sim *s)
+{
+    tracing = getenv("DSYNC_SIM_TRACE") != NULL;
+    configure(s, 1);
+    s->n = 3;
+    s->nkeys = 1;
+    s->cfg.external_store = false;
+    s->cfg.policy = CC_WRITE_BACK;
+    s->calm = true;
+    for (int i = 0; i < s->n; i++)
+        start_node(s, i);
+    s->now = 1;
+    new_view(s, false);
+    apply_views(s);
+    home_i = index_of(s, cc_home(s->nodes[0].cc, key_name(0)));
+    a_i = (home_i + 1) % 3;
+    b_i = (home_i + 2) % 3;
+}
+
+/* Node i's client starts op (GET, or PUT with a fresh put id). */
+static void issue(sim *s, int i, cc_op_kind kind)
+{
+    snode *nd = &s->nodes[i];
+    cc_result res;
+    nd->key = 0;
+    nd->begin = s->now;
+    nd->kind = kind;
+    if (kind == CC_OP_GET) {
+        assert_int_equal(cc_get(nd->cc, key_name(0), s->now, &res), 0);
+        if (res.done) return;
+    } else {
+        if (s->n_puts == s->cap_puts) {
+            s->cap_puts = s->cap_puts ? s->cap_puts * 2 : 256;
+            s->puts = realloc(s->puts, s->cap_puts * sizeof *s->puts);
+        }
+        if (s->n_puts == 0) s->n_puts = 1;
+        nd->put_id = s->n_puts++;
+        s->puts[nd->put_id] = (put_rec){0, s->now, UINT64_MAX, UINT64_MAX};
+        unsigned char value[VALUE_MAX];
+        size_t len = make_value(s, nd->put_id, value);
+        assert_int_equal(cc_put(nd->cc, key_name(0), value, len, 0, s->now, &res), 0);
+    }
+    nd->busy = true;
+    nd->op_id = res.id;
+    drain(s, i);
+}
+
+static void run_steps(sim *s, int steps)
+{
+    for (int k = 0; k < steps && !s->fail[0]; k++, s->now++)
+        step(s);
+    if (s->fail[0]) fail_msg("%s", s->fail);
+}
+
+static void test_a_put_completes_only_once_every_other_copy_is_invalid(void **state)
+{
+    sim s;
+    scripted(&s);
+    issue(&s, a_i, CC_OP_PUT);
+    run_steps(&s, 20);
+    issue(&s, b_i, CC_OP_GET); /* a downgrades: both hold S */
+    run_steps(&s, 20);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_S);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_S);
+    /* The home writes while b's acknowledgement is held back. */
+    held_from = s.ids[b_i];
+    s.held = hold_acks_from;
+    issue(&s, home_i, CC_OP_PUT);
+    run_steps(&s, 50);
+    assert_true(s.nodes[home_i].busy);
+    assert_int_equal(cc_peek(s.nodes[home_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_I);
+    s.held = NULL;
+    run_steps(&s, 20);
+    assert_false(s.nodes[home_i].busy);
+    assert_int_equal(cc_peek(s.nodes[home_i].cc, key_name(0), NULL, NULL), CC_M);
+    cc_stats st;
+    cc_get_stats(s.nodes[b_i].cc, &st);
+    assert_int_equal(st.invalidations[CC_REASON_WRITE], 1);
+    free_sim(&s);
+}
+
+static void test_an_inv_that_overtakes_its_grant_is_obeyed_after_it(void **state)
+{
+    sim s;
+    scripted(&s);
+    /* a asks for M; its grant is held back while b asks too: the
+     * home's INV to a arrives first and must wait for the grant. */
+    held_type = CC_MSG_GRANT;
+    s.held = hold_type;
+    issue(&s, a_i, CC_OP_PUT);
+    run_steps(&s, 10);
+    issue(&s, b_i, CC_OP_PUT);
+    run_steps(&s, 10);
+    assert_true(s.nodes[a_i].busy && s.nodes[b_i].busy);
+    s.held = NULL;
+    run_steps(&s, 30);
+    assert_false(s.nodes[a_i].busy);
+    assert_false(s.nodes[b_i].busy);
+    /* a's PUT happened, then its line went to b. */
+    assert_int_equal(s.puts[s.nodes[a_i].put_id].end < s.puts[s.nodes[b_i].put_id].end, 1);
+    assert_int_equal(cc_peek(s.nodes[a_i].cc, key_name(0), NULL, NULL), CC_I);
+    assert_int_equal(cc_peek(s.nodes[b_i].cc, key_name(0), NULL, NULL), CC_M);
+    issue(&s, home_i, CC_OP_GET);
+    run_steps(&s, 20);
+    assert_int_equal(s.nodes[home_i].final_read[0], s.nodes[b_i].put_id);
+    free_sim(&s);
+}
+
+static void test_a_dirty_value_survives_a_view_change_that_kills_its_transaction(void **state)
+{
+    sim s;
+    scripted(&s);
+    issue(&s, a_i, CC_OP_PUT); /* a: M, dirty, the only copy */
+    run_steps(&s, 20);
+    uint64_t written = s.nodes[a_i].put_id;
+    /* b reads; a's answer (with the dirty value) is held, and the
+     * epoch moves on: the home's transaction dies with it. */
+    held_from = s.ids[a_i];
+    s.held = hold_acks_from;
+    issue(&s, b_i, CC_OP_GET);
+    run_steps(&s, 10);
+    new_view(&s, false);
+    run_steps(&s, 5);
+    s.held = NULL;
+    run_steps(&s, 40);
+    assert_false(s.nodes[b_i].busy);
+    assert_int_equal(s.nodes[b_i].final_read[0], written);
+    /* a crashes now: the value is in the home's store already. */
+    crash_node(&s, a_i);
+    new_view(&s, false);
+    run_steps(&s, 20);
+    issue(&s, home_i, CC_OP_GET);
+    run_steps(&s, 20);
+    assert_false(s.nodes[home_i].busy);
+    assert_int_equal(s.nodes[home_i].final_read[0], written);
+    free_sim(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_clusters_stay_coherent_and_linearizable),
+        cmocka_unit_test(test_a_put_completes_only_once_every_other_copy_is_invalid),
+        cmocka_unit_test(test_an_inv_that_overtakes_its_grant_is_obeyed_after_it),
+        cmocka_unit_test(test_a_dirty_value_survives_a_view_change_that_kills_its_transaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

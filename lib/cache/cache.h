@@ -400,6 +400,18 @@ cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *
  * a dirty line, or a dirty value written back or handed over and not yet
  * acknowledged. What a crash of this node would lose. */
 bool cc_holds_dirty(const cc_node *n, const char *key);
+/* When this node's copy of key expires (its TTL, in the time base of the
+ * calls' now); 0 when it never does or there is no copy. */
+uint64_t cc_peek_expiry(const cc_node *n, const char *key);
+
+/* Called, inside whatever call into n caused it, when one of this node's
+ * copies stops being readable without a message or a call naming its key:
+ * an eviction (LRU bounds, TTL, cc_evict) or a view change dropping it.
+ * An embedder that serves reads from a copy of the lines outside the core
+ * (node_cache.c does) drops its copy of key here. fn may be NULL. */
+typedef void (*cc_drop_fn)(void *ctx, const char *key);
+void cc_set_drop_listener(cc_node *n, cc_drop_fn fn, void *ctx);
+
 /* The home of key under the current view (0: no view). */
 uint64_t cc_home(const cc_node *n, const char *key);
 const char *cc_state_name(cc_state s);

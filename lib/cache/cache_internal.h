@@ -173,6 +173,8 @@ struct cc_node {
     uint64_t next_rid, next_hid, next_op, next_store;
     uint64_t now;
     cc_stats stats;
+    cc_drop_fn on_drop; /* cc_set_drop_listener */
+    void *on_drop_ctx;
     cc_op *timers_head, *timers_tail;
     size_t store_retries; /* directory entries waiting to re-issue a store request */
     /* Output, handed out by cc_ready_get. */

@@ -148,6 +148,7 @@ static void apply_put(cc_node *n, cc_line *l, cc_version v, bool dirty)
 void cc_line_evict(cc_node *n, cc_line *l, cc_reason reason)
 {
     assert(l->txn == TX_NONE && l->state != CC_I);
+    if (n->on_drop) n->on_drop(n->on_drop_ctx, l->key);
     if (reason == CC_REASON_EVICTION) n->stats.evictions++;
     n->stats.invalidations[reason]++;
     cc_lru_remove(&n->lru, l);
@@ -527,6 +528,7 @@ void cc_lines_on_view(cc_node *n, const qr_ring *old_ring)
             if (l->state != CC_I) {
                 n->stats.invalidations[CC_REASON_VIEW]++;
                 cc_transition(n, l->state, CC_I);
+                if (n->on_drop) n->on_drop(n->on_drop_ctx, l->key);
             }
             cc_lru_remove(&n->lru, l);
             ut_map_del(&n->lines, l->key);

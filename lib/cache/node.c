@@ -392,6 +392,18 @@ cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *
     return s;
 }
 
+uint64_t cc_peek_expiry(const cc_node *n, const char *key)
+{
+    const cc_line *l = ut_map_get(&n->lines, key);
+    return l && l->state != CC_I ? l->expires_at : 0;
+}
+
+void cc_set_drop_listener(cc_node *n, cc_drop_fn fn, void *ctx)
+{
+    n->on_drop = fn;
+    n->on_drop_ctx = ctx;
+}
+
 bool cc_holds_dirty(const cc_node *n, const char *key)
 {
     const cc_line *l = ut_map_get(&n->lines, key);

@@ -150,19 +150,106 @@ static char state_char(cc_state s)
     return s == CC_M ? 'M' : s == CC_E ? 'E' : s == CC_S ? 'S' : 'I';
 }
 
+/* ---- copies for readers on other threads -----------------------------------
+ *
+ * A GET that hits is answered on the caller's thread, without a trip to the
+ * loop (the cost of two context switches is most of a hit's): the loop keeps
+ * `copies`, a map of the lines readable here (key -> value, state, expiry),
+ * behind a rwlock. The rules that keep it coherent:
+ *  - only the loop writes it, and only from cc_peek, i.e. from the core's
+ *    state at that moment (copies_sync: after each call on the key);
+ *  - a key's copy goes before any peer message about the key is stepped
+ *    (nd_cache_frame), so it is gone before an INV_ACK can leave; on an
+ *    eviction (the core's drop listener); all of them on a view change;
+ *  - readers use the copies only until copies_until, which each loop turn
+ *    pushes half an election timeout ahead while the node is in contact: a
+ *    loop that stalls stops the copies being served soon after.
+ * Hits served here do not refresh the core's LRU order (the loop never sees
+ * them): a key only read this way ages as if unused, so the LRU is an
+ * approximation under memory pressure. */
+
+typedef struct {
+    char state;       /* 'M', 'E' or 'S' */
+    uint64_t expires; /* ut_now_ms time; 0: none */
+    size_t len;
+    char value[]; /* len bytes and a NUL */
+} nc_copy;
+
+static void copies_drop(dsync_node *n, const char *key)
+{
+    pthread_rwlock_wrlock(&n->copies_lock);
+    free(ut_map_del(&n->copies, key));
+    pthread_rwlock_unlock(&n->copies_lock);
+}
+
+static void copies_clear(dsync_node *n)
+{
+    void *v;
+    pthread_rwlock_wrlock(&n->copies_lock);
+    for (size_t it = 0; ut_map_next(&n->copies, &it, NULL, &v);)
+        free(v);
+    ut_map_close(&n->copies);
+    ut_map_init(&n->copies);
+    pthread_rwlock_unlock(&n->copies_lock);
+}
+
+static void on_drop(void *ctx, const char *key)
+{
+    copies_drop(ctx, key);
+}
+
+/* The key's copy as the core has it now. */
+static void copies_sync(dsync_node *n, const char *key)
+{
+    const void *value;
+    size_t len;
+    cc_state s = cc_peek(n->cache, key, &value, &len);
+    nc_copy *c = s == CC_I ? NULL : malloc(sizeof *c + len + 1);
+    if (c) {
+        c->state = state_char(s);
+        c->expires = cc_peek_expiry(n->cache, key);
+        c->len = len;
+        if (len) memcpy(c->value, value, len);
+        c->value[len] = '\0';
+    }
+    pthread_rwlock_wrlock(&n->copies_lock);
+    free(ut_map_del(&n->copies, key));
+    if (c && ut_map_put(&n->copies, key, c) != 0) free(c); /* out of memory: no copy */
+    pthread_rwlock_unlock(&n->copies_lock);
+}
+
+/* A hit from the copies, on the caller's thread: true with the results
+ * filled, false to go to the loop. */
+static bool copies_get(dsync_node *n, const char *key, char **value, size_t *len, char *state)
+{
+    uint64_t now = ut_now_ms();
+    if (now >= atomic_load(&n->copies_until)) return false;
+    bool hit = false;
+    pthread_rwlock_rdlock(&n->copies_lock);
+    const nc_copy *c = ut_map_get(&n->copies, key);
+    if (c && (!c->expires || now < c->expires) && (*value = malloc(c->len + 1)) != NULL) {
+        memcpy(*value, c->value, c->len + 1);
+        *len = c->len;
+        if (state) *state = c->state;
+        hit = true;
+    }
+    pthread_rwlock_unlock(&n->copies_lock);
+    return hit;
+}
+
+
 /* Finishes a call with the result (for a GET, a copy of the value). */
-static void answer(dsync_node *n, nd_call *c, int status, cc_state state, const void *value,
-                   size_t len)
+/* Fills the caller's results (a GET's value copied); returns the call's
+ * code. The call is completed separately, after the copies are synced. */
+static int fill(dsync_node *n, nd_call *c, int status, cc_state state, const void *value,
+                size_t len)
 {
     bool get = c->kind == ND_CALL_CACHE_GET;
     dsync_series_observe(get ? n->cm.get_seconds : n->cm.put_seconds,
                          (double)(ut_now_ns() - c->submitted_ns) / 1e9);
     if (status == 0 && get) {
         char *copy = malloc(len + 1);
-        if (!copy) {
-            nd_complete(c, DSYNC_ENOMEM);
-            return;
-        }
+        if (!copy) return DSYNC_ENOMEM;
         if (len) memcpy(copy, value, len);
         copy[len] = '\0';
         *c->u.cache.value_out = copy;
@@ -170,7 +257,7 @@ static void answer(dsync_node *n, nd_call *c, int status, cc_state state, const 
     }
     if (c->u.cache.state_out) *c->u.cache.state_out = status == 0 ? state_char(state) : 0;
     /* ETIMEDOUT from the core: the outcome is unknown, as with no quorum. */
-    nd_complete(c, status == DSYNC_ETIMEDOUT ? DSYNC_EUNAVAILABLE : status);
+    return status == DSYNC_ETIMEDOUT ? DSYNC_EUNAVAILABLE : status;
 }
 
 static nd_call *take_waiting(dsync_node *n, uint64_t id)
@@ -201,7 +288,9 @@ void nd_cache_handle(dsync_node *n, nd_call *call, uint64_t now_ms)
         return;
     }
     if (res.done) {
-        answer(n, call, res.status, res.state, res.value, res.len);
+        int status = fill(n, call, res.status, res.state, res.value, res.len);
+        copies_sync(n, call->u.cache.key);
+        nd_complete(call, status);
         return;
     }
     call->read_ctx = res.id;
@@ -265,10 +354,16 @@ void nd_cache_process(dsync_node *n)
             if (n->net && nt_send(n->net, rd.msgs[i].to, ND_FRAME_CACHE, rd.msgs[i].bytes,
                                   rd.msgs[i].len) != 0)
                 nd_request_view_bump(n);
+        /* Results are filled now (their values live until cc_advance), the
+         * calls completed after it, once the copies reflect them. */
+        nd_call *finished = NULL;
         for (size_t i = 0; i < rd.n_done; i++) {
             const cc_completion *d = &rd.done[i];
             nd_call *c = take_waiting(n, d->id);
-            if (c) answer(n, c, d->status, d->state, d->value, d->len);
+            if (!c) continue;
+            c->rc = fill(n, c, d->status, d->state, d->value, d->len);
+            c->next = finished;
+            finished = c;
         }
         /* The store's answers go back in after cc_advance: copy the asks. */
         nc_store_req *reqs = rd.n_store ? calloc(rd.n_store, sizeof *reqs) : NULL;
@@ -288,17 +383,36 @@ void nd_cache_process(dsync_node *n)
         /* What could not be copied (out of memory) is retried by the core
          * on its own: it never heard an answer. */
         cc_advance(n->cache, &rd);
+        while (finished) {
+            nd_call *c = finished;
+            finished = c->next;
+            c->next = NULL;
+            copies_sync(n, c->u.cache.key);
+            nd_complete(c, c->rc);
+        }
         run_store(n, reqs, count, now);
         store_requests_free(reqs, count);
     }
     update_metrics(n);
+    uint64_t window = n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+    atomic_store(&n->copies_until, in_contact(n) ? ut_now_ms() + window / 2 : 0);
 }
 
 void nd_cache_frame(dsync_node *n, uint64_t from, const void *payload, size_t len)
 {
     cc_msg m;
     if (!n->cache) return;
-    if (cc_msg_decode(payload, len, &m) != 0 || cc_step(n->cache, from, &m, ut_now_ms()) != 0)
+    if (cc_msg_decode(payload, len, &m) != 0) {
+        ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed cache message", from);
+        return;
+    }
+    /* Whatever the message does to the key (an INV above all), no reader
+     * may see the old copy once its answer has left: drop it first. */
+    char key[CC_KEY_MAX + 1];
+    memcpy(key, m.key, m.key_len);
+    key[m.key_len] = '\0';
+    copies_drop(n, key);
+    if (cc_step(n->cache, from, &m, ut_now_ms()) != 0)
         ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed cache message", from);
 }
 
@@ -307,6 +421,7 @@ void nd_cache_view_changed(dsync_node *n)
     if (!n->cache || !n->fsm.view_index) return;
     uint64_t epoch = view_epoch(n);
     if (epoch <= cc_epoch(n->cache)) return; /* replayed: the core is past it */
+    copies_clear(n);
     if (cc_set_view(n->cache, epoch, n->fsm.live, n->fsm.n_live) != 0)
         ut_log(&n->log, DSYNC_LOG_ERROR, "cache: view %" PRIu64 " refused", n->fsm.view_index);
 }
@@ -354,6 +469,14 @@ int nd_cache_open(dsync_node *n)
     };
     n->cache = cc_node_new(&cfg);
     if (!n->cache) return DSYNC_ENOMEM;
+    if (pthread_rwlock_init(&n->copies_lock, NULL) != 0) {
+        cc_node_free(n->cache);
+        n->cache = NULL;
+        return DSYNC_ENOMEM;
+    }
+    ut_map_init(&n->copies);
+    atomic_store(&n->copies_until, 0);
+    cc_set_drop_listener(n->cache, on_drop, n);
     nd_cache_view_changed(n);
     return 0;
 }
@@ -365,6 +488,10 @@ void nd_cache_close(dsync_node *n)
         n->c_waiting = c->next;
         nd_complete(c, DSYNC_ECLOSED);
     }
+    if (!n->cache) return;
+    copies_clear(n);
+    ut_map_close(&n->copies);
+    pthread_rwlock_destroy(&n->copies_lock);
     cc_node_free(n->cache);
     n->cache = NULL;
 }
@@ -377,6 +504,12 @@ int dsync_cache_get(dsync_node *n, const char *key, char **value, size_t *len, c
     *value = NULL;
     *len = 0;
     if (state) *state = 0;
+    uint64_t start = ut_now_ns();
+    if (copies_get(n, key, value, len, state)) {
+        dsync_series_add(n->cm.hits, 1);
+        dsync_series_observe(n->cm.get_seconds, (double)(ut_now_ns() - start) / 1e9);
+        return 0;
+    }
     nd_call call = {.kind = ND_CALL_CACHE_GET,
                     .u.cache = {.key = key, .value_out = value, .len_out = len, .state_out = state}};
     return nd_submit(n, &call);

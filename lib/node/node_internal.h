@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "dsync.h"
@@ -250,6 +251,11 @@ struct dsync_node {
     uint64_t bump_epoch;        /* ... while the view's epoch was this */
     bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
     bool view_bump; /* leader: propose a new view epoch even with the same members */
+    /* Readable lines for GETs on callers' threads (node_cache.c, "copies"):
+     * written by the loop only, under copies_lock. */
+    pthread_rwlock_t copies_lock;
+    ut_map copies;
+    _Atomic uint64_t copies_until; /* ut_now_ms: readers use the copies until then */
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */

@@ -331,6 +331,17 @@ static int allow_all(struct mg_connection *conn, void *cbdata)
     return 1;
 }
 
+static const int codes[HTTP_N_CODES] = {200, 202, 400, 404, 405, 409, 413, 500, 503, 504};
+static const char *const codes_text[HTTP_N_CODES] = {"200", "202", "400", "404", "405",
+                                                     "409", "413", "500", "503", "504"};
+
+static int code_index(int status)
+{
+    for (int i = 0; i < HTTP_N_CODES; i++)
+        if (codes[i] == status) return i;
+    return -1;
+}
+
 static int dispatch(struct mg_connection *conn, void *cbdata)
 {
     srv *s = cbdata;
@@ -367,12 +378,30 @@ static int dispatch(struct mg_connection *conn, void *cbdata)
     }
     json_decref(r.body);
 
-    char code[8];
-    snprintf(code, sizeof code, "%d", r.status);
-    const char *labels[3] = {method_label(ri->request_method), path_label, code};
-    dsync_series_add(dsync_metric_series(s->requests, labels, 3), 1);
-    dsync_series_observe(dsync_metric_series1(s->duration, path_label),
-                         (double)(ut_now_ns() - start) / 1e9);
+    double seconds = (double)(ut_now_ns() - start) / 1e9;
+    int ci = code_index(r.status);
+    if (match && ci >= 0) {
+        size_t i = (size_t)(match - g_routes);
+        dsync_series *req = atomic_load_explicit(&s->route_requests[i][ci], memory_order_acquire);
+        if (!req) {
+            const char *labels[3] = {match->method, match->path, codes_text[ci]};
+            req = dsync_metric_series(s->requests, labels, 3);
+            atomic_store_explicit(&s->route_requests[i][ci], req, memory_order_release);
+        }
+        dsync_series *dur = atomic_load_explicit(&s->route_duration[i], memory_order_acquire);
+        if (!dur) {
+            dur = dsync_metric_series1(s->duration, match->path);
+            atomic_store_explicit(&s->route_duration[i], dur, memory_order_release);
+        }
+        dsync_series_add(req, 1);
+        dsync_series_observe(dur, seconds);
+    } else {
+        char code[8];
+        snprintf(code, sizeof code, "%d", r.status);
+        const char *labels[3] = {method_label(ri->request_method), path_label, code};
+        dsync_series_add(dsync_metric_series(s->requests, labels, 3), 1);
+        dsync_series_observe(dsync_metric_series1(s->duration, path_label), seconds);
+    }
     /* Non-zero: the request is handled; civetweb does nothing more. */
     return r.status ? r.status : 1;
 }
@@ -398,9 +427,14 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
     s->duration = dsync_metrics_histogram(
         m, "http_request_duration_seconds", "HTTP request latency by path.", "path",
         dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds);
-    if (!s->requests || !s->duration) {
+    if (!s->requests || !s->duration || n > HTTP_MAX_ROUTES) {
         snprintf(err, errlen, "cannot register HTTP metrics");
         return DSYNC_ENOMEM;
+    }
+    for (size_t i = 0; i < HTTP_MAX_ROUTES; i++) {
+        atomic_init(&s->route_duration[i], NULL);
+        for (int c = 0; c < HTTP_N_CODES; c++)
+            atomic_init(&s->route_requests[i][c], NULL);
     }
 
     char threads[16], timeout[24];

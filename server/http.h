@@ -11,6 +11,7 @@
 #define DSYNCD_HTTP_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -39,12 +40,20 @@ typedef struct {
     http_handler fn;
 } http_route;
 
+#define HTTP_MAX_ROUTES 32
+#define HTTP_N_CODES 10 /* the statuses handlers answer with (http.c: codes) */
+
 struct srv {
     dsync_node *node;
     const dsync_config *cfg;
     struct mg_context *ctx;
     dsync_metric *requests;
     dsync_metric *duration;
+    /* Series of each route and status, looked up on first use and kept: a
+     * lookup formats a key and takes the registry's lock, too much for
+     * every request. (Two threads may both look one up: same handle.) */
+    _Atomic(dsync_series *) route_requests[HTTP_MAX_ROUTES][HTTP_N_CODES];
+    _Atomic(dsync_series *) route_duration[HTTP_MAX_ROUTES];
 };
 
 /* Starts civetweb on cfg->http_addr serving routes (n of them, static).

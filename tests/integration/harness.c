@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -34,6 +35,14 @@ static void kill_leftovers(void)
             tracked[i] = 0;
         }
     }
+}
+
+/* In a child: a test that dies by a signal (or a failed assert in a
+ * thread) takes its servers with it, instead of leaving them running. */
+static void die_with_parent(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1); /* it died before prctl */
 }
 
 static void track(pid_t pid, bool add)
@@ -169,9 +178,11 @@ int h_node_start(h_node *n)
         envp[i] = env[i];
     envp[k] = NULL;
 
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        die_with_parent(parent);
         int fd = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -566,9 +577,11 @@ int h_redis_start(h_redis *r)
     char port[16], log[192];
     snprintf(port, sizeof port, "%d", r->port);
     snprintf(log, sizeof log, "%s/redis.log", r->dir);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        die_with_parent(parent);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);

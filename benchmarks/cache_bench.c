@@ -469,25 +469,6 @@ static void usage(void)
         "       cache_bench memory    ENTRIES [MAX_SECONDS]\n");
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v > 0 && v <= 86400)) return false;
-    *out = v;
-    return true;
-}
-
 /* ---- memory --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -536,8 +517,8 @@ static int run_memory(int argc, char **argv)
 {
     long entries;
     double max_seconds = 120;
-    if (argc < 3 || argc > 4 || !parse_long(argv[2], 1, 100000000, &entries) ||
-        (argc == 4 && !parse_seconds(argv[3], &max_seconds))) {
+    if (argc < 3 || argc > 4 || !bench_parse_long(argv[2], 1, 100000000, &entries) ||
+        (argc == 4 && !bench_parse_seconds(argv[3], &max_seconds))) {
         usage();
         return 2;
     }
@@ -635,11 +616,11 @@ int main(int argc, char **argv)
     }
     long threads;
     double seconds;
-    if (!parse_long(argv[3], 1, MAX_THREADS, &threads)) {
+    if (!bench_parse_long(argv[3], 1, MAX_THREADS, &threads)) {
         fprintf(stderr, "cache_bench: CLIENTS must be 1..%d\n", MAX_THREADS);
         return 2;
     }
-    if (!parse_seconds(argv[4], &seconds)) {
+    if (!bench_parse_seconds(argv[4], &seconds)) {
         fprintf(stderr, "cache_bench: SECONDS must be a positive number\n");
         return 2;
     }

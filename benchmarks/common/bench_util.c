@@ -71,3 +71,22 @@ int lat_summarize(lat_log *logs, size_t count, lat_summary *out)
     free(all);
     return 0;
 }
+
+bool bench_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool bench_parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v > 0 && v <= 86400)) return false;
+    *out = v;
+    return true;
+}

@@ -39,4 +39,9 @@ typedef struct {
  * memory for the merge. */
 int lat_summarize(lat_log *logs, size_t count, lat_summary *out);
 
+/* Command-line numbers: a whole decimal long in [lo, hi], or seconds in
+ * (0, 86400]; false for anything else (trailing junk included). */
+bool bench_parse_long(const char *s, long lo, long hi, long *out);
+bool bench_parse_seconds(const char *s, double *out);
+
 #endif

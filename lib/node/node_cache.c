@@ -345,15 +345,18 @@ void nd_cache_process(dsync_node *n)
 {
     if (!n->cache) return;
     uint64_t now = ut_now_ms();
+    bool sent = false;
     for (int round = 0; round < 64 && cc_has_ready(n->cache); round++) {
         cc_ready rd;
         cc_ready_get(n->cache, &rd);
         /* A frame the transport refuses is lost: the protocol needs a new
          * epoch to get past it (cache.h, "Views"). */
-        for (size_t i = 0; i < rd.n_msgs; i++)
+        for (size_t i = 0; i < rd.n_msgs; i++) {
             if (n->net && nt_send(n->net, rd.msgs[i].to, ND_FRAME_CACHE, rd.msgs[i].bytes,
                                   rd.msgs[i].len) != 0)
                 nd_request_view_bump(n);
+            sent = true;
+        }
         /* Results are filled now (their values live until cc_advance), the
          * calls completed after it, once the copies reflect them. */
         nd_call *finished = NULL;
@@ -393,6 +396,8 @@ void nd_cache_process(dsync_node *n)
         run_store(n, reqs, count, now);
         store_requests_free(reqs, count);
     }
+    /* Out now, not at the next turn: each hop of a transaction is latency. */
+    if (sent && n->net) nt_tick(n->net, ut_now_ms());
     update_metrics(n);
     uint64_t window = n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
     atomic_store(&n->copies_until, in_contact(n) ? ut_now_ms() + window / 2 : 0);

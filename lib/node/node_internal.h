@@ -251,6 +251,7 @@ struct dsync_node {
     uint64_t bump_epoch;        /* ... while the view's epoch was this */
     bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
     bool view_bump; /* leader: propose a new view epoch even with the same members */
+    uint64_t last_bump_ms; /* leader: when a bump last made a view */
     /* Readable lines for GETs on callers' threads (node_cache.c, "copies"):
      * written by the loop only, under copies_lock. */
     pthread_rwlock_t copies_lock;

@@ -867,7 +867,15 @@ void nd_queue_handle(dsync_node *n, nd_call *call)
         execute(n, op);
         return;
     }
-    /* Someone else's topic: send it there and wait for the answer. */
+    /* Someone else's topic: send it there and wait for the answer. An
+     * owner the transport has no connection to now answers nothing: 503 at
+     * once rather than after the whole timeout. */
+    if (!nt_connected(n->net, owner) || nt_dropping(n->net, owner)) {
+        op->call = NULL;
+        op_free(op);
+        nd_complete(call, DSYNC_EUNAVAILABLE);
+        return;
+    }
     ut_buf b;
     ut_buf_init(&b);
     call->read_ctx = ++n->next_read;

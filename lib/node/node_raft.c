@@ -686,8 +686,12 @@ static void propose_view(dsync_node *n, uint64_t now_ms)
             cmd.live[j] = cmd.live[j - 1];
             cmd.live[j - 1] = t;
         }
-    if (n->fsm.view_index && !n->view_bump && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live))
-        return;
+    /* A bump (frames may have been lost) makes a new epoch even for the
+     * same members, at most once per election timeout: a flapping link
+     * must not turn every flap into a log entry and aborted transactions. */
+    bool bump = n->view_bump && now_ms >= n->last_bump_ms + election_ms(n);
+    if (n->fsm.view_index && !bump && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live)) return;
+    if (bump) n->last_bump_ms = now_ms;
     n->view_bump = false;
     n->view_index = nd_propose_internal(n, &cmd);
     n->view_term = raft_term(n->raft);

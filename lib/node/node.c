@@ -138,8 +138,8 @@ static void *loop_main(void *arg)
         /* A turn that ran long (a slow fsync, Redis, the scheduler) may have
          * left frames unread that say this node was cut off: for a while
          * its cache copies are not served (node_cache.c). */
-        if (n->last_turn_ms > n->cfg.raft_tick_ms * n->cfg.raft_election_ticks / 4)
-            n->quiet_until = turn_start + n->cfg.raft_tick_ms * n->cfg.raft_election_ticks / 2;
+        if (n->last_turn_ms > nd_election_ms(n) / 4)
+            n->quiet_until = turn_start + nd_election_ms(n) / 2;
 
         pthread_mutex_lock(&n->mu);
         nd_call *batch = n->queue_head;

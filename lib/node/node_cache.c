@@ -60,7 +60,7 @@ static uint64_t view_epoch(const dsync_node *n)
 static bool in_contact(const dsync_node *n)
 {
     if (!n->net) return true;
-    uint64_t now = ut_now_ms(), window = n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+    uint64_t now = ut_now_ms(), window = nd_election_ms(n);
     if (now < n->quiet_until) return false;
     uint64_t leader = raft_leader(n->raft);
     if (leader == 0) return false;
@@ -399,7 +399,7 @@ void nd_cache_process(dsync_node *n)
     /* Out now, not at the next turn: each hop of a transaction is latency. */
     if (sent && n->net) nt_tick(n->net, ut_now_ms());
     update_metrics(n);
-    uint64_t window = n->cfg.raft_tick_ms * n->cfg.raft_election_ticks;
+    uint64_t window = nd_election_ms(n);
     atomic_store(&n->copies_until, in_contact(n) ? ut_now_ms() + window / 2 : 0);
 }
 

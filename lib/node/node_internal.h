@@ -288,7 +288,69 @@ void nd_raft_handle_member(dsync_node *n, nd_call *call);
 /* Completes every waiting write and read with rc (closing). */
 void nd_raft_fail_all(dsync_node *n, int rc);
 
-/* node_queue.c: the queue service's half of the loop. */
+/* ---- node_queue*.c: the queue service's half of the loop ---------------- */
+
+#define NQ_MAX_BATCH 100 /* messages one consume may take */
+
+/* An operation on the topic's owner, from a caller here (call) or from a
+ * peer (from, req_id). Owns copies of everything it needs. */
+struct nq_op {
+    nq_op *next;
+    nd_call_kind kind;
+    char topic[QS_TOPIC_NAME_MAX + 1];
+    char consumer[QS_CONSUMER_MAX + 1];
+    void *body;
+    size_t len;
+    uint32_t max;
+    uint64_t visibility_ms, wait_ms, deadline_ms;
+    q_receipt receipt;
+    /* results */
+    int rc;
+    uint64_t id;
+    dsync_queue_msg *msgs;
+    size_t n_msgs;
+    uint64_t started_ns;
+    /* who waits */
+    nd_call *call;
+    uint64_t from, req_id;
+};
+
+/* node_queue.c */
+bool nq_topic_ok(const char *topic);
+bool nq_redis_mode(const dsync_node *n);
+/* The unit topic belongs to: its name without ".dlq". */
+void nq_base_of(const char *topic, char base[QS_TOPIC_NAME_MAX + 1]);
+/* The topic's owner on the ring (0: none now). */
+uint64_t nq_owner_of(const dsync_node *n, const char *topic);
+/* Replaces the ring by one over ids (none at all when out of memory). */
+void nq_build_ring(dsync_node *n, const uint64_t *ids, size_t count);
+void nq_free_msgs(dsync_queue_msg *msgs, size_t n);
+void nq_op_free(nq_op *op);
+/* Gives op's caller (here or on a peer) its result, and frees op. */
+void nq_finish(dsync_node *n, nq_op *op);
+/* Runs op here, the topic's owner. */
+void nq_execute(dsync_node *n, nq_op *op);
+void nq_topic_gauges(dsync_node *n, const char *topic);
+/* The store failed: queue writes are refused until restart. */
+void nq_broke(dsync_node *n, const char *what);
+
+/* node_queue_forward.c */
+/* Sends call (op made from it, freed here) to the topic's owner. */
+void nq_forward(dsync_node *n, nd_call *call, nq_op *op, uint64_t owner);
+void nq_encode_result(ut_buf *b, const nq_op *op);
+
+/* node_queue_redis.c */
+/* Makes sure topic's unit is claimed and loaded here; 0 or the call's error. */
+int nq_claim_unit(dsync_node *n, const char *topic);
+/* Files the journal's records under their units' Redis logs (buffered). */
+void nq_journal_to_redis(dsync_node *n);
+/* Sends what is buffered in one round trip; failed units are dropped. */
+void nq_flush_to_redis(dsync_node *n);
+/* Whether topic's unit failed this turn (its calls answer 503). */
+bool nq_unit_has_failed(const dsync_node *n, const char *topic);
+/* Claims now the units in Redis this node owns under the current view. */
+void nq_adopt_units(dsync_node *n);
+
 int nd_queue_open(dsync_node *n);
 void nd_queue_close(dsync_node *n);
 void nd_queue_handle(dsync_node *n, nd_call *call);
@@ -299,9 +361,7 @@ void nd_queue_members_changed(dsync_node *n);
 /* The view changed (an applied VIEW or snapshot): with Redis the ring
  * follows it and topics placed elsewhere now are dropped here. */
 void nd_queue_view_changed(dsync_node *n);
-/* How long the leader waits without hearing a member before it proposes
- * a view without it. */
-uint64_t nd_down_after_ms(const dsync_node *n);
+
 /* Makes this turn's queue changes durable (one fsync), then answers. */
 void nd_queue_flush(dsync_node *n);
 /* Expires leases, serves parked consumers; returns the next deadline. */
@@ -320,8 +380,26 @@ void nd_cache_view_changed(dsync_node *n);
 /* Sends what the core has ready, answers calls, runs store requests. */
 void nd_cache_process(dsync_node *n);
 uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms);
-/* node_raft.c: ask the leader (or, leading, oneself) for a new view epoch. */
+/* node_members.c: membership changes and the view of live members. */
+bool nd_is_member(const dsync_node *n, uint64_t id);
+/* A Raft election timeout in ms: the unit of the failure detector. */
+uint64_t nd_election_ms(const dsync_node *n);
+/* How long the leader waits without hearing a member before it proposes
+ * a view without it. */
+uint64_t nd_down_after_ms(const dsync_node *n);
+/* Takes the configuration Raft uses now (ids, addresses, metrics). */
+void nd_set_members(dsync_node *n, const void *conf, size_t len);
+/* Frames of a forwarded membership change, and its answer. */
+void nd_conf_frame(dsync_node *n, uint64_t from, const unsigned char *p, size_t len);
+void nd_conf_result(dsync_node *n, const unsigned char *p, size_t len);
+/* Answers membership changes whose entry has applied. */
+void nd_finish_confs(dsync_node *n);
+/* Leader: proposes a VIEW when the live members differ from the view's. */
+void nd_propose_view(dsync_node *n, uint64_t now_ms);
+/* Ask the leader (or, leading, oneself) for a new view epoch; resent by
+ * nd_send_view_bump until a newer view applies. */
 void nd_request_view_bump(dsync_node *n);
+void nd_send_view_bump(dsync_node *n);
 
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);

@@ -1,0 +1,318 @@
+/*
+ * node_queue_redis.c: the queue's Redis store and the handover of topics.
+ *
+ * A topic and its dead letters form one unit, kept in Redis as a snapshot
+ * plus a record log (lib/store/redis_log), placed on the ring over the
+ * view. The owner claims a unit with the view's epoch and loads it on
+ * first use (or at once after a view change: adopt); every record it
+ * writes is fenced by that epoch. When the view moves a unit, the old
+ * owner drops it from memory, and the new one claims a higher epoch and
+ * loads it from Redis alone: once it has, any write of the old owner is
+ * refused, so no message is delivered by two owners at once, and since
+ * every answer waits for its records to be in Redis, nothing an old owner
+ * acknowledged is missing from what the new one loads. A failed or unknown
+ * write drops the unit here too (memory may then differ from Redis),
+ * answers 503, and the next call loads it again.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+/* Rewrite a unit's log as a snapshot once it holds more records than this
+ * plus twice the unit's messages (amortized, like the local file). */
+#define NQ_REWRITE_RECORDS 10000
+#define NQ_REDIS_RETRY_MS 1000 /* between attempts to connect at all */
+
+/* A unit (topic + its dead letters) loaded here from Redis. */
+typedef struct {
+    uint64_t epoch;   /* claimed with it: every write is fenced by it */
+    uint64_t log_len; /* records in its Redis log, as of the last flush */
+} nq_claim;
+
+/* The connection, opened on first need (and again, at most every
+ * NQ_REDIS_RETRY_MS, while Redis is not there); NULL meanwhile. */
+rl_log *nd_redis(dsync_node *n)
+{
+    if (!nq_redis_mode(n)) return NULL;
+    if (n->rl) return n->rl;
+    uint64_t now = ut_now_ms();
+    if (now < n->rl_next_open_ms) return NULL;
+    char err[256];
+    if (rl_open(n->cfg.redis_url, &n->rl, err, sizeof err) != 0) {
+        n->rl = NULL;
+        n->rl_next_open_ms = now + NQ_REDIS_RETRY_MS;
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: Redis at %s: %s", n->cfg.redis_url, err);
+        return NULL;
+    }
+    char policy[128];
+    if (rl_info_appendfsync(n->rl, policy, sizeof policy) == 0)
+        ut_log(&n->log, DSYNC_LOG_INFO, "queue: store is Redis at %s (%s)", n->cfg.redis_url,
+               policy);
+    return n->rl;
+}
+
+static void dlq_of(const char *base, char out[QS_TOPIC_NAME_MAX + 1])
+{
+    size_t len = strnlen(base, QS_TOPIC_MAX); /* a base name is at most that */
+    memcpy(out, base, len);
+    memcpy(out + len, QS_DLQ_SUFFIX, sizeof QS_DLQ_SUFFIX);
+}
+
+static void unit_gauges(dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    nq_topic_gauges(n, base);
+    nq_topic_gauges(n, dlq);
+}
+
+/* Forgets a unit here: its topics (whose gauges read 0 from now on) and
+ * its claim. */
+static void drop_unit(dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    const char *names[] = {base, dlq};
+    for (size_t i = 0; i < 2; i++) {
+        if (q_drop_topic(n->queue, names[i]) != 0) continue;
+        dsync_series_set(dsync_metric_series1(n->qm.depth, names[i]), 0);
+        dsync_series_set(dsync_metric_series1(n->qm.in_flight, names[i]), 0);
+    }
+    free(ut_map_del(&n->q_claims, base));
+}
+
+/* A unit whose writes failed or whose fate is unknown, or that moved
+ * away: dropped, and not loaded again before this turn's flush, whose
+ * answers for it are 503. */
+static void unit_failed(dsync_node *n, const char *base)
+{
+    drop_unit(n, base);
+    if (!ut_map_get(&n->q_failed, base) && ut_map_put(&n->q_failed, base, n) != 0)
+        nq_broke(n, "remembering a failed queue write"); /* out of memory */
+}
+
+bool nq_unit_has_failed(const dsync_node *n, const char *topic)
+{
+    char base[QS_TOPIC_NAME_MAX + 1];
+    nq_base_of(topic, base);
+    return ut_map_get(&n->q_failed, base) != NULL;
+}
+
+static int load_record(void *ctx, rl_kind kind, const void *data, size_t len)
+{
+    dsync_node *n = ctx;
+    return kind == RL_SNAPSHOT ? q_restore_topics(n->queue, data, len)
+                               : q_apply_all(n->queue, data, len, NULL);
+}
+
+/* Makes sure this node holds topic's unit, claimed under the current view
+ * and loaded from Redis. 0, or the call's error: 503 while Redis is out of
+ * reach or when a newer view's owner has claimed it (this node is behind). */
+int nq_claim_unit(dsync_node *n, const char *topic)
+{
+    char base[QS_TOPIC_NAME_MAX + 1];
+    nq_base_of(topic, base);
+    if (ut_map_get(&n->q_claims, base)) return 0;
+    if (ut_map_get(&n->q_failed, base)) return DSYNC_EUNAVAILABLE; /* writes still out */
+    rl_log *rl = nd_redis(n);
+    if (!rl) return DSYNC_EUNAVAILABLE;
+    nq_claim *c = calloc(1, sizeof *c);
+    if (!c) return DSYNC_ENOMEM;
+    c->epoch = n->fsm.view_epoch;
+    uint64_t stored = 0;
+    int rc = rl_claim(rl, base, c->epoch, &stored);
+    if (rc == DSYNC_EEXIST && stored == c->epoch)
+        rc = 0; /* our own claim (a restart, or an unknown outcome): one owner per view */
+    if (rc != 0) {
+        free(c);
+        if (rc == DSYNC_EEXIST)
+            ut_log(&n->log, DSYNC_LOG_DEBUG,
+                   "queue: %s is claimed at epoch %" PRIu64 ", past this node's view's %" PRIu64,
+                   base, stored, n->fsm.view_epoch);
+        return rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    }
+    drop_unit(n, base); /* whatever an older claim here left behind */
+    rc = rl_load(rl, base, load_record, n);
+    if (rc == 0) rc = ut_map_put(&n->q_claims, base, c);
+    if (rc != 0) {
+        ut_log(&n->log, DSYNC_LOG_ERROR, "queue: cannot load %s from Redis: %s", base,
+               rc == DSYNC_ECORRUPT ? "a stored record does not apply (corrupt)"
+                                    : rl_last_error(rl));
+        drop_unit(n, base);
+        free(c);
+        return rc == DSYNC_ECORRUPT ? DSYNC_EIO : rc == DSYNC_ENOMEM ? rc : DSYNC_EUNAVAILABLE;
+    }
+    unit_gauges(n, base);
+    n->q_ready_dirty = true; /* it may hold ready messages for parked consumers */
+    return 0;
+}
+
+/* Files each record of the journal under its unit's log, fenced by the
+ * unit's epoch. A unit that cannot take one fails for this turn. */
+void nq_journal_to_redis(dsync_node *n)
+{
+    const unsigned char *p = (const unsigned char *)n->journal.data;
+    size_t left = n->journal.len;
+    while (left) {
+        char topic[QS_TOPIC_NAME_MAX + 1], base[QS_TOPIC_NAME_MAX + 1];
+        size_t len;
+        if (q_record_topic(p, left, topic, &len) != 0) {
+            nq_broke(n, "filing a queue record"); /* our own bytes: a bug */
+            return;
+        }
+        nq_base_of(topic, base);
+        nq_claim *c = ut_map_get(&n->q_claims, base);
+        if (!c || rl_append(n->rl, base, c->epoch, p, len) != 0) unit_failed(n, base);
+        p += len;
+        left -= len;
+    }
+}
+
+#define NQ_MAX_DUE 16 /* rewrites one turn may do */
+
+typedef struct {
+    dsync_node *n;
+    char due[NQ_MAX_DUE][QS_TOPIC_NAME_MAX + 1];
+    size_t n_due;
+} nq_flush_ctx;
+
+static uint64_t unit_messages(const dsync_node *n, const char *base)
+{
+    char dlq[QS_TOPIC_NAME_MAX + 1];
+    dlq_of(base, dlq);
+    uint64_t total = 0;
+    q_topic_stats st;
+    if (q_topic_stats_get(n->queue, base, &st) == 0) total += st.depth + st.in_flight;
+    if (q_topic_stats_get(n->queue, dlq, &st) == 0) total += st.depth + st.in_flight;
+    return total;
+}
+
+static void on_flushed(void *ctx, const rl_flush_result *r)
+{
+    nq_flush_ctx *fc = ctx;
+    dsync_node *n = fc->n;
+    if (r->status != 0) {
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: writing %s to Redis: %s", r->topic,
+               r->status == DSYNC_EEXIST ? "fenced, a newer owner has it"
+                                         : dsync_strerror(r->status));
+        unit_failed(n, r->topic);
+        return;
+    }
+    nq_claim *c = ut_map_get(&n->q_claims, r->topic);
+    if (!c) return;
+    c->log_len = r->log_len;
+    if (c->log_len >= NQ_REWRITE_RECORDS + 2 * unit_messages(n, r->topic) &&
+        fc->n_due < NQ_MAX_DUE)
+        strcpy(fc->due[fc->n_due++], r->topic);
+}
+
+/* Replaces a unit's log in Redis by a snapshot of it. An unknown outcome
+ * is harmless: the old snapshot plus log and the new snapshot are the
+ * same state. */
+static void rewrite_unit(dsync_node *n, const char *base)
+{
+    nq_claim *c = ut_map_get(&n->q_claims, base);
+    if (!c) return;
+    ut_buf b;
+    ut_buf_init(&b);
+    int rc = q_snapshot_unit(n->queue, base, &b);
+    if (rc == 0) rc = rl_rewrite(n->rl, base, c->epoch, b.data, b.len);
+    ut_buf_free(&b);
+    if (rc == DSYNC_EEXIST)
+        unit_failed(n, base);
+    else
+        c->log_len = 0; /* done, or try again once as many records have come */
+}
+
+/* One round trip for the whole turn; then the answers, each failed if its
+ * unit's writes did not all land. */
+void nq_flush_to_redis(dsync_node *n)
+{
+    if (!n->rl || !rl_pending(n->rl)) return;
+    nq_flush_ctx fc = {.n = n};
+    uint64_t start = ut_now_ns();
+    rl_flush(n->rl, on_flushed, &fc);
+    dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+    for (size_t i = 0; i < fc.n_due; i++)
+        rewrite_unit(n, fc.due[i]);
+}
+
+typedef struct {
+    dsync_node *n;
+    size_t adopted, failed;
+} nq_adopt_ctx;
+
+static int adopt_one(void *ctx, const char *topic)
+{
+    nq_adopt_ctx *a = ctx;
+    dsync_node *n = a->n;
+    if (!nq_topic_ok(topic) || ut_map_get(&n->q_claims, topic) ||
+        nq_owner_of(n, topic) != n->cfg.node_id)
+        return 0;
+    if (nq_claim_unit(n, topic) == 0)
+        a->adopted++;
+    else
+        a->failed++;
+    return 0;
+}
+
+/* Claims now, rather than at their first call, the units in Redis this
+ * node owns under the current view, so their leases run out on time and
+ * their gauges show. Only once the log is applied up to the commit index:
+ * a node replaying old views would claim what has moved on since. */
+void nq_adopt_units(dsync_node *n)
+{
+    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) || !nd_is_member(n, n->cfg.node_id))
+        return;
+    rl_log *rl = nd_redis(n);
+    if (!rl) return;
+    nq_adopt_ctx a = {.n = n};
+    n->q_adopted = true;
+    if (rl_topics(rl, adopt_one, &a) != 0)
+        ut_log(&n->log, DSYNC_LOG_WARN, "queue: listing topics in Redis: %s", rl_last_error(rl));
+    if (a.adopted || a.failed)
+        ut_log(&n->log, DSYNC_LOG_INFO,
+               "queue: view %" PRIu64 ": took over %zu topic(s) from Redis%s", n->fsm.view_index,
+               a.adopted, a.failed ? " (some could not be loaded yet)" : "");
+}
+
+void nd_queue_view_changed(dsync_node *n)
+{
+    if (!nq_redis_mode(n) || !n->queue) return;
+    n->q_adopted = false;
+    nq_build_ring(n, n->fsm.live, n->fsm.n_live);
+    /* Units placed elsewhere now leave; their writes still buffered go out
+     * at this turn's flush, fenced by their epoch. */
+    size_t count = n->q_claims.count, k = 0;
+    char(*gone)[QS_TOPIC_NAME_MAX + 1] = calloc(count ? count : 1, sizeof *gone);
+    if (!gone) {
+        nq_broke(n, "following a view change"); /* cannot tell what to drop */
+        return;
+    }
+    const char *base;
+    for (size_t it = 0; ut_map_next(&n->q_claims, &it, &base, NULL);)
+        if (nq_owner_of(n, base) != n->cfg.node_id) strcpy(gone[k++], base);
+    for (size_t i = 0; i < k; i++) {
+        unit_failed(n, gone[i]);
+        /* Its long polls end now, empty: asked again, they reach the new owner. */
+        for (nq_op **pp = &n->q_parked; *pp;) {
+            nq_op *op = *pp;
+            char b[QS_TOPIC_NAME_MAX + 1];
+            nq_base_of(op->topic, b);
+            if (strcmp(b, gone[i]) != 0) {
+                pp = &op->next;
+                continue;
+            }
+            *pp = op->next;
+            op->next = NULL;
+            nq_finish(n, op);
+        }
+    }
+    if (k)
+        ut_log(&n->log, DSYNC_LOG_INFO, "queue: view %" PRIu64 " moved %zu topic(s) away",
+               n->fsm.view_index, k);
+    free(gone);
+    nq_adopt_units(n);
+}

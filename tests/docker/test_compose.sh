@@ -183,30 +183,9 @@ for i in 1 2 3; do
     pids+=($!)
 done
 
-# ready: every node answers /health, exactly one leads, all name it.
-cluster_ready() {
-    local i body leaders=0 ids=""
-    for i in 1 2 3; do
-        kill -0 "${node_pid[i]}" 2>/dev/null || { echo "node$i exited"; return 2; }
-        body=$(curl -sf -m 2 "http://127.0.0.1:${http_ports[i - 1]}/health") || return 1
-        grep -q '"role": *"leader"' <<<"$body" && leaders=$((leaders + 1))
-        ids+="$(sed -n 's/.*"leader_id": *\([0-9]*\).*/\1/p' <<<"$body") "
-    done
-    [ "$leaders" = 1 ] && [ "$(tr ' ' '\n' <<<"$ids" | sed '/^$/d' | sort -u | wc -l)" = 1 ]
-}
-wait_cluster() {
-    local end=$((SECONDS + 20)) rc
-    while ((SECONDS < end)); do
-        cluster_ready
-        rc=$?
-        [ "$rc" = 0 ] && return 0
-        [ "$rc" = 2 ] && return 1
-        sleep 0.1
-    done
-    return 1
-}
 start=$SECONDS
-if check "the three nodes agree on one leader (polled /health, 20 s at most)" wait_cluster; then
+if check "the three nodes agree on one leader (polled /health, 20 s at most)" \
+    wait_cluster "${http_ports[@]}"; then
     echo "    ready after $((SECONDS - start)) s"
 else
     node_log_tails

@@ -4,7 +4,7 @@
 # that shows a failing command's output, and processes started in the
 # background (their PIDs in pids) killed on exit along with $tmp.
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # tmp comes from the caller
+# shellcheck disable=SC2154 # tmp and node_pid come from the caller
 
 log=$tmp/check.log
 passed=0
@@ -39,6 +39,34 @@ print_totals() {
     echo "[  PASSED  ] $passed test(s)."
     [ "$failed" -gt 0 ] && echo "[  FAILED  ] $failed test(s), listed above."
     [ "$failed" -eq 0 ]
+}
+
+# cluster_ready PORT...: 0 when every node (their PIDs in node_pid[1..],
+# HTTP on these ports) answers /health, exactly one says it leads and all
+# name it; 1 while not yet; 2 when a node has exited.
+cluster_ready() {
+    local i=0 port body leaders=0 ids=""
+    for port in "$@"; do
+        i=$((i + 1))
+        kill -0 "${node_pid[i]}" 2>/dev/null || { echo "node$i exited"; return 2; }
+        body=$(curl -sf -m 2 "http://127.0.0.1:$port/health") || return 1
+        grep -q '"role": *"leader"' <<<"$body" && leaders=$((leaders + 1))
+        ids+="$(sed -n 's/.*"leader_id": *\([0-9]*\).*/\1/p' <<<"$body") "
+    done
+    [ "$leaders" = 1 ] && [ "$(tr ' ' '\n' <<<"$ids" | sed '/^$/d' | sort -u | wc -l)" = 1 ]
+}
+
+# wait_cluster PORT...: cluster_ready every 0.1 s, for 20 s at most.
+wait_cluster() {
+    local end=$((SECONDS + 20)) rc
+    while ((SECONDS < end)); do
+        cluster_ready "$@"
+        rc=$?
+        [ "$rc" = 0 ] && return 0
+        [ "$rc" = 2 ] && return 1
+        sleep 0.1
+    done
+    return 1
 }
 
 checks_cleanup() {

@@ -72,29 +72,8 @@ for i in 1 2 3; do
     node_pid[i]=$!
     pids+=($!)
 done
-# 0: one leader all agree on; 1: not yet; 2: a node exited.
-cluster_ready() {
-    local i body leaders=0 ids=""
-    for i in 1 2 3; do
-        kill -0 "${node_pid[i]}" 2>/dev/null || return 2
-        body=$(curl -sf -m 2 "http://127.0.0.1:${http[i - 1]}/health") || return 1
-        grep -q '"role": *"leader"' <<<"$body" && leaders=$((leaders + 1))
-        ids+="$(sed -n 's/.*"leader_id": *\([0-9]*\).*/\1/p' <<<"$body") "
-    done
-    [ "$leaders" = 1 ] && [ "$(tr ' ' '\n' <<<"$ids" | sed '/^$/d' | sort -u | wc -l)" = 1 ]
-}
-wait_cluster() {
-    local end=$((SECONDS + 20)) rc
-    while ((SECONDS < end)); do
-        cluster_ready
-        rc=$?
-        [ "$rc" = 0 ] && return 0
-        [ "$rc" = 2 ] && return 1
-        sleep 0.1
-    done
-    return 1
-}
-check "three nodes on free ports agree on one leader (polled /health, 20 s at most)" wait_cluster
+check "three nodes on free ports agree on one leader (polled /health, 20 s at most)" \
+    wait_cluster "${http[@]}"
 [ "$failed" -eq 0 ] || finish
 
 # ---- Locust, headless and bounded ----------------------------------------------------

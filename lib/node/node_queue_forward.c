@@ -165,20 +165,13 @@ void nd_queue_frame(dsync_node *n, uint64_t from, uint8_t type, const void *payl
 
 void nq_forward(dsync_node *n, nd_call *call, nq_op *op, uint64_t owner)
 {
-    /* An owner the transport has no connection to now answers nothing:
-     * 503 at once rather than after the whole timeout. */
-    int rc = DSYNC_EUNAVAILABLE;
-    if (!nt_connected(n->net, owner) || nt_dropping(n->net, owner)) {
-        op->call = NULL;
-        nq_op_free(op);
-        nd_complete(call, rc);
-        return;
-    }
+    /* The transport refuses a frame to a peer it is not connected to:
+     * then 503 at once, not after the timeout. */
     ut_buf b;
     ut_buf_init(&b);
     call->read_ctx = ++n->next_read;
     encode_request(&b, call->read_ctx, op);
-    rc = b.oom ? DSYNC_ENOMEM : nt_send(n->net, owner, ND_FRAME_QREQ, b.data, b.len);
+    int rc = b.oom ? DSYNC_ENOMEM : nt_send(n->net, owner, ND_FRAME_QREQ, b.data, b.len);
     ut_buf_free(&b);
     op->call = NULL;
     uint64_t wait = op->wait_ms;

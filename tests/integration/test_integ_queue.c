@@ -388,6 +388,43 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
     assert_int_equal(h_cluster_destroy(&c), 0);
 }
 
+/* Without Redis a topic lives on its owner's disk: while the owner is down
+ * the topic answers 503, and at once: the transport of the node the call
+ * arrived at refuses frames to a peer it lost (no 5 s forwarding timeout). */
+static void test_a_dead_owners_topic_answers_503_at_once(void **state)
+{
+    (void)state;
+    h_cluster c;
+    assert_int_equal(h_cluster_start(&c, 3, NULL), 0);
+    int st;
+    json_t *j = h_json(&c.nodes[0], "GET", "/queue/state?topic=orphan", NULL, &st);
+    assert_int_equal(st, 200);
+    long long owner = json_integer_value(json_object_get(j, "owner"));
+    json_decref(j);
+    assert_true(owner >= 1 && owner <= 3);
+    h_node *client = &c.nodes[(owner) % 3]; /* another node */
+    assert_int_equal(enqueue(client, "orphan", 1), 1);
+    h_node_kill9(&c.nodes[owner - 1]);
+    /* The client's transport sees the connection close; from then on every
+     * call answers 503 quickly (bounded wait for that moment). */
+    long long until = h_now_ms() + 10000, took = -1;
+    while (h_now_ms() < until) {
+        long long t0 = h_now_ms();
+        long long id = enqueue(client, "orphan", 2);
+        assert_true(id == -503);
+        took = h_now_ms() - t0;
+        if (took < 1000) break;
+    }
+    assert_true(took >= 0 && took < 1000);
+    assert_int_equal(h_node_start(&c.nodes[owner - 1]), 0);
+    until = h_now_ms() + 15000;
+    long long id = -503;
+    while ((id = enqueue(client, "orphan", 3)) == -503 && h_now_ms() < until)
+        usleep(50000);
+    assert_int_equal(id, 2); /* the refused ones took no id; the first survived */
+    assert_int_equal(h_cluster_destroy(&c), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_node_killed_with_sigkill_loses_no_acknowledged_message, setup, teardown),
         cmocka_unit_test(test_topics_spread_over_three_nodes_and_any_node_serves_any_topic),
+        cmocka_unit_test(test_a_dead_owners_topic_answers_503_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

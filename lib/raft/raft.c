@@ -642,13 +642,23 @@ void raft_ready_get(raft *r, raft_ready *rd)
     rd->term = r->term;
 }
 
-void raft_advance(raft *r, raft_ready *rd)
+/* The leader's own vote toward commit is what it has persisted. */
+static void count_self(raft *r)
+{
+    if (r->role != RAFT_LEADER) return;
+    progress *self = find_pr(r, r->cfg.id);
+    if (self) self->match = r->stable;
+    if (maybe_commit(r)) leader_committed(r);
+}
+
+static void advance(raft *r, raft_ready *rd, bool synced)
 {
     r->saved_hs = rd->hard_state;
     if (rd->has_snapshot) r->snap_unsaved = false;
     if (rd->n_entries) {
-        r->stable = rd->entries[rd->n_entries - 1].index;
-        r->unstable_from = r->stable + 1;
+        uint64_t last = rd->entries[rd->n_entries - 1].index;
+        if (synced) r->stable = last;
+        r->unstable_from = last + 1;
     }
     if (rd->n_committed) r->applied = rd->committed[rd->n_committed - 1].index;
     for (size_t i = 0; i < rd->n_msgs; i++)
@@ -656,11 +666,28 @@ void raft_advance(raft *r, raft_ready *rd)
     r->n_out = 0;
     r->n_reads = 0;
     if (rd->conf_changed) r->conf_changed = false;
-    if (r->role == RAFT_LEADER) {
-        progress *self = find_pr(r, r->cfg.id);
-        if (self) self->match = r->stable;
-        if (maybe_commit(r)) leader_committed(r);
-    }
+    if (synced) count_self(r);
+}
+
+void raft_advance(raft *r, raft_ready *rd)
+{
+    advance(r, rd, true);
+}
+
+void raft_advance_unsynced(raft *r, raft_ready *rd)
+{
+    advance(r, rd, false);
+}
+
+void raft_synced(raft *r, uint64_t index, uint64_t term)
+{
+    /* Only if the entry there is still the one that was written: a tail
+     * truncated since (this node lost its leadership) stays unstable until
+     * the write of its replacement says otherwise. Writes complete in the
+     * order they were handed over, so everything before it is durable too. */
+    if (index <= r->stable || index > r->last || raft_term_at(r, index) != term) return;
+    r->stable = index;
+    count_self(r);
 }
 
 /* ---- lifecycle and accessors ---------------------------------------------- */

@@ -221,6 +221,21 @@ int raft_propose(raft *r, const void *data, size_t len, uint64_t *index);
 bool raft_has_ready(const raft *r);
 void raft_ready_get(raft *r, raft_ready *rd);
 void raft_advance(raft *r, raft_ready *rd);
+/* Asynchronous persistence (the log written by another thread while this
+ * one goes on): instead of raft_advance, once rd.hard_state and rd.entries
+ * are handed to storage in order (not yet durable) and rd.committed
+ * applied, call raft_advance_unsynced. Every message of rd other than a
+ * leader's APPEND, HEARTBEAT and SNAPSHOT must then wait until everything
+ * handed to storage before it is durable (the rule of step 2, unchanged).
+ * When storage says everything handed up to the entry (index, term) is
+ * durable, call raft_synced: from then on the entries up to there count as
+ * persisted, for the leader's own vote toward commit and for what may be
+ * applied. A snapshot in rd (rd.has_snapshot) is still saved before
+ * anything after it. Calls into r may come between raft_advance_unsynced
+ * and raft_synced; a write that completes after its entries were
+ * truncated is ignored. */
+void raft_advance_unsynced(raft *r, raft_ready *rd);
+void raft_synced(raft *r, uint64_t index, uint64_t term);
 
 raft_role raft_get_role(const raft *r);
 uint64_t raft_leader(const raft *r);

@@ -21,7 +21,7 @@
 
 #include "node_internal.h"
 
-static void wake(dsync_node *n)
+void nd_wake(dsync_node *n)
 {
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: the loop will wake. */
@@ -57,7 +57,7 @@ int nd_submit(dsync_node *n, nd_call *call)
     pthread_mutex_unlock(&n->mu);
 
     /* Only the first call into an empty queue needs to wake the loop. */
-    if (was_empty) wake(n);
+    if (was_empty) nd_wake(n);
     while (sem_wait(&call->done) != 0 && errno == EINTR)
         ;
     sem_destroy(&call->done);
@@ -134,6 +134,7 @@ static void *loop_main(void *arg)
          * answer the calls below from the fresher state. */
         uint64_t turn_start = ut_now_ms();
         if (pr > 0 && n->net) nt_handle(n->net, fds + 1, nfds - 1, turn_start);
+        nd_log_reap(n); /* a flush that ended: commits, held acks out */
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         /* A turn that ran long (a slow fsync, Redis, the scheduler) may have
          * left frames unread that say this node was cut off: for a while
@@ -255,7 +256,7 @@ void dsync_node_close(dsync_node *n)
     pthread_mutex_lock(&n->mu);
     n->closing = true;
     pthread_mutex_unlock(&n->mu);
-    wake(n);
+    nd_wake(n);
     pthread_join(n->thread, NULL);
 
     /* The loop has stopped: fail what is still parked, then late submits

@@ -178,6 +178,26 @@ typedef struct {
     dsync_series *frames_sent, *frames_received, *frames_dropped, *protocol_errors;
 } nd_raft_metrics;
 
+/* The Raft log's writer thread (node_log.c). The loop owns every field
+ * but those marked: those the writer shares, under mu. */
+typedef struct {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;                  /* work for the writer; a flush ended */
+    bool busy, done, stop;              /* shared: a flush out; it ended; close */
+    int rc;                             /* shared: the flush's result */
+    uint64_t took_ns;                   /* shared: its write and fdatasync */
+    st_log_flush flush;                 /* the writer's alone while busy */
+    uint64_t job_index, job_term;       /* the last entry the flush out carries */
+    size_t job_entries;                 /* how many it carries */
+    uint64_t pending_index, pending_term; /* the same for what is buffered */
+    size_t pending_entries;
+    bool pending_sync;   /* the buffer holds entries or a vote: it must be flushed */
+    ut_buf held;         /* raft frames waiting for the disk: u64 to, u32 len, frame */
+    size_t held_covered; /* bytes of held that the flush out releases */
+} nd_log;
+
 struct dsync_node {
     dsync_config cfg;
     ut_logger log;
@@ -193,6 +213,7 @@ struct dsync_node {
     /* Everything below belongs to the loop thread alone. */
     fsm fsm;                             /* the lock table and its clock */
     st_log *store;                       /* durable log; NULL when DSYNC_DATA_DIR is empty */
+    nd_log wal;                          /* ... and its writer thread */
     bool store_broken;                   /* a write or fsync failed: stop taking part for good */
     raft *raft;                          /* consensus; a single node is a cluster of one */
     nt_transport *net;                   /* peer transport; NULL for a single node */
@@ -208,7 +229,7 @@ struct dsync_node {
     uint64_t sweep_index, sweep_term;  /* the lease sweep in flight (0: none) */
     uint64_t view_index, view_term;    /* the leader's VIEW proposal in flight (0: none) */
     nt_stats net_stats;                /* as last added to the metrics */
-    uint64_t synced_term, synced_vote; /* the hard state last made durable */
+    uint64_t synced_term, synced_vote; /* the hard state last handed to the log */
     uint64_t known_leader;             /* for the leader-change counter */
     nd_call *writes;                   /* proposed, waiting for their entries to apply */
     nd_call *reads;                    /* waiting for their ReadIndex and its apply */
@@ -279,6 +300,26 @@ int nd_read(dsync_node *n, nd_call *call);
 /* Persists, sends and applies whatever Raft has ready, until it has
  * nothing more; then flushes the transport. */
 void nd_raft_process(dsync_node *n);
+/* The log failed: this node stops taking part until it restarts. */
+void nd_raft_broken(dsync_node *n, const char *what);
+/* Wakes the loop thread from its poll. */
+void nd_wake(dsync_node *n);
+
+/* node_log.c: the log's writer thread. */
+int nd_log_open(dsync_node *n);
+void nd_log_close(dsync_node *n);
+/* Records handed to the store's buffer: the last entry (index, term) of
+ * `entries` entries; must_sync when they hold entries or a vote. */
+void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync);
+/* Begins a flush of the buffer when the writer is free and it is due. */
+void nd_log_kick(dsync_node *n);
+/* Takes the result of a flush that ended: raft_synced, held frames out. */
+void nd_log_reap(dsync_node *n);
+/* Waits until everything handed over is durable. */
+void nd_log_drain(dsync_node *n);
+/* Sends a raft frame that must not overtake the disk (an ack, a vote). */
+void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len);
+bool nd_log_waiting(const dsync_node *n);
 /* Ticks Raft when due, fails writes and reads past their deadline;
  * returns the next time (absolute ms) the loop must wake for. */
 uint64_t nd_raft_tick(dsync_node *n, uint64_t now_ms);

@@ -3,10 +3,12 @@
  * node loop.
  *
  * The loop drives lib/raft the way its header asks: ticks from the clock,
- * messages from the transport, and after every turn the ready: persist
- * (one fdatasync for everything the turn produced: group commit), send,
- * apply the committed entries to the lock table and answer the callers
- * waiting on them, serve reads whose ReadIndex has been applied.
+ * messages from the transport, and after every turn the ready: hand the
+ * records to the log's writer thread (node_log.c: one fdatasync for all
+ * that collected while the previous one ran, group commit), send (what
+ * must not overtake the disk is held until it is durable), apply the
+ * committed entries to the lock table and answer the callers waiting on
+ * them, serve reads whose ReadIndex has been applied.
  *
  * Writes: any node takes a write. The leader stamps it with its clock and
  * proposes it; a follower forwards the command to the leader, which
@@ -282,7 +284,7 @@ static void serve_reads(dsync_node *n)
 
 /* ---- the ready ------------------------------------------------------------ */
 
-static void broken(dsync_node *n, const char *what)
+void nd_raft_broken(dsync_node *n, const char *what)
 {
     /* PostgreSQL's lesson: after a failed fsync the kernel may have dropped
      * the pages; carrying on could acknowledge lost data. This node stops
@@ -323,21 +325,21 @@ static int persist(dsync_node *n, const raft_ready *rd)
     }
     /* The commit index is recorded but need not be durable: a restarted
      * node learns it again from the leader (or, alone, by committing its
-     * no-op). So a change of commit alone rides along with the next sync
+     * no-op). So a change of commit alone rides along with the next flush
      * instead of costing one; term, vote and entries must be on disk
-     * before anything that depends on them is sent. */
+     * before anything that depends on them is sent (node_log.c holds it). */
     bool vote_changed = rd->hard_state_changed && (rd->hard_state.term != n->synced_term ||
                                                    rd->hard_state.vote != n->synced_vote);
-    if (!rd->n_entries && !vote_changed) return 0;
-    uint64_t start = ut_now_ns();
-    int rc = st_log_sync(n->store, NULL);
-    dsync_series_observe(n->lm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
-    if (rd->n_entries) dsync_series_observe(n->lm.batch_entries, (double)rd->n_entries);
-    if (rc == 0 && rd->hard_state_changed) {
+    if (rd->hard_state_changed) {
         n->synced_term = rd->hard_state.term;
         n->synced_vote = rd->hard_state.vote;
     }
-    return rc;
+    const raft_entry *last = rd->n_entries ? &rd->entries[rd->n_entries - 1] : NULL;
+    nd_log_handed(n, last ? last->index : 0, last ? last->term : 0, rd->n_entries,
+                  rd->n_entries || vote_changed);
+    /* The disk starts now, while this turn goes on. */
+    nd_log_kick(n);
+    return n->store_broken ? DSYNC_EIO : 0;
 }
 
 static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
@@ -350,7 +352,11 @@ static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
         if (is_append != appends) continue;
         n->scratch.len = 0;
         if (raft_msg_encode(m, &n->scratch) != 0) continue; /* lost: Raft resends */
-        nt_send(n->net, m->to, ND_FRAME_RAFT, n->scratch.data, n->scratch.len);
+        /* Only a leader's appends may overtake its disk (raft.h). */
+        if (is_append && rd->role == RAFT_LEADER)
+            nt_send(n->net, m->to, ND_FRAME_RAFT, n->scratch.data, n->scratch.len);
+        else
+            nd_log_send(n, m->to, n->scratch.data, n->scratch.len);
     }
 }
 
@@ -388,7 +394,7 @@ static bool restore_snapshot(dsync_node *n, const raft_snapshot *s)
     if (fsm_restore(&n->fsm, s->data, s->len) != 0) {
         /* It passed the transport's checksum but is not a lock table (or
          * memory ran out): nothing safe to do but stop. */
-        broken(n, "restoring the leader's snapshot");
+        nd_raft_broken(n, "restoring the leader's snapshot");
         return false;
     }
     n->applied = n->snapshot_index = s->index;
@@ -404,6 +410,9 @@ static void maybe_snapshot(dsync_node *n)
 {
     if (!n->store || n->store_broken || n->applied - n->snapshot_index < n->cfg.snapshot_entries)
         return;
+    /* The log is rewritten from the file: everything buffered goes first. */
+    nd_log_drain(n);
+    if (n->store_broken) return;
     ut_buf b;
     ut_buf_init(&b);
     int rc = fsm_snapshot(&n->fsm, &b);
@@ -421,12 +430,13 @@ static void maybe_snapshot(dsync_node *n)
         n->snapshot_index = n->applied;
         dsync_series_add(n->lm.snapshots, 1);
     } else if (rc == DSYNC_EIO) {
-        broken(n, "writing a snapshot");
+        nd_raft_broken(n, "writing a snapshot");
     }
 }
 
 void nd_raft_process(dsync_node *n)
 {
+    nd_log_reap(n);
     for (int round = 0; round < 64 && !n->store_broken && raft_has_ready(n->raft); round++) {
         raft_ready rd;
         raft_ready_get(n->raft, &rd);
@@ -434,13 +444,17 @@ void nd_raft_process(dsync_node *n)
          * §10.2.1): it counts itself toward a majority only once durable,
          * so followers' disks and its own work in parallel. Votes and acks
          * leave only after the state they report is durable. */
-        if (rd.has_snapshot && !restore_snapshot(n, &rd.snapshot)) return;
+        if (rd.has_snapshot) {
+            /* A snapshot replaces the log: what is buffered goes first. */
+            nd_log_drain(n);
+            if (n->store_broken || !restore_snapshot(n, &rd.snapshot)) return;
+        }
         if (rd.role == RAFT_LEADER && n->net) {
             send_msgs(n, &rd, true);
             nt_tick(n->net, ut_now_ms()); /* out now, not after the fsync */
         }
         if (persist(n, &rd) != 0) {
-            broken(n, "writing the log");
+            nd_raft_broken(n, "writing the log");
             return;
         }
         if (rd.role != RAFT_LEADER) send_msgs(n, &rd, true);
@@ -458,7 +472,10 @@ void nd_raft_process(dsync_node *n)
                        rd.term, rd.leader, rd.leader == n->cfg.node_id ? " (this node)" : "");
             n->known_leader = rd.leader;
         }
-        raft_advance(n->raft, &rd);
+        if (n->wal.started)
+            raft_advance_unsynced(n->raft, &rd); /* raft_synced when the flush ends */
+        else
+            raft_advance(n->raft, &rd); /* memory only: nothing to wait for */
         /* A ReadIndex of 0 (nothing committed yet) is served at once. */
         serve_reads(n);
         nd_finish_confs(n);
@@ -631,6 +648,7 @@ int nd_raft_open(dsync_node *n)
     const st_loaded *ld = NULL;
     int rc = 0;
     if (n->cfg.data_dir[0] && (rc = open_store(n, &ld)) != 0) goto fail;
+    if ((rc = nd_log_open(n)) != 0) goto fail;
     if ((rc = build_raft(n, ld)) != 0) goto fail;
     if (ld && ld->n_entries)
         ut_log(&n->log, DSYNC_LOG_INFO,
@@ -662,6 +680,8 @@ int nd_raft_open(dsync_node *n)
         while (raft_get_role(n->raft) != RAFT_LEADER)
             raft_tick(n->raft);
         nd_raft_process(n);
+        nd_log_drain(n);
+        nd_raft_process(n);
         if (n->store_broken) {
             rc = DSYNC_EIO;
             goto fail;
@@ -679,6 +699,7 @@ void nd_raft_close(dsync_node *n)
 {
     nt_close(n->net);
     n->net = NULL;
+    nd_log_close(n);
     raft_free(n->raft);
     n->raft = NULL;
     st_log_close(n->store);

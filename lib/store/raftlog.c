@@ -45,6 +45,7 @@ struct st_log {
     uint64_t snap_index;
     uint64_t snap_term;
     bool broken;
+    bool flushing; /* a st_log_flush is out: no sync, no rewrite until it ends */
 
     st_loaded loaded;
     char *file_image; /* the log as read at open; entries point into it */
@@ -357,7 +358,7 @@ static void preallocate(st_log *l, size_t n)
 
 int st_log_sync(st_log *l, size_t *synced_bytes)
 {
-    if (l->broken) return DSYNC_EIO;
+    if (l->broken || l->flushing) return DSYNC_EIO;
     size_t n = l->pending.len;
     if (synced_bytes) *synced_bytes = n;
     if (n == 0) return 0;
@@ -369,6 +370,48 @@ int st_log_sync(st_log *l, size_t *synced_bytes)
     l->synced_size += n;
     l->pending.len = 0;
     return 0;
+}
+
+int st_log_flush_begin(st_log *l, st_log_flush *f)
+{
+    if (l->broken || l->flushing) return DSYNC_EIO;
+    f->data.len = 0;
+    if (l->pending.len == 0) return 0;
+    preallocate(l, l->pending.len);
+    /* Swapped, not copied: each buffer keeps its capacity for the next. */
+    ut_buf taken = l->pending;
+    l->pending = f->data;
+    f->data = taken;
+    f->fd = l->fd;
+    f->offset = l->synced_size;
+    l->flushing = true;
+    return 0;
+}
+
+int st_log_flush_run(st_log_flush *f)
+{
+    if (f->data.len == 0) return 0;
+    if (sf_pwrite_all(f->fd, f->data.data, f->data.len, f->offset) != 0 || fdatasync(f->fd) != 0)
+        return DSYNC_EIO;
+    return 0;
+}
+
+int st_log_flush_end(st_log *l, st_log_flush *f, int rc)
+{
+    if (!l->flushing) return rc;
+    l->flushing = false;
+    if (rc != 0) {
+        l->broken = true;
+        return DSYNC_EIO;
+    }
+    l->synced_size += f->data.len;
+    f->data.len = 0;
+    return 0;
+}
+
+size_t st_log_pending_bytes(const st_log *l)
+{
+    return l->pending.len;
 }
 
 uint64_t st_log_last_index(const st_log *l)
@@ -419,7 +462,7 @@ static int write_snapshot_file(st_log *l, const st_snapshot_meta *meta, const vo
 
 int st_log_save_snapshot(st_log *l, const st_snapshot_meta *meta, const void *data, size_t len)
 {
-    if (l->broken) return DSYNC_EIO;
+    if (l->broken || l->flushing) return DSYNC_EIO;
     if (meta->index < l->snap_index) return DSYNC_EINVAL;
     /* Everything buffered goes to disk first: the rewrite below starts
      * from the file. */

@@ -80,6 +80,24 @@ int st_log_set_hard_state(st_log *l, const st_hard_state *hs);
  * the bytes this sync wrote. */
 int st_log_sync(st_log *l, size_t *synced_bytes);
 
+/* The same write in three steps, so another thread can wait for the disk
+ * while the caller goes on buffering: st_log_flush_begin takes the
+ * buffered records (0 and an empty flush when there are none), and while
+ * the flush is out no other call but st_log_append, st_log_set_hard_state
+ * and the accessors may be made; st_log_flush_run (any thread, touching
+ * nothing but f) writes and fdatasyncs; st_log_flush_end takes its result
+ * back, on failure breaking the store as st_log_sync does. */
+typedef struct {
+    int fd;
+    ut_buf data;
+    uint64_t offset;
+} st_log_flush;
+int st_log_flush_begin(st_log *l, st_log_flush *f);
+int st_log_flush_run(st_log_flush *f);
+int st_log_flush_end(st_log *l, st_log_flush *f, int rc);
+/* Buffered records not yet taken by a sync or a flush. */
+size_t st_log_pending_bytes(const st_log *l);
+
 /* Installs a snapshot durably (temp file, fsync, rename, fsync dir), then
  * compacts the log to the entries after meta->index. Entries after the
  * snapshot index that disagree with it on the term are dropped too. */

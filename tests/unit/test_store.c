@@ -152,6 +152,75 @@ static void test_unsynced_writes_lost_in_a_power_loss_cost_nothing_synced(void *
     }
 }
 
+/* The writer thread's three steps (st_log_flush_*): records buffered while
+ * a flush is out wait for the next one, nothing else may touch the file
+ * meanwhile, and a flush that never ended made nothing after it durable. */
+static void test_a_flush_in_three_steps_leaves_later_appends_for_the_next(void **state)
+{
+    fixture *f = *state;
+    const st_loaded *ld;
+    st_log *l = open_ok(f, &ld);
+    st_log_flush fl = {0};
+    append(l, 1, 1, "first");
+    st_hard_state hs = {1, 1, 0};
+    assert_int_equal(st_log_set_hard_state(l, &hs), 0);
+    assert_int_equal(st_log_flush_begin(l, &fl), 0);
+    assert_true(fl.data.len > 0);
+    assert_int_equal(st_log_pending_bytes(l), 0);
+    /* While it is out: appends buffer; a sync, a second flush or a
+     * snapshot (which rewrites the file) are refused. */
+    append(l, 2, 1, "second");
+    assert_true(st_log_pending_bytes(l) > 0);
+    assert_int_equal(st_log_sync(l, NULL), DSYNC_EIO);
+    st_log_flush other = {0};
+    assert_int_equal(st_log_flush_begin(l, &other), DSYNC_EIO);
+    st_snapshot_meta meta = {1, 1, NULL, 0};
+    assert_int_equal(st_log_save_snapshot(l, &meta, "s", 1), DSYNC_EIO);
+    assert_int_equal(st_log_file_size(l), 0);
+    assert_int_equal(st_log_flush_run(&fl), 0);
+    assert_int_equal(st_log_flush_end(l, &fl, 0), 0);
+    uint64_t first_size = st_log_file_size(l);
+    assert_true(first_size > 0);
+    /* A power loss now keeps the first flush, not what came after it. */
+    st_log_crash_for_test(l, 0);
+    l = open_ok(f, &ld);
+    assert_int_equal(ld->n_entries, 1);
+    assert_entry(ld, 0, 1, 1, "first");
+    assert_true(ld->has_hard_state);
+    assert_int_equal(ld->hard_state.term, 1);
+    /* And a second round flushes from where the first ended. */
+    append(l, 2, 1, "second");
+    assert_int_equal(st_log_flush_begin(l, &fl), 0);
+    assert_int_equal(st_log_flush_run(&fl), 0);
+    assert_int_equal(st_log_flush_end(l, &fl, 0), 0);
+    /* Nothing buffered: an empty flush that writes nothing. */
+    assert_int_equal(st_log_flush_begin(l, &fl), 0);
+    assert_int_equal(fl.data.len, 0);
+    st_log_close(l);
+    l = open_ok(f, &ld);
+    assert_int_equal(ld->n_entries, 2);
+    assert_entry(ld, 1, 2, 1, "second");
+    st_log_close(l);
+    ut_buf_free(&fl.data);
+}
+
+/* A failed flush breaks the store for good, as a failed sync does. */
+static void test_a_failed_flush_breaks_the_store(void **state)
+{
+    fixture *f = *state;
+    const st_loaded *ld;
+    st_log *l = open_ok(f, &ld);
+    st_log_flush fl = {0};
+    append(l, 1, 1, "lost");
+    assert_int_equal(st_log_flush_begin(l, &fl), 0);
+    assert_int_equal(st_log_flush_end(l, &fl, DSYNC_EIO), DSYNC_EIO);
+    assert_int_equal(st_log_sync(l, NULL), DSYNC_EIO);
+    st_entry e = {2, 1, 1, "x", 1};
+    assert_int_equal(st_log_append(l, &e, 1), DSYNC_EIO);
+    st_log_close(l);
+    ut_buf_free(&fl.data);
+}
+
 static void flip_byte(fixture *f, long offset)
 {
     char path[128];
@@ -327,6 +396,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_snapshot_past_a_conflicting_log_drops_the_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_corrupt_snapshot_stops_the_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_flush_in_three_steps_leaves_later_appends_for_the_next,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_failed_flush_breaks_the_store, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,216 @@
+/*
+ * node_log.c: the Raft log written by a thread of its own.
+ *
+ * The loop used to call fdatasync itself, and for the 0.3 to 0.7 ms the
+ * disk took it read no socket: acks waited, so commits waited, so did the
+ * callers and the proposals of the next batch. Now the loop hands each
+ * batch of records to the writer thread (st_log_flush_*) and goes on; while
+ * one flush is out, the next batch collects in the store's buffer and
+ * leaves as one write the moment the disk is free (group commit, with the
+ * batch as large as the disk is slow). etcd's raft calls this asynchronous
+ * storage writes; raft.h says what it asks of us:
+ *
+ *  - a leader's APPEND, HEARTBEAT and SNAPSHOT messages go at once
+ *    (node_raft.c sends them before handing the entries over);
+ *  - every other message (an ack, a vote, a read answer) waits until all
+ *    that was handed to storage before it is durable: it is held here and
+ *    sent when the flush that covers it ends;
+ *  - when a flush ends, raft_synced(index, term) of its last entry: the
+ *    leader counts itself toward a majority, and a node applies, only up to
+ *    there;
+ *  - a snapshot (saved or installed) and closing drain the writer first.
+ *
+ * A flush covers the held messages queued before it began; messages held
+ * after that wait for the next one, which begins as the last ends. So
+ * every message waits for every write handed over before it, never for
+ * one handed over after it. A commit index alone is not worth a flush: it
+ * rides with the next one, as it did before (node_raft.c, persist).
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+static void *writer_main(void *arg)
+{
+    dsync_node *n = arg;
+    nd_log *w = &n->wal;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->stop && !(w->busy && !w->done))
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stop) break;
+        pthread_mutex_unlock(&w->mu);
+        uint64_t start = ut_now_ns();
+        int rc = st_log_flush_run(&w->flush);
+        uint64_t took = ut_now_ns() - start;
+        pthread_mutex_lock(&w->mu);
+        w->rc = rc;
+        w->took_ns = took;
+        w->done = true;
+        pthread_cond_broadcast(&w->cv); /* a drain may be waiting */
+        nd_wake(n);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+int nd_log_open(dsync_node *n)
+{
+    nd_log *w = &n->wal;
+    ut_buf_init(&w->flush.data);
+    ut_buf_init(&w->held);
+    if (!n->store) return 0;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) return DSYNC_ENOMEM;
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return DSYNC_ENOMEM;
+    }
+    if (pthread_create(&w->thread, NULL, writer_main, n) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        return DSYNC_ENOMEM;
+    }
+    w->started = true;
+    return 0;
+}
+
+void nd_log_close(dsync_node *n)
+{
+    nd_log *w = &n->wal;
+    if (w->started) {
+        /* A flush still out finishes or not: nothing waits on it now. */
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        w->started = false;
+    }
+    ut_buf_free(&w->flush.data);
+    ut_buf_free(&w->held);
+}
+
+/* ---- held messages ---------------------------------------------------------- */
+
+static void release(dsync_node *n, size_t upto)
+{
+    nd_log *w = &n->wal;
+    const unsigned char *p = (const unsigned char *)w->held.data;
+    for (size_t off = 0; off < upto;) {
+        uint64_t to = ut_get_le(p + off, 8);
+        size_t len = (size_t)ut_get_le(p + off + 8, 4);
+        if (n->net) nt_send(n->net, to, ND_FRAME_RAFT, p + off + 12, len);
+        off += 12 + len;
+    }
+    memmove(w->held.data, w->held.data + upto, w->held.len - upto);
+    w->held.len -= upto;
+    w->held_covered = 0;
+}
+
+bool nd_log_waiting(const dsync_node *n)
+{
+    return n->wal.busy || n->wal.pending_sync || n->wal.held.len;
+}
+
+void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len)
+{
+    nd_log *w = &n->wal;
+    if (!nd_log_waiting(n)) {
+        nt_send(n->net, to, ND_FRAME_RAFT, frame, len);
+        return;
+    }
+    unsigned char hdr[12];
+    ut_put_le(hdr, to, 8);
+    ut_put_le(hdr + 8, len, 4);
+    /* Out of memory, the message is lost: Raft resends what matters. */
+    if (ut_buf_reserve(&w->held, sizeof hdr + len) != 0) return;
+    ut_buf_append(&w->held, hdr, sizeof hdr);
+    ut_buf_append(&w->held, frame, len);
+}
+
+/* ---- flushes ------------------------------------------------------------ */
+
+void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync)
+{
+    nd_log *w = &n->wal;
+    if (entries) {
+        w->pending_index = index;
+        w->pending_term = term;
+        w->pending_entries += entries;
+    }
+    if (must_sync) w->pending_sync = true;
+}
+
+static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
+                     uint64_t took_ns)
+{
+    dsync_series_observe(n->lm.fsync_seconds, (double)took_ns / 1e9);
+    if (entries) {
+        dsync_series_observe(n->lm.batch_entries, (double)entries);
+        raft_synced(n->raft, index, term);
+    }
+}
+
+void nd_log_kick(dsync_node *n)
+{
+    nd_log *w = &n->wal;
+    if (!w->started || w->busy || n->store_broken) return;
+    if (!w->pending_sync) {
+        /* Nothing handed over waits for the disk: what was held only
+         * waited for the flush that just ended. */
+        if (w->held.len) release(n, w->held.len);
+        return;
+    }
+    if (st_log_flush_begin(n->store, &w->flush) != 0) {
+        nd_raft_broken(n, "writing the log");
+        return;
+    }
+    w->job_index = w->pending_index;
+    w->job_term = w->pending_term;
+    w->job_entries = w->pending_entries;
+    w->pending_entries = 0;
+    w->pending_sync = false;
+    w->held_covered = w->held.len;
+    pthread_mutex_lock(&w->mu);
+    w->busy = true;
+    w->done = false;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nd_log_reap(dsync_node *n)
+{
+    nd_log *w = &n->wal;
+    if (!w->busy) return;
+    pthread_mutex_lock(&w->mu);
+    bool done = w->done;
+    if (done) w->busy = w->done = false;
+    int rc = w->rc;
+    uint64_t took = w->took_ns;
+    pthread_mutex_unlock(&w->mu);
+    if (!done) return;
+    if (st_log_flush_end(n->store, &w->flush, rc) != 0) {
+        nd_raft_broken(n, "writing the log");
+        return;
+    }
+    finished(n, w->job_index, w->job_term, w->job_entries, took);
+    release(n, w->held_covered);
+    nd_log_kick(n);
+}
+
+void nd_log_drain(dsync_node *n)
+{
+    nd_log *w = &n->wal;
+    if (!w->started) return;
+    nd_log_kick(n);
+    while (w->busy && !n->store_broken) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        nd_log_reap(n); /* begins the next flush when one is due */
+    }
+}

@@ -105,7 +105,7 @@ static void release(dsync_node *n, size_t upto)
         if (n->net) nt_send(n->net, to, ND_FRAME_RAFT, p + off + 12, len);
         off += 12 + len;
     }
-    memmove(w->held.data, w->held.data + upto, w->held.len - upto);
+    if (upto < w->held.len) memmove(w->held.data, w->held.data + upto, w->held.len - upto);
     w->held.len -= upto;
     w->held_covered = 0;
 }

@@ -16,8 +16,8 @@
  *    that was handed to storage before it is durable: it is held here and
  *    sent when the flush that covers it ends;
  *  - when a flush ends, raft_synced(index, term) of its last entry: the
- *    leader counts itself toward a majority, and a node applies, only up to
- *    there;
+ *    leader counts itself toward a majority only up to there (what is
+ *    committed is applied at once: it is durable on a majority already);
  *  - a snapshot (saved or installed) and closing drain the writer first.
  *
  * A flush covers the held messages queued before it began; messages held

@@ -601,9 +601,8 @@ bool raft_has_ready(const raft *r)
 {
     if (r->conf_changed) return true;
     if (r->role == RAFT_LEADER && (r->bcast_entries || r->bcast_commit)) return true;
-    uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
     return r->n_out > 0 || r->n_reads > 0 || r->snap_unsaved || r->unstable_from <= r->last ||
-           to_apply > r->applied || r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
+           r->commit > r->applied || r->saved_hs.term != r->term || r->saved_hs.vote != r->vote ||
            r->saved_hs.commit != r->commit;
 }
 
@@ -629,11 +628,14 @@ void raft_ready_get(raft *r, raft_ready *rd)
     }
     rd->msgs = r->out;
     rd->n_msgs = r->n_out;
-    /* Apply only what is committed and persisted here. */
-    uint64_t to_apply = r->commit < r->stable ? r->commit : r->stable;
-    if (to_apply > r->applied) {
+    /* Committed means durable on a majority, so an entry may be applied
+     * here before this node's own copy is on disk (its write may still be
+     * out, raft_advance_unsynced): a crash loses nothing committed, and a
+     * restarted node learns the entry again from the leader. So a leader
+     * whose own disk is slow answers once two followers have the entry. */
+    if (r->commit > r->applied) {
         rd->committed = raft_entry_at(r, r->applied + 1);
-        rd->n_committed = (size_t)(to_apply - r->applied);
+        rd->n_committed = (size_t)(r->commit - r->applied);
     }
     rd->reads = r->reads;
     rd->n_reads = r->n_reads;
@@ -789,6 +791,11 @@ uint64_t raft_leader(const raft *r)
 uint64_t raft_term(const raft *r)
 {
     return r->term;
+}
+
+uint64_t raft_stable_index(const raft *r)
+{
+    return r->stable;
 }
 
 uint64_t raft_commit_index(const raft *r)

@@ -229,11 +229,12 @@ void raft_advance(raft *r, raft_ready *rd);
  * handed to storage before it is durable (the rule of step 2, unchanged).
  * When storage says everything handed up to the entry (index, term) is
  * durable, call raft_synced: from then on the entries up to there count as
- * persisted, for the leader's own vote toward commit and for what may be
- * applied. A snapshot in rd (rd.has_snapshot) is still saved before
- * anything after it. Calls into r may come between raft_advance_unsynced
- * and raft_synced; a write that completes after its entries were
- * truncated is ignored. */
+ * persisted, for the leader's own vote toward commit. (Committed entries
+ * are handed out to apply whether or not this node's own copy is durable
+ * yet: committed means durable on a majority.) A snapshot in rd
+ * (rd.has_snapshot) is still saved before anything after it. Calls into r
+ * may come between raft_advance_unsynced and raft_synced; a write that
+ * completes after its entries were truncated is ignored. */
 void raft_advance_unsynced(raft *r, raft_ready *rd);
 void raft_synced(raft *r, uint64_t index, uint64_t term);
 
@@ -242,6 +243,9 @@ uint64_t raft_leader(const raft *r);
 uint64_t raft_term(const raft *r);
 uint64_t raft_commit_index(const raft *r);
 uint64_t raft_last_index(const raft *r);
+/* How far this node's own log is durable, as the caller has said
+ * (raft_advance, raft_synced). */
+uint64_t raft_stable_index(const raft *r);
 /* Leader: how far peer id's log is known to match ours (0 otherwise). */
 uint64_t raft_match_index(const raft *r, uint64_t id);
 /* Term of the entry at index (0 when absent or compacted away; the

@@ -197,8 +197,12 @@ void nd_log_reap(dsync_node *n)
         return;
     }
     finished(n, w->job_index, w->job_term, w->job_entries, took);
+    bool released = w->held_covered > 0;
     release(n, w->held_covered);
     nd_log_kick(n);
+    /* The acks out the moment the disk allows, not after the rest of the
+     * turn: on the one-client path they are what the leader waits for. */
+    if (released && n->net) nt_tick(n->net, ut_now_ms());
 }
 
 void nd_log_drain(dsync_node *n)

@@ -88,10 +88,6 @@ ceiling_ready() {
     alive "$ceiling_pid" || return 2
     curl -sf -m 2 "http://127.0.0.1:$ceiling_port/cache/get?key=x" >/dev/null
 }
-redis_ready() {
-    alive "$redis_pid" || return 2
-    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
-}
 memcached_ready() {
     alive "$mc_pid" || return 2
     local line
@@ -136,18 +132,7 @@ metric_sum() {
 }
 delta() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "-"; else print b - a }'; }
 
-declare -A result check
-failed=0
-measure() { # key ready-flag cache_bench-args... -> result[key], one printed line
-    local key=$1 flag=$2 line=""
-    shift 2
-    if [ "$flag" = 1 ]; then
-        line=$("$bench" "$@" 2>>"$tmp/bench.err") || true
-    fi
-    [ -n "$line" ] || failed=1
-    result[$key]=$line
-    echo "  ${line:-$key: no result}"
-}
+declare -A check
 inv_series='cache_invalidation_total{reason="write"}'
 for c in 1 32; do
     h0=$(metric_sum cache_hits_total)
@@ -184,13 +169,6 @@ echo "  ${mem_line:-memory: no result}"
 if [ -s "$tmp/bench.err" ]; then sed 's/^/  /' "$tmp/bench.err" >&2; fi
 
 # ---- table --------------------------------------------------------------------------
-cell() { # key field -> value or "-"
-    local v="" line=${result[$1]:-}
-    [ -n "$line" ] && v=$(field "$line" "$2")
-    echo "${v:--}"
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
-                                           else printf "%.2f", a / b }'; }
 verdict() { # ratio target -> "met" / "MISSED by N%"
     awk -v r="$1" -v t="$2" 'BEGIN { if (r == "-") print "no result";
         else if (r + 0 >= t + 0) print "met"; else printf "MISSED (%.0f%% short)", 100 * (1 - r / t) }'

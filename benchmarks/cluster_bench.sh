@@ -112,51 +112,37 @@ if [ "${ready[dsync]}" = 0 ]; then
 fi
 
 # ---- measurements ------------------------------------------------------------
-run_one() { # system clients mode endpoints -> the bench's line, or nothing
-    # The same workload for $warmup s first, untimed, on either system: the
-    # first seconds after a change of load (connections, server threads,
-    # the log's preallocation, TCP windows) measure the change, not the
-    # steady state; on this machine they cost dsyncd about a tenth.
-    if [ "$warmup" != 0 ]; then
-        "$bench" "$1" "$2" "$warmup" "$3" "$4" >/dev/null 2>>"$tmp/bench.err" || true
-    fi
-    "$bench" "$1" "$2" "$secs" "$3" "$4" 2>>"$tmp/bench.err" || true
+# The same workload for $warmup s first, untimed, on either system: the
+# first seconds after a change of load (connections, server threads, the
+# log's preallocation, TCP windows) measure the change, not the steady
+# state; on this machine they cost dsyncd about a tenth.
+warm() { # system clients mode endpoints
+    [ "$warmup" = 0 ] || "$bench" "$1" "$2" "$warmup" "$3" "$4" >/dev/null 2>>"$tmp/bench.err" || true
 }
 workloads=("1 distinct" "32 distinct" "32 contended")
-declare -A result
 for wl in "${workloads[@]}"; do
     read -r clients mode <<<"$wl"
-    if [ "${ready[dsync]}" = 1 ]; then
-        result[dsync $wl]=$(run_one dsync "$clients" "$mode" "$dsync_eps")
-        echo "  ${result[dsync $wl]:-dsync $mode clients=$clients: no result}"
-    fi
-    if [ "${ready[etcd]}" = 1 ]; then
-        result[etcd $wl]=$(run_one etcd "$clients" "$mode" "$etcd_eps")
-        echo "  ${result[etcd $wl]:-etcd $mode clients=$clients: no result}"
-    fi
+    for sys in dsync etcd; do
+        eps_var=${sys}_eps
+        [ "${ready[$sys]}" = 1 ] && warm "$sys" "$clients" "$mode" "${!eps_var}"
+        measure "$sys $wl" "${ready[$sys]}" "$sys" "$clients" "$secs" "$mode" "${!eps_var}"
+    done
 done
 if [ -s "$tmp/bench.err" ]; then sed 's/^/  /' "$tmp/bench.err" >&2; fi
 
-cell() { # line field -> value or "-"
-    local v=""
-    [ -n "$1" ] && v=$(field "$1" "$2")
-    echo "${v:--}"
-}
 echo
 echo "Lock acquire+release cycles, $nodes-node dsyncd vs 3-node etcd, loopback, fsync on both"
 printf '%-22s | %11s %8s %8s | %11s %8s %8s | %10s\n' "workload" "dsync c/s" "p50 ms" \
     "p99 ms" "etcd c/s" "p50 ms" "p99 ms" "dsync/etcd"
 for wl in "${workloads[@]}"; do
     read -r clients mode <<<"$wl"
-    d=${result[dsync $wl]:-}
-    e=${result[etcd $wl]:-}
+    d="dsync $wl"
+    e="etcd $wl"
     dr=$(cell "$d" cycles/s)
     er=$(cell "$e" cycles/s)
-    ratio=$(awk -v a="$dr" -v b="$er" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
-                                              else printf "%.2fx", a / b }')
     label="$clients client$([ "$clients" = 1 ] || echo s), $mode"
     printf '%-22s | %11s %8s %8s | %11s %8s %8s | %10s\n' "$label" "$dr" "$(cell "$d" p50_ms)" \
-        "$(cell "$d" p99_ms)" "$er" "$(cell "$e" p50_ms)" "$(cell "$e" p99_ms)" "$ratio"
+        "$(cell "$d" p99_ms)" "$er" "$(cell "$e" p50_ms)" "$(cell "$e" p99_ms)" "$(ratio "$dr" "$er" x)"
 done
 
 [ "${ready[dsync]}" = 1 ] && [ "${ready[etcd]}" = 1 ]

@@ -1,18 +1,23 @@
-# benchmarks/lib.sh: the shell parts cluster_bench.sh and queue_bench.sh
-# share, sourced by both (bash, after set -euo pipefail and the cd to the
+# benchmarks/lib.sh: the shell parts the *_bench.sh scripts share, sourced
+# by each (bash, after set -euo pipefail and the cd to the
 # repository): checks for the binaries and servers they need, one mktemp dir
 # with every started process stopped by PID on exit, free loopback ports, a
 # dsyncd cluster started from fresh data dirs, and bounded readiness checks
-# (a cluster is ready when all its nodes agree on one leader).
+# (a cluster is ready when all its nodes agree on one leader), and the
+# table helpers: measure, cell, ratio.
 #
 # The caller sets bench_name (the prefix of its messages) before calling
-# these, and dsyncd and http_threads before start_dsync_cluster.
+# these, dsyncd and http_threads before start_dsync_cluster, redis_pid and
+# redis_port before redis_ready, and bench (the measuring program) before
+# measure.
 
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # bench_name, dsyncd and http_threads come from the caller
+# shellcheck disable=SC2154 # bench_name, dsyncd, http_threads, bench, redis_* come from the caller
 
-pids=()          # every process started here, stopped by cleanup
-declare -A ready # ready[name]=1 once wait_ready saw name_ready succeed
+pids=()           # every process started here, stopped by cleanup
+declare -A ready  # ready[name]=1 once wait_ready saw name_ready succeed
+declare -A result # result[key]: the measuring program's line for key (measure)
+failed=0          # 1 once a measure got no line
 
 # need_bins BIN...: exits 2 unless each is an executable (built by make).
 need_bins() {
@@ -156,3 +161,37 @@ wait_ready() {
 
 # field LINE NAME: the value of NAME=value in a benchmark's output line.
 field() { tr ' ' '\n' <<<"$1" | sed -n "s|^$2=||p"; }
+
+# A reference redis-server on $redis_port, started by the caller as $redis_pid.
+redis_ready() {
+    alive "$redis_pid" || return 2
+    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
+}
+
+# measure KEY READY-FLAG ARGS...: runs "$bench" ARGS (when the flag is 1),
+# keeps its line in result[KEY] (failed=1 when there is none) and prints it.
+# shellcheck disable=SC2034 # failed is the caller's to read
+measure() {
+    local key=$1 flag=$2 line=""
+    shift 2
+    if [ "$flag" = 1 ]; then
+        line=$("$bench" "$@" 2>>"$tmp/bench.err") || true
+    fi
+    [ -n "$line" ] || failed=1
+    result[$key]=$line
+    echo "  ${line:-$key: no result}"
+}
+
+# cell KEY FIELD: FIELD of result[KEY], or "-".
+cell() {
+    local v="" line=${result[$1]:-}
+    [ -n "$line" ] && v=$(field "$line" "$2")
+    echo "${v:--}"
+}
+
+# ratio A B [SUFFIX]: A / B to two decimals and SUFFIX, or "-" when either
+# is missing or B is 0.
+ratio() {
+    awk -v a="$1" -v b="$2" -v x="${3:-}" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
+                                                 else printf "%.2f%s\n", a / b, x }'
+}

@@ -86,10 +86,6 @@ ceiling_ready() {
     alive "$ceiling_pid" || return 2
     curl -sf -m 2 -d '{}' "http://127.0.0.1:$ceiling_port/queue/enqueue" >/dev/null
 }
-redis_ready() {
-    alive "$redis_pid" || return 2
-    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]
-}
 # A leader, and (with Redis) every node placing topics on a view of all three.
 dsyncq_ready() {
     local rc=0 i
@@ -126,18 +122,6 @@ else
 fi
 
 # ---- measurements ----------------------------------------------------------------
-declare -A result
-failed=0
-measure() { # key ready-flag queue_bench-args... -> result[key], one printed line
-    local key=$1 flag=$2 line=""
-    shift 2
-    if [ "$flag" = 1 ]; then
-        line=$("$bench" "$@" 2>>"$tmp/bench.err") || true
-    fi
-    [ -n "$line" ] || failed=1
-    result[$key]=$line
-    echo "  ${line:-$key: no result}"
-}
 redis_ep="127.0.0.1:$redis_port"
 for wl in enqueue cycle; do
     for c in 1 32; do measure "dsync $wl $c" "${ready[dsync]}" http "$wl" "$c" "$secs" "$dsync_eps"; done
@@ -161,13 +145,6 @@ rm -rf "$tmp/mem"
 if [ -s "$tmp/bench.err" ]; then sed 's/^/  /' "$tmp/bench.err" >&2; fi
 
 # ---- table --------------------------------------------------------------------------
-cell() { # key field -> value or "-"
-    local v="" line=${result[$1]:-}
-    [ -n "$line" ] && v=$(field "$line" "$2")
-    echo "${v:--}"
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
-                                           else printf "%.2fx", a / b }'; }
 echo
 echo "Queue: 3-node dsyncd over HTTP (store: $store) vs raw Redis ($fsync_policy), loopback"
 printf '%-20s | %10s %8s %8s %6s | %10s %8s %8s %6s | %11s\n' "workload" "dsync op/s" "p50 ms" \
@@ -179,7 +156,7 @@ for wl in enqueue cycle; do
         printf '%-20s | %10s %8s %8s %6s | %10s %8s %8s %6s | %11s\n' \
             "$wl, $c client$([ "$c" = 1 ] || echo s)" "$(cell "$d" ops/s)" "$(cell "$d" p50_ms)" \
             "$(cell "$d" p99_ms)" "$(cell "$d" errors)" "$(cell "$r" ops/s)" "$(cell "$r" p50_ms)" \
-            "$(cell "$r" p99_ms)" "$(cell "$r" errors)" "$(ratio "$(cell "$d" ops/s)" "$(cell "$r" ops/s)")"
+            "$(cell "$r" p99_ms)" "$(cell "$r" errors)" "$(ratio "$(cell "$d" ops/s)" "$(cell "$r" ops/s)" x)"
     done
 done
 echo
@@ -187,11 +164,11 @@ ceil=$(cell "ceiling post 32" ops/s)
 printf 'Bare civetweb ceiling, 32 clients:           %10s req/s  p99 %s ms\n' "$ceil" \
     "$(cell "ceiling post 32" p99_ms)"
 printf 'dsync enqueue/s at 32 / ceiling:              %10s  (target >= 0.70x)\n' \
-    "$(ratio "$(cell "dsync enqueue 32" ops/s)" "$ceil")"
+    "$(ratio "$(cell "dsync enqueue 32" ops/s)" "$ceil" x)"
 printf 'In-process library, 1 node, cycles/s:        %10s (1 thread)  %s (32 threads, p99 %s ms)\n' \
     "$(cell "lib cycle 1" ops/s)" "$(cell "lib cycle 32" ops/s)" "$(cell "lib cycle 32" p99_ms)"
 printf 'In-process cycles at 32 / raw Redis at 32:   %10s  (target >= 1.00x)\n' \
-    "$(ratio "$(cell "lib cycle 32" ops/s)" "$(cell "redis cycle 32" ops/s)")"
+    "$(ratio "$(cell "lib cycle 32" ops/s)" "$(cell "redis cycle 32" ops/s)" x)"
 if [ -n "$mem_line" ]; then
     printf 'Memory, in-process node: %s messages waiting (%s/s), RSS %s MB -> %s MB, %s bytes/message%s\n' \
         "$(field "$mem_line" messages)" "$(field "$mem_line" enqueue/s)" \

@@ -157,6 +157,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBA)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(LIBA) -lcmocka $(LIBS)
 
+# test_redis_log starts its redis-server with the integration harness.
+$(BUILD)/tests/test_redis_log: $(BUILD)/tests/unit/test_redis_log.o $(INTEG_LIB_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(INTEG_LIB_OBJ) $(LIBA) -lcmocka $(LIBS)
+
 $(BUILD)/tests/test_integ_%: $(BUILD)/tests/integration/test_integ_%.o $(INTEG_LIB_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"

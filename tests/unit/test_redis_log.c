@@ -1,7 +1,8 @@
 /*
  * test_redis_log.c: the Redis record log against a real redis-server that
  * each test starts on a free loopback port (appendonly, appendfsync
- * always, its own temporary directory) and stops by its pid: order and
+ * always, its own temporary directory; the integration harness's h_redis)
+ * and stops by its pid: order and
  * snapshots across reconnects, one round trip per flush, fencing, rewrite,
  * Redis killed and restarted, bad URLs, binary data, topic listing.
  * Skipped when redis-server is not installed.
@@ -10,136 +11,31 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <cmocka.h>
 
 #include <hiredis/hiredis.h>
 
+#include "../integration/harness.h"
 #include "dsync/errors.h"
 #include "store/redis_log.h"
 #include "util/util.h"
 
 /* ---- the redis-server under test --------------------------------------- */
 
+/* The integration harness's redis-server (tests/integration/harness.c):
+ * a free port, its own directory, stopped by pid. */
 typedef struct {
-    char server[512]; /* path of redis-server; "" when not installed */
-    char dir[64];
-    int port;
-    pid_t pid;
-    char url[64];
+    bool available; /* redis-server is installed */
+    h_redis redis;
 } fixture;
 
-static bool find_redis_server(char *out, size_t len)
-{
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        snprintf(out, len, "%.*s/redis-server", (int)n, path);
-        if (n > 0 && access(out, X_OK) == 0) return true;
-        path += n + (path[n] == ':');
-    }
-    out[0] = '\0';
-    return false;
-}
-
-/* A port nobody listens on right now: bind to port 0, read it, close. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t alen = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static bool answers_ping(int port)
-{
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    bool ok = false;
-    if (c && !c->err) {
-        redisReply *r = redisCommand(c, "PING");
-        ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        if (r) freeReplyObject(r);
-    }
-    if (c) redisFree(c);
-    return ok;
-}
-
-/* Starts redis-server on f->port with f->dir and waits (5 s at most) until
- * it answers PING, which it does only once the AOF is loaded. */
 static void start_redis(fixture *f)
 {
-    char port[16], log[128];
-    snprintf(port, sizeof port, "%d", f->port);
-    snprintf(log, sizeof log, "%s/redis.log", f->dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(f->server, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "yes", "--appendfsync", "always", "--dir", f->dir, "--daemonize",
-              "no", (char *)NULL);
-        _exit(127);
-    }
-    f->pid = pid;
-    for (int i = 0; i < 500; i++) {
-        if (answers_ping(f->port)) return;
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            f->pid = 0;
-            fail_msg("redis-server exited early (status %d); see %s", status, log);
-        }
-        sleep_ms(10);
-    }
-    fail_msg("redis-server on port %d did not answer PING within 5 s", f->port);
-}
-
-/* Stops the server: SIGKILL at once when hard, else SIGTERM and SIGKILL
- * after 5 s. Always reaps it. */
-static void stop_redis(fixture *f, bool hard)
-{
-    if (f->pid <= 0) return;
-    kill(f->pid, hard ? SIGKILL : SIGTERM);
-    for (int i = 0; !hard && i < 500; i++) {
-        if (waitpid(f->pid, NULL, WNOHANG) == f->pid) {
-            f->pid = 0;
-            return;
-        }
-        sleep_ms(10);
-    }
-    kill(f->pid, SIGKILL);
-    waitpid(f->pid, NULL, 0);
-    f->pid = 0;
+    assert_int_equal(h_redis_start(&f->redis), 0);
 }
 
 static int setup(void **state)
@@ -147,31 +43,22 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
     *state = f;
-    if (!find_redis_server(f->server, sizeof f->server)) return 0;
-    strcpy(f->dir, "/tmp/dsync-rlog-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    f->port = free_port();
-    snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
-    start_redis(f);
+    f->available = h_redis_available();
+    if (f->available) start_redis(f);
     return 0;
 }
 
 static int teardown(void **state)
 {
     fixture *f = *state;
-    stop_redis(f, false);
-    if (f->dir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-        assert_int_equal(system(cmd), 0);
-    }
+    h_redis_destroy(&f->redis);
     free(f);
     return 0;
 }
 
 #define REQUIRE_REDIS(f)                                                                           \
     do {                                                                                           \
-        if (!(f)->server[0]) {                                                                     \
+        if (!(f)->available) {                                                                     \
             print_message("redis-server is not installed (apt-get install redis-server): "         \
                           "skipped\n");                                                            \
             skip();                                                                                \
@@ -182,7 +69,7 @@ static int teardown(void **state)
 static redisReply *admin(fixture *f, int db, const char *fmt, ...)
 {
     struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
     if (!c || c->err) fail_msg("admin connect: %s", c ? c->errstr : "oom");
     if (db) {
         redisReply *s = redisCommand(c, "SELECT %d", db);
@@ -320,7 +207,7 @@ static void test_records_come_back_in_order_after_the_snapshot_across_a_reconnec
     fixture *f = *state;
     REQUIRE_REDIS(f);
     char url[80];
-    snprintf(url, sizeof url, "%s/3", f->url);
+    snprintf(url, sizeof url, "%s/3", f->redis.url);
     rl_log *rl = open_ok(url);
     assert_int_equal(rl_claim(rl, "orders", 1, NULL), 0);
     append_text(rl, "orders", 1, "r1");
@@ -370,7 +257,7 @@ static void test_a_flush_on_a_dropped_connection_is_unknown_and_the_next_reconne
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "t", 1, NULL), 0);
     redisReply *r = admin(f, 0, "CLIENT KILL TYPE normal");
     freeReplyObject(r);
@@ -400,7 +287,7 @@ static void test_one_flush_writes_many_topics_in_one_round_trip(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     char topic[5][24];
     for (int t = 0; t < 5; t++) {
         snprintf(topic[t], sizeof topic[t], "topic-%d", t);
@@ -455,7 +342,7 @@ static void test_ten_thousand_appends_go_in_one_flush_and_load_back_in_order(voi
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "big", 1, NULL), 0);
     /* More than Lua's unpack() takes at once: the script pushes in chunks. */
     char rec[100];
@@ -488,7 +375,7 @@ static void test_a_node_that_lost_a_topic_can_never_write_to_it_again(void **sta
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *a = open_ok(f->url), *b = open_ok(f->url);
+    rl_log *a = open_ok(f->redis.url), *b = open_ok(f->redis.url);
     assert_int_equal(rl_claim(a, "jobs", 1, NULL), 0);
     assert_int_equal(rl_claim(a, "other", 1, NULL), 0);
     append_text(a, "jobs", 1, "a1");
@@ -540,7 +427,7 @@ static void test_claims_with_an_older_or_equal_epoch_are_refused(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     uint64_t stored = 99;
     assert_int_equal(rl_claim(rl, "c", 5, &stored), 0);
     assert_int_equal(stored, 0);
@@ -575,7 +462,7 @@ static void test_append_checks_its_arguments_and_limits(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     char byte = 'x';
     assert_int_equal(rl_append(rl, "t", 0, "x", 1), DSYNC_EINVAL);
     assert_int_equal(rl_append(rl, "}t", 1, "x", 1), DSYNC_EINVAL);
@@ -604,7 +491,7 @@ static void test_rewrite_replaces_the_log_with_the_snapshot(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "q", 3, NULL), 0);
     append_text(rl, "q", 3, "r1");
     append_text(rl, "q", 3, "r2");
@@ -651,11 +538,11 @@ static void test_calls_fail_with_unavailable_when_redis_is_killed(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "k", 1, NULL), 0);
     append_text(rl, "k", 1, "before");
     assert_int_equal(rl_flush(rl, NULL, NULL), 0);
-    stop_redis(f, true);
+    h_redis_kill9(&f->redis);
 
     /* Several MiB make hiredis write more than once into the dead socket:
      * the second write raises SIGPIPE, which must not kill this process. */
@@ -690,7 +577,7 @@ static void test_calls_fail_with_unavailable_when_redis_is_killed(void **state)
     /* Opening with Redis down says so. */
     rl_log *none = NULL;
     char err[256] = "";
-    assert_int_equal(rl_open(f->url, &none, err, sizeof err), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_open(f->redis.url, &none, err, sizeof err), DSYNC_EUNAVAILABLE);
     assert_null(none);
     assert_true(err[0] != '\0');
 }
@@ -699,7 +586,7 @@ static void test_the_handle_reconnects_and_finds_its_data_after_redis_restarts(v
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "durable", 4, NULL), 0);
     append_text(rl, "durable", 4, "r0");
     assert_int_equal(rl_flush(rl, NULL, NULL), 0);
@@ -712,7 +599,7 @@ static void test_the_handle_reconnects_and_finds_its_data_after_redis_restarts(v
     assert_int_equal(rl_flush(rl, NULL, NULL), 0);
 
     /* kill -9: only the AOF (appendonly, no RDB saves) brings it back. */
-    stop_redis(f, true);
+    h_redis_kill9(&f->redis);
     int n = 0;
     assert_int_equal(rl_topics(rl, count_topic, &n), DSYNC_EUNAVAILABLE);
     start_redis(f);
@@ -723,7 +610,7 @@ static void test_the_handle_reconnects_and_finds_its_data_after_redis_restarts(v
     for (int i = 0; i < 100 && rc == DSYNC_EUNAVAILABLE; i++) {
         loaded_free(&l);
         rc = rl_load(rl, "durable", collect, &l);
-        if (rc == DSYNC_EUNAVAILABLE) sleep_ms(50);
+        if (rc == DSYNC_EUNAVAILABLE) usleep(50000);
     }
     assert_int_equal(rc, 0);
     assert_int_equal(l.n, 101);
@@ -775,16 +662,16 @@ static void test_a_bad_url_is_a_configuration_error(void **state)
 
     /* Nothing listens there: unreachable, not misconfigured. */
     char url[128], err[256] = "";
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", free_port());
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", h_free_port());
     assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_EUNAVAILABLE);
     assert_non_null(strstr(err, "127.0.0.1"));
 
     REQUIRE_REDIS(f);
     /* A database the server does not have. */
-    snprintf(url, sizeof url, "%s/99", f->url);
+    snprintf(url, sizeof url, "%s/99", f->redis.url);
     assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_ECONFIG);
     assert_null(rl);
-    snprintf(url, sizeof url, "redis://[127.0.0.1]:%d/", f->port);
+    snprintf(url, sizeof url, "redis://[127.0.0.1]:%d/", f->redis.port);
     rl = open_ok(url);
     rl_close(rl);
 }
@@ -793,7 +680,7 @@ static void test_binary_records_with_nuls_round_trip(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     /* Braces, glob characters, spaces: all just bytes of the name. */
     const char *topic = "we{ird} *top?c[x]\\";
     assert_int_equal(rl_claim(rl, topic, 1, NULL), 0);
@@ -856,7 +743,7 @@ static void test_topics_lists_every_claimed_topic_once(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     assert_int_equal(rl_claim(rl, "alpha", 1, NULL), 0);
     assert_int_equal(rl_claim(rl, "we{ird}:epoch", 1, NULL), 0);
     /* Enough topics for SCAN to take several rounds, set straight in. */
@@ -874,7 +761,7 @@ static void test_topics_lists_every_claimed_topic_once(void **state)
             argvlen[2 + 2 * i] = 1;
         }
         struct timeval tv = {2, 0};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
         assert_true(c && !c->err);
         redisReply *r = redisCommandArgv(c, 1001, argv, argvlen);
         assert_non_null(r);
@@ -911,7 +798,7 @@ static void test_info_reports_the_aof_policy(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     char info[64];
     assert_int_equal(rl_info_appendfsync(rl, info, sizeof info), 0);
     assert_string_equal(info, "appendonly=yes appendfsync=always");
@@ -926,7 +813,7 @@ static void test_every_script_falls_back_to_eval_when_redis_lost_it(void **state
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     redisReply *r = admin(f, 0, "SCRIPT FLUSH");
     freeReplyObject(r);
     assert_int_equal(rl_claim(rl, "s1", 1, NULL), 0);
@@ -974,7 +861,7 @@ static void test_cache_values_keep_only_the_highest_version(void **state)
 {
     fixture *f = *state;
     REQUIRE_REDIS(f);
-    rl_log *rl = open_ok(f->url);
+    rl_log *rl = open_ok(f->redis.url);
     ut_buf v;
     ut_buf_init(&v);
     bool found = true, stored = false;
@@ -1015,7 +902,7 @@ static void test_cache_values_keep_only_the_highest_version(void **state)
     redisReply *r = admin(f, 0, "SET dsync:c:wrong x");
     freeReplyObject(r);
     assert_int_equal(rl_cache_load(rl, "wrong", &found, &v, &e, &sq), DSYNC_EIO);
-    stop_redis(f, true);
+    h_redis_kill9(&f->redis);
     assert_int_equal(rl_cache_store(rl, "k", "x", 1, big, 1, NULL), DSYNC_EUNAVAILABLE);
     assert_int_equal(rl_cache_load(rl, "k", &found, &v, &e, &sq), DSYNC_EUNAVAILABLE);
     ut_buf_free(&v);

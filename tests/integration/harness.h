@@ -141,4 +141,27 @@ bool h_wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
 /* Milliseconds on the monotonic clock. */
 long long h_now_ms(void);
 
+/* ---- the queue over HTTP (queue_http.c) ---------------------------------- */
+
+/* Enqueues {"v": value} to topic: the message id, or minus the HTTP status. */
+long long h_enqueue(const h_node *n, const char *topic, long long value);
+/* The same, retrying a 503 (a topic between owners) for up to timeout_ms. */
+long long h_enqueue_retrying(const h_node *n, const char *topic, long long value,
+                             int timeout_ms);
+/* A consume by consumer "c": the whole answer (the caller decrefs it), NULL
+ * unless 200; the status in *status. */
+json_t *h_consume(const h_node *n, const char *topic, int max, int visibility_ms, int wait_ms,
+                  int *status);
+/* Acks a receipt: the HTTP status. */
+int h_ack(const h_node *n, const char *topic, const char *receipt);
+/* Producers and consumers in parallel: producer i, on producers[i],
+ * enqueues per_producer messages round-robin over the topics
+ * "<prefix>0".."<prefix>(topics-1)" (each retrying 503s for 15 s), while
+ * consumer i, on consumers[i], consumes batches of 10 with a 30 s
+ * visibility and acks each, until 15 idle rounds or 30 s. The visibility
+ * outlasts the run, so there is no redelivery: asserts that every message
+ * was acked exactly once. Topics must divide producers * per_producer. */
+void h_queue_mix(const char *prefix, int topics, const h_node *const *producers, int n_producers,
+                 int per_producer, const h_node *const *consumers, int n_consumers);
+
 #endif

@@ -12,7 +12,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,45 +37,24 @@ static int teardown(void **state)
     return h_node_free(*state);
 }
 
-static long long enqueue(const h_node *n, const char *topic, long long value)
-{
-    int st;
-    json_t *j = h_post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}",
-                       topic, value);
-    long long id = st == 200 ? (long long)json_integer_value(json_object_get(j, "id")) : -st;
-    json_decref(j);
-    return id;
-}
-
-/* Consumes up to max; returns the messages array (caller decrefs the
- * whole answer through *answer). */
+/* A consume that must answer 200: its messages; *answer is the whole
+ * answer, for the caller to decref. */
 static json_t *consume(const h_node *n, const char *topic, int max, int visibility_ms, int wait_ms,
                        json_t **answer)
 {
     int st;
-    *answer = h_post(n, "/queue/consume", &st,
-                     "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d,"
-                     "\"wait_ms\":%d}",
-                     topic, max, visibility_ms, wait_ms);
+    *answer = h_consume(n, topic, max, visibility_ms, wait_ms, &st);
     assert_int_equal(st, 200);
     json_t *msgs = json_object_get(*answer, "messages");
     assert_true(json_is_array(msgs));
     return msgs;
 }
 
-static int ack(const h_node *n, const char *topic, const char *receipt)
-{
-    int st;
-    json_decref(
-        h_post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
-    return st;
-}
-
 static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(void **state)
 {
     h_node *n = *state;
     for (int i = 1; i <= 3; i++)
-        assert_int_equal(enqueue(n, "orders", i), i);
+        assert_int_equal(h_enqueue(n, "orders", i), i);
     json_t *a;
     json_t *msgs = consume(n, "orders", 2, 300, 0, &a);
     assert_int_equal(json_array_size(msgs), 2);
@@ -88,8 +66,8 @@ static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(
     snprintf(r1, sizeof r1, "%s",
              json_string_value(json_object_get(json_array_get(msgs, 0), "receipt")));
     json_decref(a);
-    assert_int_equal(ack(n, "orders", r1), 200);
-    assert_int_equal(ack(n, "orders", r1), 404); /* once */
+    assert_int_equal(h_ack(n, "orders", r1), 200);
+    assert_int_equal(h_ack(n, "orders", r1), 404); /* once */
 
     /* Message 2 was not acked: once its visibility ran out (the node
      * counts the requeue), it comes back ahead of message 3, with its
@@ -108,7 +86,7 @@ static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(
 static void test_a_message_delivered_too_often_moves_to_the_dead_letter_topic(void **state)
 {
     h_node *n = *state;
-    assert_int_equal(enqueue(n, "poison", 7), 1);
+    assert_int_equal(h_enqueue(n, "poison", 7), 1);
     json_t *a;
     /* DSYNC_QUEUE_MAX_DELIVERIES=2: two deliveries without an ack. */
     for (int i = 0; i < 2; i++) {
@@ -156,7 +134,7 @@ static void test_a_long_poll_returns_as_soon_as_a_message_arrives(void **state)
     pid_t pid = fork();
     if (pid == 0) {
         usleep(200000);
-        enqueue(n, "quiet", 99);
+        h_enqueue(n, "quiet", 99);
         _exit(0);
     }
     start = h_now_ms();
@@ -168,92 +146,11 @@ static void test_a_long_poll_returns_as_soon_as_a_message_arrives(void **state)
     waitpid(pid, NULL, 0);
 }
 
-#define TOPICS 3
-#define PER_PRODUCER 60
-
-typedef struct {
-    h_node *n;
-    int id;
-    int acked[TOPICS][2 * PER_PRODUCER + 1];
-    int duplicates;
-} worker;
-
-static void *produce(void *p)
-{
-    worker *w = p;
-    char topic[32];
-    for (int i = 0; i < PER_PRODUCER; i++) {
-        snprintf(topic, sizeof topic, "t%d", i % TOPICS);
-        while (enqueue(w->n, topic, w->id * 1000 + i) <= 0)
-            usleep(10000);
-    }
-    return NULL;
-}
-
-static void *consume_all(void *p)
-{
-    worker *w = p;
-    char topic[32];
-    long long deadline = h_now_ms() + 20000;
-    int idle = 0;
-    while (h_now_ms() < deadline && idle < 10) {
-        int got_any = 0;
-        for (int t = 0; t < TOPICS; t++) {
-            snprintf(topic, sizeof topic, "t%d", t);
-            json_t *a;
-            json_t *msgs = consume(w->n, topic, 10, 30000, 0, &a);
-            size_t i;
-            json_t *m;
-            json_array_foreach(msgs, i, m)
-            {
-                long long id = json_integer_value(json_object_get(m, "id"));
-                const char *receipt = json_string_value(json_object_get(m, "receipt"));
-                assert_true(id >= 1 && id <= 2 * PER_PRODUCER);
-                if (w->acked[t][id]) w->duplicates++;
-                w->acked[t][id]++;
-                assert_int_equal(ack(w->n, topic, receipt), 200);
-                got_any = 1;
-            }
-            json_decref(a);
-        }
-        idle = got_any ? 0 : idle + 1;
-        if (!got_any) usleep(20000);
-    }
-    return NULL;
-}
-
 static void test_producers_and_consumers_in_parallel_ack_every_message_exactly_once(void **state)
 {
-    h_node *n = *state;
-    worker prod[2], cons[3];
-    pthread_t pt[2], ct[3];
-    memset(prod, 0, sizeof prod);
-    memset(cons, 0, sizeof cons);
-    for (int i = 0; i < 3; i++) {
-        cons[i].n = n;
-        pthread_create(&ct[i], NULL, consume_all, &cons[i]);
-    }
-    for (int i = 0; i < 2; i++) {
-        prod[i] = (worker){.n = n, .id = i + 1};
-        pthread_create(&pt[i], NULL, produce, &prod[i]);
-    }
-    for (int i = 0; i < 2; i++)
-        pthread_join(pt[i], NULL);
-    for (int i = 0; i < 3; i++)
-        pthread_join(ct[i], NULL);
-    /* Every id of every topic acked exactly once, across the consumers;
-     * with a 30 s visibility there is no redelivery, so no duplicate. */
-    for (int t = 0; t < TOPICS; t++) {
-        int per_topic = 2 * PER_PRODUCER / TOPICS;
-        for (int id = 1; id <= per_topic; id++) {
-            int total = 0;
-            for (int i = 0; i < 3; i++)
-                total += cons[i].acked[t][id];
-            assert_int_equal(total, 1);
-        }
-    }
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(cons[i].duplicates, 0);
+    const h_node *n = *state;
+    const h_node *producers[] = {n, n}, *consumers[] = {n, n, n};
+    h_queue_mix("t", 3, producers, 2, 60, consumers, 3);
 }
 
 static void test_bad_input_gets_its_error_and_changes_nothing(void **state)
@@ -273,8 +170,8 @@ static void test_bad_input_gets_its_error_and_changes_nothing(void **state)
     assert_int_equal(st, 400);
     json_decref(h_post(n, "/queue/consume", &st, "{\"topic\":\"x\"}"));
     assert_int_equal(st, 400);
-    assert_int_equal(ack(n, "x", "0000000000000001c8a1369b275d4f2c"), 404);
-    assert_int_equal(ack(n, "x", "not-a-receipt"), 404);
+    assert_int_equal(h_ack(n, "x", "0000000000000001c8a1369b275d4f2c"), 404);
+    assert_int_equal(h_ack(n, "x", "not-a-receipt"), 404);
     /* A message over the body limit: 413, and the topic stays empty. */
     size_t big = 1100000;
     char *body = malloc(big + 64);
@@ -296,14 +193,14 @@ static void test_a_node_killed_with_sigkill_loses_no_acknowledged_message(void *
 {
     h_node *n = *state;
     for (int i = 1; i <= 50; i++)
-        assert_int_equal(enqueue(n, "durable", i), i);
+        assert_int_equal(h_enqueue(n, "durable", i), i);
     json_t *a;
     json_t *msgs = consume(n, "durable", 10, 60000, 0, &a);
     assert_int_equal(json_array_size(msgs), 10);
     /* Ack the first five; the other five stay in flight across the crash. */
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(
-            ack(n, "durable",
+            h_ack(n, "durable",
                 json_string_value(json_object_get(json_array_get(msgs, i), "receipt"))),
             200);
     json_decref(a);
@@ -314,7 +211,7 @@ static void test_a_node_killed_with_sigkill_loses_no_acknowledged_message(void *
     assert_int_equal(json_array_size(msgs), 40);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 11);
     json_decref(a);
-    assert_int_equal(enqueue(n, "durable", 51), 51);
+    assert_int_equal(h_enqueue(n, "durable", 51), 51);
 }
 
 /* ---- three nodes ---------------------------------------------------------- */
@@ -328,7 +225,7 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
     char topic[32];
     for (int t = 0; t < 12; t++) {
         snprintf(topic, sizeof topic, "spread-%d", t);
-        assert_int_equal(enqueue(&c.nodes[t % 3], topic, t), 1);
+        assert_int_equal(h_enqueue(&c.nodes[t % 3], topic, t), 1);
     }
     /* Each node owns some of the twelve. */
     int owners = 0;
@@ -353,7 +250,7 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
         assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "message"), "v")),
                          t);
         assert_int_equal(
-            ack(&c.nodes[(t + 2) % 3], topic, json_string_value(json_object_get(m, "receipt"))),
+            h_ack(&c.nodes[(t + 2) % 3], topic, json_string_value(json_object_get(m, "receipt"))),
             200);
         json_decref(a);
     }
@@ -361,7 +258,7 @@ static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(vo
      * each message shows up in "<topic>.dlq" through any node. */
     for (int t = 0; t < 6; t++) {
         snprintf(topic, sizeof topic, "dead-%d", t);
-        assert_int_equal(enqueue(&c.nodes[t % 3], topic, 100 + t), 1);
+        assert_int_equal(h_enqueue(&c.nodes[t % 3], topic, 100 + t), 1);
         json_t *a;
         json_t *msgs = consume(&c.nodes[(t + 1) % 3], topic, 1, 100, 0, &a);
         assert_int_equal(json_array_size(msgs), 1);
@@ -403,14 +300,14 @@ static void test_a_dead_owners_topic_answers_503_at_once(void **state)
     json_decref(j);
     assert_true(owner >= 1 && owner <= 3);
     h_node *client = &c.nodes[(owner) % 3]; /* another node */
-    assert_int_equal(enqueue(client, "orphan", 1), 1);
+    assert_int_equal(h_enqueue(client, "orphan", 1), 1);
     h_node_kill9(&c.nodes[owner - 1]);
     /* The client's transport sees the connection close; from then on every
      * call answers 503 quickly (bounded wait for that moment). */
     long long until = h_now_ms() + 10000, took = -1;
     while (h_now_ms() < until) {
         long long t0 = h_now_ms();
-        long long id = enqueue(client, "orphan", 2);
+        long long id = h_enqueue(client, "orphan", 2);
         assert_true(id == -503);
         took = h_now_ms() - t0;
         if (took < 1000) break;
@@ -419,7 +316,7 @@ static void test_a_dead_owners_topic_answers_503_at_once(void **state)
     assert_int_equal(h_node_start(&c.nodes[owner - 1]), 0);
     until = h_now_ms() + 15000;
     long long id = -503;
-    while ((id = enqueue(client, "orphan", 3)) == -503 && h_now_ms() < until)
+    while ((id = h_enqueue(client, "orphan", 3)) == -503 && h_now_ms() < until)
         usleep(50000);
     assert_int_equal(id, 2); /* the refused ones took no id; the first survived */
     assert_int_equal(h_cluster_destroy(&c), 0);

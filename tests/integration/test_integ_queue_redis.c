@@ -14,7 +14,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,46 +81,6 @@ static int start_cluster(fixture *f, const char *extra)
 /* ---- calls ------------------------------------------------------------------ */
 
 /* The id, or minus the HTTP status. */
-static long long enqueue(const h_node *n, const char *topic, long long value)
-{
-    int st;
-    json_t *j = h_post(n, "/queue/enqueue", &st, "{\"topic\":\"%s\",\"message\":{\"v\":%lld}}",
-                       topic, value);
-    long long id = st == 200 ? (long long)json_integer_value(json_object_get(j, "id")) : -st;
-    json_decref(j);
-    return id;
-}
-
-/* Retries 503s (a topic between owners) for up to 15 s. */
-static long long enqueue_retrying(const h_node *n, const char *topic, long long value)
-{
-    long long deadline = h_now_ms() + 15000, id;
-    while ((id = enqueue(n, topic, value)) == -503 && h_now_ms() < deadline)
-        usleep(20000);
-    return id;
-}
-
-/* The answer to a consume (NULL unless 200), the status in *st. */
-static json_t *consume(const h_node *n, const char *topic, int max, int visibility_ms, int *st)
-{
-    json_t *a = h_post(n, "/queue/consume", st,
-                       "{\"topic\":\"%s\",\"consumer_id\":\"c\",\"max\":%d,\"visibility_ms\":%d}",
-                       topic, max, visibility_ms);
-    if (*st != 200) {
-        json_decref(a);
-        return NULL;
-    }
-    return a;
-}
-
-static int ack(const h_node *n, const char *topic, const char *receipt)
-{
-    int st;
-    json_decref(
-        h_post(n, "/queue/ack", &st, "{\"topic\":\"%s\",\"receipt\":\"%s\"}", topic, receipt));
-    return st;
-}
-
 /* The node id that node n places topic on (0: none), or -1. */
 static long long owner_seen_by(const h_node *n, const char *topic)
 {
@@ -178,91 +137,15 @@ static int index_of(const h_cluster *c, long long id)
 /* ---- many producers and consumers on three nodes -------------------------- */
 
 #define TOPICS 6
-#define PER_PRODUCER 120
-#define PRODUCERS 2
-#define CONSUMERS 3
-
-typedef struct {
-    const h_node *n;
-    int id;
-    int acked[TOPICS][PRODUCERS * PER_PRODUCER / TOPICS + 1];
-    int duplicates;
-} worker;
-
-static void *produce(void *p)
-{
-    worker *w = p;
-    char topic[32];
-    for (int i = 0; i < PER_PRODUCER; i++) {
-        snprintf(topic, sizeof topic, "p%d", i % TOPICS);
-        assert_true(enqueue_retrying(w->n, topic, w->id * 1000 + i) > 0);
-    }
-    return NULL;
-}
-
-static void *consume_all(void *p)
-{
-    worker *w = p;
-    char topic[32];
-    long long deadline = h_now_ms() + 30000;
-    int idle = 0;
-    while (h_now_ms() < deadline && idle < 15) {
-        int got_any = 0;
-        for (int t = 0; t < TOPICS; t++) {
-            snprintf(topic, sizeof topic, "p%d", t);
-            int st;
-            json_t *a = consume(w->n, topic, 10, 30000, &st);
-            assert_int_equal(st, 200);
-            size_t i;
-            json_t *m;
-            json_array_foreach(json_object_get(a, "messages"), i, m)
-            {
-                long long id = json_integer_value(json_object_get(m, "id"));
-                assert_true(id >= 1 && id <= PRODUCERS * PER_PRODUCER / TOPICS);
-                if (w->acked[t][id]) w->duplicates++;
-                w->acked[t][id]++;
-                assert_int_equal(
-                    ack(w->n, topic, json_string_value(json_object_get(m, "receipt"))), 200);
-                got_any = 1;
-            }
-            json_decref(a);
-        }
-        idle = got_any ? 0 : idle + 1;
-        if (!got_any) usleep(20000);
-    }
-    return NULL;
-}
 
 static void test_producers_and_consumers_on_three_nodes_ack_every_message_once(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_cluster(f, NULL), 0);
-    static worker prod[PRODUCERS], cons[CONSUMERS];
-    pthread_t pt[PRODUCERS], ct[CONSUMERS];
-    memset(prod, 0, sizeof prod);
-    memset(cons, 0, sizeof cons);
-    for (int i = 0; i < CONSUMERS; i++) {
-        cons[i].n = &f->cluster.nodes[i % 3];
-        assert_int_equal(pthread_create(&ct[i], NULL, consume_all, &cons[i]), 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++) {
-        prod[i] = (worker){.n = &f->cluster.nodes[(i + 1) % 3], .id = i + 1};
-        assert_int_equal(pthread_create(&pt[i], NULL, produce, &prod[i]), 0);
-    }
-    for (int i = 0; i < PRODUCERS; i++)
-        pthread_join(pt[i], NULL);
-    for (int i = 0; i < CONSUMERS; i++)
-        pthread_join(ct[i], NULL);
-    /* 30 s visibility: no redelivery, so every id exactly once. */
-    for (int t = 0; t < TOPICS; t++)
-        for (int id = 1; id <= PRODUCERS * PER_PRODUCER / TOPICS; id++) {
-            int total = 0;
-            for (int i = 0; i < CONSUMERS; i++)
-                total += cons[i].acked[t][id];
-            assert_int_equal(total, 1);
-        }
-    for (int i = 0; i < CONSUMERS; i++)
-        assert_int_equal(cons[i].duplicates, 0);
+    const h_node *const *nodes = (const h_node *const[]){
+        &f->cluster.nodes[0], &f->cluster.nodes[1], &f->cluster.nodes[2]};
+    /* Producers on nodes 2 and 3, consumers on all three. */
+    h_queue_mix("p", TOPICS, nodes + 1, 2, 120, nodes, 3);
     /* The topics were spread: more than one node holds some. */
     int holders = 0;
     for (int i = 0; i < 3; i++) {
@@ -300,13 +183,13 @@ static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_messa
     for (int t = 0; t < KT; t++) {
         snprintf(topic, sizeof topic, "k%d", t);
         for (int i = 0; i < KBEFORE; i++) {
-            long long id = enqueue(client, topic, i);
+            long long id = h_enqueue(client, topic, i);
             assert_true(id >= 1 && id <= KBEFORE);
             enq[t][id] = 1;
         }
         /* Five in flight and never acked: they come back after the move. */
         int st;
-        json_t *a = consume(client, topic, 5, 1500, &st);
+        json_t *a = h_consume(client, topic, 5, 1500, 0, &st);
         assert_non_null(a);
         size_t i;
         json_t *m;
@@ -320,7 +203,7 @@ static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_messa
     for (int t = 0; t < KT; t++) {
         snprintf(topic, sizeof topic, "k%d", t);
         for (int i = 0; i < KAFTER; i++) {
-            long long id = enqueue_retrying(client, topic, 100 + i);
+            long long id = h_enqueue_retrying(client, topic, 100 + i, 15000);
             assert_true(id > KBEFORE && id <= KBEFORE + KAFTER);
             enq[t][id] = 1;
         }
@@ -332,7 +215,7 @@ static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_messa
         for (int t = 0; t < KT; t++) {
             snprintf(topic, sizeof topic, "k%d", t);
             int st;
-            json_t *a = consume(client, topic, 50, 30000, &st);
+            json_t *a = h_consume(client, topic, 50, 30000, 0, &st);
             if (!a) continue; /* 503 while a topic moves */
             size_t i;
             json_t *m;
@@ -343,7 +226,7 @@ static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_messa
                 assert_true(enq[t][id]);
                 delivered[t][id]++;
                 assert_int_equal(
-                    ack(client, topic, json_string_value(json_object_get(m, "receipt"))), 200);
+                    h_ack(client, topic, json_string_value(json_object_get(m, "receipt"))), 200);
                 enq[t][id] = 2; /* acked */
             }
             json_decref(a);
@@ -364,12 +247,12 @@ static void test_killing_a_topics_owner_moves_it_and_loses_no_acknowledged_messa
     assert_int_equal(h_node_start(&c->nodes[victim]), 0);
     owner_wait back = {client, "k0", victim_id, false};
     assert_true(h_wait_until(owner_is, &back, 15000));
-    long long id = enqueue_retrying(client, "k0", 999);
+    long long id = h_enqueue_retrying(client, "k0", 999, 15000);
     assert_int_equal(id, KBEFORE + KAFTER + 1);
     int st = 0;
     json_t *a = NULL;
     long long until = h_now_ms() + 10000;
-    while (h_now_ms() < until && !(a = consume(&c->nodes[victim], "k0", 10, 30000, &st)))
+    while (h_now_ms() < until && !(a = h_consume(&c->nodes[victim], "k0", 10, 30000, 0, &st)))
         usleep(20000);
     assert_non_null(a);
     json_t *msgs = json_object_get(a, "messages");
@@ -391,7 +274,7 @@ static void test_an_owner_cut_off_from_the_cluster_delivers_nothing_after_the_ha
     int old = index_of(c, old_id);
     h_node *o = &c->nodes[old], *other = &c->nodes[(old + 1) % 3];
     for (int i = 1; i <= 5; i++)
-        assert_int_equal(enqueue(other, "fenced", i), i);
+        assert_int_equal(h_enqueue(other, "fenced", i), i);
     /* Cut the owner off: it drops all traffic with the others, and they with it. */
     int st;
     char body[64];
@@ -414,12 +297,12 @@ static void test_an_owner_cut_off_from_the_cluster_delivers_nothing_after_the_ha
     assert_true(holds(nw, "fenced"));
     /* The old owner still believes it owns the topic; Redis refuses its
      * writes, so it hands out nothing and takes nothing. */
-    json_t *a = consume(o, "fenced", 10, 30000, &st);
+    json_t *a = h_consume(o, "fenced", 10, 30000, 0, &st);
     assert_null(a);
     assert_int_equal(st, 503);
-    assert_int_equal(enqueue(o, "fenced", 6), -503);
+    assert_int_equal(h_enqueue(o, "fenced", 6), -503);
     /* The new owner has all five, each delivered once. */
-    a = consume(nw, "fenced", 10, 30000, &st);
+    a = h_consume(nw, "fenced", 10, 30000, 0, &st);
     assert_non_null(a);
     json_t *msgs = json_object_get(a, "messages");
     assert_int_equal(json_array_size(msgs), 5);
@@ -436,7 +319,7 @@ static void test_an_owner_cut_off_from_the_cluster_delivers_nothing_after_the_ha
     assert_true(h_wait_until(owner_is, &back, 15000));
     long long id = -503;
     until = h_now_ms() + 10000;
-    while ((id = enqueue(o, "fenced", 7)) < 0 && h_now_ms() < until)
+    while ((id = h_enqueue(o, "fenced", 7)) < 0 && h_now_ms() < until)
         usleep(20000);
     assert_int_equal(id, 6); /* the refused enqueue left no trace */
 }
@@ -464,7 +347,7 @@ static void test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself(void *
     fixture *f = *state;
     assert_int_equal(start_single(f), 0);
     for (int i = 1; i <= 3; i++)
-        assert_int_equal(enqueue(f->node, "r", i), i);
+        assert_int_equal(h_enqueue(f->node, "r", i), i);
     h_redis_kill9(&f->redis);
     h_resp r;
     assert_int_equal(h_http(f->node, "POST", "/queue/enqueue", "{\"topic\":\"r\",\"message\":4}",
@@ -474,15 +357,15 @@ static void test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself(void *
     assert_true(r.retry_after[0] != '\0');
     h_resp_free(&r);
     int st;
-    assert_null(consume(f->node, "r", 10, 30000, &st));
+    assert_null(h_consume(f->node, "r", 10, 30000, 0, &st));
     assert_int_equal(st, 503);
     /* Redis comes back with its AOF; the node reconnects on its own. */
     assert_int_equal(h_redis_start(&f->redis), 0);
     long long id = -503, until = h_now_ms() + 10000;
-    while ((id = enqueue(f->node, "r", 5)) == -503 && h_now_ms() < until)
+    while ((id = h_enqueue(f->node, "r", 5)) == -503 && h_now_ms() < until)
         usleep(50000);
     assert_int_equal(id, 4); /* the refused one took no id */
-    json_t *a = consume(f->node, "r", 10, 30000, &st);
+    json_t *a = h_consume(f->node, "r", 10, 30000, 0, &st);
     assert_non_null(a);
     json_t *msgs = json_object_get(a, "messages");
     assert_int_equal(json_array_size(msgs), 4);
@@ -497,28 +380,28 @@ static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **
     fixture *f = *state;
     assert_int_equal(start_single(f), 0);
     for (int i = 1; i <= 30; i++)
-        assert_int_equal(enqueue(f->node, "d", i), i);
+        assert_int_equal(h_enqueue(f->node, "d", i), i);
     int st;
-    json_t *a = consume(f->node, "d", 10, 60000, &st);
+    json_t *a = h_consume(f->node, "d", 10, 60000, 0, &st);
     assert_non_null(a);
     json_t *msgs = json_object_get(a, "messages");
     assert_int_equal(json_array_size(msgs), 10);
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(
-            ack(f->node, "d", json_string_value(json_object_get(json_array_get(msgs, i), "receipt"))),
+            h_ack(f->node, "d", json_string_value(json_object_get(json_array_get(msgs, i), "receipt"))),
             200);
     json_decref(a);
     h_node_kill9(f->node);
     assert_int_equal(h_node_start(f->node), 0);
     assert_true(h_wait_until(has_view, f->node, 10000));
     /* 11..30 ready in order; 6..10 still in flight with their 60 s lease. */
-    a = consume(f->node, "d", 100, 60000, &st);
+    a = h_consume(f->node, "d", 100, 60000, 0, &st);
     assert_non_null(a);
     msgs = json_object_get(a, "messages");
     assert_int_equal(json_array_size(msgs), 20);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 11);
     json_decref(a);
-    assert_int_equal(enqueue(f->node, "d", 31), 31);
+    assert_int_equal(h_enqueue(f->node, "d", 31), 31);
 }
 
 int main(void)

@@ -21,15 +21,7 @@ import sys
 
 import yaml
 
-FAILED = 0
-
-
-def check(what, ok, detail=""):
-    global FAILED
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok or not detail else f" ({detail})"), flush=True)
-    if not ok:
-        FAILED += 1
-    return ok
+from checks import check, failed
 
 
 def env_file(path):
@@ -135,7 +127,7 @@ def main():
         with open(os.path.join(outdir, f"{name}.env"), "w", encoding="utf-8") as f:
             for k in sorted(run):
                 f.write(f"{k}={run[k]}\n")
-    return 1 if FAILED else 0
+    return 1 if failed() else 0
 
 
 if __name__ == "__main__":

@@ -22,15 +22,7 @@ import time
 import urllib.error
 import urllib.request
 
-FAILED = 0
-
-
-def check(what, ok, detail=""):
-    global FAILED
-    print(("PASS: " if ok else "FAIL: ") + what + ("" if ok or not detail else f" ({detail})"), flush=True)
-    if not ok:
-        FAILED += 1
-    return ok
+from checks import check, failed
 
 
 def call(base, method, path, body=None, timeout=10):
@@ -146,7 +138,7 @@ def main():
         queue(nodes)
     except Exception as e:  # noqa: BLE001  (a refused connection, a timeout, a non-JSON body)
         check("seed scenarios run to the end", False, repr(e))
-    return 1 if FAILED else 0
+    return 1 if failed() else 0
 
 
 if __name__ == "__main__":

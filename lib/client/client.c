@@ -133,6 +133,11 @@ static void pause_ms(uint64_t ms)
 }
 
 /* The server's error message of a 503 answer, for errmsg. */
+bool cl_valid_string(const char *s, size_t max)
+{
+    return s && *s && strlen(s) <= max;
+}
+
 static const char *error_message(const json_t *answer)
 {
     json_t *e = json_object_get(answer, "error");
@@ -148,6 +153,7 @@ int cl_call(dsync_client *c, const char *method, const char *path, json_t *body,
     char *text = NULL;
     if (body) {
         text = json_dumps(body, JSON_COMPACT);
+        json_decref(body); /* taken: sent as this text */
         if (!text) {
             cl_set_error(c, "out of memory");
             return DSYNC_ENOMEM;

@@ -35,7 +35,7 @@ int dsync_client_cache_get(dsync_client *c, const char *key, char **value, size_
     *value = NULL;
     if (len) *len = 0;
     if (state) *state = 0;
-    if (!key || !*key || strlen(key) > CACHE_KEY_MAX)
+    if (!cl_valid_string(key, CACHE_KEY_MAX))
         return cl_bad_argument(c, "key must be 1..1024 bytes");
     char path[sizeof "/cache/get?key=" + 3 * CACHE_KEY_MAX];
     memcpy(path, "/cache/get?key=", sizeof "/cache/get?key=");
@@ -72,7 +72,7 @@ int dsync_client_cache_get(dsync_client *c, const char *key, char **value, size_
 
 int dsync_client_cache_put(dsync_client *c, const char *key, const char *value, size_t len)
 {
-    if (!key || !*key || strlen(key) > CACHE_KEY_MAX)
+    if (!cl_valid_string(key, CACHE_KEY_MAX))
         return cl_bad_argument(c, "key must be 1..1024 bytes");
     if (!value) return cl_bad_argument(c, "value is NULL");
     json_t *v = json_stringn(value, len);
@@ -80,7 +80,6 @@ int dsync_client_cache_put(dsync_client *c, const char *key, const char *value, 
     if (!body) return cl_bad_argument(c, "key and value must be UTF-8");
     cl_reply r;
     int rc = cl_call(c, "POST", "/cache/put", body, 0, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     if (r.status != 200) {
         rc = cl_status_error(c, &r);

@@ -33,8 +33,12 @@ typedef struct {
     bool retried;   /* an earlier attempt may have taken effect (broke off, or 503) */
 } cl_reply;
 
+/* A string argument that is present, not empty and at most max bytes. */
+bool cl_valid_string(const char *s, size_t max);
+
 /*
- * Sends method path with body (a JSON value, or NULL for none) to the node
+ * Sends method path with body (a JSON value, or NULL for none; the call
+ * takes the reference, as jansson's *_new calls do) to the node
  * in use, moving on to the next address after a connection failure, a
  * timeout or a 503, and pausing between rounds (Retry-After, bounded), for
  * up to opt.retry_timeout_ms + wait_ms. 0 with *out filled (release it with

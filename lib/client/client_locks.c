@@ -6,11 +6,6 @@
 
 #include "client/client_internal.h"
 
-static bool valid_id(const char *s, size_t max)
-{
-    return s && *s && strlen(s) <= max;
-}
-
 /* The deadlock cycle of a 409 answer into result. */
 static int read_cycle(dsync_client *c, const json_t *answer, dsync_lock_result *result)
 {
@@ -31,9 +26,9 @@ int dsync_client_lock_acquire(dsync_client *c, const dsync_lock_request *req,
                               dsync_lock_result *result)
 {
     memset(result, 0, sizeof *result);
-    if (!req || !valid_id(req->key, DSYNC_LOCK_KEY_MAX))
+    if (!req || !cl_valid_string(req->key, DSYNC_LOCK_KEY_MAX))
         return cl_bad_argument(c, "key must be 1..DSYNC_LOCK_KEY_MAX bytes");
-    if (!valid_id(req->client_id, DSYNC_CLIENT_ID_MAX))
+    if (!cl_valid_string(req->client_id, DSYNC_CLIENT_ID_MAX))
         return cl_bad_argument(c, "client_id must be 1..DSYNC_CLIENT_ID_MAX bytes");
     const char *mode = req->mode == DSYNC_LOCK_SHARED      ? "S"
                        : req->mode == DSYNC_LOCK_EXCLUSIVE ? "X"
@@ -51,7 +46,6 @@ int dsync_client_lock_acquire(dsync_client *c, const dsync_lock_request *req,
 
     cl_reply r;
     int rc = cl_call(c, "POST", "/locks/acquire", body, req->wait_ms, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     const char *status = "";
     bool has_status = cl_get_string(r.answer, "status", &status);
@@ -86,15 +80,14 @@ int dsync_client_lock_release(dsync_client *c, const char *key, const char *clie
                               int *was_waiting)
 {
     if (was_waiting) *was_waiting = 0;
-    if (!valid_id(key, DSYNC_LOCK_KEY_MAX))
+    if (!cl_valid_string(key, DSYNC_LOCK_KEY_MAX))
         return cl_bad_argument(c, "key must be 1..DSYNC_LOCK_KEY_MAX bytes");
-    if (!valid_id(client_id, DSYNC_CLIENT_ID_MAX))
+    if (!cl_valid_string(client_id, DSYNC_CLIENT_ID_MAX))
         return cl_bad_argument(c, "client_id must be 1..DSYNC_CLIENT_ID_MAX bytes");
     json_t *body = json_pack("{s:s,s:s}", "key", key, "client_id", client_id);
     if (!body) return cl_bad_argument(c, "key and client_id must be UTF-8");
     cl_reply r;
     int rc = cl_call(c, "POST", "/locks/release", body, 0, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     const char *status;
     if (r.status == 200) {

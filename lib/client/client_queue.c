@@ -8,16 +8,11 @@
 
 #include "client/client_internal.h"
 
-static bool valid_name(const char *s, size_t max)
-{
-    return s && *s && strlen(s) <= max;
-}
-
 int dsync_client_queue_enqueue(dsync_client *c, const char *topic, const char *message_json,
                                uint64_t *id)
 {
     if (id) *id = 0;
-    if (!valid_name(topic, DSYNC_TOPIC_MAX))
+    if (!cl_valid_string(topic, DSYNC_TOPIC_MAX))
         return cl_bad_argument(c, "topic must be 1..DSYNC_TOPIC_MAX bytes");
     if (!message_json) return cl_bad_argument(c, "message_json is NULL");
     json_error_t jerr;
@@ -31,7 +26,6 @@ int dsync_client_queue_enqueue(dsync_client *c, const char *topic, const char *m
     if (!body) return cl_bad_argument(c, "topic must be UTF-8");
     cl_reply r;
     int rc = cl_call(c, "POST", "/queue/enqueue", body, 0, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     uint64_t got;
     if (r.status != 200)
@@ -83,9 +77,9 @@ int dsync_client_queue_consume(dsync_client *c, const dsync_consume_request *req
 {
     *msgs = NULL;
     *n = 0;
-    if (!req || !valid_name(req->topic, DSYNC_TOPIC_MAX + 4))
+    if (!req || !cl_valid_string(req->topic, DSYNC_TOPIC_MAX + 4))
         return cl_bad_argument(c, "topic must be 1..DSYNC_TOPIC_MAX bytes (+ \".dlq\")");
-    if (!valid_name(req->consumer_id, DSYNC_CONSUMER_MAX))
+    if (!cl_valid_string(req->consumer_id, DSYNC_CONSUMER_MAX))
         return cl_bad_argument(c, "consumer_id must be 1..DSYNC_CONSUMER_MAX bytes");
     if (req->visibility_ms > (uint64_t)INT64_MAX || req->wait_ms > (uint64_t)INT64_MAX)
         return cl_bad_argument(c, "visibility_ms or wait_ms out of range");
@@ -97,7 +91,6 @@ int dsync_client_queue_consume(dsync_client *c, const dsync_consume_request *req
     if (req->wait_ms) json_object_set_new(body, "wait_ms", json_integer((json_int_t)req->wait_ms));
     cl_reply r;
     int rc = cl_call(c, "POST", "/queue/consume", body, req->wait_ms, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     if (r.status != 200) {
         rc = cl_status_error(c, &r);
@@ -132,14 +125,13 @@ int dsync_client_queue_consume(dsync_client *c, const dsync_consume_request *req
 
 int dsync_client_queue_ack(dsync_client *c, const char *topic, const char *receipt)
 {
-    if (!valid_name(topic, DSYNC_TOPIC_MAX + 4))
+    if (!cl_valid_string(topic, DSYNC_TOPIC_MAX + 4))
         return cl_bad_argument(c, "topic must be 1..DSYNC_TOPIC_MAX bytes (+ \".dlq\")");
-    if (!valid_name(receipt, 64)) return cl_bad_argument(c, "receipt must be 1..64 bytes");
+    if (!cl_valid_string(receipt, 64)) return cl_bad_argument(c, "receipt must be 1..64 bytes");
     json_t *body = json_pack("{s:s,s:s}", "topic", topic, "receipt", receipt);
     if (!body) return cl_bad_argument(c, "topic and receipt must be UTF-8");
     cl_reply r;
     int rc = cl_call(c, "POST", "/queue/ack", body, 0, &r);
-    json_decref(body);
     if (rc != 0) return rc;
     if (r.status != 200) rc = cl_status_error(c, &r);
     cl_reply_free(&r);

@@ -13,16 +13,10 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rand_next(raft *r)
-{
-    r->rng += 0x9e3779b97f4a7c15ULL;
-    return ut_mix64(r->rng);
-}
-
 static void reset_timeout(raft *r)
 {
     r->elapsed = 0;
-    r->timeout = r->cfg.election_tick + (unsigned)(rand_next(r) % r->cfg.election_tick);
+    r->timeout = r->cfg.election_tick + (unsigned)(ut_rand_next(&r->rng) % r->cfg.election_tick);
 }
 
 uint64_t raft_term_at(const raft *r, uint64_t index)

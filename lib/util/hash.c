@@ -11,6 +11,12 @@ uint64_t ut_mix64(uint64_t x)
     return x;
 }
 
+uint64_t ut_rand_next(uint64_t *state)
+{
+    *state += 0x9e3779b97f4a7c15ULL;
+    return ut_mix64(*state);
+}
+
 uint64_t ut_hash64(const void *data, size_t len, uint64_t seed)
 {
     const unsigned char *p = data;

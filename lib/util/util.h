@@ -20,6 +20,10 @@
 uint64_t ut_hash64(const void *data, size_t len, uint64_t seed);
 /* A 64-bit mixer for integers (splitmix64's finalizer). */
 uint64_t ut_mix64(uint64_t x);
+/* The next number of the seeded generator whose state is *state
+ * (splitmix64): the same sequence from the same seed on every machine, so
+ * a simulation's seed reproduces its run. */
+uint64_t ut_rand_next(uint64_t *state);
 /* CRC-32C (Castagnoli) of len bytes, continuing from crc (start with 0). */
 uint32_t ut_crc32c(uint32_t crc, const void *data, size_t len);
 

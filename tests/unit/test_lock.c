@@ -437,12 +437,6 @@ static void test_a_snapshot_restores_the_same_table_and_refuses_damage(void **st
 
 /* ---- random walk ----------------------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s)
-{
-    *s += 0x9e3779b97f4a7c15ULL;
-    return ut_mix64(*s);
-}
-
 /* Checks from lk_state() alone: holders compatible, heads not grantable,
  * no cycle in the reported edges. Returns a message or NULL. */
 static const char *independent_check(lk_table *t)
@@ -500,7 +494,7 @@ static int run_seed(uint64_t seed, int steps)
     uint64_t rng = seed, last_token = 0;
     now = 1000;
     for (int step = 0; step < steps; step++) {
-        uint64_t x = rng_next(&rng);
+        uint64_t x = ut_rand_next(&rng);
         const char *k = keys[(x >> 8) % 6], *c = clients[(x >> 16) % 8];
         unsigned op = x % 16;
         if (op < 8) {

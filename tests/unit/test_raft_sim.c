@@ -124,8 +124,7 @@ typedef struct {
 
 static uint64_t rnd(sim *s)
 {
-    s->rng += 0x9e3779b97f4a7c15ULL;
-    return ut_mix64(s->rng);
+    return ut_rand_next(&s->rng);
 }
 
 static bool chance(sim *s, double p)

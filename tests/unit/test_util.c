@@ -125,6 +125,19 @@ static void test_every_error_code_has_a_name_and_text(void **state)
     assert_string_equal(dsync_version(), DSYNC_VERSION_STRING);
 }
 
+/* The simulations' generator is splitmix64: its published first outputs
+ * from seed 0, and the same sequence again from the same seed. */
+static void test_rand_next_is_splitmix64_and_repeats_from_its_seed(void **state)
+{
+    (void)state;
+    uint64_t s = 0;
+    assert_true(ut_rand_next(&s) == 0xe220a8397b1dcdafULL);
+    assert_true(ut_rand_next(&s) == 0x6e789e6aa1b965f4ULL);
+    uint64_t a = 42, b = 42;
+    for (int i = 0; i < 1000; i++)
+        assert_true(ut_rand_next(&a) == ut_rand_next(&b));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -133,6 +146,7 @@ int main(void)
         cmocka_unit_test(test_buf_grows_and_detaches),
         cmocka_unit_test(test_crc32c_matches_the_standard_check_value),
         cmocka_unit_test(test_hash_spreads_similar_keys),
+        cmocka_unit_test(test_rand_next_is_splitmix64_and_repeats_from_its_seed),
         cmocka_unit_test(test_every_error_code_has_a_name_and_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -616,14 +616,7 @@ int main(int argc, char **argv)
     }
     long threads;
     double seconds;
-    if (!bench_parse_long(argv[3], 1, MAX_THREADS, &threads)) {
-        fprintf(stderr, "cache_bench: CLIENTS must be 1..%d\n", MAX_THREADS);
-        return 2;
-    }
-    if (!bench_parse_seconds(argv[4], &seconds)) {
-        fprintf(stderr, "cache_bench: SECONDS must be a positive number\n");
-        return 2;
-    }
+    if (!bench_parse_run("cache_bench", argv[3], argv[4], MAX_THREADS, &threads, &seconds)) return 2;
     endpoint eps[HTTP_MAX_ENDPOINTS];
     int n_eps = 0;
     dsync_node *node = NULL;

@@ -2,7 +2,7 @@
  * http_lock_bench.c: lock acquire+release cycles per second over HTTP, against
  * a dsyncd cluster or an etcd cluster, with the same client code for both.
  *
- * Usage: http_lock_bench dsync|etcd THREADS SECONDS distinct|contended HOST:PORT[,HOST:PORT...]
+ * Usage: http_lock_bench dsync|etcd CLIENTS SECONDS distinct|contended HOST:PORT[,HOST:PORT...]
  *
  * Each thread is one client with one keep-alive HTTP/1.1 connection, to the
  * endpoints in turn (thread i talks to endpoint i mod n). It takes an
@@ -238,7 +238,7 @@ static void *worker_main(void *arg)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: http_lock_bench dsync|etcd THREADS SECONDS distinct|contended "
+    fprintf(stderr, "usage: http_lock_bench dsync|etcd CLIENTS SECONDS distinct|contended "
                     "HOST:PORT[,HOST:PORT...]\n");
 }
 
@@ -257,17 +257,10 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    char *end;
-    long threads = strtol(argv[2], &end, 10);
-    if (*end || threads < 1 || threads > MAX_THREADS) {
-        fprintf(stderr, "http_lock_bench: THREADS must be 1..%d\n", MAX_THREADS);
+    long threads;
+    double seconds;
+    if (!bench_parse_run("http_lock_bench", argv[2], argv[3], MAX_THREADS, &threads, &seconds))
         return 2;
-    }
-    double seconds = strtod(argv[3], &end);
-    if (*end || !(seconds > 0 && seconds <= 86400)) {
-        fprintf(stderr, "http_lock_bench: SECONDS must be a positive number\n");
-        return 2;
-    }
     bool contended;
     if (strcmp(argv[4], "contended") == 0)
         contended = true;

@@ -5,6 +5,7 @@
 #include "bench_util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -88,5 +89,19 @@ bool bench_parse_seconds(const char *s, double *out)
     double v = strtod(s, &end);
     if (end == s || *end || !(v > 0 && v <= 86400)) return false;
     *out = v;
+    return true;
+}
+
+bool bench_parse_run(const char *prog, const char *clients, const char *seconds, long max_clients,
+                     long *n_clients, double *n_seconds)
+{
+    if (!bench_parse_long(clients, 1, max_clients, n_clients)) {
+        fprintf(stderr, "%s: CLIENTS must be 1..%ld\n", prog, max_clients);
+        return false;
+    }
+    if (!bench_parse_seconds(seconds, n_seconds)) {
+        fprintf(stderr, "%s: SECONDS must be a positive number\n", prog);
+        return false;
+    }
     return true;
 }

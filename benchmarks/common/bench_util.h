@@ -43,5 +43,9 @@ int lat_summarize(lat_log *logs, size_t count, lat_summary *out);
  * (0, 86400]; false for anything else (trailing junk included). */
 bool bench_parse_long(const char *s, long lo, long hi, long *out);
 bool bench_parse_seconds(const char *s, double *out);
+/* The CLIENTS (1..max_clients) and SECONDS of a run's command line; false
+ * after telling stderr, in prog's name, which one is wrong. */
+bool bench_parse_run(const char *prog, const char *clients, const char *seconds, long max_clients,
+                     long *n_clients, double *n_seconds);
 
 #endif

@@ -76,7 +76,9 @@ pick_ports() {
     local used base p free try
     for ((try = 0; try < 50; try++)); do
         used=$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-        base=$((20000 + RANDOM % 20000))
+        # Below the kernel's range for outgoing connections (32768 on), so
+        # no connect takes one of them before its server binds it.
+        base=$((10000 + RANDOM % 20000))
         free=1
         for ((p = base; p < base + $1; p++)); do
             if grep -qx "$p" <<<"$used"; then

@@ -451,7 +451,7 @@ void nd_raft_process(dsync_node *n)
         }
         if (rd.role == RAFT_LEADER && n->net) {
             send_msgs(n, &rd, true);
-            nt_tick(n->net, ut_now_ms()); /* out now, not after the fsync */
+            nt_tick(n->net, ut_now_ms()); /* out now, before this round applies and answers */
         }
         if (persist(n, &rd) != 0) {
             nd_raft_broken(n, "writing the log");

@@ -133,16 +133,7 @@ fi
 
 # ---- 3. the compose model as plain processes --------------------------------------------
 
-ports=$("$py" - <<'PY'
-import socket
-socks = []
-for _ in range(7):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-) || { fail "found free ports"; finish; }
+ports=$("$py" "$top/tests/lib/free_ports.py" 7) || { fail "found free ports"; finish; }
 read -r redis_port h1 h2 h3 p1 p2 p3 <<<"$ports"
 http_ports=("$h1" "$h2" "$h3")
 

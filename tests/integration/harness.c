@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "util/util.h"
 
 #define MAX_TRACKED 32
 static pid_t tracked[MAX_TRACKED];
@@ -92,18 +93,51 @@ const char *h_dsyncd_path(void)
     return p && *p ? p : "bin/dsyncd";
 }
 
+/* The lowest port the kernel hands out for outgoing connections: a port
+ * below it is never taken by a connect (a peer dial, a Redis client)
+ * between our choosing it and a server binding it, which is what made a
+ * port from bind(0) (itself in that range) now and then "already in use". */
+static int ephemeral_low(void)
+{
+    int low = 32768, high;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &low, &high) != 2) low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
 int h_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0) close(fd);
-        return -1;
+    /* A random port in [10000, the ephemeral range) that binds now and was
+     * not handed out before in this process; seeded per process, so tests
+     * running side by side choose apart. */
+    static uint64_t rng;
+    static int given[512];
+    static size_t n_given;
+    if (!rng) rng = ((uint64_t)getpid() << 32) ^ (uint64_t)h_now_ms();
+    int low = ephemeral_low();
+    if (low <= 11000) low = 65536; /* an odd range: any port may do */
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int port = 10000 + (int)(ut_rand_next(&rng) % (uint64_t)(low - 10000));
+        if (port > 65535) continue;
+        bool seen = false;
+        for (size_t i = 0; i < n_given && !seen; i++)
+            seen = given[i] == port;
+        if (seen) continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) return -1;
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(fd);
+        if (!ok) continue;
+        if (n_given < sizeof given / sizeof given[0]) given[n_given++] = port;
+        return port;
     }
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
+    return -1;
 }
 
 void h_node_init(h_node *n, int node_id, const char *const *extra)

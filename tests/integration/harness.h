@@ -41,7 +41,9 @@ typedef struct {
 
 /* Path of the dsyncd binary: $DSYNCD, else bin/dsyncd. */
 const char *h_dsyncd_path(void);
-/* A port nobody listens on right now. */
+/* A port nobody listens on right now, below the kernel's range for
+ * outgoing connections (so no connect takes it before a server binds it),
+ * and not handed out before in this process. */
 int h_free_port(void);
 
 /* Prepares n (ports, directory); extra is NULL or a NULL-ended list of

@@ -55,11 +55,7 @@ check "Locust is installed (Debian's python3-locust)" install_locust
 
 # ---- a fresh three-node cluster ---------------------------------------------------
 
-read -r h1 h2 h3 p1 p2 p3 < <("$py" -c '
-import socket
-socks = [socket.socket() for _ in range(6)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
+read -r h1 h2 h3 p1 p2 p3 < <("$py" "$top/tests/lib/free_ports.py" 6)
 http=("$h1" "$h2" "$h3")
 peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
 peer=("$p1" "$p2" "$p3")

@@ -119,8 +119,11 @@ static void *loop_main(void *arg)
                       : next_deadline - now > 60000 ? 60000
                                                     : (int)(next_deadline - now);
         fds[0] = (struct pollfd){.fd = n->wake_fd, .events = POLLIN};
-        size_t nfds = 1;
-        if (n->net) nfds += nt_pollfds(n->net, fds + 1, MAX_POLL - 1);
+        /* The queue's Redis flush in flight, if any (a negative fd is
+         * ignored by poll). */
+        fds[1] = (struct pollfd){.fd = n->queue ? nd_queue_pollfd(n) : -1, .events = POLLIN};
+        size_t nfds = 2;
+        if (n->net) nfds += nt_pollfds(n->net, fds + 2, MAX_POLL - 2);
         int pr = poll(fds, nfds, timeout);
         if (pr < 0 && errno != EINTR)
             ut_log(&n->log, DSYNC_LOG_ERROR, "node loop: poll: %s", strerror(errno));
@@ -133,7 +136,9 @@ static void *loop_main(void *arg)
          * learns of new commits this turn, and a node whose view changed,
          * answer the calls below from the fresher state. */
         uint64_t turn_start = ut_now_ms();
-        if (pr > 0 && n->net) nt_handle(n->net, fds + 1, nfds - 1, turn_start);
+        if (pr > 0 && n->net) nt_handle(n->net, fds + 2, nfds - 2, turn_start);
+        /* A flush that landed: its calls answered before this turn's work. */
+        if (fds[1].revents && n->queue) nq_redis_land(n, false);
         nd_log_reap(n); /* a flush that ended: commits, held acks out */
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         /* A turn that ran long (a slow fsync, Redis, the scheduler) may have

@@ -248,7 +248,9 @@ struct dsync_node {
     bool queue_broken;           /* its fsync failed: queue writes refused */
     uint64_t aof_rewritten_size; /* the file's size after the last rewrite */
     ut_buf journal;              /* records of this turn's changes */
-    nq_op *q_durable;            /* answered after this turn's sync */
+    nq_op *q_durable;            /* answered once this turn's records are durable */
+    nq_op *q_flying;             /* with Redis: answered when the flush in flight lands */
+    uint64_t q_flight_ns;        /* when that flush was sent */
     nq_op *q_parked;             /* consumes waiting for a message */
     bool q_ready_dirty;          /* something became ready: look at the parked */
     nd_call *q_waiting;          /* calls forwarded to a topic's owner */
@@ -257,7 +259,6 @@ struct dsync_node {
     rl_log *rl;               /* NULL until connected */
     uint64_t rl_next_open_ms; /* when to try connecting again */
     ut_map q_claims;          /* base topic -> nq_claim: units loaded here */
-    ut_map q_failed;          /* base topics whose writes failed this turn */
     bool q_adopted;           /* the units of the current view were claimed */
 
     /* The cache (node_cache.c). */
@@ -380,15 +381,24 @@ void nq_broke(dsync_node *n, const char *what);
 void nq_forward(dsync_node *n, nd_call *call, nq_op *op, uint64_t owner);
 void nq_encode_result(ut_buf *b, const nq_op *op);
 
+/* Fails op with rc (its messages dropped); answered later as usual. */
+void nq_fail_op(nq_op *op, int rc);
+
 /* node_queue_redis.c */
 /* Makes sure topic's unit is claimed and loaded here; 0 or the call's error. */
 int nq_claim_unit(dsync_node *n, const char *topic);
 /* Files the journal's records under their units' Redis logs (buffered). */
 void nq_journal_to_redis(dsync_node *n);
-/* Sends what is buffered in one round trip; failed units are dropped. */
-void nq_flush_to_redis(dsync_node *n);
-/* Whether topic's unit failed this turn (its calls answer 503). */
-bool nq_unit_has_failed(const dsync_node *n, const char *topic);
+/* The flush in flight, if it has landed (or wait: block), told: failed
+ * units dropped, its calls answered. */
+void nq_redis_land(dsync_node *n, bool block);
+/* Sends what is buffered unless a flush is in flight (nothing buffered:
+ * the calls waiting are answered at once). */
+void nq_redis_send(dsync_node *n);
+/* Both, until nothing is buffered or in flight. */
+void nq_redis_drain(dsync_node *n);
+/* The Redis socket to poll while a flush is in flight, else -1. */
+int nd_queue_pollfd(const dsync_node *n);
 /* Claims now the units in Redis this node owns under the current view. */
 void nq_adopt_units(dsync_node *n);
 

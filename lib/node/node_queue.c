@@ -489,16 +489,29 @@ void nd_queue_state(dsync_node *n, nd_call *call)
     nd_complete(call, 0);
 }
 
+void nq_fail_op(nq_op *op, int rc)
+{
+    nq_free_msgs(op->msgs, op->n_msgs);
+    op->msgs = NULL;
+    op->n_msgs = 0;
+    op->rc = rc;
+}
+
 void nd_queue_flush(dsync_node *n)
 {
     journal_out(n); /* nothing may stay behind a snapshot */
     if (nq_redis_mode(n)) {
-        nq_flush_to_redis(n);
-    } else if (!n->q_durable) {
+        /* At most one flush in flight; this turn's records go with the
+         * next, as soon as it has landed. */
+        nq_redis_land(n, false);
+        nq_redis_send(n);
+        /* One that could not go out (no connection) has landed already. */
+        if (rl_in_flight(n->rl) && rl_flush_fd(n->rl) < 0) nq_redis_land(n, false);
         return;
     }
+    if (!n->q_durable) return;
     int rc = n->queue_broken ? DSYNC_EIO : 0;
-    if (n->aof && rc == 0 && n->q_durable) {
+    if (n->aof && rc == 0) {
         uint64_t start = ut_now_ns();
         rc = aof_sync(n->aof);
         dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
@@ -507,18 +520,8 @@ void nd_queue_flush(dsync_node *n)
     while (n->q_durable) {
         nq_op *op = n->q_durable;
         n->q_durable = op->next;
-        int op_rc = rc != 0 ? rc : nq_unit_has_failed(n, op->topic) ? DSYNC_EUNAVAILABLE : 0;
-        if (op_rc != 0) {
-            nq_free_msgs(op->msgs, op->n_msgs);
-            op->msgs = NULL;
-            op->n_msgs = 0;
-            op->rc = op_rc;
-        }
+        if (rc != 0) nq_fail_op(op, rc);
         nq_finish(n, op);
-    }
-    if (n->q_failed.count) {
-        ut_map_close(&n->q_failed);
-        ut_map_init(&n->q_failed);
     }
     maybe_rewrite(n);
 }
@@ -537,6 +540,8 @@ uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
         uint64_t p = serve_parked(n, wall);
         if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
     }
+    if (nq_redis_mode(n) && rl_flush_deadline_ms(n->rl) < next)
+        next = rl_flush_deadline_ms(n->rl); /* a flush that never hears back */
     uint64_t lease = n->queue_broken ? UINT64_MAX : q_next_deadline(n->queue);
     if (lease != UINT64_MAX) {
         uint64_t at = now_ms + (lease > wall ? lease - wall : 0);
@@ -568,7 +573,6 @@ int nd_queue_open(dsync_node *n)
     q_set_listener(n->queue, on_queue_event, n);
     ut_buf_init(&n->journal);
     ut_map_init(&n->q_claims);
-    ut_map_init(&n->q_failed);
     if (nq_redis_mode(n)) {
         /* Topics come from Redis as they are used; placement, from the view. */
         q_set_journal(n->queue, &n->journal);
@@ -615,7 +619,11 @@ void nd_queue_close(dsync_node *n)
         op->rc = DSYNC_ECLOSED;
         nq_finish(n, op);
     }
-    nd_queue_flush(n);
+    journal_out(n);
+    if (nq_redis_mode(n))
+        nq_redis_drain(n);
+    else
+        nd_queue_flush(n);
     while (n->q_waiting) {
         nd_call *c = n->q_waiting;
         n->q_waiting = c->next;
@@ -629,7 +637,6 @@ void nd_queue_close(dsync_node *n)
     for (size_t it = 0; ut_map_next(&n->q_claims, &it, NULL, &claim);)
         free(claim);
     ut_map_close(&n->q_claims);
-    ut_map_close(&n->q_failed);
     q_free(n->queue);
     n->queue = NULL;
     qr_free(n->ring);

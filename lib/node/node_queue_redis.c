@@ -83,21 +83,28 @@ static void drop_unit(dsync_node *n, const char *base)
     free(ut_map_del(&n->q_claims, base));
 }
 
+/* Fails the calls in list on base's unit (answered when their turn to be
+ * answered comes). */
+static void fail_unit_ops(nq_op *list, const char *base)
+{
+    for (nq_op *op = list; op; op = op->next) {
+        char b[QS_TOPIC_NAME_MAX + 1];
+        nq_base_of(op->topic, b);
+        if (strcmp(b, base) == 0) nq_fail_op(op, DSYNC_EUNAVAILABLE);
+    }
+}
+
 /* A unit whose writes failed or whose fate is unknown, or that moved
- * away: dropped, and not loaded again before this turn's flush, whose
- * answers for it are 503. */
+ * away: dropped with its records not yet sent, and every call on it not
+ * yet answered fails (503): those in flight, and those whose records built
+ * on them. The next call loads it again from Redis, which then holds all
+ * or none of each flush. */
 static void unit_failed(dsync_node *n, const char *base)
 {
     drop_unit(n, base);
-    if (!ut_map_get(&n->q_failed, base) && ut_map_put(&n->q_failed, base, n) != 0)
-        nq_broke(n, "remembering a failed queue write"); /* out of memory */
-}
-
-bool nq_unit_has_failed(const dsync_node *n, const char *topic)
-{
-    char base[QS_TOPIC_NAME_MAX + 1];
-    nq_base_of(topic, base);
-    return ut_map_get(&n->q_failed, base) != NULL;
+    rl_discard(n->rl, base);
+    fail_unit_ops(n->q_flying, base);
+    fail_unit_ops(n->q_durable, base);
 }
 
 static int load_record(void *ctx, rl_kind kind, const void *data, size_t len)
@@ -115,9 +122,11 @@ int nq_claim_unit(dsync_node *n, const char *topic)
     char base[QS_TOPIC_NAME_MAX + 1];
     nq_base_of(topic, base);
     if (ut_map_get(&n->q_claims, base)) return 0;
-    if (ut_map_get(&n->q_failed, base)) return DSYNC_EUNAVAILABLE; /* writes still out */
     rl_log *rl = nd_redis(n);
     if (!rl) return DSYNC_EUNAVAILABLE;
+    /* A flush still out may hold records of it (dropped since): their
+     * fate first, so what is loaded stays. */
+    nq_redis_land(n, true);
     nq_claim *c = calloc(1, sizeof *c);
     if (!c) return DSYNC_ENOMEM;
     c->epoch = n->fsm.view_epoch;
@@ -170,7 +179,7 @@ void nq_journal_to_redis(dsync_node *n)
     }
 }
 
-#define NQ_MAX_DUE 16 /* rewrites one turn may do */
+#define NQ_MAX_DUE 16 /* rewrites one flush may start */
 
 typedef struct {
     dsync_node *n;
@@ -210,7 +219,8 @@ static void on_flushed(void *ctx, const rl_flush_result *r)
 
 /* Replaces a unit's log in Redis by a snapshot of it. An unknown outcome
  * is harmless: the old snapshot plus log and the new snapshot are the
- * same state. */
+ * same state. Only with none of its records buffered or in flight: the
+ * snapshot must cover exactly what the log holds. */
 static void rewrite_unit(dsync_node *n, const char *base)
 {
     nq_claim *c = ut_map_get(&n->q_claims, base);
@@ -226,17 +236,77 @@ static void rewrite_unit(dsync_node *n, const char *base)
         c->log_len = 0; /* done, or try again once as many records have come */
 }
 
-/* One round trip for the whole turn; then the answers, each failed if its
- * unit's writes did not all land. */
-void nq_flush_to_redis(dsync_node *n)
+/* Answers the calls of list (their records have landed, or they failed). */
+static void answer_all(dsync_node *n, nq_op *list)
 {
-    if (!n->rl || !rl_pending(n->rl)) return;
+    while (list) {
+        nq_op *op = list;
+        list = op->next;
+        op->next = NULL;
+        nq_finish(n, op);
+    }
+}
+
+/* The flush in flight has landed: its fates told (failed units dropped),
+ * and its calls answered. The records buffered meanwhile leave first,
+ * so Redis works on them while this thread wakes the callers. */
+static void land(dsync_node *n, nq_flush_ctx *fc, bool send_next)
+{
+    rl_flush_finish(n->rl, on_flushed, fc);
+    dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - n->q_flight_ns) / 1e9);
+    nq_op *done = n->q_flying;
+    n->q_flying = NULL;
+    if (send_next) nq_redis_send(n);
+    answer_all(n, done);
+}
+
+void nq_redis_send(dsync_node *n)
+{
+    if (n->rl && rl_in_flight(n->rl)) return;
+    if (!n->rl || !rl_pending(n->rl)) {
+        /* Nothing to write: what the calls saw is in Redis already (with
+         * no connection there is no unit, and nothing was applied). */
+        nq_op *done = n->q_durable;
+        n->q_durable = NULL;
+        for (nq_op *op = n->rl ? NULL : done; op; op = op->next)
+            nq_fail_op(op, DSYNC_EUNAVAILABLE);
+        answer_all(n, done);
+        return;
+    }
+    n->q_flying = n->q_durable;
+    n->q_durable = NULL;
+    n->q_flight_ns = ut_now_ns();
+    rl_flush_start(n->rl);
+}
+
+void nq_redis_land(dsync_node *n, bool block)
+{
+    if (!n->rl || !rl_in_flight(n->rl) || (!block && !rl_flush_poll(n->rl))) return;
     nq_flush_ctx fc = {.n = n};
-    uint64_t start = ut_now_ns();
-    rl_flush(n->rl, on_flushed, &fc);
-    dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
+    /* Blocking is for a caller that needs the connection to itself. */
+    land(n, &fc, !block);
+    if (!fc.n_due) return;
+    /* Rewrites are rare (every NQ_REWRITE_RECORDS records of a unit): for
+     * them, the records buffered meanwhile land first. */
+    if (!rl_in_flight(n->rl)) nq_redis_send(n);
+    if (rl_in_flight(n->rl)) {
+        nq_flush_ctx more = {.n = n}; /* its own rewrites wait for the next time */
+        land(n, &more, false);
+    }
     for (size_t i = 0; i < fc.n_due; i++)
         rewrite_unit(n, fc.due[i]);
+}
+
+void nq_redis_drain(dsync_node *n)
+{
+    nq_redis_land(n, true);
+    nq_redis_send(n);
+    nq_redis_land(n, true);
+}
+
+int nd_queue_pollfd(const dsync_node *n)
+{
+    return nq_redis_mode(n) ? rl_flush_fd(n->rl) : -1;
 }
 
 typedef struct {

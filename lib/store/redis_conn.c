@@ -280,6 +280,7 @@ int rlc_connect(rl_log *rl, bool *fresh)
 int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
                 redisReply **out)
 {
+    rlc_settle(rl); /* the replies of a flush in flight come first */
     pipe_guard g;
     rlc_guard_begin(&g);
     int rc;

@@ -36,16 +36,26 @@ typedef struct {
 #define ST_TODO 1
 #define ST_NOSCRIPT 2
 
-/* One topic's records in the current batch. Slots are reused across
- * flushes (recs keeps its capacity). */
+/* One topic's records in a flush. Slots are reused across flushes (recs
+ * keeps its capacity). */
 typedef struct {
     char topic[RL_TOPIC_MAX + 1];
     uint64_t epoch;
-    rec_span *recs;
+    rec_span *recs; /* in the batch_set's bytes */
     size_t n, cap;
     int status;
     uint64_t log_len;
 } topic_batch;
+
+/* The records of one flush: buffered (rl_log.buf) or in flight. */
+typedef struct {
+    ut_buf bytes;          /* every record, back to back */
+    topic_batch *batches;  /* in order of first append */
+    size_t n_batches, cap_batches;
+    size_t last_batch; /* index + 1 of the last appended-to batch */
+    ut_map batch_of;   /* topic -> index + 1 */
+    size_t pending;    /* records */
+} batch_set;
 
 struct rl_log {
     char host[256];
@@ -55,12 +65,13 @@ struct rl_log {
     uint64_t retry_at_ms;  /* no connect attempt before this */
     unsigned backoff_ms;   /* the wait after the next failed connect */
     char sha[S_COUNT][41]; /* from SCRIPT LOAD on connect */
-    ut_buf bytes;          /* every buffered record, back to back */
-    topic_batch *batches;  /* in order of first append */
-    size_t n_batches, cap_batches;
-    size_t last_batch; /* index + 1 of the last appended-to batch */
-    ut_map batch_of;   /* topic -> index + 1 */
-    size_t pending;    /* buffered records */
+    batch_set sets[2];
+    batch_set *buf; /* rl_append fills it */
+    batch_set *fly; /* sent by rl_flush_start, until rl_flush_finish */
+    bool flying;    /* fly holds a flush */
+    bool fly_read;  /* every fate in fly is known */
+    size_t fly_next;          /* the batch whose reply comes next */
+    uint64_t fly_deadline_ms; /* its replies are due by then */
     const char **argv; /* scratch for the flush's commands */
     size_t *argvlen;
     size_t argv_cap;
@@ -98,7 +109,10 @@ int rlc_reply_error(rl_log *rl, const char *what, const redisReply *r);
 bool rlc_is_noscript(const redisReply *r);
 /* Connects (SELECT, SCRIPT LOADs) unless connected; under a pipe_guard. */
 int rlc_connect(rl_log *rl, bool *fresh);
-/* One command, one round trip; a read on a dead reused connection is sent
+/* Reads the replies of a flush in flight to the end (blocking), so the
+ * connection is free for another command. */
+void rlc_settle(rl_log *rl);
+/* One command, one round trip (after rlc_settle); a read on a dead reused connection is sent
  * once more, a write never. */
 int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
                 redisReply **out);

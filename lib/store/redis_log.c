@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -51,8 +52,12 @@ int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return DSYNC_ENOMEM;
     }
-    ut_buf_init(&rl->bytes);
-    ut_map_init(&rl->batch_of);
+    for (int i = 0; i < 2; i++) {
+        ut_buf_init(&rl->sets[i].bytes);
+        ut_map_init(&rl->sets[i].batch_of);
+    }
+    rl->buf = &rl->sets[0];
+    rl->fly = &rl->sets[1];
     rl->backoff_ms = BACKOFF_MIN_MS;
     int rc = rlc_parse_url(url, rl, err, errlen);
     if (rc == 0) {
@@ -74,11 +79,14 @@ void rl_close(rl_log *rl)
 {
     if (!rl) return;
     if (rl->c) redisFree(rl->c);
-    for (size_t i = 0; i < rl->cap_batches; i++)
-        free(rl->batches[i].recs);
-    free(rl->batches);
-    ut_map_close(&rl->batch_of);
-    ut_buf_free(&rl->bytes);
+    for (int k = 0; k < 2; k++) {
+        batch_set *set = &rl->sets[k];
+        for (size_t i = 0; i < set->cap_batches; i++)
+            free(set->batches[i].recs);
+        free(set->batches);
+        ut_map_close(&set->batch_of);
+        ut_buf_free(&set->bytes);
+    }
     free(rl->argv);
     free(rl->argvlen);
     free(rl);
@@ -116,46 +124,63 @@ int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored)
 
 /* ---- batch ------------------------------------------------------------- */
 
-static topic_batch *find_batch(rl_log *rl, const char *topic)
+static topic_batch *find_batch(batch_set *set, const char *topic)
 {
-    if (rl->last_batch && strcmp(rl->batches[rl->last_batch - 1].topic, topic) == 0)
-        return &rl->batches[rl->last_batch - 1];
-    uintptr_t i = (uintptr_t)ut_map_get(&rl->batch_of, topic);
+    if (set->last_batch && strcmp(set->batches[set->last_batch - 1].topic, topic) == 0)
+        return &set->batches[set->last_batch - 1];
+    uintptr_t i = (uintptr_t)ut_map_get(&set->batch_of, topic);
     if (!i) return NULL;
-    rl->last_batch = i;
-    return &rl->batches[i - 1];
+    set->last_batch = i;
+    return &set->batches[i - 1];
 }
 
-static topic_batch *new_batch(rl_log *rl, const char *topic, uint64_t epoch)
+static topic_batch *new_batch(batch_set *set, const char *topic, uint64_t epoch)
 {
-    if (rl->n_batches == rl->cap_batches) {
-        size_t ncap = rl->cap_batches ? rl->cap_batches * 2 : 8;
-        topic_batch *nb = realloc(rl->batches, ncap * sizeof *nb);
+    if (set->n_batches == set->cap_batches) {
+        size_t ncap = set->cap_batches ? set->cap_batches * 2 : 8;
+        topic_batch *nb = realloc(set->batches, ncap * sizeof *nb);
         if (!nb) return NULL;
-        memset(nb + rl->cap_batches, 0, (ncap - rl->cap_batches) * sizeof *nb);
-        rl->batches = nb;
-        rl->cap_batches = ncap;
+        memset(nb + set->cap_batches, 0, (ncap - set->cap_batches) * sizeof *nb);
+        set->batches = nb;
+        set->cap_batches = ncap;
     }
-    size_t i = rl->n_batches;
-    if (ut_map_put(&rl->batch_of, topic, (void *)(uintptr_t)(i + 1)) != 0) return NULL;
-    topic_batch *b = &rl->batches[i];
+    size_t i = set->n_batches;
+    if (ut_map_put(&set->batch_of, topic, (void *)(uintptr_t)(i + 1)) != 0) return NULL;
+    topic_batch *b = &set->batches[i];
     snprintf(b->topic, sizeof b->topic, "%s", topic);
     b->epoch = epoch;
     b->n = 0;
-    rl->n_batches++;
-    rl->last_batch = i + 1;
+    set->n_batches++;
+    set->last_batch = i + 1;
     return b;
+}
+
+static void reset_set(batch_set *set)
+{
+    for (size_t i = 0; i < set->n_batches; i++) {
+        ut_map_del(&set->batch_of, set->batches[i].topic);
+        set->batches[i].n = 0;
+    }
+    set->n_batches = 0;
+    set->last_batch = 0;
+    set->pending = 0;
+    set->bytes.len = 0;
+    set->bytes.oom = false;
 }
 
 int rl_append(rl_log *rl, const char *topic, uint64_t epoch, const void *data, size_t len)
 {
     if (!rl || !valid_topic(topic) || epoch == 0 || (!data && len)) return DSYNC_EINVAL;
-    if (len > RL_RECORD_MAX || rl->pending >= RL_BATCH_MAX_RECORDS ||
-        rl->bytes.len + len > RL_BATCH_MAX_BYTES)
+    batch_set *set = rl->buf;
+    if (len > RL_RECORD_MAX || set->pending >= RL_BATCH_MAX_RECORDS ||
+        set->bytes.len + len > RL_BATCH_MAX_BYTES)
         return DSYNC_ETOOBIG;
-    topic_batch *b = find_batch(rl, topic);
-    if (b && b->epoch != epoch) return DSYNC_EINVAL;
-    if (!b && !(b = new_batch(rl, topic, epoch))) return DSYNC_ENOMEM;
+    topic_batch *b = find_batch(set, topic);
+    if (b && b->epoch != epoch) {
+        if (b->n) return DSYNC_EINVAL;
+        b->epoch = epoch; /* discarded, and claimed again since */
+    }
+    if (!b && !(b = new_batch(set, topic, epoch))) return DSYNC_ENOMEM;
     if (b->n == b->cap) {
         size_t ncap = b->cap ? b->cap * 2 : 16;
         rec_span *nr = realloc(b->recs, ncap * sizeof *nr);
@@ -163,18 +188,37 @@ int rl_append(rl_log *rl, const char *topic, uint64_t epoch, const void *data, s
         b->recs = nr;
         b->cap = ncap;
     }
-    size_t off = rl->bytes.len;
-    if (ut_buf_append(&rl->bytes, data, len) != 0) return DSYNC_ENOMEM;
+    size_t off = set->bytes.len;
+    if (ut_buf_append(&set->bytes, data, len) != 0) return DSYNC_ENOMEM;
     b->recs[b->n].off = off;
     b->recs[b->n].len = len;
     b->n++;
-    rl->pending++;
+    set->pending++;
     return 0;
 }
 
 size_t rl_pending(const rl_log *rl)
 {
-    return rl ? rl->pending : 0;
+    return rl ? rl->buf->pending : 0;
+}
+
+size_t rl_buffered(rl_log *rl, const char *topic)
+{
+    topic_batch *b = rl && topic ? find_batch(rl->buf, topic) : NULL;
+    return b ? b->n : 0;
+}
+
+void rl_discard(rl_log *rl, const char *topic)
+{
+    topic_batch *b = rl && topic ? find_batch(rl->buf, topic) : NULL;
+    if (!b) return;
+    rl->buf->pending -= b->n;
+    b->n = 0; /* its bytes stay unused until the set is reset */
+}
+
+bool rl_in_flight(const rl_log *rl)
+{
+    return rl && rl->flying;
 }
 
 /* The script's answer for one topic's batch. */
@@ -194,11 +238,22 @@ static int append_status(rl_log *rl, topic_batch *b, const redisReply *r)
     return 0;
 }
 
-/* Sends one script call per batch whose status is `want` (EVAL instead of
- * EVALSHA when eval), pipelined, then reads the replies in order. */
-static void send_batches(rl_log *rl, int want, bool eval)
+/* Every batch of fly still waiting for its reply: unknown, the
+ * connection is gone. */
+static void fly_unknown(rl_log *rl, int want)
+{
+    for (size_t j = rl->fly_next; j < rl->fly->n_batches; j++)
+        if (rl->fly->batches[j].status == want) rl->fly->batches[j].status = DSYNC_EUNAVAILABLE;
+    rl->fly_next = rl->fly->n_batches;
+}
+
+/* Appends one script call per batch of fly whose status is `want` (EVAL
+ * instead of EVALSHA when eval) to the connection's output buffer; how
+ * many. Out of memory: nothing is sent, those batches fail. */
+static size_t queue_batches(rl_log *rl, int want, bool eval)
 {
     char kepoch[KEY_MAX], klog[KEY_MAX], ep[24];
+    batch_set *set = rl->fly;
     rl->argv[0] = eval ? "EVAL" : "EVALSHA";
     rl->argvlen[0] = strlen(rl->argv[0]);
     rl->argv[1] = eval ? rlc_scripts[S_APPEND] : rl->sha[S_APPEND];
@@ -209,14 +264,14 @@ static void send_batches(rl_log *rl, int want, bool eval)
     rl->argv[4] = klog;
     rl->argv[5] = ep;
     size_t sent = 0;
-    for (size_t i = 0; i < rl->n_batches; i++) {
-        topic_batch *b = &rl->batches[i];
+    for (size_t i = 0; i < set->n_batches; i++) {
+        topic_batch *b = &set->batches[i];
         if (b->status != want) continue;
         rl->argvlen[3] = make_key(kepoch, b->topic, "epoch");
         rl->argvlen[4] = make_key(klog, b->topic, "log");
         rl->argvlen[5] = rlc_format_u64(ep, b->epoch);
         for (size_t k = 0; k < b->n; k++) {
-            rl->argv[6 + k] = rl->bytes.data + b->recs[k].off;
+            rl->argv[6 + k] = set->bytes.data + b->recs[k].off;
             rl->argvlen[6 + k] = b->recs[k].len;
         }
         if (redisAppendCommandArgv(rl->c, (int)(6 + b->n), rl->argv, rl->argvlen) != REDIS_OK) {
@@ -224,52 +279,108 @@ static void send_batches(rl_log *rl, int want, bool eval)
              * output buffer leaves every batch unapplied. */
             rlc_set_error(rl, "flush: out of memory");
             rlc_drop(rl, false);
-            for (size_t j = 0; j < rl->n_batches; j++)
-                if (rl->batches[j].status == want) rl->batches[j].status = DSYNC_ENOMEM;
-            return;
+            for (size_t j = 0; j < set->n_batches; j++)
+                if (set->batches[j].status == want) set->batches[j].status = DSYNC_ENOMEM;
+            return 0;
         }
         sent++;
     }
-    if (sent == 0) return;
-    rl->stats.round_trips++;
-    for (size_t i = 0; i < rl->n_batches; i++) {
-        topic_batch *b = &rl->batches[i];
-        if (b->status != want) continue;
+    return sent;
+}
+
+/* Writes the output buffer out; false (the context dropped) on an error. */
+static bool write_out(rl_log *rl, const char *what)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(rl->c, &done) != REDIS_OK) {
+            rlc_io_error(rl, what);
+            return false;
+        }
+    return true;
+}
+
+/* Reads the replies for fly's batches of status `want` from fly_next on:
+ * all of them (block), or those already arrived. True once none is left. */
+static bool read_replies(rl_log *rl, int want, bool block)
+{
+    batch_set *set = rl->fly;
+    bool polled = false;
+    while (rl->fly_next < set->n_batches) {
+        topic_batch *b = &set->batches[rl->fly_next];
+        if (b->status != want) {
+            rl->fly_next++;
+            continue;
+        }
+        if (!rl->c) {
+            fly_unknown(rl, want);
+            break;
+        }
         redisReply *r = NULL;
-        if (redisGetReply(rl->c, (void **)&r) != REDIS_OK) {
+        int ok;
+        if (block) {
+            ok = redisGetReply(rl->c, (void **)&r);
+        } else {
+            ok = redisGetReplyFromReader(rl->c, (void **)&r);
+            if (ok == REDIS_OK && !r) {
+                /* Nothing parsed yet: read once, if that cannot block. */
+                struct pollfd p = {.fd = rl->c->fd, .events = POLLIN};
+                if (polled || poll(&p, 1, 0) != 1) return false;
+                polled = true;
+                ok = redisBufferRead(rl->c);
+                if (ok == REDIS_OK) ok = redisGetReplyFromReader(rl->c, (void **)&r);
+                if (ok == REDIS_OK && !r) return false;
+            }
+        }
+        if (ok != REDIS_OK) {
             rlc_io_error(rl, "flush"); /* this batch and the later ones: unknown */
-            for (size_t j = i; j < rl->n_batches; j++)
-                if (rl->batches[j].status == want) rl->batches[j].status = DSYNC_EUNAVAILABLE;
-            return;
+            fly_unknown(rl, want);
+            break;
         }
         b->status = append_status(rl, b, r);
         freeReplyObject(r);
+        rl->fly_next++;
     }
+    return true;
 }
 
-static void reset_batch(rl_log *rl)
+/* Every reply of fly is in: Redis lost the script for some (SCRIPT FLUSH,
+ * a failover): they did not run, so send those again with the script's
+ * text, one blocking round trip. */
+static void finish_reading(rl_log *rl)
 {
-    for (size_t i = 0; i < rl->n_batches; i++) {
-        ut_map_del(&rl->batch_of, rl->batches[i].topic);
-        rl->batches[i].n = 0;
+    rl->fly_read = true;
+    bool noscript = false;
+    for (size_t i = 0; i < rl->fly->n_batches; i++)
+        noscript |= rl->fly->batches[i].status == ST_NOSCRIPT;
+    if (!noscript || !rl->c) return;
+    pipe_guard g;
+    rlc_guard_begin(&g);
+    size_t sent = queue_batches(rl, ST_NOSCRIPT, true);
+    if (sent && write_out(rl, "flush")) {
+        rl->stats.round_trips++;
+        rl->fly_next = 0;
+        read_replies(rl, ST_NOSCRIPT, true);
     }
-    rl->n_batches = 0;
-    rl->last_batch = 0;
-    rl->pending = 0;
-    rl->bytes.len = 0;
-    rl->bytes.oom = false;
+    rlc_guard_end(&g);
 }
 
-int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx)
+int rl_flush_start(rl_log *rl)
 {
-    if (!rl) return DSYNC_EINVAL;
-    if (rl->pending == 0) {
-        reset_batch(rl); /* batches left empty by a failed append */
+    if (!rl || rl->flying) return DSYNC_EINVAL;
+    if (rl->buf->pending == 0) {
+        reset_set(rl->buf); /* batches left empty by a failed append or a discard */
         return 0;
     }
+    batch_set *set = rl->buf;
+    rl->buf = rl->fly;
+    rl->fly = set;
+    rl->flying = true;
+    rl->fly_read = false;
+    rl->fly_next = 0;
     size_t most = 0;
-    for (size_t i = 0; i < rl->n_batches; i++) {
-        topic_batch *b = &rl->batches[i];
+    for (size_t i = 0; i < set->n_batches; i++) {
+        topic_batch *b = &set->batches[i];
         b->status = b->n ? ST_TODO : 0;
         b->log_len = 0;
         if (b->n > most) most = b->n;
@@ -286,23 +397,66 @@ int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx)
         else
             rc = DSYNC_ENOMEM;
     }
-    if (rc == 0) {
-        pipe_guard g;
-        rlc_guard_begin(&g);
-        rc = rlc_connect(rl, NULL);
-        if (rc == 0) send_batches(rl, ST_TODO, false);
-        /* Redis lost the script (SCRIPT FLUSH, a failover): it did not
-         * run, so send those topics again with the script's text. */
-        if (rc == 0 && rl->c) send_batches(rl, ST_NOSCRIPT, true);
-        rlc_guard_end(&g);
+    pipe_guard g;
+    rlc_guard_begin(&g);
+    if (rc == 0) rc = rlc_connect(rl, NULL);
+    size_t sent = rc == 0 ? queue_batches(rl, ST_TODO, false) : 0;
+    if (sent && write_out(rl, "flush")) {
+        rl->stats.round_trips++;
+        rl->fly_deadline_ms = ut_now_ms() + RL_COMMAND_TIMEOUT_MS;
     }
+    rlc_guard_end(&g);
+    /* Not sent, or not all of it: those fates are known (failed) or
+     * unknown. */
+    for (size_t i = 0; i < set->n_batches; i++) {
+        topic_batch *b = &set->batches[i];
+        if (b->status == ST_TODO && (!sent || !rl->c)) b->status = rc ? rc : DSYNC_EUNAVAILABLE;
+    }
+    if (!sent || !rl->c) rl->fly_read = true;
+    return 0;
+}
 
+int rl_flush_fd(const rl_log *rl)
+{
+    return rl && rl->flying && !rl->fly_read && rl->c ? rl->c->fd : -1;
+}
+
+uint64_t rl_flush_deadline_ms(const rl_log *rl)
+{
+    return rl && rl->flying && !rl->fly_read ? rl->fly_deadline_ms : UINT64_MAX;
+}
+
+bool rl_flush_poll(rl_log *rl)
+{
+    if (!rl || !rl->flying) return false;
+    if (rl->fly_read) return true;
+    if (!read_replies(rl, ST_TODO, false)) {
+        if (ut_now_ms() < rl->fly_deadline_ms) return false;
+        rlc_io_error(rl, "flush: no reply in time");
+        fly_unknown(rl, ST_TODO);
+    }
+    finish_reading(rl);
+    return true;
+}
+
+void rlc_settle(rl_log *rl)
+{
+    if (!rl->flying || rl->fly_read) return;
+    read_replies(rl, ST_TODO, true);
+    finish_reading(rl);
+}
+
+int rl_flush_finish(rl_log *rl, rl_flush_fn fn, void *ctx)
+{
+    if (!rl || !rl->flying) return 0;
+    rlc_settle(rl);
+    batch_set *set = rl->fly;
     int worst = 0;
     bool unknown = false, fenced = false;
-    for (size_t i = 0; i < rl->n_batches; i++) {
-        topic_batch *b = &rl->batches[i];
+    for (size_t i = 0; i < set->n_batches; i++) {
+        topic_batch *b = &set->batches[i];
         if (b->n == 0) continue;
-        if (b->status > 0) b->status = rc ? rc : DSYNC_EUNAVAILABLE; /* never sent */
+        if (b->status > 0) b->status = DSYNC_EUNAVAILABLE; /* never sent */
         if (b->status == DSYNC_EUNAVAILABLE)
             unknown = true;
         else if (b->status == DSYNC_EEXIST)
@@ -314,10 +468,28 @@ int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx)
             fn(ctx, &res);
         }
     }
-    reset_batch(rl);
+    reset_set(set);
+    rl->flying = false;
     if (unknown) return DSYNC_EUNAVAILABLE;
     if (worst) return worst;
     return fenced ? DSYNC_EEXIST : 0;
+}
+
+/* The worse of two flush results, in rl_flush's order. */
+static int worse(int a, int b)
+{
+    if (a == DSYNC_EUNAVAILABLE || b == DSYNC_EUNAVAILABLE) return DSYNC_EUNAVAILABLE;
+    if (a != 0 && a != DSYNC_EEXIST) return a;
+    if (b != 0 && b != DSYNC_EEXIST) return b;
+    return a ? a : b;
+}
+
+int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx)
+{
+    if (!rl) return DSYNC_EINVAL;
+    int first = rl_flush_finish(rl, fn, ctx);
+    rl_flush_start(rl);
+    return worse(first, rl_flush_finish(rl, fn, ctx));
 }
 
 /* ---- load and rewrite -------------------------------------------------- */
@@ -360,9 +532,9 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
 {
     if (!rl || !valid_topic(topic) || epoch == 0 || (!snapshot && len)) return DSYNC_EINVAL;
     if (len > RL_RECORD_MAX) return DSYNC_ETOOBIG;
-    topic_batch *b = find_batch(rl, topic);
-    if (b && b->n > 0) {
-        rlc_set_error(rl, "rewrite of %s: records are buffered; flush first", topic);
+    topic_batch *b = find_batch(rl->buf, topic), *f = rl->flying ? find_batch(rl->fly, topic) : NULL;
+    if ((b && b->n > 0) || (f && f->n > 0)) {
+        rlc_set_error(rl, "rewrite of %s: records are buffered or in flight; flush first", topic);
         return DSYNC_EINVAL;
     }
     char kepoch[KEY_MAX], ksnap[KEY_MAX], klog[KEY_MAX], ep[24];

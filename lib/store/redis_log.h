@@ -25,7 +25,7 @@
  * *stored then tells a node whose claim had an unknown outcome whether the
  * claim that stands is its own.
  *
- * Batching. rl_append only buffers; rl_flush sends the whole buffer in ONE
+ * Batching. rl_append only buffers; a flush sends the whole buffer in ONE
  * pipelined round trip, one EVALSHA per topic touched, each applying its
  * topic's records atomically and only under the writer's epoch. Redis
  * writes its AOF (and fsyncs it, under appendfsync always) once per pass
@@ -33,18 +33,21 @@
  * few writes instead of one each: group commit. The scripts are loaded
  * (SCRIPT LOAD) on every connect; a NOSCRIPT answer (SCRIPT FLUSH, a
  * failover to a server without them) means the script did not run, so
- * those topics are sent again with EVAL in a second round trip.
+ * those topics are sent again with EVAL in a second round trip. rl_flush
+ * waits for the replies; rl_flush_start and the calls after it let the
+ * caller go on meanwhile (one flush in flight, the next one buffering).
  *
  * Snapshots. rl_rewrite sets :snap and deletes :log in one fenced script.
  * That is only right if the snapshot covers every record in :log, so the
  * caller rewrites only after a flush, from the state that includes every
  * record it flushed; rl_rewrite refuses (DSYNC_EINVAL) while the topic has
- * buffered records. No sequence numbers are needed: the owner is the only
+ * records buffered or in flight. No sequence numbers are needed: the owner is the only
  * writer, and a rewrite whose outcome is unknown left either the old
  * snapshot plus its log or the new snapshot, which are the same state.
  *
- * Connection. One synchronous hiredis context, owned by one thread (the
- * node loop), with 1 s connect and command timeouts. hiredis 0.14 never
+ * Connection. One hiredis context, owned by one thread (the node loop),
+ * with 1 s connect and command timeouts; blocking, except that a flush in
+ * flight is read as its replies arrive (the caller polls the socket). hiredis 0.14 never
  * reconnects and a context is dead after any error, so after an I/O error
  * the context is freed and the next call connects again (failed connects
  * back off from 50 ms to 1 s, and calls inside the backoff fail at once:
@@ -128,8 +131,8 @@ void rl_close(rl_log *rl);
 int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored);
 
 /* Buffers a record (copied) for the topic's log, to be written under
- * epoch. No I/O. DSYNC_EINVAL for a bad topic, epoch 0 or a topic already
- * buffered under another epoch in this batch (flush first); DSYNC_ETOOBIG
+ * epoch. No I/O. DSYNC_EINVAL for a bad topic, epoch 0 or a topic with
+ * records buffered under another epoch (flush or discard first); DSYNC_ETOOBIG
  * for a record over RL_RECORD_MAX or a batch over its limits. */
 int rl_append(rl_log *rl, const char *topic, uint64_t epoch, const void *data, size_t len);
 /* Records buffered and not yet flushed. */
@@ -154,8 +157,38 @@ typedef void (*rl_flush_fn)(void *ctx, const rl_flush_result *r);
  * (may be NULL) once per topic, in the order the topics were first
  * appended. Returns 0 if all were applied, else DSYNC_EUNAVAILABLE if any
  * topic's fate is unknown, else another error a topic got, else
- * DSYNC_EEXIST if some topic was fenced. An empty buffer is 0, no I/O. */
+ * DSYNC_EEXIST if some topic was fenced. An empty buffer is 0, no I/O.
+ * A flush already in flight is finished first (its topics told to fn). */
 int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx);
+
+/* The same in steps, so the caller goes on while Redis works: one flush
+ * may be in flight at a time, and rl_append buffers the next meanwhile.
+ * Redis runs a connection's commands in order, so a flush lands before
+ * the next one sent.
+ *
+ * rl_flush_start sends the buffer (DSYNC_EINVAL while a flush is in
+ * flight; 0 and no I/O when it is empty). A connect or write that fails
+ * settles the fates at once. Then poll rl_flush_fd (-1: nothing to wait
+ * for) and call rl_flush_poll, which reads what has arrived without
+ * blocking and is true once every fate is known; a flush without every
+ * reply by rl_flush_deadline_ms (RL_COMMAND_TIMEOUT_MS after it was sent)
+ * is given up: the connection is dropped, the missing fates unknown.
+ * rl_flush_finish then tells fn each topic's fate as rl_flush does and
+ * returns the same summary; it waits for replies still out. Any other
+ * call on the handle (claim, load, the cache's) first reads the flight's
+ * replies to the end, keeping the fates for rl_flush_finish. */
+int rl_flush_start(rl_log *rl);
+bool rl_in_flight(const rl_log *rl);
+int rl_flush_fd(const rl_log *rl);
+uint64_t rl_flush_deadline_ms(const rl_log *rl);
+bool rl_flush_poll(rl_log *rl);
+int rl_flush_finish(rl_log *rl, rl_flush_fn fn, void *ctx);
+
+/* Records buffered for topic (not yet sent). */
+size_t rl_buffered(rl_log *rl, const char *topic);
+/* Drops the records buffered for topic, as if never appended; records
+ * in flight are not touched. Appends may then use another epoch. */
+void rl_discard(rl_log *rl, const char *topic);
 
 /* Called with the snapshot (if any) first, then each record in order.
  * data is valid during the call only. A nonzero return stops the load and
@@ -170,7 +203,8 @@ int rl_load(rl_log *rl, const char *topic, rl_load_fn fn, void *ctx);
 /* Atomically, if the topic's epoch is still epoch, replaces the snapshot
  * and empties the log. 0; DSYNC_EEXIST when fenced; DSYNC_EINVAL while the
  * topic has buffered records. Flush first; the snapshot must cover every
- * record flushed. */
+ * record flushed. DSYNC_EINVAL also while records of the topic are in
+ * flight. */
 int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapshot, size_t len);
 
 /* Called once per topic that has an epoch (every topic ever claimed). A

@@ -10,7 +10,9 @@
  * Redis gives 503 and the node reconnects by itself; kill -9 of the node
  * loses nothing. Skipped when redis-server is not installed.
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -375,6 +377,88 @@ static void test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself(void *
     json_decref(a);
 }
 
+typedef struct {
+    const h_node *n;
+    const char *topic;
+    long long value, id;
+} enqueue_arg;
+
+static void *enqueue_thread(void *p)
+{
+    enqueue_arg *a = p;
+    a->id = h_enqueue(a->n, a->topic, a->value);
+    return NULL;
+}
+
+typedef struct {
+    const h_node *n;
+    const char *topic;
+    long long depth;
+} depth_wait;
+
+/* Whether the node holds the topic with that many messages ready. */
+static bool depth_is(void *arg)
+{
+    depth_wait *w = arg;
+    int st;
+    json_t *j = h_json(w->n, "GET", "/queue/state", NULL, &st);
+    bool ok = false;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(j, "topics"), i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "topic")), w->topic) == 0)
+            ok = json_integer_value(json_object_get(t, "depth")) == w->depth;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* The node keeps serving while a write to Redis is out. Redis stops
+ * answering (SIGSTOP): the enqueue whose write is out, and the one taken
+ * meanwhile on top of it, both answer 503 once the write is given up; the
+ * second never reaches Redis, so only the first may show up later. */
+static void test_calls_behind_a_write_redis_never_answers_fail_and_leave_no_trace(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_single(f), 0);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(h_enqueue(f->node, "p", i), i);
+    assert_int_equal(kill(f->redis.pid, SIGSTOP), 0);
+
+    enqueue_arg a = {f->node, "p", 4, 0}, b = {f->node, "p", 5, 0};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, enqueue_thread, &a), 0);
+    depth_wait d4 = {f->node, "p", 4};
+    assert_true(h_wait_until(depth_is, &d4, 5000)); /* applied, its write out */
+    assert_int_equal(pthread_create(&tb, NULL, enqueue_thread, &b), 0);
+    depth_wait d5 = {f->node, "p", 5};
+    assert_true(h_wait_until(depth_is, &d5, 5000)); /* applied behind it */
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.id, -503);
+    assert_int_equal(b.id, -503);
+
+    assert_int_equal(kill(f->redis.pid, SIGCONT), 0);
+    long long id = h_enqueue_retrying(f->node, "p", 6, 10000);
+    assert_true(id == 4 || id == 5); /* 5 if the stopped write ran after all */
+    int st;
+    json_t *c = h_consume(f->node, "p", 10, 30000, 0, &st);
+    assert_non_null(c);
+    json_t *msgs = json_object_get(c, "messages");
+    size_t n = json_array_size(msgs);
+    assert_int_equal(n, (size_t)id);
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(msgs, i);
+        long long body =
+            json_integer_value(json_object_get(json_object_get(m, "message"), "v"));
+        assert_int_equal(json_integer_value(json_object_get(m, "id")), (long long)i + 1);
+        assert_int_equal(body, i + 1 < n ? (long long)i + 1 : 6);
+        assert_int_not_equal(body, 5);
+    }
+    json_decref(c);
+}
+
 static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **state)
 {
     fixture *f = *state;
@@ -417,6 +501,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_a_lost_redis_gives_503_and_the_node_reconnects_by_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_calls_behind_a_write_redis_never_answers_fail_and_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_node_killed_and_restarted_loses_nothing_kept_in_redis, setup, teardown),
     };

@@ -7,7 +7,9 @@
  * Redis killed and restarted, bad URLs, binary data, topic listing.
  * Skipped when redis-server is not installed.
  */
+#include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include <poll.h>
+#include <signal.h>
 
 #include <hiredis/hiredis.h>
 
@@ -279,6 +284,177 @@ static void test_a_flush_on_a_dropped_connection_is_unknown_and_the_next_reconne
     load_ok(rl, "t", &l);
     assert_int_equal(l.n, 1);
     assert_item(&l, 0, RL_RECORD, "again");
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+/* Waits, at most max_ms, until the flush in flight has every reply (or
+ * has been given up); whether it did. */
+static bool wait_landed(rl_log *rl, int max_ms)
+{
+    uint64_t until = ut_now_ms() + (uint64_t)max_ms;
+    for (;;) {
+        if (rl_flush_poll(rl)) return true;
+        uint64_t now = ut_now_ms();
+        if (now >= until) return false;
+        int fd = rl_flush_fd(rl);
+        if (fd < 0) continue; /* nothing to wait on: the next poll decides */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        (void)poll(&p, 1, (int)(until - now));
+    }
+}
+
+static void test_a_flush_in_flight_lands_while_the_next_one_is_buffered(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    assert_int_equal(rl_claim(rl, "a", 1, NULL), 0);
+    assert_int_equal(rl_claim(rl, "b", 1, NULL), 0);
+    assert_int_equal(rl_flush_start(rl), 0); /* nothing buffered: no flight */
+    assert_false(rl_in_flight(rl));
+    assert_int_equal(rl_flush_fd(rl), -1);
+
+    append_text(rl, "a", 1, "a1");
+    append_text(rl, "b", 1, "b1");
+    assert_int_equal(rl_flush_start(rl), 0);
+    assert_true(rl_in_flight(rl));
+    assert_true(rl_flush_fd(rl) >= 0);
+    assert_int_equal(rl_flush_start(rl), DSYNC_EINVAL); /* one at a time */
+    assert_int_equal(rl_pending(rl), 0);
+
+    /* Appends meanwhile are buffered for the next flush. */
+    append_text(rl, "a", 1, "a2");
+    assert_int_equal(rl_pending(rl), 1);
+    assert_int_equal(rl_buffered(rl, "a"), 1);
+    assert_int_equal(rl_buffered(rl, "b"), 0);
+    /* Its records are still out: no rewrite of a yet. */
+    assert_int_equal(rl_rewrite(rl, "b", 1, "S", 1), DSYNC_EINVAL);
+
+    assert_true(wait_landed(rl, 5000));
+    flushed fl = {0};
+    assert_int_equal(rl_flush_finish(rl, on_flush, &fl), 0);
+    assert_false(rl_in_flight(rl));
+    assert_int_equal(fl.n, 2);
+    assert_string_equal(fl.t[0].topic, "a");
+    assert_int_equal(fl.t[0].status, 0);
+    assert_int_equal(fl.t[0].log_len, 1);
+    assert_string_equal(fl.t[1].topic, "b");
+    assert_int_equal(fl.t[1].records, 1);
+    assert_int_equal(rl_rewrite(rl, "b", 1, "S", 1), 0);
+
+    /* The buffered record goes with the next flush, after the first. */
+    assert_int_equal(rl_pending(rl), 1);
+    memset(&fl, 0, sizeof fl);
+    assert_int_equal(rl_flush(rl, on_flush, &fl), 0);
+    assert_int_equal(fl.n, 1);
+    assert_int_equal(fl.t[0].log_len, 2);
+    loaded l = {0};
+    load_ok(rl, "a", &l);
+    assert_int_equal(l.n, 2);
+    assert_item(&l, 0, RL_RECORD, "a1");
+    assert_item(&l, 1, RL_RECORD, "a2");
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_a_read_during_a_flight_sees_it_and_its_fates_stay_for_finish(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    assert_int_equal(rl_claim(rl, "c", 1, NULL), 0);
+    assert_int_equal(rl_claim(rl, "gone", 1, NULL), 0);
+    freeReplyObject(admin(f, 0, "SET %s 9", "dsync:q:{gone}:epoch")); /* another owner */
+    append_text(rl, "c", 1, "c1");
+    append_text(rl, "gone", 1, "g1");
+    assert_int_equal(rl_flush_start(rl), 0);
+
+    /* A load on the same connection reads the flight's replies first. */
+    loaded l = {0};
+    load_ok(rl, "c", &l);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_RECORD, "c1");
+    loaded_free(&l);
+    assert_true(rl_flush_poll(rl)); /* every reply is in already */
+    assert_int_equal(rl_flush_fd(rl), -1);
+
+    flushed fl = {0};
+    assert_int_equal(rl_flush_finish(rl, on_flush, &fl), DSYNC_EEXIST);
+    assert_int_equal(fl.n, 2);
+    assert_int_equal(fl.t[0].status, 0);
+    assert_int_equal(fl.t[1].status, DSYNC_EEXIST); /* fenced by the newer epoch */
+    assert_int_equal(rl_flush_finish(rl, on_flush, &fl), 0); /* nothing in flight */
+    assert_int_equal(fl.n, 2);
+    rl_close(rl);
+}
+
+static void test_discard_drops_buffered_records_and_never_those_in_flight(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    assert_int_equal(rl_claim(rl, "d", 1, NULL), 0);
+    append_text(rl, "d", 1, "sent");
+    assert_int_equal(rl_flush_start(rl), 0);
+    append_text(rl, "d", 1, "dropped1");
+    append_text(rl, "d", 1, "dropped2");
+    append_text(rl, "other", 1, "kept");
+    /* A topic with records buffered under one epoch takes no other... */
+    assert_int_equal(rl_append(rl, "d", 2, "x", 1), DSYNC_EINVAL);
+    rl_discard(rl, "d");
+    rl_discard(rl, "never-appended"); /* a no-op */
+    assert_int_equal(rl_buffered(rl, "d"), 0);
+    assert_int_equal(rl_pending(rl), 1);
+    /* ...until they are discarded (a unit dropped, then claimed again). */
+    assert_int_equal(rl_claim(rl, "d", 2, NULL), 0);
+    append_text(rl, "d", 2, "new");
+
+    flushed fl = {0};
+    assert_int_equal(rl_flush_finish(rl, on_flush, &fl), 0);
+    assert_int_equal(fl.n, 1);
+    assert_int_equal(fl.t[0].status, 0); /* landed before the claim at 2 */
+    memset(&fl, 0, sizeof fl);
+    assert_int_equal(rl_flush(rl, on_flush, &fl), DSYNC_EEXIST);
+    assert_int_equal(fl.n, 2);
+    loaded l = {0};
+    load_ok(rl, "d", &l);
+    assert_int_equal(l.n, 2);
+    assert_item(&l, 0, RL_RECORD, "sent");
+    assert_item(&l, 1, RL_RECORD, "new");
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+static void test_a_flight_redis_never_answers_is_given_up_at_its_deadline(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    assert_int_equal(rl_claim(rl, "s", 1, NULL), 0);
+    assert_int_equal(kill(f->redis.pid, SIGSTOP), 0);
+    append_text(rl, "s", 1, "stuck");
+    uint64_t sent = ut_now_ms();
+    assert_int_equal(rl_flush_start(rl), 0);
+    assert_true(rl_flush_deadline_ms(rl) >= sent + RL_COMMAND_TIMEOUT_MS);
+    assert_false(rl_flush_poll(rl));
+    assert_true(wait_landed(rl, 3 * RL_COMMAND_TIMEOUT_MS));
+    assert_true(ut_now_ms() >= sent + RL_COMMAND_TIMEOUT_MS);
+    flushed fl = {0};
+    assert_int_equal(rl_flush_finish(rl, on_flush, &fl), DSYNC_EUNAVAILABLE);
+    assert_int_equal(fl.t[0].status, DSYNC_EUNAVAILABLE); /* sent: unknown, not failed */
+    assert_non_null(strstr(rl_last_error(rl), "no reply in time"));
+    assert_int_equal(rl_flush_deadline_ms(rl), UINT64_MAX);
+
+    /* Redis goes on; the handle reconnects. The stuck script may or may
+     * not have run: the caller decides what its record meant. */
+    assert_int_equal(kill(f->redis.pid, SIGCONT), 0);
+    append_text(rl, "s", 1, "after");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    loaded l = {0};
+    load_ok(rl, "s", &l);
+    assert_true(l.n >= 1);
+    assert_item(&l, l.n - 1, RL_RECORD, "after");
     loaded_free(&l);
     rl_close(rl);
 }
@@ -917,6 +1093,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_flush_on_a_dropped_connection_is_unknown_and_the_next_reconnects, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_a_flush_in_flight_lands_while_the_next_one_is_buffered,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_read_during_a_flight_sees_it_and_its_fates_stay_for_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_discard_drops_buffered_records_and_never_those_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_flight_redis_never_answers_is_given_up_at_its_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_flush_writes_many_topics_in_one_round_trip, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

@@ -10,6 +10,7 @@
  * Redis gives 503 and the node reconnects by itself; kill -9 of the node
  * loses nothing. Skipped when redis-server is not installed.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -22,6 +23,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <hiredis/hiredis.h>
+
+#include "dsync.h"
 #include "harness.h"
 
 typedef struct {
@@ -459,6 +463,184 @@ static void test_calls_behind_a_write_redis_never_answers_fail_and_leave_no_trac
     json_decref(c);
 }
 
+/* ---- an embedded node (the library, no HTTP) ---------------------------- */
+
+#define EMB_THREADS 8
+#define EMB_HOT_THREADS 4   /* on one topic; the others on one each */
+#define EMB_HOT_CYCLES 1200 /* each: 3 records, so the hot unit passes 10,000 */
+#define EMB_OWN_CYCLES 200
+
+typedef struct {
+    dsync_node *node;
+    char topic[32];
+    int cycles;
+    uint64_t *enqueued, *acked; /* ids, cycles + 1 and cycles of them */
+    int n_enqueued, n_acked, failures;
+} emb_worker;
+
+static void *emb_run(void *p)
+{
+    emb_worker *w = p;
+    char consumer[32];
+    snprintf(consumer, sizeof consumer, "c-%p", p);
+    for (int i = 0; i < w->cycles; i++) {
+        dsync_queue_msg *m = NULL;
+        size_t n = 0;
+        dsync_consume_request req = {w->topic, consumer, 1, 60000, 0};
+        /* On a shared topic the message taken may be another thread's. */
+        if (dsync_queue_enqueue(w->node, w->topic, "{}", 2, &w->enqueued[w->n_enqueued]) != 0 ||
+            (w->n_enqueued++, dsync_queue_consume(w->node, &req, &m, &n)) != 0 || n != 1 ||
+            dsync_queue_ack(w->node, w->topic, m[0].receipt) != 0)
+            w->failures++;
+        else
+            w->acked[w->n_acked++] = m[0].id;
+        dsync_queue_msgs_free(m, n);
+    }
+    if (dsync_queue_enqueue(w->node, w->topic, "{}", 2, &w->enqueued[w->n_enqueued]) == 0)
+        w->n_enqueued++;
+    else
+        w->failures++;
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every id the workers w[from..to) enqueued on their topic and never
+ * acked, in order, into out; how many. */
+static size_t emb_unacked(const emb_worker *w, int from, int to, uint64_t *out)
+{
+    size_t n_enq = 0, n_ack = 0;
+    for (int i = from; i < to; i++) {
+        n_enq += (size_t)w[i].n_enqueued;
+        n_ack += (size_t)w[i].n_acked;
+    }
+    uint64_t *enq = calloc(n_enq + 1, sizeof *enq), *ack = calloc(n_ack + 1, sizeof *ack);
+    assert_true(enq && ack);
+    size_t e = 0, a = 0;
+    for (int i = from; i < to; i++) {
+        memcpy(enq + e, w[i].enqueued, (size_t)w[i].n_enqueued * sizeof *enq);
+        e += (size_t)w[i].n_enqueued;
+        memcpy(ack + a, w[i].acked, (size_t)w[i].n_acked * sizeof *ack);
+        a += (size_t)w[i].n_acked;
+    }
+    qsort(enq, e, sizeof *enq, cmp_u64);
+    qsort(ack, a, sizeof *ack, cmp_u64);
+    size_t n = 0, j = 0;
+    for (size_t i = 0; i < e; i++) {
+        while (j < a && ack[j] < enq[i])
+            j++;
+        if (j < a && ack[j] == enq[i]) continue;
+        out[n++] = enq[i];
+    }
+    for (size_t i = 1; i < a; i++)
+        assert_true(ack[i] != ack[i - 1]); /* no message acked twice */
+    free(enq);
+    free(ack);
+    return n;
+}
+
+/* Consumes everything ready on topic and checks it is exactly want[0..n). */
+static void emb_expect(dsync_node *node, const char *topic, const uint64_t *want, size_t n)
+{
+    dsync_consume_request req = {topic, "after", 100, 60000, 0};
+    dsync_queue_msg *m = NULL;
+    size_t got = 0;
+    assert_int_equal(dsync_queue_consume(node, &req, &m, &got), 0);
+    assert_int_equal(got, n);
+    for (size_t k = 0; k < got; k++) {
+        assert_int_equal(m[k].id, want[k]); /* oldest first */
+        assert_int_equal(m[k].deliveries, 1);
+    }
+    dsync_queue_msgs_free(m, got);
+}
+
+static dsync_node *emb_open(fixture *f, const char *dir)
+{
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    snprintf(cfg.redis_url, sizeof cfg.redis_url, "%s", f->redis.url);
+    dsync_node *n = NULL;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    /* The queue serves once the node's first view has committed. */
+    uint64_t until = (uint64_t)h_now_ms() + 10000;
+    for (;;) {
+        dsync_queue_state st;
+        assert_int_equal(dsync_queue_state_get(n, NULL, &st), 0);
+        bool ready = st.view_epoch > 0;
+        dsync_queue_state_free(&st);
+        if (ready) break;
+        assert_true((uint64_t)h_now_ms() < until);
+        usleep(10000);
+    }
+    return n;
+}
+
+/* Many threads on one node keep the Redis flushes full (one in flight,
+ * the next one filling); the hot topic's log passes the rewrite threshold
+ * meanwhile. A node opened afterwards on the same Redis finds exactly the
+ * messages left unacked. */
+static void test_an_embedded_node_under_load_rewrites_and_a_new_one_finds_every_message(
+    void **state)
+{
+    fixture *f = *state;
+    char dir[] = "/tmp/dsync-emb-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    dsync_node *node = emb_open(f, dir);
+    emb_worker w[EMB_THREADS];
+    pthread_t th[EMB_THREADS];
+    for (int i = 0; i < EMB_THREADS; i++) {
+        w[i] = (emb_worker){.node = node};
+        bool hot = i < EMB_HOT_THREADS;
+        snprintf(w[i].topic, sizeof w[i].topic, hot ? "hot" : "own%d", i);
+        w[i].cycles = hot ? EMB_HOT_CYCLES : EMB_OWN_CYCLES;
+        w[i].enqueued = calloc((size_t)w[i].cycles + 1, sizeof *w[i].enqueued);
+        w[i].acked = calloc((size_t)w[i].cycles, sizeof *w[i].acked);
+        assert_true(w[i].enqueued && w[i].acked);
+        assert_int_equal(pthread_create(&th[i], NULL, emb_run, &w[i]), 0);
+    }
+    for (int i = 0; i < EMB_THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < EMB_THREADS; i++)
+        assert_int_equal(w[i].failures, 0);
+    dsync_node_close(node);
+
+    /* The hot unit's log was rewritten as a snapshot on the way. */
+    redisContext *c = redisConnect("127.0.0.1", f->redis.port);
+    assert_true(c && !c->err);
+    redisReply *r = redisCommand(c, "EXISTS dsync:q:{hot}:snap");
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    r = redisCommand(c, "LLEN dsync:q:{hot}:log");
+    assert_true(r->integer < 3 * EMB_HOT_THREADS * EMB_HOT_CYCLES);
+    freeReplyObject(r);
+    redisFree(c);
+
+    /* A new node finds exactly what was enqueued and never acked. */
+    node = emb_open(f, dir);
+    uint64_t left[EMB_HOT_THREADS + 1];
+    size_t n = emb_unacked(w, 0, EMB_HOT_THREADS, left);
+    assert_int_equal(n, EMB_HOT_THREADS); /* each thread left one */
+    emb_expect(node, "hot", left, n);
+    for (int i = EMB_HOT_THREADS; i < EMB_THREADS; i++) {
+        n = emb_unacked(w, i, i + 1, left);
+        assert_int_equal(n, 1);
+        emb_expect(node, w[i].topic, left, n);
+    }
+    for (int i = 0; i < EMB_THREADS; i++) {
+        free(w[i].enqueued);
+        free(w[i].acked);
+    }
+    dsync_node_close(node);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **state)
 {
     fixture *f = *state;
@@ -505,6 +687,9 @@ int main(void)
             test_calls_behind_a_write_redis_never_answers_fail_and_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_node_killed_and_restarted_loses_nothing_kept_in_redis, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_embedded_node_under_load_rewrites_and_a_new_one_finds_every_message, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

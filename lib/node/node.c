@@ -180,6 +180,9 @@ static void *loop_main(void *arg)
         if (queue < next_deadline) next_deadline = queue;
         if (cache < next_deadline) next_deadline = cache;
         if (after < next_deadline) next_deadline = after;
+        /* The Redis flush this turn sent, or one read to its end since. */
+        uint64_t flight = nd_queue_flight_deadline(n);
+        if (flight < next_deadline) next_deadline = flight;
     }
     return NULL;
 }

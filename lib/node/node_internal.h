@@ -385,6 +385,8 @@ void nq_encode_result(ut_buf *b, const nq_op *op);
 void nq_fail_op(nq_op *op, int rc);
 
 /* node_queue_redis.c */
+/* Whether topic's unit is loaded here (a failed one is not). */
+bool nq_unit_claimed(const dsync_node *n, const char *topic);
 /* Makes sure topic's unit is claimed and loaded here; 0 or the call's error. */
 int nq_claim_unit(dsync_node *n, const char *topic);
 /* Files the journal's records under their units' Redis logs (buffered). */
@@ -413,8 +415,13 @@ void nd_queue_members_changed(dsync_node *n);
  * follows it and topics placed elsewhere now are dropped here. */
 void nd_queue_view_changed(dsync_node *n);
 
-/* Makes this turn's queue changes durable (one fsync), then answers. */
+/* Makes this turn's queue changes durable, then answers: one fsync of
+ * the local file; with Redis, the next flush leaves once the one in
+ * flight has landed. */
 void nd_queue_flush(dsync_node *n);
+/* When the Redis flush in flight is given up if it has no answer (its
+ * replies wake the loop sooner); UINT64_MAX when none is out. */
+uint64_t nd_queue_flight_deadline(const dsync_node *n);
 /* Expires leases, serves parked consumers; returns the next deadline. */
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms);
 

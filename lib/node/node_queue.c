@@ -5,8 +5,9 @@
  * (lib/queue/ring) places it on; the owner keeps the topic in its queue
  * state machine (lib/queue) and makes every change durable before it
  * answers: group commit, one fsync of its local append-only file
- * (lib/store/aof) or one round trip to Redis per loop turn, for every
- * enqueue, consume and ack of that turn. Any node takes any call: when the
+ * (lib/store/aof) per loop turn for every enqueue, consume and ack of that
+ * turn, or pipelined Redis flushes, one in flight while the next fills
+ * (node_queue_redis.c). Any node takes any call: when the
  * topic is another node's, the call travels to the owner
  * (node_queue_forward.c).
  *
@@ -275,24 +276,32 @@ static bool try_consume(dsync_node *n, nq_op *op, uint64_t now)
     size_t count = 0;
     op->rc =
         q_consume(n->queue, op->topic, op->consumer, op->max, op->visibility_ms, now, d, &count);
+    bool wait = op->rc == 0 && count == 0 && op->wait_ms && now < op->deadline_ms;
+    /* Copied before the records go out: a unit that cannot take them is
+     * dropped from memory, and d's bodies with it. */
+    if (op->rc == 0 && !wait) take_deliveries(op, d, count, now);
     /* Its tick may have requeued or dead-lettered: out with those records
      * now, before any snapshot is taken, parked or not. */
-    if (journal_out(n) != 0 && op->rc == 0 && count) op->rc = DSYNC_EIO;
-    if (op->rc == 0 && count == 0 && op->wait_ms && now < op->deadline_ms) return false;
+    if (journal_out(n) != 0 && op->rc == 0 && count) nq_fail_op(op, DSYNC_EIO);
+    if (wait) return false;
     if (op->rc == 0) {
-        take_deliveries(op, d, count, now);
         dsync_series_add(dsync_metric_series1(n->qm.consumed, op->topic), (double)count);
         nq_topic_gauges(n, op->topic);
     }
     return true;
 }
 
-/* Durable before answered: the turn's sync comes first. */
+/* Durable before answered: the call waits for the fsync, or the Redis
+ * flush, that carries its records. */
 static void answer_after_sync(dsync_node *n, nq_op *op)
 {
-    if (journal_out(n) != 0 && op->rc == 0) op->rc = DSYNC_EIO;
     op->next = n->q_durable;
     n->q_durable = op;
+    if (journal_out(n) != 0 && op->rc == 0) nq_fail_op(op, DSYNC_EIO);
+    /* Filing its records (here, or in try_consume) may have failed its
+     * unit in Redis: dropped, with them. */
+    if (nq_redis_mode(n) && op->rc == 0 && !nq_unit_claimed(n, op->topic))
+        nq_fail_op(op, DSYNC_EUNAVAILABLE);
 }
 
 /* Parked consumers wait in arrival order: the oldest long poll first. */
@@ -526,6 +535,15 @@ void nd_queue_flush(dsync_node *n)
     maybe_rewrite(n);
 }
 
+uint64_t nd_queue_flight_deadline(const dsync_node *n)
+{
+    if (!nq_redis_mode(n) || !rl_in_flight(n->rl)) return UINT64_MAX;
+    /* Read to the end by another call on the connection (the cache's, a
+     * claim's): nothing will wake the loop for it, so at once. */
+    if (rl_flush_fd(n->rl) < 0) return 0;
+    return rl_flush_deadline_ms(n->rl);
+}
+
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
 {
     uint64_t wall = ut_wall_ms();
@@ -540,8 +558,7 @@ uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
         uint64_t p = serve_parked(n, wall);
         if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
     }
-    if (nq_redis_mode(n) && rl_flush_deadline_ms(n->rl) < next)
-        next = rl_flush_deadline_ms(n->rl); /* a flush that never hears back */
+    if (nd_queue_flight_deadline(n) < next) next = nd_queue_flight_deadline(n);
     uint64_t lease = n->queue_broken ? UINT64_MAX : q_next_deadline(n->queue);
     if (lease != UINT64_MAX) {
         uint64_t at = now_ms + (lease > wall ? lease - wall : 0);

@@ -107,6 +107,13 @@ static void unit_failed(dsync_node *n, const char *base)
     fail_unit_ops(n->q_durable, base);
 }
 
+bool nq_unit_claimed(const dsync_node *n, const char *topic)
+{
+    char base[QS_TOPIC_NAME_MAX + 1];
+    nq_base_of(topic, base);
+    return ut_map_get(&n->q_claims, base) != NULL;
+}
+
 static int load_record(void *ctx, rl_kind kind, const void *data, size_t len)
 {
     dsync_node *n = ctx;
@@ -159,7 +166,8 @@ int nq_claim_unit(dsync_node *n, const char *topic)
 }
 
 /* Files each record of the journal under its unit's log, fenced by the
- * unit's epoch. A unit that cannot take one fails for this turn. */
+ * unit's epoch. A unit that cannot take one (a buffer past its limits, out
+ * of memory) fails: dropped, with its records not yet sent. */
 void nq_journal_to_redis(dsync_node *n)
 {
     const unsigned char *p = (const unsigned char *)n->journal.data;
@@ -353,8 +361,8 @@ void nd_queue_view_changed(dsync_node *n)
     if (!nq_redis_mode(n) || !n->queue) return;
     n->q_adopted = false;
     nq_build_ring(n, n->fsm.live, n->fsm.n_live);
-    /* Units placed elsewhere now leave; their writes still buffered go out
-     * at this turn's flush, fenced by their epoch. */
+    /* Units placed elsewhere now leave, their records not yet sent with
+     * them; those in flight land or are fenced off. */
     size_t count = n->q_claims.count, k = 0;
     char(*gone)[QS_TOPIC_NAME_MAX + 1] = calloc(count ? count : 1, sizeof *gone);
     if (!gone) {

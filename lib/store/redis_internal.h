@@ -29,7 +29,7 @@ enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_CSTORE, S_COUNT };
 /* ---- the handle -------------------------------------------------------- */
 
 typedef struct {
-    size_t off, len; /* in rl_log.bytes */
+    size_t off, len; /* in the batch_set's bytes */
 } rec_span;
 
 /* Internal flush states of a batch, beside the DSYNC_E* results. */
@@ -41,7 +41,7 @@ typedef struct {
 typedef struct {
     char topic[RL_TOPIC_MAX + 1];
     uint64_t epoch;
-    rec_span *recs; /* in the batch_set's bytes */
+    rec_span *recs;
     size_t n, cap;
     int status;
     uint64_t log_len;

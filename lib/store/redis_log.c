@@ -305,7 +305,7 @@ static bool write_out(rl_log *rl, const char *what)
 static bool read_replies(rl_log *rl, int want, bool block)
 {
     batch_set *set = rl->fly;
-    bool polled = false;
+    bool polled = false, progress = false;
     while (rl->fly_next < set->n_batches) {
         topic_batch *b = &set->batches[rl->fly_next];
         if (b->status != want) {
@@ -325,11 +325,11 @@ static bool read_replies(rl_log *rl, int want, bool block)
             if (ok == REDIS_OK && !r) {
                 /* Nothing parsed yet: read once, if that cannot block. */
                 struct pollfd p = {.fd = rl->c->fd, .events = POLLIN};
-                if (polled || poll(&p, 1, 0) != 1) return false;
+                if (polled || poll(&p, 1, 0) != 1) break;
                 polled = true;
                 ok = redisBufferRead(rl->c);
                 if (ok == REDIS_OK) ok = redisGetReplyFromReader(rl->c, (void **)&r);
-                if (ok == REDIS_OK && !r) return false;
+                if (ok == REDIS_OK && !r) break;
             }
         }
         if (ok != REDIS_OK) {
@@ -340,8 +340,12 @@ static bool read_replies(rl_log *rl, int want, bool block)
         b->status = append_status(rl, b, r);
         freeReplyObject(r);
         rl->fly_next++;
+        progress = true;
     }
-    return true;
+    /* A long flush whose replies keep coming is not given up: the
+     * deadline is RL_COMMAND_TIMEOUT_MS of silence, as for one command. */
+    if (progress) rl->fly_deadline_ms = ut_now_ms() + RL_COMMAND_TIMEOUT_MS;
+    return rl->fly_next >= set->n_batches;
 }
 
 /* Every reply of fly is in: Redis lost the script for some (SCRIPT FLUSH,

@@ -167,16 +167,19 @@ int rl_flush(rl_log *rl, rl_flush_fn fn, void *ctx);
  * the next one sent.
  *
  * rl_flush_start sends the buffer (DSYNC_EINVAL while a flush is in
- * flight; 0 and no I/O when it is empty). A connect or write that fails
- * settles the fates at once. Then poll rl_flush_fd (-1: nothing to wait
- * for) and call rl_flush_poll, which reads what has arrived without
- * blocking and is true once every fate is known; a flush without every
- * reply by rl_flush_deadline_ms (RL_COMMAND_TIMEOUT_MS after it was sent)
- * is given up: the connection is dropped, the missing fates unknown.
- * rl_flush_finish then tells fn each topic's fate as rl_flush does and
- * returns the same summary; it waits for replies still out. Any other
- * call on the handle (claim, load, the cache's) first reads the flight's
- * replies to the end, keeping the fates for rl_flush_finish. */
+ * flight; 0 and no I/O when it is empty). The connect, when there is no
+ * connection, and the write block (as every call here); a connect or
+ * write that fails settles the fates at once. Then poll rl_flush_fd (-1:
+ * nothing to wait for) and call rl_flush_poll, which reads what has
+ * arrived without blocking (except for the rare second round trip after
+ * NOSCRIPT) and is true once every fate is known; a flush that hears
+ * nothing for RL_COMMAND_TIMEOUT_MS (rl_flush_deadline_ms, moved on by
+ * each reply) is given up: the connection is dropped, the missing fates
+ * unknown. rl_flush_finish then tells fn each topic's fate as rl_flush
+ * does and returns the same summary; it waits for replies still out. Any
+ * other call on the handle (claim, load, the cache's) first reads the
+ * flight's replies to the end, keeping the fates for rl_flush_finish;
+ * rl_flush_fd is then -1 and rl_flush_poll true. */
 int rl_flush_start(rl_log *rl);
 bool rl_in_flight(const rl_log *rl);
 int rl_flush_fd(const rl_log *rl);

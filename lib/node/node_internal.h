@@ -148,6 +148,7 @@ typedef struct {
     dsync_series *wait_seconds;  /* histogram: time from park to grant */
     dsync_series *fsync_seconds; /* histogram: one group commit */
     dsync_series *batch_entries; /* histogram: entries per group commit */
+    dsync_series *flushes_loop, *flushes_writer; /* counter: group commits, by thread */
     dsync_series *snapshots;     /* counter */
 } nd_lock_metrics;
 
@@ -196,6 +197,7 @@ typedef struct {
     bool pending_sync;   /* the buffer holds entries or a vote: it must be flushed */
     ut_buf held;         /* raft frames waiting for the disk: u64 to, u32 len, frame */
     size_t held_covered; /* bytes of held that the flush out releases */
+    uint64_t idle_since_ns; /* the last flush ended then (0: none yet) */
 } nd_log;
 
 struct dsync_node {
@@ -314,6 +316,12 @@ void nd_log_close(dsync_node *n);
 void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync);
 /* Begins a flush of the buffer when the writer is free and it is due. */
 void nd_log_kick(dsync_node *n);
+/* nd_log_kick, unless the disk has been idle a while: then the flush
+ * waits for nd_log_flush_if_idle, later in the same round. */
+void nd_log_kick_unless_idle(dsync_node *n);
+/* The flush due: on the loop itself when the disk has been idle a while
+ * (light load), else handed to the writer (nd_log_kick). */
+void nd_log_flush_if_idle(dsync_node *n);
 /* Takes the result of a flush that ended: raft_synced, held frames out. */
 void nd_log_reap(dsync_node *n);
 /* Waits until everything handed over is durable. */

@@ -113,6 +113,13 @@ static void register_metrics(dsync_node *n)
     n->lm.batch_entries = dsync_metric_series0(dsync_metrics_histogram(
         m, "log_batch_entries", "Log entries made durable by one group commit.", NULL, batch_bounds,
         sizeof batch_bounds / sizeof batch_bounds[0]));
+    dsync_metric *fl = dsync_metrics_counter(
+        m, "log_flushes_total",
+        "Group commits of the log, by the thread that ran them: the writer, or the loop when "
+        "the disk had been idle (light load).",
+        "thread");
+    n->lm.flushes_loop = dsync_metric_series1(fl, "loop");
+    n->lm.flushes_writer = dsync_metric_series1(fl, "writer");
     n->lm.snapshots = dsync_metric_series0(dsync_metrics_counter(
         m, "log_snapshots_total", "Snapshots taken of the lock table.", NULL));
 }

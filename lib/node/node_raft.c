@@ -337,8 +337,9 @@ static int persist(dsync_node *n, const raft_ready *rd)
     const raft_entry *last = rd->n_entries ? &rd->entries[rd->n_entries - 1] : NULL;
     nd_log_handed(n, last ? last->index : 0, last ? last->term : 0, rd->n_entries,
                   rd->n_entries || vote_changed);
-    /* The disk starts now, while this turn goes on. */
-    nd_log_kick(n);
+    /* The disk starts now, while this turn goes on (or, idle, once this
+     * round has been handed to Raft: nd_raft_process). */
+    nd_log_kick_unless_idle(n);
     return n->store_broken ? DSYNC_EIO : 0;
 }
 
@@ -472,10 +473,12 @@ void nd_raft_process(dsync_node *n)
                        rd.term, rd.leader, rd.leader == n->cfg.node_id ? " (this node)" : "");
             n->known_leader = rd.leader;
         }
-        if (n->wal.started)
+        if (n->wal.started) {
             raft_advance_unsynced(n->raft, &rd); /* raft_synced when the flush ends */
-        else
+            nd_log_flush_if_idle(n);
+        } else {
             raft_advance(n->raft, &rd); /* memory only: nothing to wait for */
+        }
         /* A ReadIndex of 0 (nothing committed yet) is served at once. */
         serve_reads(n);
         nd_finish_confs(n);

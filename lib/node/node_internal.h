@@ -197,7 +197,8 @@ typedef struct {
     bool pending_sync;   /* the buffer holds entries or a vote: it must be flushed */
     ut_buf held;         /* raft frames waiting for the disk: u64 to, u32 len, frame */
     size_t held_covered; /* bytes of held that the flush out releases */
-    uint64_t idle_since_ns; /* the last flush ended then (0: none yet) */
+    uint64_t idle_since_ns;       /* the loop saw the last flush end then (0: none yet) */
+    uint64_t loop_flush_after_ns; /* no flush on the loop before: the disk was slow */
 } nd_log;
 
 struct dsync_node {
@@ -316,11 +317,12 @@ void nd_log_close(dsync_node *n);
 void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync);
 /* Begins a flush of the buffer when the writer is free and it is due. */
 void nd_log_kick(dsync_node *n);
-/* nd_log_kick, unless the disk has been idle a while: then the flush
- * waits for nd_log_flush_if_idle, later in the same round. */
+/* nd_log_kick, unless the disk has been idle a while and the flush due
+ * carries at most one entry: then it waits for nd_log_flush_if_idle,
+ * later in the same round. */
 void nd_log_kick_unless_idle(dsync_node *n);
-/* The flush due: on the loop itself when the disk has been idle a while
- * (light load), else handed to the writer (nd_log_kick). */
+/* The flush due: on the loop itself at light load (see disk_idle in
+ * node_log.c), else handed to the writer (nd_log_kick). */
 void nd_log_flush_if_idle(dsync_node *n);
 /* Takes the result of a flush that ended: raft_synced, held frames out. */
 void nd_log_reap(dsync_node *n);

@@ -4,7 +4,9 @@
  * The loop used to call fdatasync itself, and for the 0.3 to 0.7 ms the
  * disk took it read no socket: acks waited, so commits waited, so did the
  * callers and the proposals of the next batch. Now the loop hands each
- * batch of records to the writer thread (st_log_flush_*) and goes on; while
+ * batch of records to the writer thread (st_log_flush_*) and goes on (at
+ * light load, a single entry after the disk sat idle, it still flushes
+ * itself: see disk_idle below); while
  * one flush is out, the next batch collects in the store's buffer and
  * leaves as one write the moment the disk is free (group commit, with the
  * batch as large as the disk is slow). etcd's raft calls this asynchronous
@@ -18,7 +20,9 @@
  *  - when a flush ends, raft_synced(index, term) of its last entry: the
  *    leader counts itself toward a majority only up to there (what is
  *    committed is applied at once: it is durable on a majority already);
- *  - a snapshot (saved or installed) and closing drain the writer first.
+ *  - a snapshot (saved or installed) drains the writer first; closing
+ *    joins it (a flush out finishes or not: nothing acknowledged waits
+ *    on what is still buffered).
  *
  * A flush covers the held messages queued before it began; messages held
  * after that wait for the next one, which begins as the last ends. So
@@ -181,18 +185,49 @@ void nd_log_kick(dsync_node *n)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Light load: the disk has been idle this long since its last flush
- * ended, and the flush due carries at most one entry (one client, a
- * trickle). Then the loop runs it itself: nothing else waits on the loop,
- * and handing it to the writer would cost two thread wake-ups (about 18%
- * of one client's lock cycles/s here). Under load the writer keeps the
- * loop reading acks while the disk works. */
 #define ND_LOG_IDLE_NS 100000
+#define ND_LOG_SLOW_NS 50000000ull        /* 50 ms: a tenth of an election timeout */
+#define ND_LOG_SLOW_PAUSE_NS 2000000000ull /* 2 s */
 
+/* A flush has ended, on the writer or on the loop: the store told, the
+ * leader told how far its own log is durable, the messages the flush
+ * covers out (covered bytes of held). False when the store broke. */
+static bool flush_ended(dsync_node *n, int rc, uint64_t took_ns, uint64_t index, uint64_t term,
+                        size_t entries, size_t covered, dsync_series *by)
+{
+    nd_log *w = &n->wal;
+    if (st_log_flush_end(n->store, &w->flush, rc) != 0) {
+        nd_raft_broken(n, "writing the log");
+        return false;
+    }
+    uint64_t now = ut_now_ns();
+    w->idle_since_ns = now;
+    if (took_ns > ND_LOG_SLOW_NS) w->loop_flush_after_ns = now + ND_LOG_SLOW_PAUSE_NS;
+    dsync_series_add(by, 1);
+    finished(n, index, term, entries, took_ns);
+    bool released = covered > 0;
+    release(n, covered);
+    /* The acks out the moment the disk allows, not after the rest of the
+     * turn: on the one-client path they are what the leader waits for. */
+    if (released && n->net) nt_tick(n->net, ut_now_ms());
+    return true;
+}
+
+/* Light load: the disk has been idle this long since the loop last saw
+ * a flush end, and the flush due carries at most one entry (one client,
+ * a trickle). Then the loop runs it itself: handing it to the writer
+ * would cost two thread wake-ups, about 10% of one client's lock cycles/s
+ * here, and with one entry in flight there is little else for the loop to
+ * do meanwhile. Under load the writer keeps the loop reading acks while
+ * the disk works. The price is that the loop reads nothing, sends no
+ * heartbeat, for as long as that fdatasync takes: after one that took
+ * over ND_LOG_SLOW_NS (the disk hiccups), every flush goes to the writer
+ * for ND_LOG_SLOW_PAUSE_NS. */
 static bool disk_idle(const nd_log *w)
 {
-    return !w->busy && w->pending_entries <= 1 && w->idle_since_ns &&
-           ut_now_ns() - w->idle_since_ns >= ND_LOG_IDLE_NS;
+    if (w->busy || w->pending_entries > 1 || !w->idle_since_ns) return false;
+    uint64_t now = ut_now_ns();
+    return now - w->idle_since_ns >= ND_LOG_IDLE_NS && now >= w->loop_flush_after_ns;
 }
 
 void nd_log_kick_unless_idle(dsync_node *n)
@@ -218,17 +253,9 @@ void nd_log_flush_if_idle(dsync_node *n)
     w->pending_sync = false;
     uint64_t start = ut_now_ns();
     int rc = st_log_flush_run(&w->flush);
-    uint64_t took = ut_now_ns() - start;
-    if (st_log_flush_end(n->store, &w->flush, rc) != 0) {
-        nd_raft_broken(n, "writing the log");
-        return;
-    }
-    w->idle_since_ns = ut_now_ns();
-    dsync_series_add(n->lm.flushes_loop, 1);
-    finished(n, index, term, entries, took);
-    bool released = w->held.len > 0;
-    release(n, w->held.len);
-    if (released && n->net) nt_tick(n->net, ut_now_ms());
+    /* Nothing was out: every held message waited for this flush. */
+    flush_ended(n, rc, ut_now_ns() - start, index, term, entries, w->held.len,
+                n->lm.flushes_loop);
 }
 
 void nd_log_reap(dsync_node *n)
@@ -242,19 +269,9 @@ void nd_log_reap(dsync_node *n)
     uint64_t took = w->took_ns;
     pthread_mutex_unlock(&w->mu);
     if (!done) return;
-    if (st_log_flush_end(n->store, &w->flush, rc) != 0) {
-        nd_raft_broken(n, "writing the log");
-        return;
-    }
-    w->idle_since_ns = ut_now_ns();
-    dsync_series_add(n->lm.flushes_writer, 1);
-    finished(n, w->job_index, w->job_term, w->job_entries, took);
-    bool released = w->held_covered > 0;
-    release(n, w->held_covered);
-    nd_log_kick(n);
-    /* The acks out the moment the disk allows, not after the rest of the
-     * turn: on the one-client path they are what the leader waits for. */
-    if (released && n->net) nt_tick(n->net, ut_now_ms());
+    if (flush_ended(n, rc, took, w->job_index, w->job_term, w->job_entries, w->held_covered,
+                    n->lm.flushes_writer))
+        nd_log_kick(n);
 }
 
 void nd_log_drain(dsync_node *n)

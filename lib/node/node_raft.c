@@ -5,7 +5,8 @@
  * The loop drives lib/raft the way its header asks: ticks from the clock,
  * messages from the transport, and after every turn the ready: hand the
  * records to the log's writer thread (node_log.c: one fdatasync for all
- * that collected while the previous one ran, group commit), send (what
+ * that collected while the previous one ran, group commit; at light load
+ * the loop flushes a lone entry itself), send (what
  * must not overtake the disk is held until it is durable), apply the
  * committed entries to the lock table and answer the callers waiting on
  * them, serve reads whose ReadIndex has been applied.

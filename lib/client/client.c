@@ -132,12 +132,12 @@ static void pause_ms(uint64_t ms)
     }
 }
 
-/* The server's error message of a 503 answer, for errmsg. */
 bool cl_valid_string(const char *s, size_t max)
 {
-    return s && *s && strlen(s) <= max;
+    return s && *s && strnlen(s, max + 1) <= max;
 }
 
+/* The server's error message of a 503 answer, for errmsg. */
 static const char *error_message(const json_t *answer)
 {
     json_t *e = json_object_get(answer, "error");

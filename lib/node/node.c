@@ -121,7 +121,7 @@ static void *loop_main(void *arg)
         fds[0] = (struct pollfd){.fd = n->wake_fd, .events = POLLIN};
         /* The queue's Redis flush in flight, if any (a negative fd is
          * ignored by poll). */
-        fds[1] = (struct pollfd){.fd = n->queue ? nd_queue_pollfd(n) : -1, .events = POLLIN};
+        fds[1] = (struct pollfd){.fd = nd_queue_pollfd(n), .events = POLLIN};
         size_t nfds = 2;
         if (n->net) nfds += nt_pollfds(n->net, fds + 2, MAX_POLL - 2);
         int pr = poll(fds, nfds, timeout);
@@ -138,7 +138,7 @@ static void *loop_main(void *arg)
         uint64_t turn_start = ut_now_ms();
         if (pr > 0 && n->net) nt_handle(n->net, fds + 2, nfds - 2, turn_start);
         /* A flush that landed: its calls answered before this turn's work. */
-        if (fds[1].revents && n->queue) nq_redis_land(n, false);
+        if (fds[1].revents) nq_redis_land(n, false);
         nd_log_reap(n); /* a flush that ended: commits, held acks out */
         if (raft_has_ready(n->raft)) nd_raft_process(n);
         /* A turn that ran long (a slow fsync, Redis, the scheduler) may have

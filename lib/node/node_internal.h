@@ -429,8 +429,10 @@ void nd_queue_view_changed(dsync_node *n);
  * the local file; with Redis, the next flush leaves once the one in
  * flight has landed. */
 void nd_queue_flush(dsync_node *n);
-/* When the Redis flush in flight is given up if it has no answer (its
- * replies wake the loop sooner); UINT64_MAX when none is out. */
+/* For the loop's poll timeout: when the Redis flush in flight is given up
+ * if it has no answer (its replies wake the loop sooner), 0 when its fate
+ * is known already (it could not go out, or another call read it to the
+ * end); UINT64_MAX when none is out. */
 uint64_t nd_queue_flight_deadline(const dsync_node *n);
 /* Expires leases, serves parked consumers; returns the next deadline. */
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms);

@@ -513,9 +513,7 @@ void nd_queue_flush(dsync_node *n)
         /* At most one flush in flight; this turn's records go with the
          * next, as soon as it has landed. */
         nq_redis_land(n, false);
-        nq_redis_send(n);
-        /* One that could not go out (no connection) has landed already. */
-        if (rl_in_flight(n->rl) && rl_flush_fd(n->rl) < 0) nq_redis_land(n, false);
+        nq_redis_send(n); /* one that could not go out: landed next turn */
         return;
     }
     if (!n->q_durable) return;
@@ -558,7 +556,6 @@ uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
         uint64_t p = serve_parked(n, wall);
         if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
     }
-    if (nd_queue_flight_deadline(n) < next) next = nd_queue_flight_deadline(n);
     uint64_t lease = n->queue_broken ? UINT64_MAX : q_next_deadline(n->queue);
     if (lease != UINT64_MAX) {
         uint64_t at = now_ms + (lease > wall ? lease - wall : 0);
@@ -636,11 +633,8 @@ void nd_queue_close(dsync_node *n)
         op->rc = DSYNC_ECLOSED;
         nq_finish(n, op);
     }
-    journal_out(n);
-    if (nq_redis_mode(n))
-        nq_redis_drain(n);
-    else
-        nd_queue_flush(n);
+    nd_queue_flush(n);
+    if (nq_redis_mode(n)) nq_redis_drain(n);
     while (n->q_waiting) {
         nd_call *c = n->q_waiting;
         n->q_waiting = c->next;

@@ -356,6 +356,12 @@ static void preallocate(st_log *l, size_t n)
         l->no_prealloc = true; /* e.g. EOPNOTSUPP: appends still work */
 }
 
+/* The one durable write of a sync or a flush. */
+static int write_durably(int fd, const ut_buf *b, uint64_t offset)
+{
+    return sf_pwrite_all(fd, b->data, b->len, offset) == 0 && fdatasync(fd) == 0 ? 0 : DSYNC_EIO;
+}
+
 int st_log_sync(st_log *l, size_t *synced_bytes)
 {
     if (l->broken || l->flushing) return DSYNC_EIO;
@@ -363,7 +369,7 @@ int st_log_sync(st_log *l, size_t *synced_bytes)
     if (synced_bytes) *synced_bytes = n;
     if (n == 0) return 0;
     preallocate(l, n);
-    if (sf_pwrite_all(l->fd, l->pending.data, n, l->synced_size) != 0 || fdatasync(l->fd) != 0) {
+    if (write_durably(l->fd, &l->pending, l->synced_size) != 0) {
         l->broken = true;
         return DSYNC_EIO;
     }
@@ -390,10 +396,7 @@ int st_log_flush_begin(st_log *l, st_log_flush *f)
 
 int st_log_flush_run(st_log_flush *f)
 {
-    if (f->data.len == 0) return 0;
-    if (sf_pwrite_all(f->fd, f->data.data, f->data.len, f->offset) != 0 || fdatasync(f->fd) != 0)
-        return DSYNC_EIO;
-    return 0;
+    return f->data.len ? write_durably(f->fd, &f->data, f->offset) : 0;
 }
 
 int st_log_flush_end(st_log *l, st_log_flush *f, int rc)

@@ -31,6 +31,16 @@ typedef struct {
     uint64_t log_len; /* records in its Redis log, as of the last flush */
 } nq_claim;
 
+/* The longest the loop may block on a silent Redis in one wait (redis_log.h,
+ * "Connection"): a fifth of the election timeout, so a stalled Redis
+ * neither lets followers time out on this node's heartbeats nor makes the
+ * turn long enough to quiet the cache (node.c). */
+static unsigned redis_wait_ms(const dsync_node *n)
+{
+    uint64_t ms = nd_election_ms(n) / 5;
+    return ms < RL_WAIT_MIN_MS ? RL_WAIT_MIN_MS : ms > RL_COMMAND_TIMEOUT_MS ? RL_COMMAND_TIMEOUT_MS : (unsigned)ms;
+}
+
 /* The connection, opened on first need (and again, at most every
  * NQ_REDIS_RETRY_MS, while Redis is not there); NULL meanwhile. */
 rl_log *nd_redis(dsync_node *n)
@@ -40,7 +50,7 @@ rl_log *nd_redis(dsync_node *n)
     uint64_t now = ut_now_ms();
     if (now < n->rl_next_open_ms) return NULL;
     char err[256];
-    if (rl_open(n->cfg.redis_url, &n->rl, err, sizeof err) != 0) {
+    if (rl_open(n->cfg.redis_url, redis_wait_ms(n), &n->rl, err, sizeof err) != 0) {
         n->rl = NULL;
         n->rl_next_open_ms = now + NQ_REDIS_RETRY_MS;
         ut_log(&n->log, DSYNC_LOG_WARN, "queue: Redis at %s: %s", n->cfg.redis_url, err);

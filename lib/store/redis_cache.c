@@ -32,7 +32,7 @@ int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint6
     const char *argv[] = {"HMGET", k, "v", "e", "s"};
     size_t argvlen[] = {5, make_key(k, key), 1, 1, 1};
     redisReply *r = NULL;
-    int rc = rlc_command(rl, 5, argv, argvlen, true, &r);
+    int rc = rlc_command(rl, 5, argv, argvlen, RLC_IDEMPOTENT, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "cache load", r);
@@ -65,7 +65,7 @@ int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, u
     size_t argvlen[] = {0, 0, 1, make_key(k, key), len, rlc_format_u64(e, epoch),
                         rlc_format_u64(s, seq)};
     redisReply *r = NULL;
-    int rc = rlc_run_script(rl, S_CSTORE, 7, argv, argvlen, false, &r);
+    int rc = rlc_run_script(rl, S_CSTORE, 7, argv, argvlen, 0, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "cache store", r);

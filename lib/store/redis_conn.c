@@ -145,15 +145,16 @@ void rlc_guard_end(pipe_guard *g)
 
 /* ---- connection -------------------------------------------------------- */
 
-/* Frees the context. After a failed connect the next attempt waits out a
- * doubling backoff; after a failure on a working connection the next call
- * connects at once (the server may well be fine). */
-void rlc_drop(rl_log *rl, bool connect_failed)
+/* Frees the context. After a failed connect, or a server that let the
+ * wait limit pass, the next attempt waits out a doubling backoff: an
+ * attempt on a stalled server costs its caller a whole wait limit. After
+ * another failure on a working connection the next call connects at once
+ * (the server may well be fine). */
+void rlc_drop(rl_log *rl, bool back_off)
 {
     if (rl->c) redisFree(rl->c);
     rl->c = NULL;
-    if (connect_failed) {
-        rl->stats.connect_failures++;
+    if (back_off) {
         rl->retry_at_ms = ut_now_ms() + rl->backoff_ms;
         rl->backoff_ms = rl->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rl->backoff_ms * 2;
     } else {
@@ -161,14 +162,41 @@ void rlc_drop(rl_log *rl, bool connect_failed)
     }
 }
 
+/* Whether c's last error is its socket timeout: hiredis 0.14 reports a
+ * read or write that timed out (EAGAIN on a blocking socket) as an I/O
+ * error with strerror's text. */
+static bool timed_out(const redisContext *c)
+{
+    return c && c->err == REDIS_ERR_IO &&
+           (strcmp(c->errstr, strerror(EAGAIN)) == 0 || strcmp(c->errstr, strerror(EWOULDBLOCK)) == 0);
+}
+
 /* An I/O error on the context: the outcome of whatever was in flight is
  * unknown and the context is dead (hiredis 0.14). */
 int rlc_io_error(rl_log *rl, const char *what)
 {
-    rlc_set_error(rl, "%s: %s", what,
-                  rl->c && rl->c->errstr[0] ? rl->c->errstr : "connection lost");
-    rlc_drop(rl, false);
+    bool stalled = timed_out(rl->c);
+    if (stalled)
+        rlc_set_error(rl, "%s: no answer within %u ms", what, rl->sock_wait_ms);
+    else
+        rlc_set_error(rl, "%s: %s", what,
+                      rl->c && rl->c->errstr[0] ? rl->c->errstr : "connection lost");
+    rlc_drop(rl, stalled);
     return DSYNC_EUNAVAILABLE;
+}
+
+/* Sets the socket's timeout to ms unless it is set so already. */
+static void use_wait(rl_log *rl, unsigned ms)
+{
+    if (rl->c && rl->sock_wait_ms != ms && redisSetTimeout(rl->c, rlc_ms_to_tv(ms)) == REDIS_OK)
+        rl->sock_wait_ms = ms;
+}
+
+/* A failed connect attempt: counted, and the next one backs off. */
+static void connect_failed(rl_log *rl)
+{
+    rl->stats.connect_failures++;
+    rlc_drop(rl, true);
 }
 
 /* Maps an error reply to a code and records its text. */
@@ -198,21 +226,21 @@ int rlc_connect(rl_log *rl, bool *fresh)
     if (rl->c) return 0;
     if (ut_now_ms() < rl->retry_at_ms) return DSYNC_EUNAVAILABLE; /* last_error says why */
 
-    redisContext *c =
-        redisConnectWithTimeout(rl->host, rl->port, rlc_ms_to_tv(RL_CONNECT_TIMEOUT_MS));
+    redisContext *c = redisConnectWithTimeout(rl->host, rl->port, rlc_ms_to_tv(rl->wait_ms));
     if (!c || c->err) {
         rlc_set_error(rl, "connect to %s:%d: %s", rl->host, rl->port,
                       c ? c->errstr : "out of memory");
         if (c) redisFree(c);
-        rlc_drop(rl, true);
+        connect_failed(rl);
         return DSYNC_EUNAVAILABLE;
     }
     rl->c = c;
-    if (redisSetTimeout(c, rlc_ms_to_tv(RL_COMMAND_TIMEOUT_MS)) != REDIS_OK) {
+    if (redisSetTimeout(c, rlc_ms_to_tv(rl->wait_ms)) != REDIS_OK) {
         rlc_set_error(rl, "setting the command timeout: %s", c->errstr);
-        rlc_drop(rl, true);
+        connect_failed(rl);
         return DSYNC_EUNAVAILABLE;
     }
+    rl->sock_wait_ms = rl->wait_ms;
     (void)redisEnableKeepAlive(c); /* best effort: only finds dead peers sooner */
 
     char dbs[16];
@@ -231,7 +259,7 @@ int rlc_connect(rl_log *rl, bool *fresh)
     }
     if (!ok) {
         rlc_set_error(rl, "connect: out of memory");
-        rlc_drop(rl, true);
+        connect_failed(rl);
         return DSYNC_ENOMEM;
     }
     rl->stats.round_trips++;
@@ -239,8 +267,12 @@ int rlc_connect(rl_log *rl, bool *fresh)
     for (int i = 0; i < sent; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c, (void **)&r) != REDIS_OK) {
-            rlc_set_error(rl, "connect to %s:%d: %s", rl->host, rl->port, c->errstr);
-            rlc_drop(rl, true);
+            if (timed_out(c))
+                rlc_set_error(rl, "connect to %s:%d: no answer within %u ms", rl->host, rl->port,
+                              rl->wait_ms);
+            else
+                rlc_set_error(rl, "connect to %s:%d: %s", rl->host, rl->port, c->errstr);
+            connect_failed(rl);
             return DSYNC_EUNAVAILABLE;
         }
         bool select = rl->db != 0 && i == 0;
@@ -263,7 +295,7 @@ int rlc_connect(rl_log *rl, bool *fresh)
         freeReplyObject(r);
     }
     if (rc != 0) {
-        rlc_drop(rl, true);
+        connect_failed(rl);
         return rc == DSYNC_EIO ? DSYNC_EUNAVAILABLE : rc;
     }
     rl->backoff_ms = BACKOFF_MIN_MS;
@@ -277,13 +309,15 @@ int rlc_connect(rl_log *rl, bool *fresh)
 /* One command, one round trip; *out gets any reply, error replies too. An
  * idempotent command (a read) that finds a reused connection dead is sent
  * once more on a fresh one; a write never is: its outcome is unknown. */
-int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
+int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
                 redisReply **out)
 {
     rlc_settle(rl); /* the replies of a flush in flight come first */
     pipe_guard g;
     rlc_guard_begin(&g);
     int rc;
+    unsigned wait = rl->wait_ms;
+    if ((flags & RLC_BULK) && wait < RL_COMMAND_TIMEOUT_MS) wait = RL_COMMAND_TIMEOUT_MS;
     for (int attempt = 0;; attempt++) {
         bool fresh;
         rc = rlc_connect(rl, &fresh);
@@ -295,13 +329,15 @@ int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, 
             break;
         }
         rl->stats.round_trips++;
+        use_wait(rl, wait);
         void *r = NULL;
         if (redisGetReply(rl->c, &r) == REDIS_OK) {
+            use_wait(rl, rl->wait_ms);
             *out = r;
             break;
         }
         rc = rlc_io_error(rl, argv[0]);
-        if (!(idempotent && !fresh && attempt == 0)) break;
+        if (!((flags & RLC_IDEMPOTENT) && !fresh && attempt == 0)) break;
     }
     rlc_guard_end(&g);
     return rc;
@@ -311,13 +347,13 @@ int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, 
  * when Redis lost the script: NOSCRIPT means it did not run, so sending it
  * again is safe even for a write. argv[0..2] are filled in here. */
 int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
-                   bool idempotent, redisReply **out)
+                   int flags, redisReply **out)
 {
     argv[0] = "EVALSHA";
     argvlen[0] = 7;
     argv[1] = rl->sha[script];
     argvlen[1] = 40;
-    int rc = rlc_command(rl, argc, argv, argvlen, idempotent, out);
+    int rc = rlc_command(rl, argc, argv, argvlen, flags, out);
     if (rc == 0 && rlc_is_noscript(*out)) {
         freeReplyObject(*out);
         *out = NULL;
@@ -325,7 +361,7 @@ int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *
         argvlen[0] = 4;
         argv[1] = rlc_scripts[script];
         argvlen[1] = strlen(rlc_scripts[script]);
-        rc = rlc_command(rl, argc, argv, argvlen, idempotent, out);
+        rc = rlc_command(rl, argc, argv, argvlen, flags, out);
     }
     return rc;
 }

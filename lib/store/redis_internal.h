@@ -64,6 +64,8 @@ struct rl_log {
     redisContext *c;       /* NULL: disconnected */
     uint64_t retry_at_ms;  /* no connect attempt before this */
     unsigned backoff_ms;   /* the wait after the next failed connect */
+    unsigned wait_ms;      /* the wait limit (redis_log.h, "Connection") */
+    unsigned sock_wait_ms; /* the timeout set on c's socket now */
     char sha[S_COUNT][41]; /* from SCRIPT LOAD on connect */
     batch_set sets[2];
     batch_set *buf; /* rl_append fills it */
@@ -100,9 +102,11 @@ size_t rlc_format_u64(char *buf, uint64_t v);
 uint64_t rlc_parse_u64(const char *s, size_t len);
 /* Splits redis://host[:port][/db] into rl; DSYNC_ECONFIG with msg. */
 int rlc_parse_url(const char *url, rl_log *rl, char *msg, size_t msglen);
-/* Frees the context; after a failed connect the next waits out a backoff. */
-void rlc_drop(rl_log *rl, bool connect_failed);
-/* The context died mid-command: outcome unknown, DSYNC_EUNAVAILABLE. */
+/* Frees the context; with back_off (a failed connect, a stalled server)
+ * the next connect waits out a doubling backoff, else it may come at once. */
+void rlc_drop(rl_log *rl, bool back_off);
+/* The context died mid-command, or its wait limit passed: outcome unknown,
+ * DSYNC_EUNAVAILABLE. A timeout backs off the next connect. */
 int rlc_io_error(rl_log *rl, const char *what);
 /* An error reply's code (transient ones DSYNC_EUNAVAILABLE), text kept. */
 int rlc_reply_error(rl_log *rl, const char *what, const redisReply *r);
@@ -112,12 +116,17 @@ int rlc_connect(rl_log *rl, bool *fresh);
 /* Reads the replies of a flush in flight to the end (blocking), so the
  * connection is free for another command. */
 void rlc_settle(rl_log *rl);
-/* One command, one round trip (after rlc_settle); a read on a dead reused connection is sent
- * once more, a write never. */
-int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, bool idempotent,
+/* rlc_command's flags. */
+enum {
+    RLC_IDEMPOTENT = 1, /* a read: sent once more on a fresh connection if a reused one is dead */
+    RLC_BULK = 2,       /* its reply may take RL_COMMAND_TIMEOUT_MS, beyond the wait limit */
+};
+/* One command, one round trip (after rlc_settle); a write (no
+ * RLC_IDEMPOTENT) is never sent twice. */
+int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
                 redisReply **out);
 /* EVALSHA of script (argv[0..2] filled in here), EVAL after NOSCRIPT. */
 int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
-                   bool idempotent, redisReply **out);
+                   int flags, redisReply **out);
 
 #endif

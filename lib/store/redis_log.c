@@ -37,7 +37,7 @@ static size_t make_key(char *buf, const char *topic, const char *suffix)
 
 /* ---- open and close ---------------------------------------------------- */
 
-int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
+int rl_open(const char *url, unsigned wait_ms, rl_log **out, char *err, size_t errlen)
 {
     char scratch[1];
     if (!err || errlen == 0) {
@@ -59,6 +59,7 @@ int rl_open(const char *url, rl_log **out, char *err, size_t errlen)
     rl->buf = &rl->sets[0];
     rl->fly = &rl->sets[1];
     rl->backoff_ms = BACKOFF_MIN_MS;
+    rl->wait_ms = wait_ms == 0 ? RL_COMMAND_TIMEOUT_MS : wait_ms < RL_WAIT_MIN_MS ? RL_WAIT_MIN_MS : wait_ms;
     int rc = rlc_parse_url(url, rl, err, errlen);
     if (rc == 0) {
         pipe_guard g;
@@ -102,7 +103,7 @@ int rl_claim(rl_log *rl, const char *topic, uint64_t epoch, uint64_t *stored)
     const char *argv[5] = {NULL, NULL, "1", key, ep};
     size_t argvlen[5] = {0, 0, 1, make_key(key, topic, "epoch"), rlc_format_u64(ep, epoch)};
     redisReply *r = NULL;
-    int rc = rlc_run_script(rl, S_CLAIM, 5, argv, argvlen, false, &r);
+    int rc = rlc_run_script(rl, S_CLAIM, 5, argv, argvlen, 0, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "claim", r);
@@ -505,7 +506,7 @@ int rl_load(rl_log *rl, const char *topic, rl_load_fn fn, void *ctx)
     const char *argv[5] = {NULL, NULL, "2", ksnap, klog};
     size_t argvlen[5] = {0, 0, 1, make_key(ksnap, topic, "snap"), make_key(klog, topic, "log")};
     redisReply *r = NULL;
-    int rc = rlc_run_script(rl, S_LOAD, 5, argv, argvlen, true, &r);
+    int rc = rlc_run_script(rl, S_LOAD, 5, argv, argvlen, RLC_IDEMPOTENT | RLC_BULK, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "load", r);
@@ -552,7 +553,7 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
                          rlc_format_u64(ep, epoch),
                          len};
     redisReply *r = NULL;
-    int rc = rlc_run_script(rl, S_REWRITE, 8, argv, argvlen, false, &r);
+    int rc = rlc_run_script(rl, S_REWRITE, 8, argv, argvlen, RLC_BULK, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "rewrite", r);
@@ -582,7 +583,7 @@ int rl_topics(rl_log *rl, rl_topic_fn fn, void *ctx)
                                "COUNT", SCAN_COUNT};
         redisReply *r = NULL;
         /* A SCAN sent again with the same cursor is harmless. */
-        rc = rlc_command(rl, 6, argv, NULL, true, &r);
+        rc = rlc_command(rl, 6, argv, NULL, RLC_IDEMPOTENT, &r);
         if (rc != 0) break;
         if (r->type == REDIS_REPLY_ERROR) {
             rc = rlc_reply_error(rl, "SCAN", r);
@@ -623,7 +624,7 @@ static int config_get(rl_log *rl, const char *name, char *out, size_t outlen)
 {
     const char *argv[3] = {"CONFIG", "GET", name};
     redisReply *r = NULL;
-    int rc = rlc_command(rl, 3, argv, NULL, true, &r);
+    int rc = rlc_command(rl, 3, argv, NULL, RLC_IDEMPOTENT, &r);
     if (rc != 0) return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         rc = rlc_reply_error(rl, "CONFIG GET", r);

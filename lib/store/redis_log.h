@@ -45,9 +45,19 @@
  * writer, and a rewrite whose outcome is unknown left either the old
  * snapshot plus its log or the new snapshot, which are the same state.
  *
- * Connection. One hiredis context, owned by one thread (the node loop),
- * with 1 s connect and command timeouts; blocking, except that a flush in
- * flight is read as its replies arrive (the caller polls the socket). hiredis 0.14 never
+ * Connection. One hiredis context, owned by one thread (the node loop);
+ * blocking, except that a flush in flight is read as its replies arrive
+ * (the caller polls the socket). Every blocking wait is bounded by the
+ * handle's WAIT LIMIT (rl_open's wait_ms): the connect, each reply of a
+ * command, each write. A node sets it well below its election timeout, as
+ * its loop also sends Raft's heartbeats: a stalled Redis (SIGSTOP, a
+ * blackholed link, a disk that hangs its AOF fsync) costs the loop at
+ * most one wait limit, then calls fail fast. Two waits are longer,
+ * RL_COMMAND_TIMEOUT_MS of silence, as their size may make Redis work
+ * that long before it answers: rl_load and rl_rewrite; and a flush in
+ * flight, which blocks nobody, is given up after that long without a
+ * reply. A wait that times out is taken as a stalled server: like a
+ * failed connect, it starts the backoff below. hiredis 0.14 never
  * reconnects and a context is dead after any error, so after an I/O error
  * the context is freed and the next call connects again (failed connects
  * back off from 50 ms to 1 s, and calls inside the backoff fail at once:
@@ -96,8 +106,11 @@
 #define RL_BATCH_MAX_BYTES (256u << 20)
 #define RL_BATCH_MAX_RECORDS 1000000u
 
-#define RL_CONNECT_TIMEOUT_MS 1000
+/* The wait limit rl_open's wait_ms 0 means, and the silence a flush in
+ * flight, rl_load or rl_rewrite may meet before it is given up. */
 #define RL_COMMAND_TIMEOUT_MS 1000
+/* The shortest wait limit rl_open takes (a shorter wait_ms is raised). */
+#define RL_WAIT_MIN_MS 10
 
 typedef struct rl_log rl_log;
 
@@ -114,12 +127,14 @@ typedef struct {
 } rl_stats;
 
 /* Parses url ("redis://host[:port][/db]", port 6379 and db 0 by default,
- * "[::1]" for an IPv6 address; no credentials) and connects. 0 with *out
- * set; DSYNC_ECONFIG for a bad URL or a database Redis refuses;
+ * "[::1]" for an IPv6 address; no credentials) and connects, waiting at
+ * most wait_ms (0: RL_COMMAND_TIMEOUT_MS) for the connect and for each
+ * reply of the calls to come (see "Connection"). 0 with *out set;
+ * DSYNC_ECONFIG for a bad URL or a database Redis refuses;
  * DSYNC_EUNAVAILABLE when Redis cannot be reached (retry the open). err
  * (may be NULL) gets a message on failure. The caller owns *out and
  * frees it with rl_close. */
-int rl_open(const char *url, rl_log **out, char *err, size_t errlen);
+int rl_open(const char *url, unsigned wait_ms, rl_log **out, char *err, size_t errlen);
 /* Closes the connection and frees the handle, dropping buffered records
  * that were not flushed. NULL is a no-op. */
 void rl_close(rl_log *rl);

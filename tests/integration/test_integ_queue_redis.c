@@ -6,7 +6,9 @@
  * exactly once; kill -9 of a topic's owner moves its topics to the next
  * live node with nothing acknowledged lost, and they come back when it
  * returns; an owner cut off from the cluster is fenced and delivers
- * nothing once another node has taken its topic over. One node: a lost
+ * nothing once another node has taken its topic over; Redis stopped
+ * (SIGSTOP) under queue and cache calls costs the lock service no leader
+ * change and no refused lock. One node: a lost
  * Redis gives 503 and the node reconnects by itself; kill -9 of the node
  * loses nothing. Skipped when redis-server is not installed.
  */
@@ -463,6 +465,121 @@ static void test_calls_behind_a_write_redis_never_answers_fail_and_leave_no_trac
     json_decref(c);
 }
 
+/* ---- a stalled Redis and the lock service ------------------------------- */
+
+#define STALL_MS 3000
+
+typedef struct {
+    const h_node *n;
+    int index;
+    long long deadline_ms;
+    int lock_cycles, lock_failures; /* acquire + release, both 200 */
+    int store_calls;                /* queue and cache calls tried meanwhile */
+} stall_load;
+
+/* Lock cycles, which do not need Redis, on one node until the deadline
+ * (at most 5,000). */
+static void *stall_locks_main(void *p)
+{
+    stall_load *l = p;
+    char key[32], client[32];
+    snprintf(key, sizeof key, "stall-%d", l->index);
+    snprintf(client, sizeof client, "c%d", l->index);
+    for (int i = 0; i < 5000 && h_now_ms() < l->deadline_ms; i++) {
+        int st, st2 = 0;
+        json_t *j = h_post(l->n, "/locks/acquire", &st,
+                           "{\"key\":\"%s\",\"client_id\":\"%s\",\"mode\":\"X\"}", key, client);
+        json_decref(j);
+        if (st == 200) {
+            j = h_post(l->n, "/locks/release", &st2, "{\"key\":\"%s\",\"client_id\":\"%s\"}",
+                       key, client);
+            json_decref(j);
+        }
+        if (st == 200 && st2 == 200)
+            l->lock_cycles++;
+        else
+            l->lock_failures++;
+    }
+    return NULL;
+}
+
+/* Queue and cache calls that need Redis, on one node until the deadline
+ * (at most 500; each answers 503 or times out, whatever). */
+static void *stall_store_main(void *p)
+{
+    stall_load *l = p;
+    char body[128];
+    for (int i = 0; i < 500 && h_now_ms() < l->deadline_ms; i++) {
+        h_resp r;
+        if (i % 2 == 0)
+            snprintf(body, sizeof body, "{\"topic\":\"stall-%d\",\"message\":%d}", i % TOPICS, i);
+        else
+            snprintf(body, sizeof body, "{\"key\":\"stall-%d-%d\",\"value\":\"v\"}", l->index, i);
+        if (h_http(l->n, "POST", i % 2 == 0 ? "/queue/enqueue" : "/cache/put", body, "", &r) == 0)
+            h_resp_free(&r);
+        l->store_calls++;
+    }
+    return NULL;
+}
+
+/* Redis stops answering (SIGSTOP) for 3 s while every node takes queue
+ * and cache calls that need it: each node's loop, which also carries Raft,
+ * waits on Redis at most a fifth of an election timeout at a time, so no
+ * follower misses the leader, no leader loses its term, and the lock
+ * service, which does not use Redis, keeps granting. Then Redis goes on
+ * and the queue serves again by itself. */
+static void test_a_stalled_redis_costs_the_lock_service_nothing(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_cluster(f, NULL), 0);
+    h_cluster *c = &f->cluster;
+    /* Every node owns some of the topics: claimed and loaded first. */
+    for (int t = 0; t < TOPICS; t++) {
+        char topic[16];
+        snprintf(topic, sizeof topic, "stall-%d", t);
+        assert_true(h_enqueue_retrying(&c->nodes[0], topic, 1, 10000) > 0);
+    }
+    long long term[3];
+    double changes[3];
+    for (int i = 0; i < 3; i++) {
+        term[i] = h_health_int(&c->nodes[i], "term");
+        changes[i] = h_metric(&c->nodes[i], "raft_leader_changes_total");
+        assert_true(term[i] > 0);
+        assert_true(changes[i] >= 1);
+    }
+
+    assert_int_equal(kill(f->redis.pid, SIGSTOP), 0);
+    stall_load load[3];
+    pthread_t locks[3], store[3];
+    long long deadline = h_now_ms() + STALL_MS;
+    for (int i = 0; i < 3; i++) {
+        load[i] = (stall_load){.n = &c->nodes[i], .index = i, .deadline_ms = deadline};
+        assert_int_equal(pthread_create(&store[i], NULL, stall_store_main, &load[i]), 0);
+        assert_int_equal(pthread_create(&locks[i], NULL, stall_locks_main, &load[i]), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(locks[i], NULL);
+    assert_int_equal(kill(f->redis.pid, SIGCONT), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(store[i], NULL);
+
+    for (int i = 0; i < 3; i++) {
+        print_message("node %d: %d lock cycles, %d failed; %d queue and cache calls\n",
+                      c->nodes[i].node_id, load[i].lock_cycles, load[i].lock_failures,
+                      load[i].store_calls);
+        assert_true(load[i].store_calls > 0);
+        assert_true(load[i].lock_cycles > 0);
+        assert_int_equal(load[i].lock_failures, 0);
+        assert_int_equal(h_health_int(&c->nodes[i], "term"), term[i]);
+        assert_true(h_metric(&c->nodes[i], "raft_leader_changes_total") == changes[i]);
+    }
+    for (int t = 0; t < TOPICS; t++) {
+        char topic[16];
+        snprintf(topic, sizeof topic, "stall-%d", t);
+        assert_true(h_enqueue_retrying(&c->nodes[t % 3], topic, 2, 10000) > 0);
+    }
+}
+
 /* ---- an embedded node (the library, no HTTP) ---------------------------- */
 
 #define EMB_THREADS 8
@@ -673,6 +790,8 @@ static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_stalled_redis_costs_the_lock_service_nothing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_producers_and_consumers_on_three_nodes_ack_every_message_once, setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -116,7 +116,7 @@ static rl_log *open_ok(const char *url)
 {
     rl_log *rl = NULL;
     char err[256] = "";
-    int rc = rl_open(url, &rl, err, sizeof err);
+    int rc = rl_open(url, 0, &rl, err, sizeof err);
     if (rc != 0) fail_msg("rl_open(%s): %s (%s)", url, dsync_strerror(rc), err);
     return rl;
 }
@@ -459,6 +459,145 @@ static void test_a_flight_redis_never_answers_is_given_up_at_its_deadline(void *
     rl_close(rl);
 }
 
+static rl_log *open_waiting(const char *url, unsigned wait_ms)
+{
+    rl_log *rl = NULL;
+    char err[256] = "";
+    int rc = rl_open(url, wait_ms, &rl, err, sizeof err);
+    if (rc != 0) fail_msg("rl_open(%s): %s (%s)", url, dsync_strerror(rc), err);
+    return rl;
+}
+
+/* A node's loop also sends Raft's heartbeats: a stalled Redis must cost it
+ * one wait limit, not one per call, nor the 1 s default. */
+static void test_a_stalled_redis_costs_one_wait_limit_then_calls_fail_at_once(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_waiting(f->redis.url, 100);
+    assert_int_equal(rl_claim(rl, "w", 1, NULL), 0);
+    assert_int_equal(kill(f->redis.pid, SIGSTOP), 0);
+
+    uint64_t t0 = ut_now_ms();
+    assert_int_equal(rl_claim(rl, "w", 2, NULL), DSYNC_EUNAVAILABLE);
+    uint64_t took = ut_now_ms() - t0;
+    assert_true(took >= 100);
+    assert_true(took < RL_COMMAND_TIMEOUT_MS);
+    assert_non_null(strstr(rl_last_error(rl), "no answer within 100 ms"));
+
+    /* Taken as a stalled server: the next calls, inside the backoff, fail
+     * without touching the network. */
+    rl_stats before, after;
+    rl_get_stats(rl, &before);
+    uint64_t t1 = ut_now_ms();
+    assert_int_equal(rl_claim(rl, "w", 3, NULL), DSYNC_EUNAVAILABLE);
+    loaded l = {0};
+    assert_int_equal(rl_load(rl, "w", collect, &l), DSYNC_EUNAVAILABLE);
+    append_text(rl, "w", 1, "x");
+    assert_int_equal(rl_flush_start(rl), 0);
+    assert_true(rl_flush_poll(rl)); /* never sent: its fate is known at once */
+    assert_int_equal(rl_flush_finish(rl, NULL, NULL), DSYNC_EUNAVAILABLE);
+    rl_get_stats(rl, &after);
+    assert_int_equal(after.round_trips, before.round_trips);
+    assert_int_equal(after.connect_failures, before.connect_failures);
+    assert_true(ut_now_ms() - t1 < 100);
+
+    /* Redis goes on: a call after the backoff connects and works. */
+    assert_int_equal(kill(f->redis.pid, SIGCONT), 0);
+    int rc = DSYNC_EUNAVAILABLE;
+    for (uint64_t until = ut_now_ms() + 5000; rc != 0 && ut_now_ms() < until;) {
+        rc = rl_claim(rl, "w", 4, NULL);
+        if (rc != 0) usleep(10 * 1000);
+    }
+    assert_int_equal(rc, 0);
+    loaded_free(&l);
+    rl_close(rl);
+}
+
+/* Sends a script that keeps Redis busy for ms on a connection of its own,
+ * without waiting for its answer (read by busy_end). */
+static redisContext *busy_begin(fixture *f, int ms)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
+    if (!c || c->err) fail_msg("busy connect: %s", c ? c->errstr : "oom");
+    char ms_text[16];
+    snprintf(ms_text, sizeof ms_text, "%d", ms);
+    assert_int_equal(redisAppendCommand(c, "EVAL %s 0 %s",
+                                        "local t = redis.call('TIME') "
+                                        "local start = t[1] * 1000000 + t[2] "
+                                        "repeat t = redis.call('TIME') "
+                                        "until t[1] * 1000000 + t[2] - start >= ARGV[1] * 1000 "
+                                        "return 1",
+                                        ms_text),
+                     REDIS_OK);
+    int done = 0;
+    while (!done)
+        assert_int_equal(redisBufferWrite(c, &done), REDIS_OK);
+    return c;
+}
+
+static void busy_end(redisContext *c)
+{
+    void *r = NULL;
+    assert_int_equal(redisGetReply(c, &r), REDIS_OK);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* Waits (at most 5 s) until the script busy_begin sent is running: Redis
+ * answers nobody else meanwhile, so a PING that gets no answer within
+ * 20 ms says it is. */
+static void wait_redis_busy(fixture *f)
+{
+    struct timeval tv = {0, 20 * 1000};
+    for (uint64_t until = ut_now_ms() + 5000; ut_now_ms() < until;) {
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
+        if (!c || c->err) fail_msg("ping connect: %s", c ? c->errstr : "oom");
+        assert_int_equal(redisSetTimeout(c, tv), REDIS_OK);
+        redisReply *r = redisCommand(c, "PING");
+        bool busy = r == NULL;
+        freeReplyObject(r);
+        redisFree(c);
+        if (busy) return;
+    }
+    fail_msg("the busy script did not start within 5 s");
+}
+
+/* Loads and rewrites may make Redis work longer than the wait limit before
+ * it answers (a big topic): they wait RL_COMMAND_TIMEOUT_MS; a claim, a
+ * small command, does not. */
+static void test_loads_and_rewrites_outwait_the_wait_limit_small_calls_do_not(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_waiting(f->redis.url, 100);
+    assert_int_equal(rl_claim(rl, "b", 1, NULL), 0);
+    append_text(rl, "b", 1, "one");
+    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+
+    redisContext *busy = busy_begin(f, 300);
+    wait_redis_busy(f);
+    loaded l = {0};
+    assert_int_equal(rl_load(rl, "b", collect, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_item(&l, 0, RL_RECORD, "one");
+    loaded_free(&l);
+    busy_end(busy);
+
+    busy = busy_begin(f, 300);
+    wait_redis_busy(f);
+    assert_int_equal(rl_rewrite(rl, "b", 1, "snap", 4), 0);
+    busy_end(busy);
+
+    busy = busy_begin(f, 300);
+    wait_redis_busy(f);
+    assert_int_equal(rl_claim(rl, "b", 2, NULL), DSYNC_EUNAVAILABLE);
+    assert_non_null(strstr(rl_last_error(rl), "no answer within 100 ms"));
+    busy_end(busy);
+    rl_close(rl);
+}
+
 static void test_one_flush_writes_many_topics_in_one_round_trip(void **state)
 {
     fixture *f = *state;
@@ -753,7 +892,7 @@ static void test_calls_fail_with_unavailable_when_redis_is_killed(void **state)
     /* Opening with Redis down says so. */
     rl_log *none = NULL;
     char err[256] = "";
-    assert_int_equal(rl_open(f->redis.url, &none, err, sizeof err), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_open(f->redis.url, 0, &none, err, sizeof err), DSYNC_EUNAVAILABLE);
     assert_null(none);
     assert_true(err[0] != '\0');
 }
@@ -828,24 +967,24 @@ static void test_a_bad_url_is_a_configuration_error(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rl_log *rl = (rl_log *)&rl; /* must come back NULL */
         char err[128] = "";
-        int rc = rl_open(bad[i], &rl, err, sizeof err);
+        int rc = rl_open(bad[i], 0, &rl, err, sizeof err);
         if (rc != DSYNC_ECONFIG) fail_msg("%s: got %d, want ECONFIG", bad[i], rc);
         assert_null(rl);
         assert_true(err[0] != '\0');
     }
     rl_log *rl = NULL;
-    assert_int_equal(rl_open(NULL, &rl, NULL, 0), DSYNC_ECONFIG);
+    assert_int_equal(rl_open(NULL, 0, &rl, NULL, 0), DSYNC_ECONFIG);
 
     /* Nothing listens there: unreachable, not misconfigured. */
     char url[128], err[256] = "";
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", h_free_port());
-    assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_EUNAVAILABLE);
+    assert_int_equal(rl_open(url, 0, &rl, err, sizeof err), DSYNC_EUNAVAILABLE);
     assert_non_null(strstr(err, "127.0.0.1"));
 
     REQUIRE_REDIS(f);
     /* A database the server does not have. */
     snprintf(url, sizeof url, "%s/99", f->redis.url);
-    assert_int_equal(rl_open(url, &rl, err, sizeof err), DSYNC_ECONFIG);
+    assert_int_equal(rl_open(url, 0, &rl, err, sizeof err), DSYNC_ECONFIG);
     assert_null(rl);
     snprintf(url, sizeof url, "redis://[127.0.0.1]:%d/", f->redis.port);
     rl = open_ok(url);
@@ -1101,6 +1240,10 @@ int main(void)
             test_discard_drops_buffered_records_and_never_those_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_flight_redis_never_answers_is_given_up_at_its_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_stalled_redis_costs_one_wait_limit_then_calls_fail_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_loads_and_rewrites_outwait_the_wait_limit_small_calls_do_not, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_flush_writes_many_topics_in_one_round_trip, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

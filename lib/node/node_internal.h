@@ -156,6 +156,8 @@ typedef struct {
     dsync_metric *enqueued, *consumed, *acked, *requeued, *dead_lettered; /* by topic */
     dsync_metric *depth, *in_flight;                                      /* by topic */
     dsync_series *enqueue_seconds, *consume_seconds, *fsync_seconds;
+    dsync_series *adopted;  /* counter: units claimed when a view placed them here */
+    dsync_series *adopting; /* gauge: 1 while those claims go on */
 } nd_queue_metrics;
 
 typedef struct {
@@ -263,6 +265,9 @@ struct dsync_node {
     uint64_t rl_next_open_ms; /* when to try connecting again */
     ut_map q_claims;          /* base topic -> nq_claim: units loaded here */
     bool q_adopted;           /* the units of the current view were claimed */
+    char q_adopt_cursor[RL_CURSOR_MAX]; /* where the claiming goes on (a SCAN cursor) */
+    size_t q_adopt_count, q_adopt_failed; /* units claimed so far for the current view, or not */
+    bool q_adopt_warned;                /* the listing failed and said so */
 
     /* The cache (node_cache.c). */
     cc_node *cache;
@@ -412,7 +417,7 @@ void nq_redis_drain(dsync_node *n);
 /* The Redis socket to poll while a flush is in flight, else -1. */
 int nd_queue_pollfd(const dsync_node *n);
 /* Claims now the units in Redis this node owns under the current view. */
-void nq_adopt_units(dsync_node *n);
+bool nq_adopt_units(dsync_node *n);
 
 int nd_queue_open(dsync_node *n);
 void nd_queue_close(dsync_node *n);

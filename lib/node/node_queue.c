@@ -146,6 +146,13 @@ static void register_metrics(dsync_node *n)
         m, "queue_fsync_seconds",
         "Time of one group commit: an fsync of the local queue file, or a round trip to Redis.", NULL,
         dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    qm->adopted = dsync_metric_series0(dsync_metrics_counter(
+        m, "queue_units_adopted_total",
+        "Topics in Redis claimed by this node because a view placed them here.", NULL));
+    qm->adopting = dsync_metric_series0(dsync_metrics_gauge(
+        m, "queue_adoption_pending",
+        "1 while this node is still claiming the topics in Redis its view placed here.", NULL));
+    if (nq_redis_mode(n)) dsync_series_set(qm->adopting, 1); /* none claimed before the first view */
 }
 
 void nq_topic_gauges(dsync_node *n, const char *topic)
@@ -545,12 +552,14 @@ uint64_t nd_queue_flight_deadline(const dsync_node *n)
 uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
 {
     uint64_t wall = ut_wall_ms();
-    if (nq_redis_mode(n) && !n->q_adopted) nq_adopt_units(n); /* e.g. caught up after a restart */
+    /* Caught up after a restart, or the claims of a view go on: then the
+     * loop comes back at once, after its peers. */
+    bool more = nq_redis_mode(n) && !n->q_adopted && nq_adopt_units(n);
     if (q_next_deadline(n->queue) <= wall && !n->queue_broken) {
         q_tick(n->queue, wall, NULL);
         journal_out(n);
     }
-    uint64_t next = UINT64_MAX;
+    uint64_t next = more ? now_ms : UINT64_MAX;
     if (n->q_ready_dirty || n->q_parked) {
         n->q_ready_dirty = false;
         uint64_t p = serve_parked(n, wall);
@@ -587,6 +596,7 @@ int nd_queue_open(dsync_node *n)
     q_set_listener(n->queue, on_queue_event, n);
     ut_buf_init(&n->journal);
     ut_map_init(&n->q_claims);
+    strcpy(n->q_adopt_cursor, "0");
     if (nq_redis_mode(n)) {
         /* Topics come from Redis as they are used; placement, from the view. */
         q_set_journal(n->queue, &n->journal);

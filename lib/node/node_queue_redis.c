@@ -329,8 +329,12 @@ int nd_queue_pollfd(const dsync_node *n)
 
 typedef struct {
     dsync_node *n;
+    uint64_t until_ms; /* no claim begun after this */
     size_t adopted, failed;
 } nq_adopt_ctx;
+
+/* Stops a page of the listing (it is told again next time). */
+#define ADOPT_PAUSED 1
 
 static int adopt_one(void *ctx, const char *topic)
 {
@@ -339,37 +343,68 @@ static int adopt_one(void *ctx, const char *topic)
     if (!nq_topic_ok(topic) || ut_map_get(&n->q_claims, topic) ||
         nq_owner_of(n, topic) != n->cfg.node_id)
         return 0;
-    if (nq_claim_unit(n, topic) == 0)
+    /* At least one claim a turn, so the listing always moves on. */
+    if (a->adopted + a->failed > 0 && ut_now_ms() >= a->until_ms) return ADOPT_PAUSED;
+    if (nq_claim_unit(n, topic) == 0) {
         a->adopted++;
-    else
+        dsync_series_add(n->qm.adopted, 1);
+    } else {
         a->failed++;
+    }
     return 0;
 }
 
 /* Claims now, rather than at their first call, the units in Redis this
  * node owns under the current view, so their leases run out on time and
  * their gauges show. Only once the log is applied up to the commit index:
- * a node replaying old views would claim what has moved on since. */
-void nq_adopt_units(dsync_node *n)
+ * a node replaying old views would claim what has moved on since. A view
+ * may place thousands of units here, two round trips each: the loop, which
+ * also carries Raft, spends at most a tenth of an election timeout a turn
+ * on them and goes on next turn from where it stopped. True while claims
+ * remain to be made (the loop should come back at once). */
+bool nq_adopt_units(dsync_node *n)
 {
-    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) || !nd_is_member(n, n->cfg.node_id))
-        return;
+    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) ||
+        !nd_is_member(n, n->cfg.node_id))
+        return false;
     rl_log *rl = nd_redis(n);
-    if (!rl) return;
-    nq_adopt_ctx a = {.n = n};
-    n->q_adopted = true;
-    if (rl_topics(rl, adopt_one, &a) != 0)
-        ut_log(&n->log, DSYNC_LOG_WARN, "queue: listing topics in Redis: %s", rl_last_error(rl));
-    if (a.adopted || a.failed)
-        ut_log(&n->log, DSYNC_LOG_INFO,
-               "queue: view %" PRIu64 ": took over %zu topic(s) from Redis%s", n->fsm.view_index,
-               a.adopted, a.failed ? " (some could not be loaded yet)" : "");
+    if (!rl) return false;
+    nq_adopt_ctx a = {.n = n, .until_ms = ut_now_ms() + nd_election_ms(n) / 10};
+    int rc = 0;
+    do
+        rc = rl_topics_page(rl, n->q_adopt_cursor, adopt_one, &a);
+    while (rc == 0 && strcmp(n->q_adopt_cursor, "0") != 0 && ut_now_ms() < a.until_ms);
+    n->q_adopt_count += a.adopted;
+    n->q_adopt_failed += a.failed;
+    if (rc != 0 && rc != ADOPT_PAUSED) {
+        /* Tried again every tick, from the same page; said once a view. */
+        if (!n->q_adopt_warned)
+            ut_log(&n->log, DSYNC_LOG_WARN, "queue: listing topics in Redis: %s",
+                   rl_last_error(rl));
+        n->q_adopt_warned = true;
+        return false;
+    }
+    if (rc == 0 && strcmp(n->q_adopt_cursor, "0") == 0) {
+        n->q_adopted = true;
+        dsync_series_set(n->qm.adopting, 0);
+        if (n->q_adopt_count || n->q_adopt_failed)
+            ut_log(&n->log, DSYNC_LOG_INFO,
+                   "queue: view %" PRIu64 ": took over %zu topic(s) from Redis%s",
+                   n->fsm.view_index, n->q_adopt_count,
+                   n->q_adopt_failed ? " (some could not be loaded yet)" : "");
+        return false;
+    }
+    return true;
 }
 
 void nd_queue_view_changed(dsync_node *n)
 {
     if (!nq_redis_mode(n) || !n->queue) return;
     n->q_adopted = false;
+    strcpy(n->q_adopt_cursor, "0"); /* the new view's claims start over */
+    n->q_adopt_count = n->q_adopt_failed = 0;
+    n->q_adopt_warned = false;
+    dsync_series_set(n->qm.adopting, 1);
     nq_build_ring(n, n->fsm.live, n->fsm.n_live);
     /* Units placed elsewhere now leave, their records not yet sent with
      * them; those in flight land or are fenced off. */

@@ -570,51 +570,69 @@ int rl_rewrite(rl_log *rl, const char *topic, uint64_t epoch, const void *snapsh
 
 /* ---- topics and info --------------------------------------------------- */
 
+/* One SCAN from cursor: fn for each topic of the page not in seen (which
+ * may be NULL: no dedup). The cursor moves on only when the whole page
+ * was told (fn returned 0 for each): a stopped page is scanned again. */
+static int topics_page(rl_log *rl, char cursor[RL_CURSOR_MAX], rl_topic_fn fn, void *ctx,
+                       ut_map *seen)
+{
+    static const size_t pre = sizeof KEY_PREFIX - 1, suf = sizeof EPOCH_SUFFIX - 1;
+    const char *argv[6] = {"SCAN", cursor, "MATCH", KEY_PREFIX "*" EPOCH_SUFFIX, "COUNT", SCAN_COUNT};
+    redisReply *r = NULL;
+    /* A SCAN sent again with the same cursor is harmless. */
+    int rc = rlc_command(rl, 6, argv, NULL, RLC_IDEMPOTENT, &r);
+    if (rc != 0) return rc;
+    if (r->type == REDIS_REPLY_ERROR) {
+        rc = rlc_reply_error(rl, "SCAN", r);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[0]->len >= RL_CURSOR_MAX ||
+               strspn(r->element[0]->str, "0123456789") != r->element[0]->len ||
+               r->element[1]->type != REDIS_REPLY_ARRAY) {
+        rlc_set_error(rl, "SCAN: unexpected reply");
+        rc = DSYNC_EIO;
+    } else {
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; rc == 0 && i < keys->elements; i++) {
+            const redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len <= pre + suf) continue;
+            size_t tlen = k->len - pre - suf;
+            char topic[RL_TOPIC_MAX + 1];
+            if (tlen > RL_TOPIC_MAX || memchr(k->str + pre, '\0', tlen)) continue;
+            memcpy(topic, k->str + pre, tlen);
+            topic[tlen] = '\0';
+            if (!valid_topic(topic) || (seen && ut_map_get(seen, topic))) continue;
+            if (seen && ut_map_put(seen, topic, seen) != 0) {
+                rc = DSYNC_ENOMEM;
+                break;
+            }
+            rc = fn(ctx, topic);
+        }
+        if (rc == 0) {
+            memcpy(cursor, r->element[0]->str, r->element[0]->len);
+            cursor[r->element[0]->len] = '\0';
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int rl_topics_page(rl_log *rl, char cursor[RL_CURSOR_MAX], rl_topic_fn fn, void *ctx)
+{
+    if (!rl || !fn || !cursor || strnlen(cursor, RL_CURSOR_MAX) == RL_CURSOR_MAX) return DSYNC_EINVAL;
+    return topics_page(rl, cursor, fn, ctx, NULL);
+}
+
 int rl_topics(rl_log *rl, rl_topic_fn fn, void *ctx)
 {
     if (!rl || !fn) return DSYNC_EINVAL;
-    static const size_t pre = sizeof KEY_PREFIX - 1, suf = sizeof EPOCH_SUFFIX - 1;
     ut_map seen;
     ut_map_init(&seen);
-    char cursor[32] = "0";
-    int rc = 0;
-    do {
-        const char *argv[6] = {"SCAN",  cursor,    "MATCH", KEY_PREFIX "*" EPOCH_SUFFIX,
-                               "COUNT", SCAN_COUNT};
-        redisReply *r = NULL;
-        /* A SCAN sent again with the same cursor is harmless. */
-        rc = rlc_command(rl, 6, argv, NULL, RLC_IDEMPOTENT, &r);
-        if (rc != 0) break;
-        if (r->type == REDIS_REPLY_ERROR) {
-            rc = rlc_reply_error(rl, "SCAN", r);
-        } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-                   r->element[0]->type != REDIS_REPLY_STRING ||
-                   r->element[0]->len >= sizeof cursor ||
-                   r->element[1]->type != REDIS_REPLY_ARRAY) {
-            rlc_set_error(rl, "SCAN: unexpected reply");
-            rc = DSYNC_EIO;
-        } else {
-            memcpy(cursor, r->element[0]->str, r->element[0]->len);
-            cursor[r->element[0]->len] = '\0';
-            const redisReply *keys = r->element[1];
-            for (size_t i = 0; rc == 0 && i < keys->elements; i++) {
-                const redisReply *k = keys->element[i];
-                if (k->type != REDIS_REPLY_STRING || k->len <= pre + suf) continue;
-                size_t tlen = k->len - pre - suf;
-                char topic[RL_TOPIC_MAX + 1];
-                if (tlen > RL_TOPIC_MAX || memchr(k->str + pre, '\0', tlen)) continue;
-                memcpy(topic, k->str + pre, tlen);
-                topic[tlen] = '\0';
-                if (!valid_topic(topic) || ut_map_get(&seen, topic)) continue;
-                if (ut_map_put(&seen, topic, &seen) != 0) {
-                    rc = DSYNC_ENOMEM;
-                    break;
-                }
-                rc = fn(ctx, topic);
-            }
-        }
-        freeReplyObject(r);
-    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    char cursor[RL_CURSOR_MAX] = "0";
+    int rc;
+    do
+        rc = topics_page(rl, cursor, fn, ctx, &seen);
+    while (rc == 0 && strcmp(cursor, "0") != 0);
     ut_map_close(&seen);
     return rc;
 }

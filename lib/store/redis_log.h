@@ -233,6 +233,15 @@ typedef int (*rl_topic_fn)(void *ctx, const char *topic);
  * SCAN repeats it. Topics claimed during the listing may be missed. */
 int rl_topics(rl_log *rl, rl_topic_fn fn, void *ctx);
 
+/* The same a page at a time (one SCAN, up to about 1,000 topics), for a
+ * caller that must not block long: cursor is "0" to begin and after the
+ * last page. A page whose fn stopped leaves cursor where it was, so the
+ * next call tells that page again (fn must take repeats: SCAN may also
+ * repeat a topic across pages). DSYNC_EINVAL for a cursor that is not a
+ * string shorter than RL_CURSOR_MAX. */
+#define RL_CURSOR_MAX 32
+int rl_topics_page(rl_log *rl, char cursor[RL_CURSOR_MAX], rl_topic_fn fn, void *ctx);
+
 /* Writes e.g. "appendonly=yes appendfsync=everysec" into buf (CONFIG
  * GET). DSYNC_EIO when Redis refuses CONFIG (renamed on some hosts). */
 int rl_info_appendfsync(rl_log *rl, char *buf, size_t len);

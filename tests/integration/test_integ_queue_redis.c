@@ -8,7 +8,8 @@
  * returns; an owner cut off from the cluster is fenced and delivers
  * nothing once another node has taken its topic over; Redis stopped
  * (SIGSTOP) under queue and cache calls costs the lock service no leader
- * change and no refused lock. One node: a lost
+ * change and no refused lock; 30,000 topics in Redis are claimed as views
+ * place them without an election. One node: a lost
  * Redis gives 503 and the node reconnects by itself; kill -9 of the node
  * loses nothing. Skipped when redis-server is not installed.
  */
@@ -580,6 +581,107 @@ static void test_a_stalled_redis_costs_the_lock_service_nothing(void **state)
     }
 }
 
+/* ---- many topics: a view's claims in slices ------------------------------ */
+
+#define MANY_TOPICS 30000
+
+/* MANY_TOPICS topics straight into Redis, as claimed once with epoch 1. */
+static void put_many_topics(const fixture *f)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
+    assert_true(c && !c->err);
+    static char keys[1000][48];
+    const char *argv[2001];
+    size_t argvlen[2001];
+    for (int base = 0; base < MANY_TOPICS; base += 1000) {
+        argv[0] = "MSET";
+        argvlen[0] = 4;
+        for (int i = 0; i < 1000; i++) {
+            argvlen[1 + 2 * i] =
+                (size_t)snprintf(keys[i], sizeof keys[i], "dsync:q:{many-%d}:epoch", base + i);
+            argv[1 + 2 * i] = keys[i];
+            argv[2 + 2 * i] = "1";
+            argvlen[2 + 2 * i] = 1;
+        }
+        redisReply *r = redisCommandArgv(c, 2001, argv, argvlen);
+        assert_non_null(r);
+        assert_int_equal(r->type, REDIS_REPLY_STATUS);
+        freeReplyObject(r);
+    }
+    redisFree(c);
+}
+
+typedef struct {
+    h_cluster *c;
+    int dead; /* index of a killed node, or -1 */
+    size_t owners;
+} adoption_wait;
+
+/* Whether every live node places topics on `owners` nodes and has claimed
+ * the topics in Redis its view placed on it. */
+static bool adoption_done(void *arg)
+{
+    adoption_wait *w = arg;
+    for (int i = 0; i < w->c->n; i++) {
+        if (i == w->dead) continue;
+        int st;
+        json_t *j = h_json(&w->c->nodes[i], "GET", "/queue/state", NULL, &st);
+        bool ok = st == 200 && json_array_size(json_object_get(j, "owners")) == w->owners;
+        json_decref(j);
+        if (!ok || h_metric(&w->c->nodes[i], "queue_adoption_pending") != 0) return false;
+    }
+    return true;
+}
+
+static double adopted_sum(h_cluster *c, int dead)
+{
+    double sum = 0;
+    for (int i = 0; i < c->n; i++)
+        if (i != dead) sum += h_metric(&c->nodes[i], "queue_units_adopted_total");
+    return sum;
+}
+
+/* 30,000 topics wait in Redis. A view places about 10,000 on each node,
+ * two round trips to claim each: a loop that made them all in one turn
+ * would not send Raft's heartbeats for a second or more, and the cluster
+ * would lose its leader, even its view, over and over. Claimed a slice a
+ * turn, at the start and again when a killed follower's topics move to
+ * the two others, they cost no election. */
+static void test_a_view_of_many_topics_is_claimed_without_an_election(void **state)
+{
+    fixture *f = *state;
+    put_many_topics(f);
+    assert_int_equal(start_cluster(f, NULL), 0);
+    h_cluster *c = &f->cluster;
+    adoption_wait all = {c, -1, 3};
+    assert_true(h_wait_until(adoption_done, &all, 60000));
+    assert_true(adopted_sum(c, -1) >= MANY_TOPICS);
+    long long term[3];
+    double changes[3];
+    for (int i = 0; i < 3; i++) {
+        term[i] = h_health_int(&c->nodes[i], "term");
+        changes[i] = h_metric(&c->nodes[i], "raft_leader_changes_total");
+        assert_int_equal(term[i], term[0]);
+        assert_true(changes[i] == 1); /* the first election only */
+    }
+
+    int leader = h_cluster_leader(c, 0, 5000);
+    assert_true(leader >= 0);
+    int victim = (leader + 1) % 3;
+    double before = adopted_sum(c, victim);
+    h_node_kill9(&c->nodes[victim]);
+    adoption_wait two = {c, victim, 2};
+    assert_true(h_wait_until(adoption_done, &two, 60000));
+    print_message("the survivors took over %.0f topics\n", adopted_sum(c, victim) - before);
+    assert_true(adopted_sum(c, victim) - before >= MANY_TOPICS / 10);
+    for (int i = 0; i < 3; i++) {
+        if (i == victim) continue;
+        assert_int_equal(h_health_int(&c->nodes[i], "term"), term[i]);
+        assert_true(h_metric(&c->nodes[i], "raft_leader_changes_total") == changes[i]);
+    }
+}
+
 /* ---- an embedded node (the library, no HTTP) ---------------------------- */
 
 #define EMB_THREADS 8
@@ -790,6 +892,8 @@ static void test_a_node_killed_and_restarted_loses_nothing_kept_in_redis(void **
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_view_of_many_topics_is_claimed_without_an_election,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_stalled_redis_costs_the_lock_service_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

@@ -1054,6 +1054,21 @@ static int list_topic(void *ctx, const char *topic)
     return ls->calls == ls->stop_at ? 7 : 0;
 }
 
+typedef struct {
+    ut_map names;
+    int budget, left; /* new topics a page may take before it stops */
+} paging;
+
+static int page_topic(void *ctx, const char *topic)
+{
+    paging *pg = ctx;
+    if (ut_map_get(&pg->names, topic)) return 0; /* told before: a page told again */
+    if (pg->left == 0) return 7;
+    pg->left--;
+    assert_int_equal(ut_map_put(&pg->names, topic, pg), 0);
+    return 0;
+}
+
 static void test_topics_lists_every_claimed_topic_once(void **state)
 {
     fixture *f = *state;
@@ -1106,6 +1121,34 @@ static void test_topics_lists_every_claimed_topic_once(void **state)
     assert_int_equal(rl_topics(rl, list_topic, &ls), 7);
     assert_int_equal(ls.calls, 10);
     ut_map_close(&ls.names);
+
+    /* By pages, stopping every 250 new topics (as a node out of time
+     * does): a stopped page leaves the cursor and is told again; in the
+     * end every topic has been told. */
+    paging pg = {.budget = 250};
+    ut_map_init(&pg.names);
+    char cursor[RL_CURSOR_MAX] = "0";
+    int pages = 0, stops = 0, rc;
+    do {
+        char before[RL_CURSOR_MAX];
+        strcpy(before, cursor);
+        pg.left = pg.budget;
+        rc = rl_topics_page(rl, cursor, page_topic, &pg);
+        if (rc == 7) {
+            stops++;
+            assert_string_equal(cursor, before);
+        } else {
+            assert_int_equal(rc, 0);
+        }
+        assert_true(++pages < 1000);
+    } while (rc != 0 || strcmp(cursor, "0") != 0);
+    assert_true(stops > 0);
+    assert_int_equal(pg.names.count, 3002);
+    assert_non_null(ut_map_get(&pg.names, "we{ird}:epoch"));
+    ut_map_close(&pg.names);
+    char bad[RL_CURSOR_MAX];
+    memset(bad, '1', sizeof bad); /* no terminator */
+    assert_int_equal(rl_topics_page(rl, bad, page_topic, &pg), DSYNC_EINVAL);
     rl_close(rl);
 }
 

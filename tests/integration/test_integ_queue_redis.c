@@ -536,7 +536,7 @@ static void test_a_stalled_redis_costs_the_lock_service_nothing(void **state)
     h_cluster *c = &f->cluster;
     /* Every node owns some of the topics: claimed and loaded first. */
     for (int t = 0; t < TOPICS; t++) {
-        char topic[16];
+        char topic[32];
         snprintf(topic, sizeof topic, "stall-%d", t);
         assert_true(h_enqueue_retrying(&c->nodes[0], topic, 1, 10000) > 0);
     }
@@ -575,7 +575,7 @@ static void test_a_stalled_redis_costs_the_lock_service_nothing(void **state)
         assert_true(h_metric(&c->nodes[i], "raft_leader_changes_total") == changes[i]);
     }
     for (int t = 0; t < TOPICS; t++) {
-        char topic[16];
+        char topic[32];
         snprintf(topic, sizeof topic, "stall-%d", t);
         assert_true(h_enqueue_retrying(&c->nodes[t % 3], topic, 2, 10000) > 0);
     }

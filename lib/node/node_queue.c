@@ -200,25 +200,38 @@ static int replay(void *ctx, aof_type type, const void *data, size_t len)
 
 /* Rewrites the file as one snapshot once it is past the configured size
  * and twice what the last rewrite left (Redis's growth rule), so a large
- * backlog is not rewritten on every turn. */
+ * backlog is not rewritten on every turn. The snapshot is taken here; its
+ * write and fsync, a second or more for a large queue, run in the
+ * background (aof_rewrite_start), as this loop also sends Raft's
+ * heartbeats; each turn looks whether it is done and installs it. */
 static void maybe_rewrite(dsync_node *n)
 {
     if (!n->aof || n->queue_broken) return;
+    if (aof_rewriting(n->aof)) {
+        int rc = aof_rewrite_poll(n->aof);
+        aof_stats st;
+        aof_get_stats(n->aof, &st);
+        if (st.broken)
+            nq_broke(n, "rewriting the queue file");
+        else if (rc == 1)
+            n->aof_rewritten_size = aof_size(n->aof);
+        else if (rc < 0) /* before the rename: the old file carries on; try again later */
+            n->aof_rewritten_size = aof_size(n->aof);
+        return;
+    }
     uint64_t size = aof_size(n->aof);
     if (size < n->cfg.queue_rewrite_bytes || size < 2 * n->aof_rewritten_size) return;
+    if (journal_out(n) != 0) return; /* the snapshot must not hold changes the file lacks */
     ut_buf b;
     ut_buf_init(&b);
     int rc = q_snapshot(n->queue, &b);
-    if (rc == 0) rc = aof_rewrite(n->aof, b.data, b.len);
-    ut_buf_free(&b);
-    aof_stats st;
-    aof_get_stats(n->aof, &st);
-    if (st.broken)
-        nq_broke(n, "rewriting the queue file");
-    else if (rc == 0)
-        n->aof_rewritten_size = aof_size(n->aof);
-    else /* before the rename: the old file carries on; try again later */
+    if (rc != 0) {
+        ut_buf_free(&b);
         n->aof_rewritten_size = size;
+        return;
+    }
+    rc = aof_rewrite_start(n->aof, b.data, b.len); /* takes b's bytes */
+    if (rc != 0) n->aof_rewritten_size = size;
 }
 
 /* Gives the caller (here or on a peer) the result, and frees op. */
@@ -523,7 +536,10 @@ void nd_queue_flush(dsync_node *n)
         nq_redis_send(n); /* one that could not go out: landed next turn */
         return;
     }
-    if (!n->q_durable) return;
+    if (!n->q_durable) {
+        maybe_rewrite(n); /* one in the background may be done */
+        return;
+    }
     int rc = n->queue_broken ? DSYNC_EIO : 0;
     if (n->aof && rc == 0) {
         uint64_t start = ut_now_ns();

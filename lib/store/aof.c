@@ -12,6 +12,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +46,26 @@ struct aof_file {
     uint64_t last_fsync_ms;
     ut_buf pending; /* framed records not yet written */
     aof_stats stats;
+    /* A rewrite in the background (aof_rewrite_start): its thread writes
+     * the snapshot to aof.tmp while appends go on to this file and are
+     * copied to tail too, for the new file. */
+    struct bg_rewrite *bg;
 };
+
+/* What the rewrite thread gets, and gives back through done. Only the
+ * thread touches fd and snapshot until done is set. */
+typedef struct bg_rewrite {
+    pthread_t thread;
+    int fd;            /* aof.tmp */
+    void *snapshot;    /* owned */
+    size_t len;
+    uint64_t rec;      /* header + snapshot: where the tail goes */
+    uint64_t alloc;    /* bytes the thread allocated */
+    bool no_prealloc;  /* the file system cannot fallocate */
+    int rc;            /* the thread's result */
+    atomic_bool done;  /* set last by the thread */
+    ut_buf tail;       /* framed records appended since the start */
+} bg_rewrite;
 
 /* ---- file helpers ------------------------------------------------------- */
 
@@ -159,8 +180,11 @@ static int replay_file(const char *path, const unsigned char *d, size_t len, aof
 
 /* ---- open / close ------------------------------------------------------- */
 
+static void bg_abandon(aof_file *a);
+
 static void free_file(aof_file *a)
 {
+    bg_abandon(a);
     if (a->fd >= 0) close(a->fd);
     ut_buf_free(&a->pending);
     free(a);
@@ -279,6 +303,10 @@ int aof_append(aof_file *a, const void *data, size_t len)
     frame_header(hdr, AOF_RECORD, data, len);
     ut_buf_append(&a->pending, hdr, sizeof hdr); /* reserved: cannot fail */
     ut_buf_append(&a->pending, data, len);
+    if (a->bg) { /* the new file needs it too; out of memory fails that rewrite */
+        ut_buf_append(&a->bg->tail, hdr, sizeof hdr);
+        ut_buf_append(&a->bg->tail, data, len);
+    }
     return 0;
 }
 
@@ -356,6 +384,7 @@ int aof_flush_due(aof_file *a, uint64_t now_ms)
 int aof_rewrite(aof_file *a, const void *snapshot, size_t len)
 {
     if (a->broken) return DSYNC_EIO;
+    if (a->bg) return DSYNC_EINVAL;
     if (len > AOF_MAX_SNAPSHOT) return DSYNC_ETOOBIG;
     if (!snapshot && len) return DSYNC_EINVAL;
     unsigned char hdr[REC_HEADER];
@@ -397,6 +426,120 @@ int aof_rewrite(aof_file *a, const void *snapshot, size_t len)
         return DSYNC_EIO;
     }
     return 0;
+}
+
+/* ---- rewrite in the background ------------------------------------------ */
+
+static void *bg_main(void *arg)
+{
+    bg_rewrite *bg = arg;
+    unsigned char hdr[REC_HEADER];
+    frame_header(hdr, AOF_SNAPSHOT, bg->snapshot, bg->len);
+    bg->alloc = bg->rec;
+    if (!bg->no_prealloc && allocate(bg->fd, 0, bg->rec + PREALLOC_BYTES, &bg->no_prealloc))
+        bg->alloc = bg->rec + PREALLOC_BYTES;
+    bg->rc = sf_pwrite_all(bg->fd, hdr, sizeof hdr, 0) == 0 &&
+                     sf_pwrite_all(bg->fd, bg->snapshot, bg->len, REC_HEADER) == 0 &&
+                     fsync(bg->fd) == 0
+                 ? 0
+                 : DSYNC_EIO;
+    atomic_store_explicit(&bg->done, true, memory_order_release);
+    return NULL;
+}
+
+/* Waits for the thread and drops what it wrote: the old file goes on. */
+static void bg_abandon(aof_file *a)
+{
+    bg_rewrite *bg = a->bg;
+    if (!bg) return;
+    pthread_join(bg->thread, NULL);
+    close(bg->fd);
+    unlink(a->tmp_path);
+    free(bg->snapshot);
+    ut_buf_free(&bg->tail);
+    free(bg);
+    a->bg = NULL;
+}
+
+int aof_rewrite_start(aof_file *a, void *snapshot, size_t len)
+{
+    if (a->broken) {
+        free(snapshot);
+        return DSYNC_EIO;
+    }
+    if (a->bg || (!snapshot && len)) {
+        free(snapshot);
+        return DSYNC_EINVAL;
+    }
+    if (len > AOF_MAX_SNAPSHOT) {
+        free(snapshot);
+        return DSYNC_ETOOBIG;
+    }
+    bg_rewrite *bg = calloc(1, sizeof *bg);
+    int fd = bg ? open(a->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (fd < 0) {
+        free(bg);
+        free(snapshot);
+        return bg ? DSYNC_EIO : DSYNC_ENOMEM;
+    }
+    bg->fd = fd;
+    bg->snapshot = snapshot;
+    bg->len = len;
+    bg->rec = REC_HEADER + (uint64_t)len;
+    bg->no_prealloc = a->no_prealloc;
+    ut_buf_init(&bg->tail);
+    atomic_init(&bg->done, false);
+    if (pthread_create(&bg->thread, NULL, bg_main, bg) != 0) {
+        close(fd);
+        unlink(a->tmp_path);
+        free(snapshot);
+        free(bg);
+        return DSYNC_ENOMEM;
+    }
+    a->bg = bg;
+    return 0;
+}
+
+bool aof_rewriting(const aof_file *a)
+{
+    return a->bg != NULL;
+}
+
+int aof_rewrite_poll(aof_file *a)
+{
+    bg_rewrite *bg = a->bg;
+    if (!bg || !atomic_load_explicit(&bg->done, memory_order_acquire)) return 0;
+    pthread_join(bg->thread, NULL);
+    int rc = a->broken ? DSYNC_EIO : bg->tail.oom ? DSYNC_ENOMEM : bg->rc;
+    /* The new file gets what was appended meanwhile, then becomes the
+     * state at the rename; until then the old file is, complete. */
+    if (rc == 0 && (sf_pwrite_all(bg->fd, bg->tail.data, bg->tail.len, bg->rec) != 0 ||
+                    fsync(bg->fd) != 0 || rename(a->tmp_path, a->path) != 0))
+        rc = DSYNC_EIO;
+    if (rc != 0) {
+        close(bg->fd);
+        unlink(a->tmp_path);
+    } else {
+        close(a->fd);
+        a->fd = bg->fd;
+        a->size = a->durable_size = bg->rec + bg->tail.len;
+        a->alloc_size = bg->alloc > a->size ? bg->alloc : a->size;
+        a->no_prealloc = bg->no_prealloc;
+        /* Buffered records are in the tail, now durable in the new file. */
+        a->pending.len = 0;
+        a->stats.rewrites++;
+    }
+    free(bg->snapshot);
+    ut_buf_free(&bg->tail);
+    free(bg);
+    a->bg = NULL;
+    if (rc != 0) return rc;
+    /* As aof_rewrite: nothing may be acknowledged before this fsync. */
+    if (sf_fsync_dir(a->dir) != 0) {
+        a->broken = true;
+        return DSYNC_EIO;
+    }
+    return 1;
 }
 
 /* ---- introspection and tests --------------------------------------------- */

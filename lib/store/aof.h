@@ -47,7 +47,8 @@
  * cleared the error, so a retried fsync could "succeed" over lost data
  * (the PostgreSQL fsync lesson). Restart and replay instead.
  *
- * Single-threaded: one owner calls everything.
+ * Single-threaded: one owner calls everything (a background rewrite's
+ * thread touches only its own temp file and snapshot).
  */
 #ifndef DSYNC_STORE_AOF_H
 #define DSYNC_STORE_AOF_H
@@ -123,6 +124,31 @@ int aof_flush_due(aof_file *a, uint64_t now_ms);
  * before the rename leaves the old file in use and the store working; one
  * after it breaks the store. */
 int aof_rewrite(aof_file *a, const void *snapshot, size_t len);
+
+/* The same compaction without stopping the caller for the snapshot's
+ * write and fsync, which for a large queue take a second or more (a node
+ * loop also sends Raft's heartbeats). aof_rewrite_start hands the
+ * snapshot (malloc'd; owned from now on, freed whatever the result) to a
+ * thread that writes and fsyncs it to aof.tmp; the caller goes on
+ * appending and syncing to the old file, which stays the state, and every
+ * record appended from now on is also kept for the new file. The same
+ * rule as aof_rewrite: the snapshot reflects every record appended so far.
+ * DSYNC_EINVAL while one runs (aof_rewrite too), DSYNC_EIO or
+ * DSYNC_ENOMEM if it could not start (nothing changed).
+ *
+ * aof_rewrite_poll, called on the caller's thread now and then: 0 while
+ * the thread works (or none runs). Once it is done: writes the records
+ * appended meanwhile after the snapshot, fsyncs, renames over aof (the
+ * commit point), fsyncs the directory, and appends go to the new file;
+ * returns 1. A failure before the rename (the thread's write, out of
+ * memory for the records kept) returns its DSYNC_E* with the old file
+ * still in use and the store working (try again later); a failure after
+ * it breaks the store, as with aof_rewrite. aof_close waits for the
+ * thread and drops its file. */
+int aof_rewrite_start(aof_file *a, void *snapshot, size_t len);
+int aof_rewrite_poll(aof_file *a);
+/* Whether a rewrite runs in the background. */
+bool aof_rewriting(const aof_file *a);
 
 /* Bytes of records in the file (what aof_sync wrote; durable under
  * AOF_FSYNC_ALWAYS), for deciding when to rewrite. */

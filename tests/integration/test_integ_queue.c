@@ -214,6 +214,75 @@ static void test_a_node_killed_with_sigkill_loses_no_acknowledged_message(void *
     assert_int_equal(h_enqueue(n, "durable", 51), 51);
 }
 
+/* The type byte of the queue file's first record (1: a snapshot), or -1. */
+static int first_record_type(const h_node *n)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/data/queue/aof", n->dir);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return -1;
+    unsigned char hdr[9];
+    int type = fread(hdr, 1, sizeof hdr, fp) == sizeof hdr ? hdr[8] : -1;
+    fclose(fp);
+    return type;
+}
+
+/* The queue file is rewritten as a snapshot in the background, several
+ * times over (at the smallest threshold, 64 KiB, doubling), while
+ * enqueues, consumes and acks go on; then kill -9: every message
+ * acknowledged and not acked comes back, in order, once. */
+static void test_queue_file_rewrites_in_the_background_lose_nothing(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"DSYNC_QUEUE_REWRITE_BYTES=65536", NULL};
+    h_node *n = h_node_new(env);
+    assert_non_null(n);
+    char pad[2001];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    int acked = 0;
+    for (int i = 1; i <= 600; i++) {
+        char json[2300];
+        snprintf(json, sizeof json, "{\"topic\":\"rw\",\"message\":{\"i\":%d,\"pad\":\"%s\"}}", i,
+                 pad);
+        int st;
+        json_t *r = h_json(n, "POST", "/queue/enqueue", json, &st);
+        assert_int_equal(st, 200);
+        assert_int_equal(json_integer_value(json_object_get(r, "id")), i);
+        json_decref(r);
+        if (i % 3 == 0) { /* the oldest one out and acked */
+            json_t *a;
+            json_t *msgs = consume(n, "rw", 1, 60000, 0, &a);
+            assert_int_equal(json_array_size(msgs), 1);
+            json_t *m = json_array_get(msgs, 0);
+            assert_int_equal(h_ack(n, "rw", json_string_value(json_object_get(m, "receipt"))), 200);
+            json_decref(a);
+            acked++;
+        }
+    }
+    assert_int_equal(first_record_type(n), 1); /* rewritten: a snapshot comes first */
+    h_node_kill9(n);
+    assert_int_equal(h_node_start(n), 0);
+    long long want = acked + 1;
+    for (int round = 0; round < 10 && want <= 600; round++) {
+        json_t *a;
+        json_t *msgs = consume(n, "rw", 100, 60000, 0, &a);
+        assert_true(json_array_size(msgs) > 0);
+        for (size_t k = 0; k < json_array_size(msgs); k++, want++) {
+            json_t *m = json_array_get(msgs, k);
+            assert_int_equal(json_integer_value(json_object_get(m, "id")), want);
+            assert_int_equal(
+                json_integer_value(json_object_get(json_object_get(m, "message"), "i")), want);
+        }
+        json_decref(a);
+    }
+    assert_int_equal(want, 601);
+    json_t *a;
+    assert_int_equal(json_array_size(consume(n, "rw", 100, 60000, 0, &a)), 0); /* nothing twice */
+    json_decref(a);
+    assert_int_equal(h_node_free(n), 0);
+}
+
 /* ---- three nodes ---------------------------------------------------------- */
 
 static void test_topics_spread_over_three_nodes_and_any_node_serves_any_topic(void **state)
@@ -338,6 +407,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_a_node_killed_with_sigkill_loses_no_acknowledged_message, setup, teardown),
+        cmocka_unit_test(test_queue_file_rewrites_in_the_background_lose_nothing),
         cmocka_unit_test(test_topics_spread_over_three_nodes_and_any_node_serves_any_topic),
         cmocka_unit_test(test_a_dead_owners_topic_answers_503_at_once),
     };

@@ -580,6 +580,116 @@ static void test_a_rewrite_that_fails_before_its_rename_leaves_the_store_working
     collector_reset(&c);
 }
 
+/* A copy of s in malloc'd memory, as aof_rewrite_start takes it. */
+static void *owned(const char *s)
+{
+    char *p = strdup(s);
+    assert_non_null(p);
+    return p;
+}
+
+/* Polls a background rewrite until it ends (at most 10 s); its result. */
+static int poll_done(aof_file *a)
+{
+    for (int i = 0; i < 10000; i++) {
+        int rc = aof_rewrite_poll(a);
+        if (rc != 0 || !aof_rewriting(a)) return rc;
+        usleep(1000);
+    }
+    fail_msg("the background rewrite did not end within 10 s");
+    return -1;
+}
+
+/* The snapshot is written in the background while appends and syncs go
+ * on to the old file; those records follow the snapshot in the new file,
+ * once each, and everything acknowledged survives a power loss right
+ * after the switch. */
+static void test_a_background_rewrite_keeps_the_records_appended_meanwhile(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    append(a, "A");
+    assert_int_equal(aof_sync(a), 0);
+    append(a, "B"); /* buffered at the start: in the snapshot, not after it */
+    assert_int_equal(aof_rewrite_start(a, owned("state AB"), 8), 0);
+    assert_true(aof_rewriting(a));
+    /* One at a time, and not by the blocking way either. */
+    assert_int_equal(aof_rewrite_start(a, owned("x"), 1), DSYNC_EINVAL);
+    assert_int_equal(aof_rewrite(a, "x", 1), DSYNC_EINVAL);
+    append(a, "C");
+    assert_int_equal(aof_sync(a), 0); /* C durable in the old file */
+    append(a, "D");                   /* buffered when the switch comes */
+    assert_int_equal(poll_done(a), 1);
+    assert_false(aof_rewriting(a));
+    assert_int_equal(stats_of(a).rewrites, 1);
+    assert_int_equal(stats_of(a).pending, 0);
+    assert_int_equal(aof_size(a), framed("state AB") + framed("C") + framed("D"));
+    assert_int_equal(file_size(f, "aof.tmp"), -1);
+    append(a, "E");
+    assert_int_equal(aof_sync(a), 0);
+    aof_crash_for_test(a, 0); /* power loss: what was fdatasynced stays */
+
+    const char *later[] = {"C", "D", "E"};
+    a = open_ok(f, &c);
+    expect_replay(&c, "state AB", later, 3);
+    assert_int_equal(aof_rewrite_poll(a), 0); /* none runs */
+    assert_int_equal(aof_close(a), 0);
+    collector_reset(&c);
+}
+
+/* Closing while the thread writes: it is waited for and its file
+ * dropped; the old file holds everything. */
+static void test_closing_during_a_background_rewrite_keeps_the_old_file(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    append(a, "A");
+    assert_int_equal(aof_sync(a), 0);
+    /* Large enough that the thread is likely still at work. */
+    size_t big = 8u << 20;
+    char *snap = malloc(big);
+    assert_non_null(snap);
+    memset(snap, 's', big);
+    assert_int_equal(aof_rewrite_start(a, snap, big), 0);
+    append(a, "B");
+    assert_int_equal(aof_close(a), 0);
+    assert_int_equal(file_size(f, "aof.tmp"), -1);
+
+    const char *want[] = {"A", "B"};
+    a = open_ok(f, &c);
+    expect_replay(&c, NULL, want, 2);
+    assert_int_equal(aof_close(a), 0);
+    collector_reset(&c);
+}
+
+/* A background rewrite that cannot start changes nothing. */
+static void test_a_background_rewrite_that_cannot_start_leaves_the_store_working(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    append(a, "A");
+    char tmp[128];
+    queue_path(f, "aof.tmp", tmp, sizeof tmp);
+    assert_int_equal(mkdir(tmp, 0755), 0); /* the temp file cannot be created */
+    assert_int_equal(aof_rewrite_start(a, owned("state A"), 7), DSYNC_EIO);
+    assert_false(aof_rewriting(a));
+    assert_int_equal(aof_rewrite_poll(a), 0);
+    assert_false(stats_of(a).broken);
+    append(a, "B");
+    assert_int_equal(aof_sync(a), 0);
+    assert_int_equal(aof_close(a), 0);
+    assert_int_equal(rmdir(tmp), 0);
+
+    const char *want[] = {"A", "B"};
+    a = open_ok(f, &c);
+    expect_replay(&c, NULL, want, 2);
+    assert_int_equal(aof_close(a), 0);
+    collector_reset(&c);
+}
+
 /* Finds this process's descriptor of path (the store's file). */
 static int fd_of(const char *path)
 {
@@ -829,6 +939,12 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_rewrite_that_fails_before_its_rename_leaves_the_store_working, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_background_rewrite_keeps_the_records_appended_meanwhile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closing_during_a_background_rewrite_keeps_the_old_file,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_background_rewrite_that_cannot_start_leaves_the_store_working, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_write_breaks_the_store_for_good, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

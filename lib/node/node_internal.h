@@ -268,6 +268,7 @@ struct dsync_node {
     char q_adopt_cursor[RL_CURSOR_MAX]; /* where the claiming goes on (a SCAN cursor) */
     size_t q_adopt_count, q_adopt_failed; /* units claimed so far for the current view, or not */
     bool q_adopt_warned;                /* the listing failed and said so */
+    ut_map q_adopt_tried;               /* topics claimed or tried for it: once each */
 
     /* The cache (node_cache.c). */
     cc_node *cache;

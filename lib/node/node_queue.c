@@ -579,7 +579,8 @@ uint64_t nd_queue_tick(dsync_node *n, uint64_t now_ms)
     if (n->q_ready_dirty || n->q_parked) {
         n->q_ready_dirty = false;
         uint64_t p = serve_parked(n, wall);
-        if (p != UINT64_MAX) next = now_ms + (p > wall ? p - wall : 0);
+        uint64_t at = p == UINT64_MAX ? UINT64_MAX : now_ms + (p > wall ? p - wall : 0);
+        if (at < next) next = at;
     }
     uint64_t lease = n->queue_broken ? UINT64_MAX : q_next_deadline(n->queue);
     if (lease != UINT64_MAX) {
@@ -612,6 +613,7 @@ int nd_queue_open(dsync_node *n)
     q_set_listener(n->queue, on_queue_event, n);
     ut_buf_init(&n->journal);
     ut_map_init(&n->q_claims);
+    ut_map_init(&n->q_adopt_tried);
     strcpy(n->q_adopt_cursor, "0");
     if (nq_redis_mode(n)) {
         /* Topics come from Redis as they are used; placement, from the view. */
@@ -674,6 +676,7 @@ void nd_queue_close(dsync_node *n)
     for (size_t it = 0; ut_map_next(&n->q_claims, &it, NULL, &claim);)
         free(claim);
     ut_map_close(&n->q_claims);
+    ut_map_close(&n->q_adopt_tried);
     q_free(n->queue);
     n->queue = NULL;
     qr_free(n->ring);

@@ -340,11 +340,14 @@ static int adopt_one(void *ctx, const char *topic)
 {
     nq_adopt_ctx *a = ctx;
     dsync_node *n = a->n;
+    /* A page cut short is told again: what it tried then (a claim may have
+     * failed, slowly) is not tried again, so the listing always moves on. */
     if (!nq_topic_ok(topic) || ut_map_get(&n->q_claims, topic) ||
-        nq_owner_of(n, topic) != n->cfg.node_id)
+        ut_map_get(&n->q_adopt_tried, topic) || nq_owner_of(n, topic) != n->cfg.node_id)
         return 0;
-    /* At least one claim a turn, so the listing always moves on. */
+    /* At least one claim a turn. */
     if (a->adopted + a->failed > 0 && ut_now_ms() >= a->until_ms) return ADOPT_PAUSED;
+    if (ut_map_put(&n->q_adopt_tried, topic, n) != 0) return DSYNC_ENOMEM;
     if (nq_claim_unit(n, topic) == 0) {
         a->adopted++;
         dsync_series_add(n->qm.adopted, 1);
@@ -362,11 +365,22 @@ static int adopt_one(void *ctx, const char *topic)
  * also carries Raft, spends at most a tenth of an election timeout a turn
  * on them and goes on next turn from where it stopped. True while claims
  * remain to be made (the loop should come back at once). */
+/* The current view's claims are all made (or tried). */
+static void adoption_over(dsync_node *n)
+{
+    n->q_adopted = true;
+    dsync_series_set(n->qm.adopting, 0);
+    ut_map_close(&n->q_adopt_tried);
+    ut_map_init(&n->q_adopt_tried);
+}
+
 bool nq_adopt_units(dsync_node *n)
 {
-    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft) ||
-        !nd_is_member(n, n->cfg.node_id))
+    if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft)) return false;
+    if (!nd_is_member(n, n->cfg.node_id)) { /* removed: owns nothing */
+        adoption_over(n);
         return false;
+    }
     rl_log *rl = nd_redis(n);
     if (!rl) return false;
     nq_adopt_ctx a = {.n = n, .until_ms = ut_now_ms() + nd_election_ms(n) / 10};
@@ -385,8 +399,7 @@ bool nq_adopt_units(dsync_node *n)
         return false;
     }
     if (rc == 0 && strcmp(n->q_adopt_cursor, "0") == 0) {
-        n->q_adopted = true;
-        dsync_series_set(n->qm.adopting, 0);
+        adoption_over(n);
         if (n->q_adopt_count || n->q_adopt_failed)
             ut_log(&n->log, DSYNC_LOG_INFO,
                    "queue: view %" PRIu64 ": took over %zu topic(s) from Redis%s",
@@ -404,6 +417,8 @@ void nd_queue_view_changed(dsync_node *n)
     strcpy(n->q_adopt_cursor, "0"); /* the new view's claims start over */
     n->q_adopt_count = n->q_adopt_failed = 0;
     n->q_adopt_warned = false;
+    ut_map_close(&n->q_adopt_tried);
+    ut_map_init(&n->q_adopt_tried);
     dsync_series_set(n->qm.adopting, 1);
     nq_build_ring(n, n->fsm.live, n->fsm.n_live);
     /* Units placed elsewhere now leave, their records not yet sent with

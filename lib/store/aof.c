@@ -29,6 +29,10 @@ enum { REC_HEADER = 9 }; /* u32 len, u32 crc, u8 type */
 #define PREALLOC_BYTES (4u << 20)
 #define PENDING_KEEP_BYTES (8u << 20) /* a bigger buffer is freed after a write */
 #define EVERYSEC_MS 1000u
+/* Records kept for a background rewrite, at most: they are written and
+ * fsynced by the caller's thread at the switch, so a rewrite outrun by
+ * more appends than this is given up (and tried again later). */
+#define TAIL_MAX_BYTES (32u << 20)
 
 struct aof_file {
     char dir[DSYNC_PATH_MAX];
@@ -65,6 +69,7 @@ typedef struct bg_rewrite {
     int rc;            /* the thread's result */
     atomic_bool done;  /* set last by the thread */
     ut_buf tail;       /* framed records appended since the start */
+    bool overrun;      /* tail passed TAIL_MAX_BYTES: the rewrite is given up */
 } bg_rewrite;
 
 /* ---- file helpers ------------------------------------------------------- */
@@ -303,9 +308,14 @@ int aof_append(aof_file *a, const void *data, size_t len)
     frame_header(hdr, AOF_RECORD, data, len);
     ut_buf_append(&a->pending, hdr, sizeof hdr); /* reserved: cannot fail */
     ut_buf_append(&a->pending, data, len);
-    if (a->bg) { /* the new file needs it too; out of memory fails that rewrite */
-        ut_buf_append(&a->bg->tail, hdr, sizeof hdr);
-        ut_buf_append(&a->bg->tail, data, len);
+    bg_rewrite *bg = a->bg;
+    if (bg && !bg->overrun && bg->tail.len + sizeof hdr + len > TAIL_MAX_BYTES) {
+        bg->overrun = true;
+        ut_buf_free(&bg->tail);
+    }
+    if (bg && !bg->overrun) { /* the new file needs it too; out of memory fails that rewrite */
+        ut_buf_append(&bg->tail, hdr, sizeof hdr);
+        ut_buf_append(&bg->tail, data, len);
     }
     return 0;
 }
@@ -510,7 +520,10 @@ int aof_rewrite_poll(aof_file *a)
     bg_rewrite *bg = a->bg;
     if (!bg || !atomic_load_explicit(&bg->done, memory_order_acquire)) return 0;
     pthread_join(bg->thread, NULL);
-    int rc = a->broken ? DSYNC_EIO : bg->tail.oom ? DSYNC_ENOMEM : bg->rc;
+    int rc = a->broken    ? DSYNC_EIO
+             : bg->overrun ? DSYNC_ETOOBIG
+             : bg->tail.oom ? DSYNC_ENOMEM
+                            : bg->rc;
     /* The new file gets what was appended meanwhile, then becomes the
      * state at the rename; until then the old file is, complete. */
     if (rc == 0 && (sf_pwrite_all(bg->fd, bg->tail.data, bg->tail.len, bg->rec) != 0 ||

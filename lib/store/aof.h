@@ -141,7 +141,8 @@ int aof_rewrite(aof_file *a, const void *snapshot, size_t len);
  * appended meanwhile after the snapshot, fsyncs, renames over aof (the
  * commit point), fsyncs the directory, and appends go to the new file;
  * returns 1. A failure before the rename (the thread's write, out of
- * memory for the records kept) returns its DSYNC_E* with the old file
+ * memory for the records kept, DSYNC_ETOOBIG when over 32 MiB of records
+ * came meanwhile: they would stall the caller) returns it with the old file
  * still in use and the store working (try again later); a failure after
  * it breaks the store, as with aof_rewrite. aof_close waits for the
  * thread and drops its file. */

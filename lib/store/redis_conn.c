@@ -185,6 +185,13 @@ int rlc_io_error(rl_log *rl, const char *what)
     return DSYNC_EUNAVAILABLE;
 }
 
+int rlc_stalled(rl_log *rl, const char *what)
+{
+    rlc_set_error(rl, "%s", what);
+    rlc_drop(rl, true);
+    return DSYNC_EUNAVAILABLE;
+}
+
 /* Sets the socket's timeout to ms unless it is set so already. */
 static void use_wait(rl_log *rl, unsigned ms)
 {

@@ -108,6 +108,9 @@ void rlc_drop(rl_log *rl, bool back_off);
 /* The context died mid-command, or its wait limit passed: outcome unknown,
  * DSYNC_EUNAVAILABLE. A timeout backs off the next connect. */
 int rlc_io_error(rl_log *rl, const char *what);
+/* The server let a deadline pass (what says which): as a timeout in
+ * rlc_io_error, the context is dropped and the next connect backs off. */
+int rlc_stalled(rl_log *rl, const char *what);
 /* An error reply's code (transient ones DSYNC_EUNAVAILABLE), text kept. */
 int rlc_reply_error(rl_log *rl, const char *what, const redisReply *r);
 bool rlc_is_noscript(const redisReply *r);

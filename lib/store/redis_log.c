@@ -437,7 +437,7 @@ bool rl_flush_poll(rl_log *rl)
     if (rl->fly_read) return true;
     if (!read_replies(rl, ST_TODO, false)) {
         if (ut_now_ms() < rl->fly_deadline_ms) return false;
-        rlc_io_error(rl, "flush: no reply in time");
+        rlc_stalled(rl, "flush: no reply in time");
         fly_unknown(rl, ST_TODO);
     }
     finish_reading(rl);

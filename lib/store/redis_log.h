@@ -50,14 +50,17 @@
  * (the caller polls the socket). Every blocking wait is bounded by the
  * handle's WAIT LIMIT (rl_open's wait_ms): the connect, each reply of a
  * command, each write. A node sets it well below its election timeout, as
- * its loop also sends Raft's heartbeats: a stalled Redis (SIGSTOP, a
- * blackholed link, a disk that hangs its AOF fsync) costs the loop at
- * most one wait limit, then calls fail fast. Two waits are longer,
+ * its loop also sends Raft's heartbeats: a Redis that stalls (SIGSTOP, a
+ * blackholed link, a disk that hangs its AOF fsync) costs the loop one
+ * wait limit, then calls fail fast. Two waits are longer,
  * RL_COMMAND_TIMEOUT_MS of silence, as their size may make Redis work
- * that long before it answers: rl_load and rl_rewrite; and a flush in
- * flight, which blocks nobody, is given up after that long without a
- * reply. A wait that times out is taken as a stalled server: like a
- * failed connect, it starts the backoff below. hiredis 0.14 never
+ * that long before it answers: rl_load and rl_rewrite (a stall that
+ * begins during one costs that much once); and a flush in flight, which
+ * blocks nobody, is given up after that long without a reply. The limit
+ * is on each wait for bytes, not on a whole call: a large call to a slow
+ * but living Redis may take longer. A wait that times out, and a flush
+ * given up, are taken as a stalled server: like a failed connect, they
+ * start the backoff below. hiredis 0.14 never
  * reconnects and a context is dead after any error, so after an I/O error
  * the context is freed and the next call connects again (failed connects
  * back off from 50 ms to 1 s, and calls inside the backoff fail at once:

@@ -664,6 +664,43 @@ static void test_closing_during_a_background_rewrite_keeps_the_old_file(void **s
     collector_reset(&c);
 }
 
+/* More than 32 MiB appended while the thread writes: written at the
+ * switch, they would stall the caller, so the rewrite is given up and the
+ * old file, complete, goes on. */
+static void test_a_background_rewrite_outrun_by_appends_is_given_up(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    append(a, "A");
+    assert_int_equal(aof_rewrite_start(a, owned("state A"), 7), 0);
+    size_t mib = 1u << 20;
+    char *rec = malloc(mib);
+    assert_non_null(rec);
+    for (int i = 0; i < 33; i++) {
+        memset(rec, 'a' + i % 26, mib);
+        assert_int_equal(aof_append(a, rec, mib), 0);
+        assert_int_equal(aof_sync(a), 0);
+    }
+    assert_int_equal(poll_done(a), DSYNC_ETOOBIG);
+    assert_false(aof_rewriting(a));
+    assert_false(stats_of(a).broken);
+    assert_int_equal(stats_of(a).rewrites, 0);
+    assert_int_equal(file_size(f, "aof.tmp"), -1);
+    append(a, "Z");
+    assert_int_equal(aof_close(a), 0);
+    free(rec);
+
+    a = open_ok(f, &c);
+    assert_int_equal(c.n, 35); /* A, the 33, Z: no snapshot */
+    assert_int_equal(c.items[0].type, AOF_RECORD);
+    assert_string_equal(c.items[0].data, "A");
+    assert_int_equal(c.items[33].len, mib);
+    assert_string_equal(c.items[34].data, "Z");
+    assert_int_equal(aof_close(a), 0);
+    collector_reset(&c);
+}
+
 /* A background rewrite that cannot start changes nothing. */
 static void test_a_background_rewrite_that_cannot_start_leaves_the_store_working(void **state)
 {
@@ -945,6 +982,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_background_rewrite_that_cannot_start_leaves_the_store_working, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_background_rewrite_outrun_by_appends_is_given_up,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_write_breaks_the_store_for_good, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

@@ -446,11 +446,23 @@ static void test_a_flight_redis_never_answers_is_given_up_at_its_deadline(void *
     assert_non_null(strstr(rl_last_error(rl), "no reply in time"));
     assert_int_equal(rl_flush_deadline_ms(rl), UINT64_MAX);
 
-    /* Redis goes on; the handle reconnects. The stuck script may or may
-     * not have run: the caller decides what its record meant. */
+    /* Taken as a stalled server: the connection backs off, calls fail at
+     * once meanwhile. Redis goes on; the handle reconnects after the
+     * backoff. The stuck script may or may not have run: the caller
+     * decides what its record meant. */
+    rl_stats st0, st1;
+    rl_get_stats(rl, &st0);
+    assert_int_equal(rl_claim(rl, "s", 1, NULL), DSYNC_EUNAVAILABLE);
+    rl_get_stats(rl, &st1);
+    assert_int_equal(st1.round_trips, st0.round_trips);
     assert_int_equal(kill(f->redis.pid, SIGCONT), 0);
-    append_text(rl, "s", 1, "after");
-    assert_int_equal(rl_flush(rl, NULL, NULL), 0);
+    int rc = DSYNC_EUNAVAILABLE;
+    for (uint64_t until = ut_now_ms() + 5000; rc != 0 && ut_now_ms() < until;) {
+        append_text(rl, "s", 1, "after"); /* a failed flush drops what it held */
+        rc = rl_flush(rl, NULL, NULL);
+        if (rc != 0) usleep(10 * 1000);
+    }
+    assert_int_equal(rc, 0);
     loaded l = {0};
     load_ok(rl, "s", &l);
     assert_true(l.n >= 1);
@@ -481,7 +493,7 @@ static void test_a_stalled_redis_costs_one_wait_limit_then_calls_fail_at_once(vo
     uint64_t t0 = ut_now_ms();
     assert_int_equal(rl_claim(rl, "w", 2, NULL), DSYNC_EUNAVAILABLE);
     uint64_t took = ut_now_ms() - t0;
-    assert_true(took >= 100);
+    assert_true(took >= 90); /* a socket timeout may end up to a tick early */
     assert_true(took < RL_COMMAND_TIMEOUT_MS);
     assert_non_null(strstr(rl_last_error(rl), "no answer within 100 ms"));
 

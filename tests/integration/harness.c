@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "harness.h"
 #include "util/util.h"
 
@@ -664,4 +666,41 @@ void h_redis_destroy(h_redis *r)
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", r->dir);
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", r->dir);
     }
+}
+
+int h_redis_put_topics(const h_redis *r, const char *prefix, int count)
+{
+    enum { BATCH = 500 };
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+    if (!c || c->err) {
+        fprintf(stderr, "h_redis_put_topics: connect: %s\n", c ? c->errstr : "out of memory");
+        redisFree(c);
+        return -1;
+    }
+    static char keys[BATCH][160];
+    const char *argv[1 + 2 * BATCH];
+    size_t argvlen[1 + 2 * BATCH];
+    int rc = 0;
+    for (int base = 0; rc == 0 && base < count; base += BATCH) {
+        int n = count - base < BATCH ? count - base : BATCH;
+        argv[0] = "MSET";
+        argvlen[0] = 4;
+        for (int i = 0; i < n; i++) {
+            argvlen[1 + 2 * i] = (size_t)snprintf(keys[i], sizeof keys[i], "dsync:q:{%s-%d}:epoch",
+                                                  prefix, base + i);
+            argv[1 + 2 * i] = keys[i];
+            argv[2 + 2 * i] = "1";
+            argvlen[2 + 2 * i] = 1;
+        }
+        redisReply *reply = redisCommandArgv(c, 1 + 2 * n, argv, argvlen);
+        if (!reply || reply->type != REDIS_REPLY_STATUS) {
+            fprintf(stderr, "h_redis_put_topics: MSET: %s\n",
+                    reply && reply->type == REDIS_REPLY_ERROR ? reply->str : c->errstr);
+            rc = -1;
+        }
+        freeReplyObject(reply);
+    }
+    redisFree(c);
+    return rc;
 }

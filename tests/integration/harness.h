@@ -137,6 +137,10 @@ int h_redis_start(h_redis *r);
 void h_redis_kill9(h_redis *r);
 /* Stops it if running and removes its directory. */
 void h_redis_destroy(h_redis *r);
+/* Writes the keys of count queue topics named PREFIX-0 .. PREFIX-<count-1>
+ * straight into it, as if each had been claimed once with epoch 1 (and
+ * holds nothing). 0, or -1 after printing why. */
+int h_redis_put_topics(const h_redis *r, const char *prefix, int count);
 
 /* Polls cond every 10 ms until it holds or timeout_ms passes. */
 bool h_wait_until(bool (*cond)(void *), void *arg, int timeout_ms);

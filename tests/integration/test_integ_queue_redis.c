@@ -585,33 +585,6 @@ static void test_a_stalled_redis_costs_the_lock_service_nothing(void **state)
 
 #define MANY_TOPICS 30000
 
-/* MANY_TOPICS topics straight into Redis, as claimed once with epoch 1. */
-static void put_many_topics(const fixture *f)
-{
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->redis.port, tv);
-    assert_true(c && !c->err);
-    static char keys[1000][48];
-    const char *argv[2001];
-    size_t argvlen[2001];
-    for (int base = 0; base < MANY_TOPICS; base += 1000) {
-        argv[0] = "MSET";
-        argvlen[0] = 4;
-        for (int i = 0; i < 1000; i++) {
-            argvlen[1 + 2 * i] =
-                (size_t)snprintf(keys[i], sizeof keys[i], "dsync:q:{many-%d}:epoch", base + i);
-            argv[1 + 2 * i] = keys[i];
-            argv[2 + 2 * i] = "1";
-            argvlen[2 + 2 * i] = 1;
-        }
-        redisReply *r = redisCommandArgv(c, 2001, argv, argvlen);
-        assert_non_null(r);
-        assert_int_equal(r->type, REDIS_REPLY_STATUS);
-        freeReplyObject(r);
-    }
-    redisFree(c);
-}
-
 typedef struct {
     h_cluster *c;
     int dead; /* index of a killed node, or -1 */
@@ -651,7 +624,7 @@ static double adopted_sum(h_cluster *c, int dead)
 static void test_a_view_of_many_topics_is_claimed_without_an_election(void **state)
 {
     fixture *f = *state;
-    put_many_topics(f);
+    assert_int_equal(h_redis_put_topics(&f->redis, "many", MANY_TOPICS), 0);
     assert_int_equal(start_cluster(f, NULL), 0);
     h_cluster *c = &f->cluster;
     adoption_wait all = {c, -1, 3};

@@ -307,38 +307,69 @@ static void store_requests_free(nc_store_req *reqs, size_t count)
     free(reqs);
 }
 
-/* Runs the store requests against Redis, one round trip each, and hands
- * the answers back; a failure is answered as such and the core retries. */
+/* Runs the store requests against Redis and hands the answers back; a
+ * failure is answered as such and the core retries. One pipelined round
+ * trip for all of them, and one more for the loads behind writes that
+ * Redis refused as older than what it holds (the home learns the newer
+ * value): the loop blocks on Redis once or twice a turn, not once a
+ * request. */
 static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t now_ms)
 {
-    ut_buf v;
-    ut_buf_init(&v);
+    if (count == 0) return;
+    rl_log *rl = nd_redis(n);
+    rl_cache_op *ops = calloc(count, sizeof *ops);
+    ut_buf *vals = calloc(count, sizeof *vals);
+    if (!rl || !ops || !vals) {
+        for (size_t i = 0; i < count; i++)
+            cc_store_done(n->cache, reqs[i].id, reqs[i].key, rl ? DSYNC_ENOMEM : DSYNC_EUNAVAILABLE,
+                          false, NULL, 0, (cc_version){0, 0}, now_ms);
+        free(ops);
+        free(vals);
+        return;
+    }
     for (size_t i = 0; i < count; i++) {
         nc_store_req *r = &reqs[i];
-        rl_log *rl = nd_redis(n);
-        int rc = DSYNC_EUNAVAILABLE;
-        bool found = false;
-        cc_version ver = {0, 0};
-        v.len = 0;
-        if (rl && r->kind == CC_STORE_LOAD)
-            rc = rl_cache_load(rl, r->key, &found, &v, &ver.epoch, &ver.seq);
-        else if (rl) {
-            bool stored = false;
-            rc = rl_cache_store(rl, r->key, r->value, r->len, r->version.epoch, r->version.seq,
-                                &stored);
-            /* Refused as older than what Redis holds: the home learns the newer value. */
-            if (rc == 0 && !stored) {
-                rc = rl_cache_load(rl, r->key, &found, &v, &ver.epoch, &ver.seq);
-                /* Gone meanwhile: not "the write took"; the core asks again. */
-                if (rc == 0 && !found) rc = DSYNC_EUNAVAILABLE;
-            }
-        }
-        if (rc != 0 && rl)
-            ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
-                   r->kind == CC_STORE_LOAD ? "load" : "store", r->key, rl_last_error(rl));
-        cc_store_done(n->cache, r->id, r->key, rc, found, v.data, v.len, ver, now_ms);
+        ut_buf_init(&vals[i]);
+        ops[i] = (rl_cache_op){.store = r->kind != CC_STORE_LOAD, .key = r->key, .value = r->value,
+                               .len = r->len, .epoch = r->version.epoch, .seq = r->version.seq,
+                               .out = &vals[i]};
     }
-    ut_buf_free(&v);
+    rl_cache_run(rl, ops, count);
+    /* Writes refused as older: what Redis holds instead. */
+    size_t *again = calloc(count, sizeof *again), n_again = 0;
+    rl_cache_op *loads = calloc(count, sizeof *loads);
+    for (size_t i = 0; again && loads && i < count; i++)
+        if (ops[i].store && ops[i].rc == 0 && !ops[i].stored) {
+            loads[n_again] = (rl_cache_op){.key = reqs[i].key, .out = &vals[i]};
+            again[n_again++] = i;
+        }
+    if (n_again) rl_cache_run(rl, loads, n_again);
+    for (size_t k = 0; k < n_again; k++) {
+        rl_cache_op *op = &ops[again[k]];
+        op->rc = loads[k].rc;
+        /* Gone meanwhile: not "the write took"; the core asks again. */
+        if (op->rc == 0 && !loads[k].found) op->rc = DSYNC_EUNAVAILABLE;
+        op->found = loads[k].found;
+        op->out_epoch = loads[k].out_epoch;
+        op->out_seq = loads[k].out_seq;
+    }
+    for (size_t i = 0; i < count; i++) {
+        rl_cache_op *op = &ops[i];
+        bool refused = op->store && op->rc == 0 && !op->stored;
+        if (!again || !loads) /* out of memory for the second round */
+            if (refused) op->rc = DSYNC_ENOMEM;
+        if (op->rc != 0)
+            ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
+                   op->store ? "store" : "load", reqs[i].key, rl_last_error(rl));
+        cc_version ver = {op->out_epoch, op->out_seq};
+        cc_store_done(n->cache, reqs[i].id, reqs[i].key, op->rc, op->found, vals[i].data,
+                      vals[i].len, ver, now_ms);
+        ut_buf_free(&vals[i]);
+    }
+    free(again);
+    free(loads);
+    free(ops);
+    free(vals);
 }
 
 void nd_cache_process(dsync_node *n)

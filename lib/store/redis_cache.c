@@ -22,36 +22,148 @@ static size_t make_key(char *buf, const char *key)
     return (size_t)snprintf(buf, sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX, CACHE_PREFIX "%s", key);
 }
 
+/* An HMGET's reply into op (found, value, version); its code. */
+static int parse_load(rl_log *rl, const redisReply *r, rl_cache_op *op)
+{
+    if (r->type == REDIS_REPLY_ERROR) return rlc_reply_error(rl, "cache load", r);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        rlc_set_error(rl, "cache load: unexpected reply");
+        return DSYNC_EIO;
+    }
+    if (r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
+        op->out_epoch = rlc_parse_u64(r->element[1]->str, r->element[1]->len);
+        op->out_seq = rlc_parse_u64(r->element[2]->str, r->element[2]->len);
+        ut_buf_append(op->out, r->element[0]->str, r->element[0]->len);
+        if (op->out->oom) return DSYNC_ENOMEM;
+        op->found = true;
+        return 0;
+    }
+    if (r->element[0]->type != REDIS_REPLY_NIL) {
+        rlc_set_error(rl, "cache load: " CACHE_PREFIX "%s holds something else", op->key);
+        return DSYNC_EIO;
+    }
+    return 0;
+}
+
+/* The store script's reply into op (stored); its code. */
+static int parse_store(rl_log *rl, const redisReply *r, rl_cache_op *op)
+{
+    if (r->type == REDIS_REPLY_ERROR) return rlc_reply_error(rl, "cache store", r);
+    if (r->type != REDIS_REPLY_INTEGER) {
+        rlc_set_error(rl, "cache store: unexpected reply");
+        return DSYNC_EIO;
+    }
+    op->stored = r->integer == 1;
+    return 0;
+}
+
+/* The command of one op, built in its slot. */
+typedef struct {
+    char k[sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX], e[24], s[24];
+    const char *argv[7];
+    size_t argvlen[7];
+} op_slot;
+
+static rlc_cmd build(rl_log *rl, const rl_cache_op *op, op_slot *sl, bool eval)
+{
+    size_t klen = make_key(sl->k, op->key);
+    if (!op->store) {
+        const char *argv[] = {"HMGET", sl->k, "v", "e", "s"};
+        size_t argvlen[] = {5, klen, 1, 1, 1};
+        memcpy(sl->argv, argv, sizeof argv);
+        memcpy(sl->argvlen, argvlen, sizeof argvlen);
+        return (rlc_cmd){5, sl->argv, sl->argvlen};
+    }
+    const char *script = eval ? rlc_scripts[S_CSTORE] : rl->sha[S_CSTORE];
+    const char *argv[] = {eval ? "EVAL" : "EVALSHA", script, "1", sl->k,
+                          op->len ? op->value : "", sl->e, sl->s};
+    size_t argvlen[] = {strlen(argv[0]), strlen(script), 1, klen, op->len,
+                        rlc_format_u64(sl->e, op->epoch), rlc_format_u64(sl->s, op->seq)};
+    memcpy(sl->argv, argv, sizeof argv);
+    memcpy(sl->argvlen, argvlen, sizeof argvlen);
+    return (rlc_cmd){7, sl->argv, sl->argvlen};
+}
+
+static bool op_valid(const rl_cache_op *op)
+{
+    return valid_key(op->key) && (op->store ? !(op->len && !op->value) && op->len <= RL_RECORD_MAX
+                                            : op->out != NULL);
+}
+
+int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
+{
+    if (!rl || (n && !ops)) return DSYNC_EINVAL;
+    op_slot *slots = calloc(n ? n : 1, sizeof *slots);
+    rlc_cmd *cmds = calloc(n ? n : 1, sizeof *cmds);
+    redisReply **replies = calloc(n ? n : 1, sizeof *replies);
+    size_t *of = calloc(n ? n : 1, sizeof *of); /* the op of each command */
+    if (!slots || !cmds || !replies || !of) {
+        free(slots);
+        free(cmds);
+        free(replies);
+        free(of);
+        for (size_t i = 0; i < n; i++)
+            ops[i].rc = DSYNC_ENOMEM;
+        return DSYNC_ENOMEM;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        rl_cache_op *op = &ops[i];
+        op->stored = op->found = false;
+        op->out_epoch = op->out_seq = 0;
+        op->rc = op_valid(op) ? 0 : DSYNC_EINVAL;
+        if (op->rc == 0) {
+            cmds[m] = build(rl, op, &slots[m], false);
+            of[m++] = i;
+        }
+    }
+    int prc = rlc_pipeline(rl, m, cmds, replies);
+    int worst = 0;
+    for (size_t j = 0; j < m; j++) {
+        rl_cache_op *op = &ops[of[j]];
+        redisReply *r = replies[j];
+        if (!r) {
+            op->rc = prc ? prc : DSYNC_EUNAVAILABLE; /* not sent, or its outcome unknown */
+        } else if (op->store && rlc_is_noscript(r)) {
+            /* It did not run: once more, with the script's text. */
+            freeReplyObject(r);
+            r = NULL;
+            rlc_cmd c = build(rl, op, &slots[j], true);
+            op->rc = rlc_command(rl, c.argc, c.argv, c.argvlen, 0, &r);
+            if (op->rc == 0) op->rc = parse_store(rl, r, op);
+        } else {
+            op->rc = op->store ? parse_store(rl, r, op) : parse_load(rl, r, op);
+        }
+        freeReplyObject(r);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].rc == DSYNC_EUNAVAILABLE || (worst == 0 && ops[i].rc != 0)) worst = ops[i].rc;
+    free(slots);
+    free(cmds);
+    free(replies);
+    free(of);
+    return worst;
+}
+
 int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint64_t *epoch,
                   uint64_t *seq)
 {
     *found = false;
     *epoch = *seq = 0;
-    if (!rl || !valid_key(key)) return DSYNC_EINVAL;
-    char k[sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX];
-    const char *argv[] = {"HMGET", k, "v", "e", "s"};
-    size_t argvlen[] = {5, make_key(k, key), 1, 1, 1};
+    rl_cache_op op = {.key = key, .out = value};
+    if (!rl || !op_valid(&op)) return DSYNC_EINVAL;
+    op_slot sl;
+    rlc_cmd c = build(rl, &op, &sl, false);
     redisReply *r = NULL;
-    int rc = rlc_command(rl, 5, argv, argvlen, RLC_IDEMPOTENT, &r);
+    /* Alone, a load is retried once on a dead reused connection. */
+    int rc = rlc_command(rl, c.argc, c.argv, c.argvlen, RLC_IDEMPOTENT, &r);
     if (rc != 0) return rc;
-    if (r->type == REDIS_REPLY_ERROR) {
-        rc = rlc_reply_error(rl, "cache load", r);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        rlc_set_error(rl, "cache load: unexpected reply");
-        rc = DSYNC_EIO;
-    } else if (r->element[0]->type == REDIS_REPLY_STRING &&
-               r->element[1]->type == REDIS_REPLY_STRING &&
-               r->element[2]->type == REDIS_REPLY_STRING) {
-        *epoch = rlc_parse_u64(r->element[1]->str, r->element[1]->len);
-        *seq = rlc_parse_u64(r->element[2]->str, r->element[2]->len);
-        ut_buf_append(value, r->element[0]->str, r->element[0]->len);
-        rc = value->oom ? DSYNC_ENOMEM : 0;
-        *found = rc == 0;
-    } else if (r->element[0]->type != REDIS_REPLY_NIL) {
-        rlc_set_error(rl, "cache load: %s holds something else", k);
-        rc = DSYNC_EIO;
-    }
+    rc = parse_load(rl, r, &op);
     freeReplyObject(r);
+    *found = op.found;
+    *epoch = op.out_epoch;
+    *seq = op.out_seq;
     return rc;
 }
 
@@ -59,22 +171,9 @@ int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, u
                    uint64_t seq, bool *stored)
 {
     if (stored) *stored = false;
-    if (!rl || !valid_key(key) || (len && !value) || len > RL_RECORD_MAX) return DSYNC_EINVAL;
-    char k[sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX], e[24], s[24];
-    const char *argv[] = {NULL, NULL, "1", k, len ? value : "", e, s};
-    size_t argvlen[] = {0, 0, 1, make_key(k, key), len, rlc_format_u64(e, epoch),
-                        rlc_format_u64(s, seq)};
-    redisReply *r = NULL;
-    int rc = rlc_run_script(rl, S_CSTORE, 7, argv, argvlen, 0, &r);
-    if (rc != 0) return rc;
-    if (r->type == REDIS_REPLY_ERROR) {
-        rc = rlc_reply_error(rl, "cache store", r);
-    } else if (r->type != REDIS_REPLY_INTEGER) {
-        rlc_set_error(rl, "cache store: unexpected reply");
-        rc = DSYNC_EIO;
-    } else if (stored) {
-        *stored = r->integer == 1;
-    }
-    freeReplyObject(r);
+    rl_cache_op op = {.store = true, .key = key, .value = value, .len = len, .epoch = epoch, .seq = seq};
+    if (!rl || !op_valid(&op)) return DSYNC_EINVAL;
+    int rc = rl_cache_run(rl, &op, 1);
+    if (stored) *stored = op.stored;
     return rc;
 }

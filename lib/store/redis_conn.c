@@ -350,6 +350,37 @@ int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, 
     return rc;
 }
 
+int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, redisReply **replies)
+{
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    if (n == 0) return 0;
+    rlc_settle(rl); /* the replies of a flush in flight come first */
+    pipe_guard g;
+    rlc_guard_begin(&g);
+    int rc = rlc_connect(rl, NULL);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (redisAppendCommandArgv(rl->c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
+            REDIS_OK) {
+            rlc_set_error(rl, "%s: out of memory", cmds[i].argv[0]);
+            rlc_drop(rl, false); /* nothing was sent */
+            rc = DSYNC_ENOMEM;
+        }
+    if (rc == 0) {
+        rl->stats.round_trips++;
+        for (size_t i = 0; i < n; i++) {
+            void *r = NULL;
+            if (redisGetReply(rl->c, &r) != REDIS_OK) {
+                rc = rlc_io_error(rl, cmds[i].argv[0]); /* this one and the rest: unknown */
+                break;
+            }
+            replies[i] = r;
+        }
+    }
+    rlc_guard_end(&g);
+    return rc;
+}
+
 /* EVALSHA with the script's arguments (argv[3..]), falling back to EVAL
  * when Redis lost the script: NOSCRIPT means it did not run, so sending it
  * again is safe even for a write. argv[0..2] are filled in here. */

@@ -128,6 +128,17 @@ enum {
  * RLC_IDEMPOTENT) is never sent twice. */
 int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
                 redisReply **out);
+/* One command of a pipeline. */
+typedef struct {
+    int argc;
+    const char **argv;
+    const size_t *argvlen;
+} rlc_cmd;
+/* n commands in one round trip (after rlc_settle), each reply (error
+ * replies too) in replies[i]; never sent twice. On an I/O error the
+ * replies not received stay NULL (their outcome unknown) and the result
+ * is DSYNC_EUNAVAILABLE; a failed connect leaves all NULL. */
+int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, redisReply **replies);
 /* EVALSHA of script (argv[0..2] filled in here), EVAL after NOSCRIPT. */
 int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
                    int flags, redisReply **out);

@@ -270,6 +270,28 @@ int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint6
 int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, uint64_t epoch,
                    uint64_t seq, bool *stored);
 
+/* Loads and stores together: n requests in one pipelined round trip (a
+ * store whose script Redis lost goes again with EVAL, on its own), each
+ * with its own result, as rl_cache_load and rl_cache_store give them. An
+ * I/O error leaves the requests whose replies did not come with
+ * DSYNC_EUNAVAILABLE (a store's outcome unknown: sending it again is
+ * harmless); nothing is retried here, not even a load on a dead reused
+ * connection. Returns 0 when every request got 0, else DSYNC_EUNAVAILABLE
+ * if one did, else the first other code. */
+typedef struct {
+    bool store;          /* a store; else a load */
+    const char *key;     /* 1 to RL_CACHE_KEY_MAX bytes */
+    const void *value;   /* store: value, len and version (epoch, seq) */
+    size_t len;
+    uint64_t epoch, seq;
+    ut_buf *out;         /* load: the caller's buffer, the value appended */
+    int rc;              /* out: 0 or DSYNC_E* (EINVAL: a bad request, not sent) */
+    bool stored;         /* out, store: no version >= it was there */
+    bool found;          /* out, load: the key has a value */
+    uint64_t out_epoch, out_seq; /* out, load: its version */
+} rl_cache_op;
+int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n);
+
 /* A description of the last failure; "" when none. Owned by the handle. */
 const char *rl_last_error(const rl_log *rl);
 void rl_get_stats(const rl_log *rl, rl_stats *out);

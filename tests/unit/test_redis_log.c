@@ -1258,9 +1258,79 @@ static void test_cache_values_keep_only_the_highest_version(void **state)
     rl_close(rl);
 }
 
+/* Many loads and stores in one round trip, each with its own answer; a
+ * store whose script Redis lost goes again on its own. */
+static void test_cache_requests_share_one_round_trip(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    assert_int_equal(rl_cache_store(rl, "held", "new", 3, 5, 5, NULL), 0);
+    redisReply *r = admin(f, 0, "SET dsync:c:wrong x");
+    freeReplyObject(r);
+    ut_buf v[6];
+    for (int i = 0; i < 6; i++)
+        ut_buf_init(&v[i]);
+    rl_cache_op ops[6] = {
+        {.store = true, .key = "a", .value = "va", .len = 2, .epoch = 1, .seq = 1},
+        {.key = "held", .out = &v[1]},
+        {.store = true, .key = "held", .value = "old", .len = 3, .epoch = 5, .seq = 4},
+        {.key = "none", .out = &v[3]},
+        {.key = "", .out = &v[4]}, /* bad: not sent */
+        {.key = "wrong", .out = &v[5]},
+    };
+    rl_stats before, after;
+    rl_get_stats(rl, &before);
+    assert_int_equal(rl_cache_run(rl, ops, 6), DSYNC_EINVAL);
+    rl_get_stats(rl, &after);
+    assert_int_equal(after.round_trips - before.round_trips, 1);
+    assert_int_equal(ops[0].rc, 0);
+    assert_true(ops[0].stored);
+    assert_int_equal(ops[1].rc, 0);
+    assert_true(ops[1].found);
+    assert_int_equal(v[1].len, 3);
+    assert_memory_equal(v[1].data, "new", 3);
+    assert_int_equal(ops[1].out_epoch, 5);
+    assert_int_equal(ops[1].out_seq, 5);
+    assert_int_equal(ops[2].rc, 0);
+    assert_false(ops[2].stored); /* older than what Redis holds */
+    assert_int_equal(ops[3].rc, 0);
+    assert_false(ops[3].found);
+    assert_int_equal(ops[4].rc, DSYNC_EINVAL);
+    assert_int_equal(ops[5].rc, DSYNC_EIO);
+    bool found;
+    uint64_t e, sq;
+    load_value(rl, "a", &found, &v[0], &e, &sq);
+    assert_true(found);
+    assert_memory_equal(v[0].data, "va", 2);
+
+    /* Redis lost its scripts: the stores of a batch still land. */
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    rl_cache_op two[2] = {
+        {.store = true, .key = "b", .value = "vb", .len = 2, .epoch = 1, .seq = 1},
+        {.store = true, .key = "c", .value = "vc", .len = 2, .epoch = 1, .seq = 1},
+    };
+    assert_int_equal(rl_cache_run(rl, two, 2), 0);
+    assert_true(two[0].stored && two[1].stored);
+    load_value(rl, "c", &found, &v[0], &e, &sq);
+    assert_true(found);
+    assert_memory_equal(v[0].data, "vc", 2);
+
+    /* Redis gone: every request says so. */
+    h_redis_kill9(&f->redis);
+    assert_int_equal(rl_cache_run(rl, two, 2), DSYNC_EUNAVAILABLE);
+    assert_int_equal(two[0].rc, DSYNC_EUNAVAILABLE);
+    assert_int_equal(two[1].rc, DSYNC_EUNAVAILABLE);
+    for (int i = 0; i < 6; i++)
+        ut_buf_free(&v[i]);
+    rl_close(rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cache_requests_share_one_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_records_come_back_in_order_after_the_snapshot_across_a_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -347,8 +347,12 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
     for (size_t k = 0; k < n_again; k++) {
         rl_cache_op *op = &ops[again[k]];
         op->rc = loads[k].rc;
+        memcpy(op->error, loads[k].error, sizeof op->error);
         /* Gone meanwhile: not "the write took"; the core asks again. */
-        if (op->rc == 0 && !loads[k].found) op->rc = DSYNC_EUNAVAILABLE;
+        if (op->rc == 0 && !loads[k].found) {
+            op->rc = DSYNC_EUNAVAILABLE;
+            snprintf(op->error, sizeof op->error, "refused as older, then gone");
+        }
         op->found = loads[k].found;
         op->out_epoch = loads[k].out_epoch;
         op->out_seq = loads[k].out_seq;
@@ -356,11 +360,13 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
     for (size_t i = 0; i < count; i++) {
         rl_cache_op *op = &ops[i];
         bool refused = op->store && op->rc == 0 && !op->stored;
-        if (!again || !loads) /* out of memory for the second round */
-            if (refused) op->rc = DSYNC_ENOMEM;
+        if ((!again || !loads) && refused) { /* out of memory for the second round */
+            op->rc = DSYNC_ENOMEM;
+            snprintf(op->error, sizeof op->error, "out of memory");
+        }
         if (op->rc != 0)
             ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
-                   op->store ? "store" : "load", reqs[i].key, rl_last_error(rl));
+                   op->store ? "store" : "load", reqs[i].key, op->error);
         cc_version ver = {op->out_epoch, op->out_seq};
         cc_store_done(n->cache, reqs[i].id, reqs[i].key, op->rc, op->found, vals[i].data,
                       vals[i].len, ver, now_ms);

@@ -103,8 +103,10 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
         free(cmds);
         free(replies);
         free(of);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             ops[i].rc = DSYNC_ENOMEM;
+            snprintf(ops[i].error, sizeof ops[i].error, "out of memory");
+        }
         return DSYNC_ENOMEM;
     }
     size_t m = 0;
@@ -112,13 +114,16 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
         rl_cache_op *op = &ops[i];
         op->stored = op->found = false;
         op->out_epoch = op->out_seq = 0;
+        op->error[0] = '\0';
         op->rc = op_valid(op) ? 0 : DSYNC_EINVAL;
+        if (op->rc) snprintf(op->error, sizeof op->error, "a bad key or value");
         if (op->rc == 0) {
             cmds[m] = build(rl, op, &slots[m], false);
             of[m++] = i;
         }
     }
-    int prc = rlc_pipeline(rl, m, cmds, replies);
+    /* Loads read, and stores are fenced by their version: all may run twice. */
+    int prc = rlc_pipeline(rl, m, cmds, RLC_IDEMPOTENT, replies);
     int worst = 0;
     for (size_t j = 0; j < m; j++) {
         rl_cache_op *op = &ops[of[j]];
@@ -136,6 +141,7 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
             op->rc = op->store ? parse_store(rl, r, op) : parse_load(rl, r, op);
         }
         freeReplyObject(r);
+        if (op->rc != 0) snprintf(op->error, sizeof op->error, "%s", rl_last_error(rl));
     }
     for (size_t i = 0; i < n; i++)
         if (ops[i].rc == DSYNC_EUNAVAILABLE || (worst == 0 && ops[i].rc != 0)) worst = ops[i].rc;

@@ -350,7 +350,7 @@ int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, 
     return rc;
 }
 
-int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, redisReply **replies)
+int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisReply **replies)
 {
     for (size_t i = 0; i < n; i++)
         replies[i] = NULL;
@@ -358,24 +358,34 @@ int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, redisReply **replies
     rlc_settle(rl); /* the replies of a flush in flight come first */
     pipe_guard g;
     rlc_guard_begin(&g);
-    int rc = rlc_connect(rl, NULL);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        if (redisAppendCommandArgv(rl->c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
-            REDIS_OK) {
-            rlc_set_error(rl, "%s: out of memory", cmds[i].argv[0]);
-            rlc_drop(rl, false); /* nothing was sent */
-            rc = DSYNC_ENOMEM;
-        }
-    if (rc == 0) {
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        bool fresh;
+        rc = rlc_connect(rl, &fresh);
+        if (rc != 0) break;
+        use_wait(rl, rl->wait_ms);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (redisAppendCommandArgv(rl->c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
+                REDIS_OK) {
+                rlc_set_error(rl, "%s: out of memory", cmds[i].argv[0]);
+                rlc_drop(rl, false); /* nothing was sent */
+                rc = DSYNC_ENOMEM;
+            }
+        if (rc != 0) break;
         rl->stats.round_trips++;
-        for (size_t i = 0; i < n; i++) {
+        size_t got = 0;
+        for (; got < n; got++) {
             void *r = NULL;
             if (redisGetReply(rl->c, &r) != REDIS_OK) {
-                rc = rlc_io_error(rl, cmds[i].argv[0]); /* this one and the rest: unknown */
+                rc = rlc_io_error(rl, cmds[got].argv[0]); /* this one and the rest: unknown */
                 break;
             }
-            replies[i] = r;
+            replies[got] = r;
         }
+        /* A reused connection found dead before any reply (a server
+         * timeout closed it): all of it once more on a fresh one, if the
+         * commands may run twice. */
+        if (rc == 0 || got > 0 || fresh || attempt > 0 || !(flags & RLC_IDEMPOTENT)) break;
     }
     rlc_guard_end(&g);
     return rc;

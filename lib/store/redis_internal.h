@@ -135,10 +135,12 @@ typedef struct {
     const size_t *argvlen;
 } rlc_cmd;
 /* n commands in one round trip (after rlc_settle), each reply (error
- * replies too) in replies[i]; never sent twice. On an I/O error the
- * replies not received stay NULL (their outcome unknown) and the result
- * is DSYNC_EUNAVAILABLE; a failed connect leaves all NULL. */
-int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, redisReply **replies);
+ * replies too) in replies[i]. With RLC_IDEMPOTENT (every command may run
+ * twice), a reused connection found dead before the first reply is
+ * replaced and all sent once more. On an I/O error the replies not
+ * received stay NULL (their outcome unknown) and the result is
+ * DSYNC_EUNAVAILABLE; a failed connect leaves all NULL. */
+int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisReply **replies);
 /* EVALSHA of script (argv[0..2] filled in here), EVAL after NOSCRIPT. */
 int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
                    int flags, redisReply **out);

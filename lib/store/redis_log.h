@@ -270,13 +270,15 @@ int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint6
 int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, uint64_t epoch,
                    uint64_t seq, bool *stored);
 
-/* Loads and stores together: n requests in one pipelined round trip (a
- * store whose script Redis lost goes again with EVAL, on its own), each
- * with its own result, as rl_cache_load and rl_cache_store give them. An
- * I/O error leaves the requests whose replies did not come with
- * DSYNC_EUNAVAILABLE (a store's outcome unknown: sending it again is
- * harmless); nothing is retried here, not even a load on a dead reused
- * connection. Returns 0 when every request got 0, else DSYNC_EUNAVAILABLE
+/* Loads and stores together: n requests in one pipelined round trip, each
+ * with its own result, as rl_cache_load and rl_cache_store give them. A
+ * store whose script Redis lost goes again with EVAL on its own, after
+ * the others: requests on one key in one batch may land out of order then,
+ * so send at most one store per key. A reused connection found dead before
+ * the first reply is replaced and the batch sent once more (a store twice
+ * is harmless: its version decides). Other I/O errors leave the requests
+ * whose replies did not come with DSYNC_EUNAVAILABLE (a store's outcome
+ * unknown). Returns 0 when every request got 0, else DSYNC_EUNAVAILABLE
  * if one did, else the first other code. */
 typedef struct {
     bool store;          /* a store; else a load */
@@ -289,6 +291,7 @@ typedef struct {
     bool stored;         /* out, store: no version >= it was there */
     bool found;          /* out, load: the key has a value */
     uint64_t out_epoch, out_seq; /* out, load: its version */
+    char error[160];             /* out: why, when rc is not 0 */
 } rl_cache_op;
 int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n);
 

@@ -1298,6 +1298,18 @@ static void test_cache_requests_share_one_round_trip(void **state)
     assert_false(ops[3].found);
     assert_int_equal(ops[4].rc, DSYNC_EINVAL);
     assert_int_equal(ops[5].rc, DSYNC_EIO);
+    assert_non_null(strstr(ops[5].error, "WRONGTYPE")); /* its own reason */
+    assert_null(strstr(ops[4].error, "WRONGTYPE"));
+
+    /* A server that closed the idle connection (a timeout): the batch goes
+     * once more on a fresh one, no request lost to it. */
+    r = admin(f, 0, "CLIENT KILL TYPE normal SKIPME yes");
+    freeReplyObject(r);
+    rl_cache_op again = {.key = "held", .out = &v[1]};
+    v[1].len = 0;
+    assert_int_equal(rl_cache_run(rl, &again, 1), 0);
+    assert_true(again.found);
+    assert_memory_equal(v[1].data, "new", 3);
     bool found;
     uint64_t e, sq;
     load_value(rl, "a", &found, &v[0], &e, &sq);

@@ -215,8 +215,15 @@ static void maybe_rewrite(dsync_node *n)
             nq_broke(n, "rewriting the queue file");
         else if (rc == 1)
             n->aof_rewritten_size = aof_size(n->aof);
-        else if (rc < 0) /* before the rename: the old file carries on; try again later */
+        else if (rc < 0) { /* before the rename: the old file carries on; try again later */
             n->aof_rewritten_size = aof_size(n->aof);
+            ut_log(&n->log, DSYNC_LOG_WARN,
+                   "queue: rewriting the queue file gave up (%s); tried again at %" PRIu64
+                   " bytes",
+                   rc == DSYNC_ETOOBIG ? "over 32 MiB appended while the snapshot was written"
+                                       : dsync_strerror(rc),
+                   2 * n->aof_rewritten_size);
+        }
         return;
     }
     uint64_t size = aof_size(n->aof);

@@ -331,30 +331,69 @@ typedef struct {
     dsync_node *n;
     uint64_t until_ms; /* no claim begun after this */
     size_t adopted, failed;
+    bool oom;
 } nq_adopt_ctx;
 
-/* Stops a page of the listing (it is told again next time). */
+/* Stop a page of the listing (it is told again next time): out of time
+ * this turn, or Redis away (back next tick, not at once). */
 #define ADOPT_PAUSED 1
+#define ADOPT_LATER 2
+/* Attempts at one topic's claim per view: a claim Redis could not answer
+ * is tried again later, up to this many times, then left to its first call.
+ * One refused while the connection backs off, unsent, is no attempt: the
+ * claims wait for Redis, and queue_adoption_pending says so. */
+#define ADOPT_TRIES 3
+
+/* Round trips and connect attempts so far: whether a call reached Redis. */
+static uint64_t redis_tries(const dsync_node *n)
+{
+    rl_stats st = {0};
+    if (n->rl) rl_get_stats(n->rl, &st);
+    return st.round_trips + st.connect_failures;
+}
 
 static int adopt_one(void *ctx, const char *topic)
 {
     nq_adopt_ctx *a = ctx;
     dsync_node *n = a->n;
-    /* A page cut short is told again: what it tried then (a claim may have
-     * failed, slowly) is not tried again, so the listing always moves on. */
-    if (!nq_topic_ok(topic) || ut_map_get(&n->q_claims, topic) ||
-        ut_map_get(&n->q_adopt_tried, topic) || nq_owner_of(n, topic) != n->cfg.node_id)
+    /* A page cut short is told again: what it settled then is not tried
+     * again (a claim may have failed slowly), so the listing moves on. */
+    uintptr_t tries = (uintptr_t)ut_map_get(&n->q_adopt_tried, topic);
+    if (!nq_topic_ok(topic) || ut_map_get(&n->q_claims, topic) || tries >= ADOPT_TRIES ||
+        nq_owner_of(n, topic) != n->cfg.node_id)
         return 0;
     /* At least one claim a turn. */
     if (a->adopted + a->failed > 0 && ut_now_ms() >= a->until_ms) return ADOPT_PAUSED;
-    if (ut_map_put(&n->q_adopt_tried, topic, n) != 0) return DSYNC_ENOMEM;
-    if (nq_claim_unit(n, topic) == 0) {
+    if (ut_map_put(&n->q_adopt_tried, topic, (void *)(tries + 1)) != 0) {
+        a->oom = true;
+        return DSYNC_ENOMEM;
+    }
+    uint64_t t0 = redis_tries(n);
+    int rc = nq_claim_unit(n, topic);
+    if (rc == 0) {
         a->adopted++;
         dsync_series_add(n->qm.adopted, 1);
+    } else if (rc == DSYNC_EUNAVAILABLE && redis_tries(n) == t0) {
+        /* Refused without asking (the connection backs off): no attempt. */
+        (void)ut_map_put(&n->q_adopt_tried, topic, (void *)tries);
+        return ADOPT_LATER;
+    } else if (rc == DSYNC_EUNAVAILABLE && tries + 1 < ADOPT_TRIES) {
+        return ADOPT_LATER;
     } else {
+        /* Settled for this view; replacing a value allocates nothing. */
+        (void)ut_map_put(&n->q_adopt_tried, topic, (void *)(uintptr_t)ADOPT_TRIES);
         a->failed++;
     }
     return 0;
+}
+
+/* The current view's claims are all made (or tried). */
+static void adoption_over(dsync_node *n)
+{
+    n->q_adopted = true;
+    dsync_series_set(n->qm.adopting, 0);
+    ut_map_close(&n->q_adopt_tried);
+    ut_map_init(&n->q_adopt_tried);
 }
 
 /* Claims now, rather than at their first call, the units in Redis this
@@ -365,15 +404,6 @@ static int adopt_one(void *ctx, const char *topic)
  * also carries Raft, spends at most a tenth of an election timeout a turn
  * on them and goes on next turn from where it stopped. True while claims
  * remain to be made (the loop should come back at once). */
-/* The current view's claims are all made (or tried). */
-static void adoption_over(dsync_node *n)
-{
-    n->q_adopted = true;
-    dsync_series_set(n->qm.adopting, 0);
-    ut_map_close(&n->q_adopt_tried);
-    ut_map_init(&n->q_adopt_tried);
-}
-
 bool nq_adopt_units(dsync_node *n)
 {
     if (!n->fsm.view_index || n->applied < raft_commit_index(n->raft)) return false;
@@ -390,11 +420,12 @@ bool nq_adopt_units(dsync_node *n)
     while (rc == 0 && strcmp(n->q_adopt_cursor, "0") != 0 && ut_now_ms() < a.until_ms);
     n->q_adopt_count += a.adopted;
     n->q_adopt_failed += a.failed;
+    if (rc == ADOPT_LATER) return false; /* Redis away: this page again next tick */
     if (rc != 0 && rc != ADOPT_PAUSED) {
         /* Tried again every tick, from the same page; said once a view. */
         if (!n->q_adopt_warned)
             ut_log(&n->log, DSYNC_LOG_WARN, "queue: listing topics in Redis: %s",
-                   rl_last_error(rl));
+                   a.oom ? "out of memory" : rl_last_error(rl));
         n->q_adopt_warned = true;
         return false;
     }

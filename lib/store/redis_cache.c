@@ -35,7 +35,10 @@ static int parse_load(rl_log *rl, const redisReply *r, rl_cache_op *op)
         op->out_epoch = rlc_parse_u64(r->element[1]->str, r->element[1]->len);
         op->out_seq = rlc_parse_u64(r->element[2]->str, r->element[2]->len);
         ut_buf_append(op->out, r->element[0]->str, r->element[0]->len);
-        if (op->out->oom) return DSYNC_ENOMEM;
+        if (op->out->oom) {
+            rlc_set_error(rl, "cache load: out of memory");
+            return DSYNC_ENOMEM;
+        }
         op->found = true;
         return 0;
     }
@@ -124,12 +127,18 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
     }
     /* Loads read, and stores are fenced by their version: all may run twice. */
     int prc = rlc_pipeline(rl, m, cmds, RLC_IDEMPOTENT, replies);
+    /* Why the unanswered ones failed: said now, as a NOSCRIPT re-send below
+     * may reconnect and clear it. */
+    char perr[sizeof ops[0].error];
+    snprintf(perr, sizeof perr, "%s", rl_last_error(rl));
     int worst = 0;
     for (size_t j = 0; j < m; j++) {
         rl_cache_op *op = &ops[of[j]];
         redisReply *r = replies[j];
         if (!r) {
             op->rc = prc ? prc : DSYNC_EUNAVAILABLE; /* not sent, or its outcome unknown */
+            snprintf(op->error, sizeof op->error, "%s", perr);
+            continue;
         } else if (op->store && rlc_is_noscript(r)) {
             /* It did not run: once more, with the script's text. */
             freeReplyObject(r);

@@ -52,7 +52,7 @@
  * command, each write. A node sets it well below its election timeout, as
  * its loop also sends Raft's heartbeats: a Redis that stalls (SIGSTOP, a
  * blackholed link, a disk that hangs its AOF fsync) costs the loop one
- * wait limit, then calls fail fast. Two waits are longer,
+ * wait limit per backoff step, and calls fail fast in between. Two waits are longer,
  * RL_COMMAND_TIMEOUT_MS of silence, as their size may make Redis work
  * that long before it answers: rl_load and rl_rewrite (a stall that
  * begins during one costs that much once); and a flush in flight, which
@@ -67,7 +67,9 @@
  * cheap 503s during an outage). A write whose outcome is unknown (the
  * connection broke after it was sent) is never retried here: the call
  * reports DSYNC_EUNAVAILABLE and the caller decides (its records carry ids
- * that make a replay idempotent). Reads (rl_load, rl_topics, rl_info_*)
+ * that make a replay idempotent); the one exception is the cache's
+ * stores, fenced by their version, which rl_cache_run sends again with
+ * its batch (below). Reads (rl_load, rl_topics, rl_info_*, cache loads)
  * are retried once on a fresh connection when a reused one turns out to be
  * dead, so an idle connection closed by a server timeout costs no 503.
  * hiredis writes with write(2), which raises SIGPIPE on a closed socket;

@@ -317,13 +317,17 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
 {
     if (count == 0) return;
     rl_log *rl = nd_redis(n);
-    rl_cache_op *ops = calloc(count, sizeof *ops);
+    /* ops: the requests, then the loads behind refused writes (again[k]
+     * is the request of load k). */
+    rl_cache_op *ops = calloc(2 * count, sizeof *ops), *loads = ops ? ops + count : NULL;
+    size_t *again = calloc(count, sizeof *again), n_again = 0;
     ut_buf *vals = calloc(count, sizeof *vals);
-    if (!rl || !ops || !vals) {
+    if (!rl || !ops || !again || !vals) {
         for (size_t i = 0; i < count; i++)
             cc_store_done(n->cache, reqs[i].id, reqs[i].key, rl ? DSYNC_ENOMEM : DSYNC_EUNAVAILABLE,
                           false, NULL, 0, (cc_version){0, 0}, now_ms);
         free(ops);
+        free(again);
         free(vals);
         return;
     }
@@ -336,9 +340,7 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
     }
     rl_cache_run(rl, ops, count);
     /* Writes refused as older: what Redis holds instead. */
-    size_t *again = calloc(count, sizeof *again), n_again = 0;
-    rl_cache_op *loads = calloc(count, sizeof *loads);
-    for (size_t i = 0; again && loads && i < count; i++)
+    for (size_t i = 0; i < count; i++)
         if (ops[i].store && ops[i].rc == 0 && !ops[i].stored) {
             loads[n_again] = (rl_cache_op){.key = reqs[i].key, .out = &vals[i]};
             again[n_again++] = i;
@@ -359,22 +361,15 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
     }
     for (size_t i = 0; i < count; i++) {
         rl_cache_op *op = &ops[i];
-        bool refused = op->store && op->rc == 0 && !op->stored;
-        if ((!again || !loads) && refused) { /* out of memory for the second round */
-            op->rc = DSYNC_ENOMEM;
-            snprintf(op->error, sizeof op->error, "out of memory");
-        }
         if (op->rc != 0)
             ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
                    op->store ? "store" : "load", reqs[i].key, op->error);
-        cc_version ver = {op->out_epoch, op->out_seq};
         cc_store_done(n->cache, reqs[i].id, reqs[i].key, op->rc, op->found, vals[i].data,
-                      vals[i].len, ver, now_ms);
+                      vals[i].len, (cc_version){op->out_epoch, op->out_seq}, now_ms);
         ut_buf_free(&vals[i]);
     }
-    free(again);
-    free(loads);
     free(ops);
+    free(again);
     free(vals);
 }
 

@@ -543,12 +543,8 @@ void nd_queue_flush(dsync_node *n)
         nq_redis_send(n); /* one that could not go out: landed next turn */
         return;
     }
-    if (!n->q_durable) {
-        maybe_rewrite(n); /* one in the background may be done */
-        return;
-    }
     int rc = n->queue_broken ? DSYNC_EIO : 0;
-    if (n->aof && rc == 0) {
+    if (n->q_durable && n->aof && rc == 0) {
         uint64_t start = ut_now_ns();
         rc = aof_sync(n->aof);
         dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
@@ -560,7 +556,7 @@ void nd_queue_flush(dsync_node *n)
         if (rc != 0) nq_fail_op(op, rc);
         nq_finish(n, op);
     }
-    maybe_rewrite(n);
+    maybe_rewrite(n); /* every turn: one in the background may be done */
 }
 
 uint64_t nd_queue_flight_deadline(const dsync_node *n)

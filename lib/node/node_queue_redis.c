@@ -364,26 +364,22 @@ static int adopt_one(void *ctx, const char *topic)
         return 0;
     /* At least one claim a turn. */
     if (a->adopted + a->failed > 0 && ut_now_ms() >= a->until_ms) return ADOPT_PAUSED;
-    if (ut_map_put(&n->q_adopt_tried, topic, (void *)(tries + 1)) != 0) {
-        a->oom = true;
-        return DSYNC_ENOMEM;
-    }
     uint64_t t0 = redis_tries(n);
     int rc = nq_claim_unit(n, topic);
     if (rc == 0) {
         a->adopted++;
         dsync_series_add(n->qm.adopted, 1);
-    } else if (rc == DSYNC_EUNAVAILABLE && redis_tries(n) == t0) {
-        /* Refused without asking (the connection backs off): no attempt. */
-        (void)ut_map_put(&n->q_adopt_tried, topic, (void *)tries);
-        return ADOPT_LATER;
-    } else if (rc == DSYNC_EUNAVAILABLE && tries + 1 < ADOPT_TRIES) {
-        return ADOPT_LATER;
-    } else {
-        /* Settled for this view; replacing a value allocates nothing. */
-        (void)ut_map_put(&n->q_adopt_tried, topic, (void *)(uintptr_t)ADOPT_TRIES);
-        a->failed++;
+        return 0;
     }
+    /* Refused without asking (the connection backs off): no attempt. */
+    if (rc == DSYNC_EUNAVAILABLE && redis_tries(n) == t0) return ADOPT_LATER;
+    bool again = rc == DSYNC_EUNAVAILABLE && tries + 1 < ADOPT_TRIES;
+    if (ut_map_put(&n->q_adopt_tried, topic, (void *)(again ? tries + 1 : ADOPT_TRIES)) != 0) {
+        a->oom = true;
+        return DSYNC_ENOMEM;
+    }
+    if (again) return ADOPT_LATER;
+    a->failed++;
     return 0;
 }
 

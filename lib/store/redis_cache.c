@@ -94,56 +94,55 @@ static bool op_valid(const rl_cache_op *op)
                                             : op->out != NULL);
 }
 
+/* What rl_cache_run keeps for each request it sends. */
+typedef struct {
+    op_slot slot;
+    rlc_cmd cmd;
+    redisReply *reply;
+    rl_cache_op *op;
+} sent_op;
+
 int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
 {
     if (!rl || (n && !ops)) return DSYNC_EINVAL;
-    op_slot *slots = calloc(n ? n : 1, sizeof *slots);
+    sent_op *sent = calloc(n ? n : 1, sizeof *sent);
     rlc_cmd *cmds = calloc(n ? n : 1, sizeof *cmds);
     redisReply **replies = calloc(n ? n : 1, sizeof *replies);
-    size_t *of = calloc(n ? n : 1, sizeof *of); /* the op of each command */
-    if (!slots || !cmds || !replies || !of) {
-        free(slots);
-        free(cmds);
-        free(replies);
-        free(of);
-        for (size_t i = 0; i < n; i++) {
-            ops[i].rc = DSYNC_ENOMEM;
-            snprintf(ops[i].error, sizeof ops[i].error, "out of memory");
-        }
-        return DSYNC_ENOMEM;
-    }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         rl_cache_op *op = &ops[i];
         op->stored = op->found = false;
         op->out_epoch = op->out_seq = 0;
         op->error[0] = '\0';
-        op->rc = op_valid(op) ? 0 : DSYNC_EINVAL;
-        if (op->rc) snprintf(op->error, sizeof op->error, "a bad key or value");
+        op->rc = !sent || !cmds || !replies ? DSYNC_ENOMEM : op_valid(op) ? 0 : DSYNC_EINVAL;
         if (op->rc == 0) {
-            cmds[m] = build(rl, op, &slots[m], false);
-            of[m++] = i;
+            sent[m].op = op;
+            cmds[m] = build(rl, op, &sent[m].slot, false);
+            m++;
+        } else {
+            snprintf(op->error, sizeof op->error, "%s",
+                     op->rc == DSYNC_ENOMEM ? "out of memory" : "a bad key or value");
         }
     }
     /* Loads read, and stores are fenced by their version: all may run twice. */
-    int prc = rlc_pipeline(rl, m, cmds, RLC_IDEMPOTENT, replies);
+    int prc = m ? rlc_pipeline(rl, m, cmds, RLC_IDEMPOTENT, replies) : 0;
     /* Why the unanswered ones failed: said now, as a NOSCRIPT re-send below
      * may reconnect and clear it. */
     char perr[sizeof ops[0].error];
     snprintf(perr, sizeof perr, "%s", rl_last_error(rl));
-    int worst = 0;
     for (size_t j = 0; j < m; j++) {
-        rl_cache_op *op = &ops[of[j]];
+        rl_cache_op *op = sent[j].op;
         redisReply *r = replies[j];
         if (!r) {
             op->rc = prc ? prc : DSYNC_EUNAVAILABLE; /* not sent, or its outcome unknown */
             snprintf(op->error, sizeof op->error, "%s", perr);
             continue;
-        } else if (op->store && rlc_is_noscript(r)) {
+        }
+        if (op->store && rlc_is_noscript(r)) {
             /* It did not run: once more, with the script's text. */
             freeReplyObject(r);
             r = NULL;
-            rlc_cmd c = build(rl, op, &slots[j], true);
+            rlc_cmd c = build(rl, op, &sent[j].slot, true);
             op->rc = rlc_command(rl, c.argc, c.argv, c.argvlen, 0, &r);
             if (op->rc == 0) op->rc = parse_store(rl, r, op);
         } else {
@@ -152,12 +151,12 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
         freeReplyObject(r);
         if (op->rc != 0) snprintf(op->error, sizeof op->error, "%s", rl_last_error(rl));
     }
-    for (size_t i = 0; i < n; i++)
-        if (ops[i].rc == DSYNC_EUNAVAILABLE || (worst == 0 && ops[i].rc != 0)) worst = ops[i].rc;
-    free(slots);
+    free(sent);
     free(cmds);
     free(replies);
-    free(of);
+    int worst = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].rc == DSYNC_EUNAVAILABLE || (worst == 0 && ops[i].rc != 0)) worst = ops[i].rc;
     return worst;
 }
 
@@ -168,14 +167,7 @@ int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint6
     *epoch = *seq = 0;
     rl_cache_op op = {.key = key, .out = value};
     if (!rl || !op_valid(&op)) return DSYNC_EINVAL;
-    op_slot sl;
-    rlc_cmd c = build(rl, &op, &sl, false);
-    redisReply *r = NULL;
-    /* Alone, a load is retried once on a dead reused connection. */
-    int rc = rlc_command(rl, c.argc, c.argv, c.argvlen, RLC_IDEMPOTENT, &r);
-    if (rc != 0) return rc;
-    rc = parse_load(rl, r, &op);
-    freeReplyObject(r);
+    int rc = rl_cache_run(rl, &op, 1);
     *found = op.found;
     *epoch = op.out_epoch;
     *seq = op.out_seq;

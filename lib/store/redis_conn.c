@@ -313,43 +313,6 @@ int rlc_connect(rl_log *rl, bool *fresh)
     return 0;
 }
 
-/* One command, one round trip; *out gets any reply, error replies too. An
- * idempotent command (a read) that finds a reused connection dead is sent
- * once more on a fresh one; a write never is: its outcome is unknown. */
-int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
-                redisReply **out)
-{
-    rlc_settle(rl); /* the replies of a flush in flight come first */
-    pipe_guard g;
-    rlc_guard_begin(&g);
-    int rc;
-    unsigned wait = rl->wait_ms;
-    if ((flags & RLC_BULK) && wait < RL_COMMAND_TIMEOUT_MS) wait = RL_COMMAND_TIMEOUT_MS;
-    for (int attempt = 0;; attempt++) {
-        bool fresh;
-        rc = rlc_connect(rl, &fresh);
-        if (rc != 0) break;
-        if (redisAppendCommandArgv(rl->c, argc, argv, argvlen) != REDIS_OK) {
-            rlc_set_error(rl, "%s: out of memory", argv[0]);
-            rlc_drop(rl, false); /* nothing was sent */
-            rc = DSYNC_ENOMEM;
-            break;
-        }
-        rl->stats.round_trips++;
-        use_wait(rl, wait);
-        void *r = NULL;
-        if (redisGetReply(rl->c, &r) == REDIS_OK) {
-            use_wait(rl, rl->wait_ms);
-            *out = r;
-            break;
-        }
-        rc = rlc_io_error(rl, argv[0]);
-        if (!((flags & RLC_IDEMPOTENT) && !fresh && attempt == 0)) break;
-    }
-    rlc_guard_end(&g);
-    return rc;
-}
-
 int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisReply **replies)
 {
     for (size_t i = 0; i < n; i++)
@@ -358,12 +321,13 @@ int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisRepl
     rlc_settle(rl); /* the replies of a flush in flight come first */
     pipe_guard g;
     rlc_guard_begin(&g);
+    unsigned wait = rl->wait_ms;
+    if ((flags & RLC_BULK) && wait < RL_COMMAND_TIMEOUT_MS) wait = RL_COMMAND_TIMEOUT_MS;
     int rc;
     for (int attempt = 0;; attempt++) {
         bool fresh;
         rc = rlc_connect(rl, &fresh);
         if (rc != 0) break;
-        use_wait(rl, rl->wait_ms);
         for (size_t i = 0; rc == 0 && i < n; i++)
             if (redisAppendCommandArgv(rl->c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
                 REDIS_OK) {
@@ -373,6 +337,7 @@ int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisRepl
             }
         if (rc != 0) break;
         rl->stats.round_trips++;
+        use_wait(rl, wait);
         size_t got = 0;
         for (; got < n; got++) {
             void *r = NULL;
@@ -382,6 +347,7 @@ int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisRepl
             }
             replies[got] = r;
         }
+        if (rc == 0) use_wait(rl, rl->wait_ms);
         /* A reused connection found dead before any reply (a server
          * timeout closed it): all of it once more on a fresh one, if the
          * commands may run twice. */
@@ -389,6 +355,13 @@ int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisRepl
     }
     rlc_guard_end(&g);
     return rc;
+}
+
+int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
+                redisReply **out)
+{
+    rlc_cmd cmd = {argc, argv, argvlen};
+    return rlc_pipeline(rl, 1, &cmd, flags, out);
 }
 
 /* EVALSHA with the script's arguments (argv[3..]), falling back to EVAL

@@ -119,15 +119,11 @@ int rlc_connect(rl_log *rl, bool *fresh);
 /* Reads the replies of a flush in flight to the end (blocking), so the
  * connection is free for another command. */
 void rlc_settle(rl_log *rl);
-/* rlc_command's flags. */
+/* rlc_pipeline's and rlc_command's flags. */
 enum {
-    RLC_IDEMPOTENT = 1, /* a read: sent once more on a fresh connection if a reused one is dead */
-    RLC_BULK = 2,       /* its reply may take RL_COMMAND_TIMEOUT_MS, beyond the wait limit */
+    RLC_IDEMPOTENT = 1, /* may run twice: sent once more on a fresh connection if a reused one is dead */
+    RLC_BULK = 2,       /* the replies may take RL_COMMAND_TIMEOUT_MS, beyond the wait limit */
 };
-/* One command, one round trip (after rlc_settle); a write (no
- * RLC_IDEMPOTENT) is never sent twice. */
-int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
-                redisReply **out);
 /* One command of a pipeline. */
 typedef struct {
     int argc;
@@ -135,12 +131,15 @@ typedef struct {
     const size_t *argvlen;
 } rlc_cmd;
 /* n commands in one round trip (after rlc_settle), each reply (error
- * replies too) in replies[i]. With RLC_IDEMPOTENT (every command may run
- * twice), a reused connection found dead before the first reply is
- * replaced and all sent once more. On an I/O error the replies not
+ * replies too) in replies[i]. With RLC_IDEMPOTENT, a reused connection
+ * found dead before the first reply is replaced and all sent once more;
+ * otherwise nothing is sent twice. On an I/O error the replies not
  * received stay NULL (their outcome unknown) and the result is
  * DSYNC_EUNAVAILABLE; a failed connect leaves all NULL. */
 int rlc_pipeline(rl_log *rl, size_t n, const rlc_cmd *cmds, int flags, redisReply **replies);
+/* A pipeline of one: *out gets the reply, error replies too. */
+int rlc_command(rl_log *rl, int argc, const char **argv, const size_t *argvlen, int flags,
+                redisReply **out);
 /* EVALSHA of script (argv[0..2] filled in here), EVAL after NOSCRIPT. */
 int rlc_run_script(rl_log *rl, int script, int argc, const char **argv, size_t *argvlen,
                    int flags, redisReply **out);

@@ -21,6 +21,10 @@
  *            LREM inflight 1 value (Redis): three round trips either way;
  *   post     (http only) a POST of an enqueue-sized JSON body to /queue/enqueue
  *            on any server; against http_ceiling it measures bare HTTP.
+ * With QUEUE_BENCH_ROUTE=owner in the environment (http only), each
+ * client's topic is one that the node it talks to owns (asked at
+ * /queue/state?topic=T before the clock starts), as a client that routes
+ * by placement would: no call is forwarded to another node.
  * Latency is of a whole operation. Only operations ending within SECONDS
  * count. A failed operation counts as an error, backs off 10 ms and goes on.
  * Prints one line:
@@ -180,13 +184,40 @@ static bool lib_operation(worker *w)
     return ok;
 }
 
+/* The integer value of the first "name": N in body, or -1. */
+static long json_long(const char *body, const char *name)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", name);
+    const char *p = strstr(body, pat);
+    if (!p) return -1;
+    p += strlen(pat);
+    while (*p == ' ' || *p == ':') p++;
+    char *end;
+    long v = strtol(p, &end, 10);
+    return end == p ? -1 : v;
+}
+
+/* Owner routing (QUEUE_BENCH_ROUTE=owner): names w's topic so that the node
+ * it talks to owns it, as a client that routes by /queue/state would. */
+static bool route_to_owner(worker *w)
+{
+    char resp[HTTP_BODY_CAP], path[192];
+    int status = 0;
+    if (http_get(&w->conn, "/health", &status, resp, sizeof resp) != 0 || status != 200) return false;
+    long self = json_long(resp, "node_id");
+    for (int k = 0; k < 256 && self > 0; k++) {
+        snprintf(w->topic, sizeof w->topic, "qb-%s-t%d-%d", w->run_tag, w->id, k);
+        snprintf(path, sizeof path, "/queue/state?topic=%s", w->topic);
+        if (http_get(&w->conn, path, &status, resp, sizeof resp) != 0 || status != 200) return false;
+        if (json_long(resp, "owner") == self) return true;
+    }
+    return false;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    if (w->sys == SYS_REDIS)
-        snprintf(w->topic, sizeof w->topic, "qb:%s:%d", w->run_tag, w->id);
-    else
-        snprintf(w->topic, sizeof w->topic, "qb-%s-t%d", w->run_tag, w->id);
     while (now_s() < w->deadline && !w->lat->oom) {
         double t0 = now_s();
         bool ok = w->sys == SYS_HTTP    ? http_operation(w)
@@ -401,18 +432,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "queue_bench: out of memory\n");
         return 1;
     }
-    double deadline = now_s() + seconds;
-    long started = 0;
+    const char *route_env = getenv("QUEUE_BENCH_ROUTE");
+    bool route = route_env && strcmp(route_env, "owner") == 0;
     for (long i = 0; i < threads; i++) {
         w[i].sys = sys;
         w[i].wl = wl;
         w[i].id = (int)i;
-        w[i].deadline = deadline;
         w[i].run_tag = run_tag;
         w[i].lat = &lat[i];
         if (sys != SYS_LIB) w[i].redis_ep = &eps[i % n_eps];
         http_conn_init(&w[i].conn, w[i].redis_ep);
         w[i].node = node;
+        if (sys == SYS_REDIS)
+            snprintf(w[i].topic, sizeof w[i].topic, "qb:%s:%d", run_tag, w[i].id);
+        else
+            snprintf(w[i].topic, sizeof w[i].topic, "qb-%s-t%d", run_tag, w[i].id);
+        if (sys == SYS_HTTP && route && !route_to_owner(&w[i])) {
+            fprintf(stderr, "queue_bench: found no topic owned by endpoint %ld\n", i % n_eps);
+            return 1;
+        }
+    }
+    double deadline = now_s() + seconds;
+    long started = 0;
+    for (long i = 0; i < threads; i++) {
+        w[i].deadline = deadline;
         if (pthread_create(&th[i], NULL, worker_main, &w[i]) != 0) {
             fprintf(stderr, "queue_bench: cannot start thread %ld\n", i);
             break;

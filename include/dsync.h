@@ -286,6 +286,12 @@ int dsync_node_remove_member(dsync_node *node, uint64_t id);
  * from these peers until the next call (count 0 heals). DSYNC_EINVAL
  * unless the node was opened with fault_injection set. */
 int dsync_node_drop_peers(dsync_node *node, const uint64_t *ids, size_t count);
+/* Fault injection for tests: every flush of the node's local queue file
+ * (DSYNC_DATA_DIR set, no Redis) waits delay_ms before its write and
+ * fdatasync, as a stalling disk would, until the next call (0 heals).
+ * DSYNC_EINVAL unless the node was opened with fault_injection set, or
+ * for a delay over 60000 ms. */
+int dsync_node_delay_queue_fsync(dsync_node *node, uint32_t delay_ms);
 
 /* Renders every metric of the node in Prometheus text format 0.0.4.
  * *text is malloc'ed and NUL-terminated; the caller frees it with free(). */

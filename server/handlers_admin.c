@@ -51,8 +51,11 @@ void handle_metrics(http_req *r)
     free(text);
 }
 
-/* POST /admin/faults {"drop_peers":[ids]}: the transport drops all
- * traffic with those peers until the next call; [] heals. Exists only with
+/* POST /admin/faults {"drop_peers":[ids], "queue_fsync_delay_ms":N}: the
+ * transport drops all traffic with those peers until the next call that
+ * names drop_peers ([] heals); every flush of the local queue file waits N
+ * ms first, as a stalling disk would, until the next call that names it
+ * (0 heals). At least one of the two. Exists only with
  * DSYNC_FAULT_INJECTION=1. */
 void handle_admin_faults(http_req *r)
 {
@@ -63,7 +66,15 @@ void handle_admin_faults(http_req *r)
         return;
     }
     json_t *list = json_object_get(r->body, "drop_peers");
-    if (!json_is_array(list)) {
+    bool has_delay = json_object_get(r->body, "queue_fsync_delay_ms") != NULL;
+    uint64_t delay = 0;
+    if (has_delay && !http_field_uint(r, "queue_fsync_delay_ms", true, 0, 60000, &delay)) return;
+    if (!list && !has_delay) {
+        http_reply_error(r, 400, "invalid_field",
+                         "name \"drop_peers\" (an array of ids) or \"queue_fsync_delay_ms\"");
+        return;
+    }
+    if (list && !json_is_array(list)) {
         http_reply_error(r, 400, "invalid_field", "field \"drop_peers\" must be an array of ids");
         return;
     }
@@ -83,15 +94,22 @@ void handle_admin_faults(http_req *r)
         }
         ids[i] = (uint64_t)json_integer_value(v);
     }
-    int rc = dsync_node_drop_peers(r->server->node, ids, n);
+    /* Checked whole before either takes effect: a bad field changes nothing. */
+    int rc = list ? dsync_node_drop_peers(r->server->node, ids, n) : 0;
+    if (rc == 0 && has_delay) rc = dsync_node_delay_queue_fsync(r->server->node, (uint32_t)delay);
     if (rc != 0) {
         http_reply_dsync_error(r, rc, "faults");
         return;
     }
-    json_t *echo = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(echo, json_integer((json_int_t)ids[i]));
-    http_reply_json(r, 200, json_pack("{s:s,s:o}", "status", "ok", "drop_peers", echo));
+    json_t *body = json_pack("{s:s}", "status", "ok");
+    if (list) {
+        json_t *echo = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(echo, json_integer((json_int_t)ids[i]));
+        json_object_set_new(body, "drop_peers", echo);
+    }
+    if (has_delay) json_object_set_new(body, "queue_fsync_delay_ms", json_integer((json_int_t)delay));
+    http_reply_json(r, 200, body);
 }
 
 /* POST /admin/members {"action":"add","id":N,"peer_addr":"host:port"} or

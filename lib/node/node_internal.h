@@ -181,17 +181,40 @@ typedef struct {
     dsync_series *frames_sent, *frames_received, *frames_dropped, *protocol_errors;
 } nd_raft_metrics;
 
-/* The Raft log's writer thread (node_log.c). The loop owns every field
- * but those marked: those the writer shares, under mu. */
+/* A thread that runs the loop's disk work one job at a time
+ * (node_writer.c). The loop owns every field but those marked: those the
+ * thread shares, under mu. */
+typedef int (*nd_job_fn)(void *arg);
 typedef struct {
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
-    pthread_cond_t cv;                  /* work for the writer; a flush ended */
-    bool busy, done, stop;              /* shared: a flush out; it ended; close */
-    int rc;                             /* shared: the flush's result */
-    uint64_t took_ns;                   /* shared: its write and fdatasync */
-    st_log_flush flush;                 /* the writer's alone while busy */
+    pthread_cond_t cv;     /* a job for the thread; a job ended */
+    bool busy, done, stop; /* shared: a job out; it ended; close */
+    int rc;                /* shared: the job's result */
+    uint64_t took_ns;      /* shared: how long it ran */
+    nd_job_fn fn;          /* the job: fn(arg), on the thread */
+    void *arg;
+    dsync_node *n; /* woken when a job ends */
+} nd_writer;
+
+/* Starts the thread (0, or DSYNC_ENOMEM); stop lets a job out finish,
+ * then joins it (a no-op when never started). */
+int nd_writer_start(nd_writer *w, dsync_node *n, nd_job_fn fn, void *arg);
+void nd_writer_stop(nd_writer *w);
+/* Hands the job prepared in arg over; the caller leaves it alone until
+ * reaped. One at a time: only when !busy. */
+void nd_writer_hand(nd_writer *w);
+/* True once the job out has ended, with its result; busy is then false. */
+bool nd_writer_reap(nd_writer *w, int *rc, uint64_t *took_ns);
+/* Blocks until the job out (if any) has ended; reap it after. */
+void nd_writer_wait(nd_writer *w);
+
+/* The Raft log's writer thread (node_log.c). The loop owns every field;
+ * flush is the writer's alone while wr.busy. */
+typedef struct {
+    nd_writer wr;
+    st_log_flush flush;                 /* the job */
     uint64_t job_index, job_term;       /* the last entry the flush out carries */
     size_t job_entries;                 /* how many it carries */
     uint64_t pending_index, pending_term; /* the same for what is buffered */
@@ -250,11 +273,14 @@ struct dsync_node {
     q_state *queue;
     qr_ring *ring;               /* placement of topics on the members */
     aof_file *aof;               /* local queue file; NULL when memory only */
+    nd_writer q_writer;          /* ... its flushes' thread */
+    aof_flush q_flush;           /* ... the flush it runs (its own while q_writer.busy) */
+    _Atomic uint32_t q_fsync_delay_ms; /* fault injection: each flush waits this long first */
     bool queue_broken;           /* its fsync failed: queue writes refused */
     uint64_t aof_rewritten_size; /* the file's size after the last rewrite */
     ut_buf journal;              /* records of this turn's changes */
     nq_op *q_durable;            /* answered once this turn's records are durable */
-    nq_op *q_flying;             /* with Redis: answered when the flush in flight lands */
+    nq_op *q_flying;             /* answered when the flush in flight lands (Redis or file) */
     uint64_t q_flight_ns;        /* when that flush was sent */
     nq_op *q_parked;             /* consumes waiting for a message */
     bool q_ready_dirty;          /* something became ready: look at the parked */
@@ -434,6 +460,9 @@ void nd_queue_view_changed(dsync_node *n);
 /* Makes this turn's queue changes durable, then answers: one fsync of
  * the local file; with Redis, the next flush leaves once the one in
  * flight has landed. */
+/* Answers the calls of list (their records have landed), or fails them
+ * with rc when it is not 0. */
+void nq_answer_all(dsync_node *n, nq_op *list, int rc);
 void nd_queue_flush(dsync_node *n);
 /* For the loop's poll timeout: when the Redis flush in flight is given up
  * if it has no answer (its replies wake the loop sooner), 0 when its fate

@@ -35,28 +35,9 @@
 
 #include "node_internal.h"
 
-static void *writer_main(void *arg)
+static int flush_job(void *arg)
 {
-    dsync_node *n = arg;
-    nd_log *w = &n->wal;
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        while (!w->stop && !(w->busy && !w->done))
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) break;
-        pthread_mutex_unlock(&w->mu);
-        uint64_t start = ut_now_ns();
-        int rc = st_log_flush_run(&w->flush);
-        uint64_t took = ut_now_ns() - start;
-        pthread_mutex_lock(&w->mu);
-        w->rc = rc;
-        w->took_ns = took;
-        w->done = true;
-        pthread_cond_broadcast(&w->cv); /* a drain may be waiting */
-        nd_wake(n);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
+    return st_log_flush_run(arg);
 }
 
 int nd_log_open(dsync_node *n)
@@ -64,35 +45,14 @@ int nd_log_open(dsync_node *n)
     nd_log *w = &n->wal;
     ut_buf_init(&w->flush.data);
     ut_buf_init(&w->held);
-    if (!n->store) return 0;
-    if (pthread_mutex_init(&w->mu, NULL) != 0) return DSYNC_ENOMEM;
-    if (pthread_cond_init(&w->cv, NULL) != 0) {
-        pthread_mutex_destroy(&w->mu);
-        return DSYNC_ENOMEM;
-    }
-    if (pthread_create(&w->thread, NULL, writer_main, n) != 0) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        return DSYNC_ENOMEM;
-    }
-    w->started = true;
-    return 0;
+    return n->store ? nd_writer_start(&w->wr, n, flush_job, &w->flush) : 0;
 }
 
 void nd_log_close(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (w->started) {
-        /* A flush still out finishes or not: nothing waits on it now. */
-        pthread_mutex_lock(&w->mu);
-        w->stop = true;
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-        pthread_join(w->thread, NULL);
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        w->started = false;
-    }
+    /* A flush still out finishes or not: nothing waits on it now. */
+    nd_writer_stop(&w->wr);
     ut_buf_free(&w->flush.data);
     ut_buf_free(&w->held);
 }
@@ -116,7 +76,7 @@ static void release(dsync_node *n, size_t upto)
 
 bool nd_log_waiting(const dsync_node *n)
 {
-    return n->wal.busy || n->wal.pending_sync || n->wal.held.len;
+    return n->wal.wr.busy || n->wal.pending_sync || n->wal.held.len;
 }
 
 void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len)
@@ -161,7 +121,7 @@ static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entrie
 void nd_log_kick(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (!w->started || w->busy || n->store_broken) return;
+    if (!w->wr.started || w->wr.busy || n->store_broken) return;
     if (!w->pending_sync) {
         /* Nothing handed over waits for the disk: what was held only
          * waited for the flush that just ended. */
@@ -178,11 +138,7 @@ void nd_log_kick(dsync_node *n)
     w->pending_entries = 0;
     w->pending_sync = false;
     w->held_covered = w->held.len;
-    pthread_mutex_lock(&w->mu);
-    w->busy = true;
-    w->done = false;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    nd_writer_hand(&w->wr);
 }
 
 #define ND_LOG_IDLE_NS 100000
@@ -225,7 +181,7 @@ static bool flush_ended(dsync_node *n, int rc, uint64_t took_ns, uint64_t index,
  * for ND_LOG_SLOW_PAUSE_NS. */
 static bool disk_idle(const nd_log *w)
 {
-    if (w->busy || w->pending_entries > 1 || !w->idle_since_ns) return false;
+    if (w->wr.busy || w->pending_entries > 1 || !w->idle_since_ns) return false;
     uint64_t now = ut_now_ns();
     return now - w->idle_since_ns >= ND_LOG_IDLE_NS && now >= w->loop_flush_after_ns;
 }
@@ -238,7 +194,7 @@ void nd_log_kick_unless_idle(dsync_node *n)
 void nd_log_flush_if_idle(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (!w->started || w->busy || n->store_broken) return;
+    if (!w->wr.started || w->wr.busy || n->store_broken) return;
     if (!w->pending_sync || !disk_idle(w)) {
         nd_log_kick(n);
         return;
@@ -261,14 +217,9 @@ void nd_log_flush_if_idle(dsync_node *n)
 void nd_log_reap(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (!w->busy) return;
-    pthread_mutex_lock(&w->mu);
-    bool done = w->done;
-    if (done) w->busy = w->done = false;
-    int rc = w->rc;
-    uint64_t took = w->took_ns;
-    pthread_mutex_unlock(&w->mu);
-    if (!done) return;
+    int rc;
+    uint64_t took;
+    if (!nd_writer_reap(&w->wr, &rc, &took)) return;
     if (flush_ended(n, rc, took, w->job_index, w->job_term, w->job_entries, w->held_covered,
                     n->lm.flushes_writer))
         nd_log_kick(n);
@@ -277,13 +228,10 @@ void nd_log_reap(dsync_node *n)
 void nd_log_drain(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (!w->started) return;
+    if (!w->wr.started) return;
     nd_log_kick(n);
-    while (w->busy && !n->store_broken) {
-        pthread_mutex_lock(&w->mu);
-        while (!w->done)
-            pthread_cond_wait(&w->cv, &w->mu);
-        pthread_mutex_unlock(&w->mu);
+    while (w->wr.busy && !n->store_broken) {
+        nd_writer_wait(&w->wr);
         nd_log_reap(n); /* begins the next flush when one is due */
     }
 }

@@ -29,11 +29,13 @@
  *
  * A node outside the configuration (joining, removed) refuses queue calls.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "node_internal.h"
 
@@ -533,6 +535,79 @@ void nq_fail_op(nq_op *op, int rc)
     op->rc = rc;
 }
 
+void nq_answer_all(dsync_node *n, nq_op *list, int rc)
+{
+    while (list) {
+        nq_op *op = list;
+        list = op->next;
+        op->next = NULL;
+        if (rc != 0) nq_fail_op(op, rc);
+        nq_finish(n, op);
+    }
+}
+
+/* ---- the local file: its flushes on a writer thread ---------------------------
+ *
+ * The write and fdatasync of a turn's records run on n->q_writer, as the
+ * Raft log's do (node_log.c): an fdatasync that stalls for a second would
+ * otherwise stall this loop, which also answers lock calls and sends Raft's
+ * heartbeats. One flush is out at a time; the calls of the turns meanwhile
+ * wait in q_durable and their records in the file's buffer, and leave
+ * together as soon as it lands (group commit, the batch as large as the
+ * disk is slow). A call that wrote no record is answered once nothing is
+ * out: what it saw is durable then. */
+
+static int file_flush_job(void *arg)
+{
+    dsync_node *n = arg;
+    uint32_t delay = atomic_load_explicit(&n->q_fsync_delay_ms, memory_order_relaxed);
+    if (delay) {
+        struct timespec ts = {(time_t)(delay / 1000), (long)(delay % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    return aof_flush_run(&n->q_flush);
+}
+
+/* The flush out, once it has ended (block: waits for it): its calls
+ * answered, or failed with the store if the disk failed. */
+static void file_land(dsync_node *n, bool block)
+{
+    int rc;
+    uint64_t took;
+    if (block) nd_writer_wait(&n->q_writer);
+    if (!nd_writer_reap(&n->q_writer, &rc, &took)) return;
+    rc = aof_flush_end(n->aof, &n->q_flush, rc);
+    dsync_series_observe(n->qm.fsync_seconds, (double)took / 1e9);
+    if (rc != 0) nq_broke(n, "writing the queue file");
+    nq_op *done = n->q_flying;
+    n->q_flying = NULL;
+    nq_answer_all(n, done, rc);
+}
+
+/* With nothing out: the waiting calls' records go to the writer, or the
+ * calls are answered now when none are buffered (or there is no file). */
+static void file_send(dsync_node *n)
+{
+    if (n->q_writer.busy || !n->q_durable) return;
+    int rc = n->queue_broken ? DSYNC_EIO : 0;
+    aof_stats st = {0};
+    if (n->aof && rc == 0) aof_get_stats(n->aof, &st);
+    if (st.pending) {
+        rc = aof_flush_begin(n->aof, &n->q_flush);
+        if (rc == 0) {
+            n->q_flying = n->q_durable;
+            n->q_durable = NULL;
+            nd_writer_hand(&n->q_writer);
+            return;
+        }
+        nq_broke(n, "writing the queue file");
+    }
+    nq_op *done = n->q_durable;
+    n->q_durable = NULL;
+    nq_answer_all(n, done, rc);
+}
+
 void nd_queue_flush(dsync_node *n)
 {
     journal_out(n); /* nothing may stay behind a snapshot */
@@ -543,20 +618,9 @@ void nd_queue_flush(dsync_node *n)
         nq_redis_send(n); /* one that could not go out: landed next turn */
         return;
     }
-    int rc = n->queue_broken ? DSYNC_EIO : 0;
-    if (n->q_durable && n->aof && rc == 0) {
-        uint64_t start = ut_now_ns();
-        rc = aof_sync(n->aof);
-        dsync_series_observe(n->qm.fsync_seconds, (double)(ut_now_ns() - start) / 1e9);
-        if (rc != 0) nq_broke(n, "fsync of the queue file");
-    }
-    while (n->q_durable) {
-        nq_op *op = n->q_durable;
-        n->q_durable = op->next;
-        if (rc != 0) nq_fail_op(op, rc);
-        nq_finish(n, op);
-    }
-    maybe_rewrite(n); /* every turn: one in the background may be done */
+    file_land(n, false);
+    maybe_rewrite(n); /* every turn: one in the background may be done (not while a flush is out) */
+    file_send(n);
 }
 
 uint64_t nd_queue_flight_deadline(const dsync_node *n)
@@ -631,6 +695,12 @@ int nd_queue_open(dsync_node *n)
         char err[512];
         aof_options opt = {.fsync = AOF_FSYNC_ALWAYS, .log = &n->log};
         int rc = aof_open(n->cfg.data_dir, &opt, &n->aof, replay, n, err, sizeof err);
+        ut_buf_init(&n->q_flush.data);
+        if (rc == 0 && (rc = nd_writer_start(&n->q_writer, n, file_flush_job, n)) != 0) {
+            snprintf(err, sizeof err, "cannot start its writer thread");
+            aof_close(n->aof);
+            n->aof = NULL;
+        }
         if (rc != 0) {
             ut_log(&n->log, DSYNC_LOG_ERROR, "cannot open the queue file in %s: %s",
                    n->cfg.data_dir, err);
@@ -665,7 +735,15 @@ void nd_queue_close(dsync_node *n)
         nq_finish(n, op);
     }
     nd_queue_flush(n);
-    if (nq_redis_mode(n)) nq_redis_drain(n);
+    if (nq_redis_mode(n)) {
+        nq_redis_drain(n);
+    } else { /* the flush out, then the calls that waited for it */
+        file_land(n, true);
+        file_send(n);
+        file_land(n, true);
+    }
+    nd_writer_stop(&n->q_writer);
+    ut_buf_free(&n->q_flush.data);
     while (n->q_waiting) {
         nd_call *c = n->q_waiting;
         n->q_waiting = c->next;
@@ -727,4 +805,13 @@ int dsync_queue_ack(dsync_node *n, const char *topic, const char *receipt)
     if (!n || !topic || !receipt) return DSYNC_EINVAL;
     nd_call call = {.kind = ND_CALL_Q_ACK, .u.queue = {.topic = topic, .receipt = receipt}};
     return nd_submit(n, &call);
+}
+
+int dsync_node_delay_queue_fsync(dsync_node *n, uint32_t delay_ms)
+{
+    if (!n || !n->cfg.fault_injection || delay_ms > 60000) return DSYNC_EINVAL;
+    atomic_store_explicit(&n->q_fsync_delay_ms, delay_ms, memory_order_relaxed);
+    ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: queue file flushes delayed by %" PRIu32 " ms",
+           delay_ms);
+    return 0;
 }

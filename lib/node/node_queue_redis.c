@@ -254,17 +254,6 @@ static void rewrite_unit(dsync_node *n, const char *base)
         c->log_len = 0; /* done, or try again once as many records have come */
 }
 
-/* Answers the calls of list (their records have landed, or they failed). */
-static void answer_all(dsync_node *n, nq_op *list)
-{
-    while (list) {
-        nq_op *op = list;
-        list = op->next;
-        op->next = NULL;
-        nq_finish(n, op);
-    }
-}
-
 /* The flush in flight has landed: its fates told (failed units dropped),
  * and its calls answered. The records buffered meanwhile leave first,
  * so Redis works on them while this thread wakes the callers. */
@@ -275,7 +264,7 @@ static void land(dsync_node *n, nq_flush_ctx *fc, bool send_next)
     nq_op *done = n->q_flying;
     n->q_flying = NULL;
     if (send_next) nq_redis_send(n);
-    answer_all(n, done);
+    nq_answer_all(n, done, 0);
 }
 
 void nq_redis_send(dsync_node *n)
@@ -288,7 +277,7 @@ void nq_redis_send(dsync_node *n)
         n->q_durable = NULL;
         for (nq_op *op = n->rl ? NULL : done; op; op = op->next)
             nq_fail_op(op, DSYNC_EUNAVAILABLE);
-        answer_all(n, done);
+        nq_answer_all(n, done, 0);
         return;
     }
     n->q_flying = n->q_durable;

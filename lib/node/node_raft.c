@@ -474,7 +474,7 @@ void nd_raft_process(dsync_node *n)
                        rd.term, rd.leader, rd.leader == n->cfg.node_id ? " (this node)" : "");
             n->known_leader = rd.leader;
         }
-        if (n->wal.started) {
+        if (n->wal.wr.started) {
             raft_advance_unsynced(n->raft, &rd); /* raft_synced when the flush ends */
             nd_log_flush_if_idle(n);
         } else {

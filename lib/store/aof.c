@@ -48,7 +48,9 @@ struct aof_file {
     bool broken;
     bool flushed_once; /* EVERYSEC: last_fsync_ms is meaningful */
     uint64_t last_fsync_ms;
-    ut_buf pending; /* framed records not yet written */
+    ut_buf pending;  /* framed records not yet written */
+    bool flush_out;  /* between aof_flush_begin and aof_flush_end */
+    aof_flush own;   /* aof_sync's flush, run on the caller's thread */
     aof_stats stats;
     /* A rewrite in the background (aof_rewrite_start): its thread writes
      * the snapshot to aof.tmp while appends go on to this file and are
@@ -192,6 +194,7 @@ static void free_file(aof_file *a)
     bg_abandon(a);
     if (a->fd >= 0) close(a->fd);
     ut_buf_free(&a->pending);
+    ut_buf_free(&a->own.data);
     free(a);
 }
 
@@ -218,6 +221,7 @@ int aof_open(const char *dir, const aof_options *opts, aof_file **out, aof_repla
     a->policy = o.fsync;
     if (o.log) a->log = *o.log;
     ut_buf_init(&a->pending);
+    ut_buf_init(&a->own.data);
     if (snprintf(a->dir, sizeof a->dir, "%s/queue", dir) >= (int)sizeof a->dir) {
         snprintf(err, errlen, "data directory path too long");
         free_file(a);
@@ -320,30 +324,61 @@ int aof_append(aof_file *a, const void *data, size_t len)
     return 0;
 }
 
-/* Makes room for n more bytes past the end inside allocated space. */
-static void preallocate(aof_file *a, size_t n)
+int aof_flush_begin(aof_file *a, aof_flush *f)
 {
-    if (a->no_prealloc || a->size + n <= a->alloc_size) return;
-    uint64_t want = a->size + n + PREALLOC_BYTES;
-    if (allocate(a->fd, a->alloc_size, want - a->alloc_size, &a->no_prealloc)) a->alloc_size = want;
+    if (a->broken) return DSYNC_EIO;
+    if (a->flush_out) return DSYNC_EINVAL;
+    /* The buffers trade places: the flush's old one, emptied at its end,
+     * takes the next records. */
+    ut_buf spare = f->data;
+    f->data = a->pending;
+    a->pending = spare;
+    a->pending.len = 0;
+    f->fd = a->fd;
+    f->off = a->size;
+    f->alloc = a->alloc_size;
+    f->no_prealloc = a->no_prealloc;
+    f->sync = a->policy == AOF_FSYNC_ALWAYS && f->data.len > 0;
+    a->flush_out = true;
+    return 0;
 }
 
-/* One write of everything buffered, after the last record. */
-static int write_pending(aof_file *a)
+int aof_flush_run(aof_flush *f)
 {
-    size_t n = a->pending.len;
+    size_t n = f->data.len;
     if (n == 0) return 0;
-    preallocate(a, n);
-    if (sf_pwrite_all(a->fd, a->pending.data, n, a->size) != 0) {
+    /* Room past the end inside allocated space, so the fdatasync need not
+     * journal a new file size. */
+    if (!f->no_prealloc && f->off + n > f->alloc) {
+        uint64_t want = f->off + n + PREALLOC_BYTES;
+        if (allocate(f->fd, f->alloc, want - f->alloc, &f->no_prealloc)) f->alloc = want;
+    }
+    if (sf_pwrite_all(f->fd, f->data.data, n, f->off) != 0) return DSYNC_EIO;
+    if (f->sync && fdatasync(f->fd) != 0) return DSYNC_EIO;
+    return 0;
+}
+
+int aof_flush_end(aof_file *a, aof_flush *f, int rc)
+{
+    a->flush_out = false;
+    size_t n = f->data.len;
+    if (f->data.cap > PENDING_KEEP_BYTES)
+        ut_buf_free(&f->data); /* one huge batch should not pin its buffer */
+    else
+        f->data.len = 0;
+    if (rc != 0) { /* what reached the disk is unknown: broken for good */
         a->broken = true;
         return DSYNC_EIO;
     }
-    a->size += n;
+    a->alloc_size = f->alloc;
+    a->no_prealloc = f->no_prealloc;
+    if (n == 0) return 0;
+    a->size = f->off + n;
     a->stats.writes++;
-    if (a->pending.cap > PENDING_KEEP_BYTES)
-        ut_buf_free(&a->pending); /* one huge batch should not pin its buffer */
-    else
-        a->pending.len = 0;
+    if (f->sync) {
+        a->durable_size = a->size;
+        a->stats.fsyncs++;
+    }
     return 0;
 }
 
@@ -363,23 +398,22 @@ int aof_close(aof_file *a)
 {
     if (!a) return 0;
     int rc = DSYNC_EIO;
-    if (!a->broken && (rc = write_pending(a)) == 0) rc = fdatasync_file(a);
+    if (!a->broken && (rc = aof_sync(a)) == 0) rc = fdatasync_file(a);
     free_file(a);
     return rc;
 }
 
 int aof_sync(aof_file *a)
 {
-    if (a->broken) return DSYNC_EIO;
-    int rc = write_pending(a);
-    if (rc != 0 || a->policy != AOF_FSYNC_ALWAYS) return rc;
-    return fdatasync_file(a);
+    int rc = aof_flush_begin(a, &a->own);
+    if (rc != 0) return rc;
+    return aof_flush_end(a, &a->own, aof_flush_run(&a->own));
 }
 
 int aof_flush_due(aof_file *a, uint64_t now_ms)
 {
     if (a->broken) return DSYNC_EIO;
-    if (a->policy != AOF_FSYNC_EVERYSEC || a->durable_size == a->size) return 0;
+    if (a->policy != AOF_FSYNC_EVERYSEC || a->durable_size == a->size || a->flush_out) return 0;
     if (a->flushed_once && now_ms < a->last_fsync_ms + EVERYSEC_MS) return 0;
     int rc = fdatasync_file(a);
     if (rc == 0) {
@@ -394,7 +428,7 @@ int aof_flush_due(aof_file *a, uint64_t now_ms)
 int aof_rewrite(aof_file *a, const void *snapshot, size_t len)
 {
     if (a->broken) return DSYNC_EIO;
-    if (a->bg) return DSYNC_EINVAL;
+    if (a->bg || a->flush_out) return DSYNC_EINVAL;
     if (len > AOF_MAX_SNAPSHOT) return DSYNC_ETOOBIG;
     if (!snapshot && len) return DSYNC_EINVAL;
     unsigned char hdr[REC_HEADER];
@@ -518,7 +552,8 @@ bool aof_rewriting(const aof_file *a)
 int aof_rewrite_poll(aof_file *a)
 {
     bg_rewrite *bg = a->bg;
-    if (!bg || !atomic_load_explicit(&bg->done, memory_order_acquire)) return 0;
+    /* The switch waits for a flush out: it writes to the old file. */
+    if (!bg || a->flush_out || !atomic_load_explicit(&bg->done, memory_order_acquire)) return 0;
     pthread_join(bg->thread, NULL);
     int rc = a->broken    ? DSYNC_EIO
              : bg->overrun ? DSYNC_ETOOBIG

@@ -34,7 +34,8 @@
  * Durability: aof_append only buffers; aof_sync writes everything buffered
  * with one write() and, under AOF_FSYNC_ALWAYS, one fdatasync() (group
  * commit: every enqueue of one loop turn shares one flush). The caller
- * answers a request only after the aof_sync that covers its record.
+ * answers a request only after the aof_sync (or aof_flush_end, below)
+ * that covers its record.
  * AOF_FSYNC_EVERYSEC makes aof_sync write only; the caller calls
  * aof_flush_due each tick and it fdatasyncs at most once a second. Loss
  * window under EVERYSEC: a process crash (kill -9) loses nothing aof_sync
@@ -48,7 +49,8 @@
  * (the PostgreSQL fsync lesson). Restart and replay instead.
  *
  * Single-threaded: one owner calls everything (a background rewrite's
- * thread touches only its own temp file and snapshot).
+ * thread touches only its own temp file and snapshot; aof_flush_run, its
+ * flush).
  */
 #ifndef DSYNC_STORE_AOF_H
 #define DSYNC_STORE_AOF_H
@@ -110,6 +112,34 @@ int aof_append(aof_file *a, const void *data, size_t len);
 /* Writes everything buffered with one write and, under AOF_FSYNC_ALWAYS,
  * makes it durable with one fdatasync. A failure breaks the store. */
 int aof_sync(aof_file *a);
+
+/* The same group commit with the disk work on another thread, so the
+ * caller (a node loop, which also sends Raft's heartbeats) does not wait
+ * for an fdatasync that may take hundreds of milliseconds:
+ * aof_flush_begin takes everything buffered into f (an empty flush when
+ * there is nothing: run and end then do nothing); aof_flush_run, on any
+ * thread and touching nothing but f, writes it with one write and, under
+ * AOF_FSYNC_ALWAYS, one fdatasync; aof_flush_end, back on the caller's
+ * thread, takes run's result: 0 and the records are in the file (durable
+ * under ALWAYS), or DSYNC_EIO and the store is broken. One flush out at a
+ * time; while it is out the caller may append (to the next flush), start
+ * a background rewrite (whose switch waits for the end) and read sizes
+ * and stats (they change at the end). aof_sync, aof_rewrite and
+ * aof_flush_begin answer DSYNC_EINVAL then, aof_flush_due does nothing; close
+ * only after the end. f starts zeroed (ut_buf_init on data) and keeps its
+ * buffer between flushes; free f->data when done with it. */
+typedef struct {
+    ut_buf data;      /* framed records */
+    int fd;           /* the file, at begin */
+    uint64_t off;     /* where the records go */
+    uint64_t alloc;   /* file size with preallocated zeros; run may raise it */
+    bool no_prealloc; /* the file system cannot fallocate: run may learn it */
+    bool sync;        /* fdatasync after the write */
+} aof_flush;
+int aof_flush_begin(aof_file *a, aof_flush *f);
+int aof_flush_run(aof_flush *f);
+int aof_flush_end(aof_file *a, aof_flush *f, int rc);
+
 /* AOF_FSYNC_EVERYSEC: fdatasyncs what aof_sync wrote if the last
  * fdatasync was 1000 ms or more before now_ms (a monotonic clock). A no-op
  * otherwise and under AOF_FSYNC_ALWAYS. A failure breaks the store. */

@@ -873,9 +873,14 @@ def scenario_node(a):
          pred=lambda b: None if b["drop_peers"] == [3] else f"{b}")
     call(a, "faults: drop_peers [] heals: 200", "POST", F, {"drop_peers": []}, 200,
          pred=lambda b: None if b["drop_peers"] == [] else f"{b}")
-    for label, body in [("drop_peers not an array", {"drop_peers": "x"}), ("no drop_peers", {}),
+    call(a, "faults: queue_fsync_delay_ms 0 heals: 200", "POST", F, {"queue_fsync_delay_ms": 0}, 200,
+         pred=lambda b: None if b["queue_fsync_delay_ms"] == 0 and "drop_peers" not in b else f"{b}")
+    for label, body in [("drop_peers not an array", {"drop_peers": "x"}), ("neither field", {}),
                         ("id 0", {"drop_peers": [0]}), ("id a string", {"drop_peers": ["1"]}),
-                        ("17 ids", {"drop_peers": list(range(1, 18))})]:
+                        ("17 ids", {"drop_peers": list(range(1, 18))}),
+                        ("a delay as a string", {"queue_fsync_delay_ms": "1s"}),
+                        ("a delay over 60000", {"queue_fsync_delay_ms": 60001}),
+                        ("a good delay beside bad ids", {"queue_fsync_delay_ms": 5, "drop_peers": [0]})]:
         call(a, f"faults with {label}: 400 invalid_field", "POST", F, body, 400, code="invalid_field",
              req_valid=False)
     call(a, "members on a lone node (no DSYNC_PEERS): remove: 400 invalid_field", "POST", M,

@@ -6,12 +6,13 @@
  * end), visibility expiry and redelivery, dead letters, long polling,
  * kill -9 and restart losing nothing acknowledged, and every kind of bad
  * input. Three nodes: topics spread over their owners, any node serves any
- * topic.
+ * topic, and a stalling disk under the queue files stalls no lock call.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,6 +392,114 @@ static void test_a_dead_owners_topic_answers_503_at_once(void **state)
     assert_int_equal(h_cluster_destroy(&c), 0);
 }
 
+/* ---- a stalling disk under the queue file and the lock service --------------- */
+
+#define DISK_STALL_MS 1500 /* three election timeouts at the defaults */
+#define STALL_TOPICS 6
+
+typedef struct {
+    const h_node *n;
+    int index;
+    long long id, took_ms;
+} stall_enqueue;
+
+static void *stall_enqueue_main(void *p)
+{
+    stall_enqueue *e = p;
+    char topic[32];
+    snprintf(topic, sizeof topic, "disk-%d", e->index);
+    long long t0 = h_now_ms();
+    e->id = h_enqueue(e->n, topic, e->index);
+    e->took_ms = h_now_ms() - t0;
+    return NULL;
+}
+
+static void disk_delay(const h_node *n, int ms)
+{
+    int st;
+    json_t *j = h_post(n, "/admin/faults", &st, "{\"queue_fsync_delay_ms\":%d}", ms);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "queue_fsync_delay_ms")), ms);
+    json_decref(j);
+}
+
+/* Every flush of every node's queue file stalls for 1.5 s (the fault
+ * switch, as a disk that hangs would): the enqueues that wait for it wait,
+ * but each node's loop, which also answers lock calls and carries Raft,
+ * does not, because the file's write and fdatasync run on a thread of
+ * their own. Lock cycles go on answering within an election timeout, and
+ * no node misses its leader. Bad fault requests change nothing. */
+static void test_a_stalling_queue_disk_costs_the_lock_service_nothing(void **state)
+{
+    (void)state;
+    h_cluster c;
+    static const char *const env[] = {"DSYNC_FAULT_INJECTION=1", NULL};
+    assert_int_equal(h_cluster_start(&c, 3, env), 0);
+    int st;
+    json_decref(h_post(&c.nodes[0], "/admin/faults", &st, "{\"queue_fsync_delay_ms\":\"1s\"}"));
+    assert_int_equal(st, 400);
+    json_decref(h_post(&c.nodes[0], "/admin/faults", &st, "{\"queue_fsync_delay_ms\":60001}"));
+    assert_int_equal(st, 400);
+    json_decref(h_post(&c.nodes[0], "/admin/faults", &st, "{}"));
+    assert_int_equal(st, 400);
+    for (int t = 0; t < STALL_TOPICS; t++) { /* not delayed: those were refused */
+        char topic[32];
+        snprintf(topic, sizeof topic, "disk-%d", t);
+        long long t0 = h_now_ms();
+        assert_int_equal(h_enqueue(&c.nodes[t % 3], topic, t), 1);
+        assert_true(h_now_ms() - t0 < DISK_STALL_MS);
+    }
+    long long term[3];
+    for (int i = 0; i < 3; i++) {
+        term[i] = h_health_int(&c.nodes[i], "term");
+        assert_true(term[i] > 0);
+    }
+
+    for (int i = 0; i < 3; i++)
+        disk_delay(&c.nodes[i], DISK_STALL_MS);
+    stall_enqueue e[STALL_TOPICS];
+    pthread_t th[STALL_TOPICS];
+    for (int t = 0; t < STALL_TOPICS; t++) {
+        e[t] = (stall_enqueue){.n = &c.nodes[t % 3], .index = t};
+        assert_int_equal(pthread_create(&th[t], NULL, stall_enqueue_main, &e[t]), 0);
+    }
+    /* Lock cycles on every node while the enqueues wait (bounded: until
+     * the stall is over, at most 2,000 cycles). */
+    long long until = h_now_ms() + DISK_STALL_MS, slowest = 0;
+    int cycles = 0;
+    for (int i = 0; i < 2000 && h_now_ms() < until; i++) {
+        const h_node *n = &c.nodes[i % 3];
+        long long t0 = h_now_ms();
+        int st2 = 0;
+        json_decref(h_post(n, "/locks/acquire", &st, "{\"key\":\"disk-%d\",\"client_id\":\"c\",\"mode\":\"X\"}", i % 3));
+        if (st == 200)
+            json_decref(h_post(n, "/locks/release", &st2, "{\"key\":\"disk-%d\",\"client_id\":\"c\"}", i % 3));
+        assert_int_equal(st, 200);
+        assert_int_equal(st2, 200);
+        long long took = h_now_ms() - t0;
+        if (took > slowest) slowest = took;
+        cycles++;
+    }
+    for (int t = 0; t < STALL_TOPICS; t++)
+        pthread_join(th[t], NULL);
+    print_message("%d lock cycles during the stall, the slowest %lld ms\n", cycles, slowest);
+    assert_true(cycles >= 10);
+    assert_true(slowest < 500); /* an election timeout at the defaults */
+    for (int t = 0; t < STALL_TOPICS; t++) {
+        assert_int_equal(e[t].id, 2); /* durable, after the stall */
+        assert_true(e[t].took_ms >= DISK_STALL_MS - 100);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(h_health_int(&c.nodes[i], "term"), term[i]);
+
+    for (int i = 0; i < 3; i++)
+        disk_delay(&c.nodes[i], 0);
+    long long t0 = h_now_ms();
+    assert_int_equal(h_enqueue(&c.nodes[0], "disk-0", 9), 3);
+    assert_true(h_now_ms() - t0 < DISK_STALL_MS);
+    assert_int_equal(h_cluster_destroy(&c), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_queue_file_rewrites_in_the_background_lose_nothing),
         cmocka_unit_test(test_topics_spread_over_three_nodes_and_any_node_serves_any_topic),
         cmocka_unit_test(test_a_dead_owners_topic_answers_503_at_once),
+        cmocka_unit_test(test_a_stalling_queue_disk_costs_the_lock_service_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

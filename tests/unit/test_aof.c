@@ -1,8 +1,9 @@
 /*
  * test_aof.c: the queue's append-only file: what is synced survives in
  * order, a torn tail is cut off, a corrupt middle record stops the open, a
- * rewrite compacts to a snapshot and survives a crash at any point, and a
- * failed write breaks the store for good.
+ * rewrite compacts to a snapshot and survives a crash at any point, a
+ * flush can run on another thread, and a failed write breaks the store
+ * for good.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -781,6 +783,146 @@ static void test_a_failed_write_breaks_the_store_for_good(void **state)
     collector_reset(&c);
 }
 
+/* ---- flushes on another thread ------------------------------------------------ */
+
+static void *run_flush(void *arg)
+{
+    aof_flush *fl = arg;
+    intptr_t rc = aof_flush_run(fl);
+    return (void *)rc;
+}
+
+static int flush_on_thread(aof_flush *fl)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_flush, fl), 0);
+    void *rc;
+    assert_int_equal(pthread_join(t, &rc), 0);
+    return (int)(intptr_t)rc;
+}
+
+/* A flush taken by aof_flush_begin and run on another thread makes its
+ * records durable at aof_flush_end; what is appended while it is out goes
+ * with the next flush, not this one. */
+static void test_a_flush_run_on_another_thread_makes_its_records_durable(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    aof_flush fl;
+    memset(&fl, 0, sizeof fl);
+    ut_buf_init(&fl.data);
+    append(a, "A");
+    append(a, "B");
+    assert_int_equal(aof_flush_begin(a, &fl), 0);
+    append(a, "C"); /* after the begin: the next flush's */
+    assert_int_equal(stats_of(a).pending, framed("C"));
+    assert_int_equal(stats_of(a).size, 0); /* sizes change at the end */
+    assert_int_equal(flush_on_thread(&fl), 0);
+    assert_int_equal(aof_flush_end(a, &fl, 0), 0);
+    aof_stats st = stats_of(a);
+    assert_int_equal(st.size, framed("A") + framed("B"));
+    assert_int_equal(st.durable_size, st.size);
+    assert_int_equal(st.fsyncs, 1);
+    assert_int_equal(st.pending, framed("C"));
+    aof_crash_for_test(a, 0); /* a power loss now: C was never written */
+
+    const char *want[] = {"A", "B"};
+    a = open_ok(f, &c);
+    expect_replay(&c, NULL, want, 2);
+    append(a, "D");
+    assert_int_equal(aof_flush_begin(a, &fl), 0);
+    assert_int_equal(flush_on_thread(&fl), 0);
+    assert_int_equal(aof_flush_end(a, &fl, 0), 0);
+    /* An empty flush writes nothing. */
+    assert_int_equal(aof_flush_begin(a, &fl), 0);
+    assert_int_equal(flush_on_thread(&fl), 0);
+    assert_int_equal(aof_flush_end(a, &fl, 0), 0);
+    assert_int_equal(stats_of(a).writes, 1);
+    aof_crash_for_test(a, 0);
+    const char *want2[] = {"A", "B", "D"};
+    a = open_ok(f, &c);
+    expect_replay(&c, NULL, want2, 3);
+    assert_int_equal(aof_close(a), 0);
+    ut_buf_free(&fl.data);
+    collector_reset(&c);
+}
+
+/* While a flush is out nothing else may write the file: a second flush, a
+ * sync and a rewrite are refused, and a background rewrite that is done
+ * waits for the flush's end to switch files; then everything survives. */
+static void test_while_a_flush_is_out_nothing_else_writes_the_file(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    aof_flush fl, other;
+    memset(&fl, 0, sizeof fl);
+    memset(&other, 0, sizeof other);
+    ut_buf_init(&fl.data);
+    ut_buf_init(&other.data);
+    append(a, "A");
+    assert_int_equal(aof_flush_begin(a, &fl), 0);
+    append(a, "B");
+    assert_int_equal(aof_flush_begin(a, &other), DSYNC_EINVAL);
+    assert_int_equal(aof_sync(a), DSYNC_EINVAL);
+    assert_int_equal(aof_rewrite(a, "state", 5), DSYNC_EINVAL);
+    assert_int_equal(stats_of(a).pending, framed("B")); /* none of them took B */
+    /* The snapshot covers A and B; C comes after it. */
+    assert_int_equal(aof_rewrite_start(a, owned("state AB"), 8), 0);
+    append(a, "C");
+    for (int i = 0; i < 200; i++) { /* the thread's snapshot is written by then, or soon */
+        assert_int_equal(aof_rewrite_poll(a), 0);
+        usleep(1000);
+    }
+    assert_true(aof_rewriting(a));
+    assert_int_equal(flush_on_thread(&fl), 0);
+    assert_int_equal(aof_flush_end(a, &fl, 0), 0);
+    assert_int_equal(poll_done(a), 1);
+    assert_int_equal(stats_of(a).pending, 0); /* B and C: in the new file's tail */
+    aof_crash_for_test(a, 0);
+
+    const char *want[] = {"C"};
+    a = open_ok(f, &c);
+    expect_replay(&c, "state AB", want, 1);
+    assert_int_equal(aof_close(a), 0);
+    ut_buf_free(&fl.data);
+    ut_buf_free(&other.data);
+    collector_reset(&c);
+}
+
+/* A flush whose write fails breaks the store at its end, as a failed sync
+ * does; what was durable before stays. */
+static void test_a_failed_flush_breaks_the_store_for_good(void **state)
+{
+    fixture *f = *state;
+    collector c = {.fail_at = SIZE_MAX};
+    aof_file *a = open_ok(f, &c);
+    append(a, "A");
+    assert_int_equal(aof_sync(a), 0);
+    aof_flush fl;
+    memset(&fl, 0, sizeof fl);
+    ut_buf_init(&fl.data);
+    append(a, "B");
+    assert_int_equal(aof_flush_begin(a, &fl), 0);
+    int fd = fl.fd;
+    fl.fd = -1; /* the write fails: EBADF */
+    assert_int_equal(flush_on_thread(&fl), DSYNC_EIO);
+    fl.fd = fd;
+    assert_int_equal(aof_flush_end(a, &fl, DSYNC_EIO), DSYNC_EIO);
+    assert_true(stats_of(a).broken);
+    assert_int_equal(aof_append(a, "C", 1), DSYNC_EIO);
+    assert_int_equal(aof_flush_begin(a, &fl), DSYNC_EIO);
+    assert_int_equal(aof_close(a), DSYNC_EIO);
+
+    const char *want[] = {"A"};
+    a = open_ok(f, &c);
+    expect_replay(&c, NULL, want, 1);
+    assert_int_equal(aof_close(a), 0);
+    ut_buf_free(&fl.data);
+    collector_reset(&c);
+}
+
 static void test_everysec_writes_on_sync_and_flushes_at_most_once_a_second(void **state)
 {
     fixture *f = *state;
@@ -985,6 +1127,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_background_rewrite_outrun_by_appends_is_given_up,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_write_breaks_the_store_for_good, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_flush_run_on_another_thread_makes_its_records_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_while_a_flush_is_out_nothing_else_writes_the_file,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_failed_flush_breaks_the_store_for_good, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_everysec_writes_on_sync_and_flushes_at_most_once_a_second, setup, teardown),

@@ -288,7 +288,9 @@ int dsync_node_remove_member(dsync_node *node, uint64_t id);
 int dsync_node_drop_peers(dsync_node *node, const uint64_t *ids, size_t count);
 /* Fault injection for tests: every flush of the node's local queue file
  * (DSYNC_DATA_DIR set, no Redis) waits delay_ms before its write and
- * fdatasync, as a stalling disk would, until the next call (0 heals).
+ * fdatasync, as a stalling disk would, until the next call (0 heals); no
+ * effect on a node without a local queue file. Set from the calling
+ * thread (a flush already waiting keeps its delay).
  * DSYNC_EINVAL unless the node was opened with fault_injection set, or
  * for a delay over 60000 ms. */
 int dsync_node_delay_queue_fsync(dsync_node *node, uint32_t delay_ms);

@@ -198,8 +198,8 @@ typedef struct {
     dsync_node *n; /* woken when a job ends */
 } nd_writer;
 
-/* Starts the thread (0, or DSYNC_ENOMEM); stop lets a job out finish,
- * then joins it (a no-op when never started). */
+/* Starts the thread (0, or DSYNC_ENOMEM); stop lets a job handed over
+ * run to its end, then joins the thread (a no-op when never started). */
 int nd_writer_start(nd_writer *w, dsync_node *n, nd_job_fn fn, void *arg);
 void nd_writer_stop(nd_writer *w);
 /* Hands the job prepared in arg over; the caller leaves it alone until
@@ -457,12 +457,12 @@ void nd_queue_members_changed(dsync_node *n);
  * follows it and topics placed elsewhere now are dropped here. */
 void nd_queue_view_changed(dsync_node *n);
 
-/* Makes this turn's queue changes durable, then answers: one fsync of
- * the local file; with Redis, the next flush leaves once the one in
- * flight has landed. */
 /* Answers the calls of list (their records have landed), or fails them
  * with rc when it is not 0. */
 void nq_answer_all(dsync_node *n, nq_op *list, int rc);
+/* Lands the queue's flush in flight, if it has ended, answering its
+ * calls, and sends the next with this turn's records: to the local
+ * file's writer thread, or to Redis. One in flight at a time. */
 void nd_queue_flush(dsync_node *n);
 /* For the loop's poll timeout: when the Redis flush in flight is given up
  * if it has no answer (its replies wake the loop sooner), 0 when its fate

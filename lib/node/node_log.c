@@ -51,7 +51,7 @@ int nd_log_open(dsync_node *n)
 void nd_log_close(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    /* A flush still out finishes or not: nothing waits on it now. */
+    /* A flush still out runs to its end; nothing waits on it now. */
     nd_writer_stop(&w->wr);
     ut_buf_free(&w->flush.data);
     ut_buf_free(&w->held);

@@ -4,10 +4,9 @@
  * Each topic has one owner, the member the consistent-hash ring
  * (lib/queue/ring) places it on; the owner keeps the topic in its queue
  * state machine (lib/queue) and makes every change durable before it
- * answers: group commit, one fsync of its local append-only file
- * (lib/store/aof) per loop turn for every enqueue, consume and ack of that
- * turn, or pipelined Redis flushes, one in flight while the next fills
- * (node_queue_redis.c). Any node takes any call: when the
+ * answers: group commit, flushes of its local append-only file
+ * (lib/store/aof) on a writer thread, or pipelined Redis flushes
+ * (node_queue_redis.c); either way one in flight while the next fills. Any node takes any call: when the
  * topic is another node's, the call travels to the owner
  * (node_queue_forward.c).
  *

@@ -1,7 +1,8 @@
 /*
  * node_writer.c: a thread that runs the loop's disk work, one job at a
- * time: the Raft log's flushes (node_log.c) and the queue file's
- * (node_queue.c). An fdatasync takes 0.2 ms on a quiet disk and, now and
+ * time. Each store has one of its own: the Raft log's flushes
+ * (node_log.c, n->wal.wr) and the queue file's (node_queue.c,
+ * n->q_writer). An fdatasync takes 0.2 ms on a quiet disk and, now and
  * then, tens or hundreds of milliseconds; on the loop it would hold up
  * every peer frame, heartbeat and call behind it.
  *
@@ -21,7 +22,7 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!w->stop && !(w->busy && !w->done))
             pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) break;
+        if (!(w->busy && !w->done)) break; /* stopped, and no job handed over */
         pthread_mutex_unlock(&w->mu);
         uint64_t start = ut_now_ns();
         int rc = w->fn(w->arg);
@@ -57,8 +58,8 @@ int nd_writer_start(nd_writer *w, dsync_node *n, nd_job_fn fn, void *arg)
 void nd_writer_stop(nd_writer *w)
 {
     if (!w->started) return;
-    /* A job still out finishes first: the thread looks at stop only
-     * between jobs. */
+    /* A job handed over runs to its end first: the thread takes a job
+     * before it looks at stop. */
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_signal(&w->cv);

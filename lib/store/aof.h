@@ -33,7 +33,7 @@
  *
  * Durability: aof_append only buffers; aof_sync writes everything buffered
  * with one write() and, under AOF_FSYNC_ALWAYS, one fdatasync() (group
- * commit: every enqueue of one loop turn shares one flush). The caller
+ * commit: every record buffered since the last one shares it). The caller
  * answers a request only after the aof_sync (or aof_flush_end, below)
  * that covers its record.
  * AOF_FSYNC_EVERYSEC makes aof_sync write only; the caller calls
@@ -117,11 +117,12 @@ int aof_sync(aof_file *a);
  * caller (a node loop, which also sends Raft's heartbeats) does not wait
  * for an fdatasync that may take hundreds of milliseconds:
  * aof_flush_begin takes everything buffered into f (an empty flush when
- * there is nothing: run and end then do nothing); aof_flush_run, on any
+ * there is nothing); aof_flush_run, on any
  * thread and touching nothing but f, writes it with one write and, under
  * AOF_FSYNC_ALWAYS, one fdatasync; aof_flush_end, back on the caller's
  * thread, takes run's result: 0 and the records are in the file (durable
- * under ALWAYS), or DSYNC_EIO and the store is broken. One flush out at a
+ * under ALWAYS), or DSYNC_EIO and the store is broken. An empty flush
+ * writes nothing; its end is still needed. One flush out at a
  * time; while it is out the caller may append (to the next flush), start
  * a background rewrite (whose switch waits for the end) and read sizes
  * and stats (they change at the end). aof_sync, aof_rewrite and

@@ -879,7 +879,7 @@ static void test_while_a_flush_is_out_nothing_else_writes_the_file(void **state)
     assert_int_equal(flush_on_thread(&fl), 0);
     assert_int_equal(aof_flush_end(a, &fl, 0), 0);
     assert_int_equal(poll_done(a), 1);
-    assert_int_equal(stats_of(a).pending, 0); /* B and C: in the new file's tail */
+    assert_int_equal(stats_of(a).pending, 0); /* B in the snapshot, C in the new file's tail */
     aof_crash_for_test(a, 0);
 
     const char *want[] = {"C"};

@@ -290,9 +290,10 @@ int dsync_node_drop_peers(dsync_node *node, const uint64_t *ids, size_t count);
  * (DSYNC_DATA_DIR set, no Redis) waits delay_ms before its write and
  * fdatasync, as a stalling disk would, until the next call (0 heals); no
  * effect on a node without a local queue file. Set from the calling
- * thread (a flush already waiting keeps its delay).
- * DSYNC_EINVAL unless the node was opened with fault_injection set, or
- * for a delay over 60000 ms. */
+ * thread (a flush already waiting keeps its delay). DSYNC_EINVAL unless
+ * the node was opened with fault_injection set, or for a delay over
+ * DSYNC_FAULT_DELAY_MAX_MS. */
+#define DSYNC_FAULT_DELAY_MAX_MS 60000u
 int dsync_node_delay_queue_fsync(dsync_node *node, uint32_t delay_ms);
 
 /* Renders every metric of the node in Prometheus text format 0.0.4.

@@ -68,7 +68,9 @@ void handle_admin_faults(http_req *r)
     json_t *list = json_object_get(r->body, "drop_peers");
     bool has_delay = json_object_get(r->body, "queue_fsync_delay_ms") != NULL;
     uint64_t delay = 0;
-    if (has_delay && !http_field_uint(r, "queue_fsync_delay_ms", true, 0, 60000, &delay)) return;
+    if (has_delay &&
+        !http_field_uint(r, "queue_fsync_delay_ms", true, 0, DSYNC_FAULT_DELAY_MAX_MS, &delay))
+        return;
     if (!list && !has_delay) {
         http_reply_error(r, 400, "invalid_field",
                          "name \"drop_peers\" (an array of ids) or \"queue_fsync_delay_ms\"");

@@ -6,9 +6,9 @@
  * state machine (lib/queue) and makes every change durable before it
  * answers: group commit, flushes of its local append-only file
  * (lib/store/aof) on a writer thread, or pipelined Redis flushes
- * (node_queue_redis.c); either way one in flight while the next fills. Any node takes any call: when the
- * topic is another node's, the call travels to the owner
- * (node_queue_forward.c).
+ * (node_queue_redis.c); either way one in flight while the next fills.
+ * Any node takes any call: when the topic is another node's, the call
+ * travels to the owner (node_queue_forward.c).
  *
  * A consume with wait_ms that finds nothing ready is parked on the owner
  * and served by the next enqueue or requeue of its topic, or answered
@@ -808,7 +808,7 @@ int dsync_queue_ack(dsync_node *n, const char *topic, const char *receipt)
 
 int dsync_node_delay_queue_fsync(dsync_node *n, uint32_t delay_ms)
 {
-    if (!n || !n->cfg.fault_injection || delay_ms > 60000) return DSYNC_EINVAL;
+    if (!n || !n->cfg.fault_injection || delay_ms > DSYNC_FAULT_DELAY_MAX_MS) return DSYNC_EINVAL;
     atomic_store_explicit(&n->q_fsync_delay_ms, delay_ms, memory_order_relaxed);
     ut_log(&n->log, DSYNC_LOG_WARN, "fault injection: queue file flushes delayed by %" PRIu32 " ms",
            delay_ms);

@@ -116,19 +116,20 @@ int aof_sync(aof_file *a);
 /* The same group commit with the disk work on another thread, so the
  * caller (a node loop, which also sends Raft's heartbeats) does not wait
  * for an fdatasync that may take hundreds of milliseconds:
- * aof_flush_begin takes everything buffered into f (an empty flush when
- * there is nothing); aof_flush_run, on any
- * thread and touching nothing but f, writes it with one write and, under
- * AOF_FSYNC_ALWAYS, one fdatasync; aof_flush_end, back on the caller's
- * thread, takes run's result: 0 and the records are in the file (durable
- * under ALWAYS), or DSYNC_EIO and the store is broken. An empty flush
- * writes nothing; its end is still needed. One flush out at a
- * time; while it is out the caller may append (to the next flush), start
- * a background rewrite (whose switch waits for the end) and read sizes
- * and stats (they change at the end). aof_sync, aof_rewrite and
- * aof_flush_begin answer DSYNC_EINVAL then, aof_flush_due does nothing; close
- * only after the end. f starts zeroed (ut_buf_init on data) and keeps its
- * buffer between flushes; free f->data when done with it. */
+ *  - aof_flush_begin takes everything buffered into f (an empty flush
+ *    when there is nothing: it writes nothing, but still needs its end);
+ *  - aof_flush_run, on any thread and touching nothing but f, writes it
+ *    with one write and, under AOF_FSYNC_ALWAYS, one fdatasync;
+ *  - aof_flush_end, back on the caller's thread, takes run's result: 0
+ *    and the records are in the file (durable under ALWAYS), or
+ *    DSYNC_EIO and the store is broken.
+ * One flush out at a time. While it is out the caller may append (to the
+ * next flush), start a background rewrite (whose switch waits for the
+ * end) and read sizes and stats (they change at the end); aof_sync,
+ * aof_rewrite and aof_flush_begin answer DSYNC_EINVAL, aof_flush_due does
+ * nothing, and close must wait for the end. f starts zeroed (ut_buf_init
+ * on data) and keeps its buffer between flushes; free f->data when done
+ * with it. */
 typedef struct {
     ut_buf data;      /* framed records */
     int fd;           /* the file, at begin */

@@ -75,6 +75,26 @@ static void test_bad_arguments_are_refused_without_change(void **state)
     assert_int_equal(dsync_lock_state_get(n, &st), 0);
     assert_int_equal(st.n_locks, 0);
     dsync_lock_state_free(&st);
+    /* Fault switches exist only on a node opened for fault injection. */
+    uint64_t peer = 2;
+    assert_int_equal(dsync_node_drop_peers(n, &peer, 1), DSYNC_EINVAL);
+    assert_int_equal(dsync_node_delay_queue_fsync(n, 10), DSYNC_EINVAL);
+}
+
+/* With fault injection on, the queue disk delay takes 0 to the bound. */
+static void test_the_queue_disk_delay_is_bounded(void **state)
+{
+    (void)state;
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    cfg.data_dir[0] = '\0';
+    cfg.fault_injection = 1;
+    dsync_node *n;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    assert_int_equal(dsync_node_delay_queue_fsync(n, DSYNC_FAULT_DELAY_MAX_MS + 1), DSYNC_EINVAL);
+    assert_int_equal(dsync_node_delay_queue_fsync(n, DSYNC_FAULT_DELAY_MAX_MS), 0);
+    assert_int_equal(dsync_node_delay_queue_fsync(n, 0), 0);
+    dsync_node_close(n);
 }
 
 typedef struct {
@@ -495,6 +515,7 @@ int main(void)
                                         open_node, close_node),
         cmocka_unit_test_setup_teardown(test_bad_arguments_are_refused_without_change, open_node,
                                         close_node),
+        cmocka_unit_test(test_the_queue_disk_delay_is_bounded),
         cmocka_unit_test_setup_teardown(test_blocking_acquire_wakes_on_the_release, open_node,
                                         close_node),
         cmocka_unit_test_setup_teardown(test_blocking_acquire_answers_waiting_at_its_deadline,

@@ -15,10 +15,10 @@
  * Redis when DSYNC_REDIS_URL is set.
  *
  * Each client is one thread with its own connection(s) and its own
- * KEYS_PER_CLIENT keys, used in turn; values are VALUE_LEN bytes. Before the
- * measured window every client puts each of its keys once, through the same
- * node (or server) it then measures on, and waits for the others; then all
- * start together. The workloads:
+ * KEYS_PER_CLIENT keys (put-shared: SHARED_KEYS), used in turn; values are
+ * VALUE_LEN bytes. Before the measured window every client puts each of its
+ * keys once, through the same node (or server) it then measures on, and
+ * waits for the others; then all start together. The workloads:
  *   get         (http, lib) GET of the client's own keys, on the node that
  *               put them: it holds them in M, so every GET is a local hit;
  *               (redis, memcached) GET / get of keys SET before.
@@ -27,14 +27,17 @@
  *               write-through, the default, the home still stores it);
  *   set         (redis, memcached) SET / set of a new value.
  *   put-shared  (http, 3 endpoints or more) client i works on nodes
- *               A = endpoint i, B = i+1, C = i+2 (mod n). Per operation: GET
- *               the key on B, then on C (untimed; each checks that it reads
- *               the last value put: the read makes B and C sharers, S), then
- *               PUT a new value on A, timed: the PUT returns once B's and
- *               C's copies are invalid, so every timed PUT invalidates two
- *               sharers. ops/s counts PUTs per second of the whole window
- *               (the two GETs included); busy_ops/s counts PUTs per second
- *               of time spent in PUTs (clients x PUTs / summed PUT time).
+ *               A = endpoint i, B = i+1, C = i+2 (mod n), on SHARED_KEYS
+ *               keys, in rounds that all clients run in lock step. Share
+ *               phase (untimed): GET each key on B, then on C; each read
+ *               must return the last value put, and makes B and C sharers
+ *               (S). Write phase (timed): PUT a new value to each key on
+ *               A; a PUT returns once B's and C's copies are invalid, so
+ *               every PUT invalidates two sharers. ops/s counts the PUTs
+ *               of the write phases per second of the write phases (wall
+ *               clock, from the start line to the last client's last PUT:
+ *               only PUTs run in it); cycle_ops/s counts them per second
+ *               of the whole run, the sharers' GETs included.
  *   plain       (http) GET /cache/get?key=K of the client's keys, nothing put
  *               before, any answer with status 200 counts, its body
  *               unchecked: against http_ceiling it measures bare HTTP.
@@ -65,6 +68,7 @@
 #include <dsync.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -84,6 +88,8 @@
 #define MAX_THREADS 1024
 #define BACKOFF_MS 10
 #define KEYS_PER_CLIENT 16
+#define SHARED_KEYS 64 /* put-shared: keys per client, PUTs per client per write phase */
+#define MAX_KEYS SHARED_KEYS
 #define KEY_CAP 96
 #define VALUE_LEN 16
 #define KEY_LEN 12 /* memory mode's keys */
@@ -104,8 +110,16 @@ typedef struct {
 /* What the main thread and the clients share: the start line and the window. */
 typedef struct {
     atomic_int ready; /* clients done with their setup (or failed it) */
-    atomic_int go;    /* 1: the window has started, deadline is set */
+    atomic_int go;    /* 1: the window has started, deadline is set (or abort) */
+    atomic_int abort; /* a client could not set up: go home at once */
     double deadline; /* monotonic seconds: no operation starts after it, none ending after counts */
+    /* put-shared's rounds: every client meets the others at the barrier;
+     * the thread the barrier elects writes the fields below, which the
+     * others read after the next barrier. */
+    pthread_barrier_t barrier;
+    bool stop;       /* no further round: the deadline has passed */
+    double phase_t0; /* the current write phase's start line */
+    double write_s;  /* the write phases' summed wall-clock time */
 } run_state;
 
 typedef struct {
@@ -119,12 +133,12 @@ typedef struct {
     redisContext *redis;
     mc_conn mc;       /* memcached */
     dsync_node *node; /* lib */
-    char keys[KEYS_PER_CLIENT][KEY_CAP];
-    char values[KEYS_PER_CLIENT][VALUE_LEN + 1]; /* the last value put under each key */
+    int n_keys;
+    char keys[MAX_KEYS][KEY_CAP];
+    char values[MAX_KEYS][VALUE_LEN + 1]; /* the last value put under each key */
     unsigned long seq;
     bool setup_ok;
     lat_log *lat; /* latency of each counted operation */
-    double busy_s;
     long errors, stale;
 } worker;
 
@@ -367,36 +381,68 @@ static bool plain_get(worker *w, int k)
     return http_get(&w->conn[0], path, &status, resp, sizeof resp) == 0 && status == 200;
 }
 
+/* A failed operation: counted, then a pause before the next. */
+static void failed(worker *w)
+{
+    w->errors++;
+    sleep_ms(BACKOFF_MS);
+}
+
+/* put-shared: rounds of a share phase and a timed write phase, all clients
+ * in lock step, until a round would start after the deadline. Every PUT of
+ * a write phase counts, also one ending after the deadline. */
+static void run_shared_rounds(worker *w)
+{
+    run_state *run = w->run;
+    for (;;) {
+        for (int k = 0; k < w->n_keys; k++)
+            if (!(get_key(w, k, &w->conn[1]) && get_key(w, k, &w->conn[2]))) failed(w);
+        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
+            run->stop = now_s() >= run->deadline || w->lat->oom;
+            run->phase_t0 = now_s();
+        }
+        pthread_barrier_wait(&run->barrier);
+        if (run->stop) return;
+        for (int k = 0; k < w->n_keys; k++) {
+            double t0 = now_s();
+            if (put_key(w, k))
+                lat_record(w->lat, t0, INFINITY);
+            else
+                failed(w);
+        }
+        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD)
+            run->write_s += now_s() - run->phase_t0;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    for (int k = 0; k < KEYS_PER_CLIENT; k++)
+    w->n_keys = w->wl == WL_PUT_SHARED ? SHARED_KEYS : KEYS_PER_CLIENT;
+    for (int k = 0; k < w->n_keys; k++)
         snprintf(w->keys[k], KEY_CAP, "cb-%s-c%d-k%d", w->run_tag, w->id, k);
     w->setup_ok = true;
-    for (int k = 0; k < KEYS_PER_CLIENT && w->setup_ok && w->wl != WL_PLAIN; k++)
+    for (int k = 0; k < w->n_keys && w->setup_ok && w->wl != WL_PLAIN; k++)
         w->setup_ok = put_key(w, k);
     atomic_fetch_add(&w->run->ready, 1);
     while (!atomic_load(&w->run->go))
         sleep_ms(1);
     double deadline = w->run->deadline;
-    for (int k = 0; w->setup_ok && now_s() < deadline && !w->lat->oom;
-         k = (k + 1) % KEYS_PER_CLIENT) {
-        if (w->wl == WL_PUT_SHARED && !(get_key(w, k, &w->conn[1]) && get_key(w, k, &w->conn[2]))) {
-            w->errors++;
-            sleep_ms(BACKOFF_MS);
-            continue;
-        }
-        double t0 = now_s();
-        bool ok = w->wl == WL_PLAIN ? plain_get(w, k)
-                  : w->wl == WL_GET ? get_key(w, k, &w->conn[0])
-                                    : put_key(w, k);
-        if (ok) {
-            size_t before = w->lat->n;
-            lat_record(w->lat, t0, deadline);
-            if (w->lat->n > before) w->busy_s += w->lat->ms[w->lat->n - 1] / 1000;
-        } else {
-            w->errors++;
-            sleep_ms(BACKOFF_MS);
+    if (atomic_load(&w->run->abort)) {
+        /* Nothing measured: a client is missing its keys. */
+    } else if (w->wl == WL_PUT_SHARED) {
+        run_shared_rounds(w);
+    } else {
+        for (int k = 0; w->setup_ok && now_s() < deadline && !w->lat->oom;
+             k = (k + 1) % w->n_keys) {
+            double t0 = now_s();
+            bool ok = w->wl == WL_PLAIN ? plain_get(w, k)
+                      : w->wl == WL_GET ? get_key(w, k, &w->conn[0])
+                                        : put_key(w, k);
+            if (ok)
+                lat_record(w->lat, t0, deadline);
+            else
+                failed(w);
         }
     }
     for (int i = 0; i < 3; i++)
@@ -657,22 +703,28 @@ int main(int argc, char **argv)
         }
         started++;
     }
-    /* Every client's keys are in place (each request is bounded): start together. */
+    /* Every client's keys are in place (each request is bounded): start
+     * together; put-shared's rounds need every client at the barrier. */
     while (atomic_load(&run.ready) < started)
         sleep_ms(1);
+    for (long i = 0; i < started; i++)
+        if (!w[i].setup_ok || (wl == WL_PUT_SHARED && started < threads)) atomic_store(&run.abort, 1);
+    if (wl == WL_PUT_SHARED && pthread_barrier_init(&run.barrier, NULL, (unsigned)started) != 0)
+        atomic_store(&run.abort, 1);
     double hits0 = node ? node_metric(node, "cache_hits_total") : 0;
     double misses0 = node ? node_metric(node, "cache_misses_total") : 0;
-    run.deadline = now_s() + seconds;
+    double start = now_s();
+    run.deadline = start + seconds;
     atomic_store(&run.go, 1);
     long errors = 0, stale = 0, failed_setup = 0;
-    double busy_s = 0;
     for (long i = 0; i < started; i++) {
         pthread_join(th[i], NULL);
         errors += w[i].errors;
         stale += w[i].stale;
-        busy_s += w[i].busy_s;
         failed_setup += !w[i].setup_ok;
     }
+    double elapsed = now_s() - start;
+    if (wl == WL_PUT_SHARED && !atomic_load(&run.abort)) pthread_barrier_destroy(&run.barrier);
     char extra[160] = "";
     if (node)
         snprintf(extra, sizeof extra, " hits=%.0f misses=%.0f",
@@ -684,12 +736,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "cache_bench: out of memory\n");
         return 1;
     }
-    if (wl == WL_PUT_SHARED)
-        snprintf(extra, sizeof extra, " busy_ops/s=%.1f timed=put_invalidating_2_sharers",
-                 busy_s > 0 ? (double)sum.n * (double)started / busy_s : 0);
+    /* put-shared's rate is over its write phases; every other over the window. */
+    double window_s = seconds;
+    if (wl == WL_PUT_SHARED) {
+        window_s = run.write_s;
+        snprintf(extra, sizeof extra,
+                 " write_s=%.3f cycle_ops/s=%.1f timed=put_invalidating_2_sharers", run.write_s,
+                 elapsed > 0 ? (double)sum.n / elapsed : 0);
+    }
     printf("%s %s clients=%ld ops=%zu ops/s=%.1f p50_ms=%.4f p99_ms=%.4f errors=%ld stale=%ld%s\n",
-           label, argv[2], started, sum.n, (double)sum.n / seconds, sum.p50, sum.p99, errors, stale,
-           extra);
+           label, argv[2], started, sum.n, window_s > 0 ? (double)sum.n / window_s : 0, sum.p50,
+           sum.p99, errors, stale, extra);
     if (failed_setup)
         fprintf(stderr, "cache_bench: %ld of %ld clients could not put their keys\n", failed_setup,
                 started);

@@ -473,8 +473,12 @@ uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms)
         n->cache_tick_due = now_ms + 100;
     }
     /* A peer connection that came back may have lost frames: ask for a new
-     * epoch, which aborts and retries whatever waited on them. */
-    if (n->net) {
+     * epoch, which aborts and retries whatever waited on them. Not before
+     * the first view: no cache frame has been sent then, so the first
+     * connections of a starting cluster lose nothing. (They used to ask
+     * for a second view just after the first, which failed the first PUTs
+     * in flight with 503.) */
+    if (n->net && cc_epoch(n->cache) > 0) {
         bool bump = false;
         for (size_t i = 0; i < n->n_voters && i < RAFT_MAX_NODES; i++) {
             uint64_t id = n->voters[i];

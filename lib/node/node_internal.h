@@ -58,7 +58,8 @@ enum {
     ND_FRAME_QREQ,            /* a queue call for the topic's owner (node_queue.c) */
     ND_FRAME_QRESP,           /* the owner's answer */
     ND_FRAME_CACHE,           /* a cache protocol message (lib/cache's wire form) */
-    ND_FRAME_VIEW_BUMP,       /* any node -> leader: frames may have been lost, new epoch please */
+    ND_FRAME_VIEW_BUMP,       /* any node -> leader: frames may have been lost, a view past
+                                 the epoch named (u64) please */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -175,6 +176,7 @@ typedef struct {
     dsync_series *forwarded;        /* counter: writes sent on to the leader */
     dsync_series *refused;          /* counter: writes answered 503 (no leader, timeout) */
     dsync_series *snapshots_installed;
+    dsync_series *view_bumps; /* counter: views proposed (as leader) for a new epoch */
     dsync_metric *peer_up_family;
     dsync_series *peer_up[RAFT_MAX_NODES]; /* by position in voters */
     dsync_series *members;
@@ -505,6 +507,8 @@ void nd_propose_view(dsync_node *n, uint64_t now_ms);
  * nd_send_view_bump until a newer view applies. */
 void nd_request_view_bump(dsync_node *n);
 void nd_send_view_bump(dsync_node *n);
+/* Leader: a request (ND_FRAME_VIEW_BUMP, or its own) for a view past epoch. */
+void nd_view_bump_asked(dsync_node *n, uint64_t epoch);
 
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);

@@ -238,11 +238,13 @@ void nd_propose_view(dsync_node *n, uint64_t now_ms)
      * same members, at most once per election timeout: a flapping link
      * must not turn every flap into a log entry and aborted transactions. */
     bool bump = n->view_bump && now_ms >= n->last_bump_ms + nd_election_ms(n);
-    if (n->fsm.view_index && !bump && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live)) return;
+    bool same = n->fsm.view_index && fsm_view_equals(&n->fsm, cmd.live, cmd.n_live);
+    if (same && !bump) return;
     if (bump) n->last_bump_ms = now_ms;
     n->view_bump = false;
     n->view_index = nd_propose_internal(n, &cmd);
     n->view_term = raft_term(n->raft);
+    if (n->view_index && same) dsync_series_add(n->rm.view_bumps, 1);
     if (n->view_index)
         ut_log(&n->log, DSYNC_LOG_INFO, "proposing a view of %zu live member(s) at %" PRIu64,
                cmd.n_live, n->view_index);
@@ -257,7 +259,8 @@ void nd_request_view_bump(dsync_node *n)
 }
 
 /* Asks until a view past the one of the request has applied: there may be
- * no leader when the request is made, and a frame can be lost too. */
+ * no leader when the request is made, and a frame can be lost too. The
+ * request names the epoch it wants a view past. */
 void nd_send_view_bump(dsync_node *n)
 {
     if (!n->bump_pending) return;
@@ -266,8 +269,24 @@ void nd_send_view_bump(dsync_node *n)
         return;
     }
     uint64_t leader = raft_leader(n->raft);
-    if (leader == n->cfg.node_id)
-        n->view_bump = true;
-    else if (leader && n->net)
-        nt_send(n->net, leader, ND_FRAME_VIEW_BUMP, NULL, 0);
+    if (leader == n->cfg.node_id) {
+        nd_view_bump_asked(n, n->bump_epoch);
+    } else if (leader && n->net) {
+        unsigned char b[8];
+        ut_put_le(b, n->bump_epoch, 8);
+        nt_send(n->net, leader, ND_FRAME_VIEW_BUMP, b, sizeof b);
+    }
+}
+
+/* Leader: someone wants a view past epoch. Granted already when the view
+ * applied here is past it, or will be when the view in flight applies (it
+ * gets a higher epoch than any before it): an asker still short of it asks
+ * again. Without this, requests resent while the asker had not yet applied
+ * the view that answered them each made one more epoch, aborting the
+ * transactions of the one before for nothing. */
+void nd_view_bump_asked(dsync_node *n, uint64_t epoch)
+{
+    if (epoch < n->fsm.view_epoch) return;
+    if (n->view_index && n->view_term == raft_term(n->raft)) return;
+    n->view_bump = true;
 }

@@ -103,6 +103,11 @@ static void register_metrics(dsync_node *n)
     rm->snapshots_installed = dsync_metric_series0(
         dsync_metrics_counter(m, "raft_snapshots_installed_total",
                               "Snapshots received from the leader and installed.", NULL));
+    rm->view_bumps = dsync_metric_series0(dsync_metrics_counter(
+        m, "cluster_view_bumps_total",
+        "Views this node proposed as leader only for a new epoch, because a node may have lost "
+        "cache frames (a connection that broke, a frame refused or dropped).",
+        NULL));
     rm->peer_up_family = dsync_metrics_gauge(
         m, "raft_peer_up", "1 while a frame arrived from the peer within an election timeout.",
         "peer");
@@ -210,7 +215,7 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
         nd_cache_frame(n, from, payload, len);
         return;
     case ND_FRAME_VIEW_BUMP:
-        if (len == 0 && nd_is_member(n, from)) n->view_bump = true;
+        if (len == 8 && nd_is_member(n, from)) nd_view_bump_asked(n, ut_get_le(payload, 8));
         return;
     case ND_FRAME_QREQ:
     case ND_FRAME_QRESP:

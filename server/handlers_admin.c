@@ -110,7 +110,8 @@ void handle_admin_faults(http_req *r)
             json_array_append_new(echo, json_integer((json_int_t)ids[i]));
         json_object_set_new(body, "drop_peers", echo);
     }
-    if (has_delay) json_object_set_new(body, "queue_fsync_delay_ms", json_integer((json_int_t)delay));
+    if (has_delay)
+        json_object_set_new(body, "queue_fsync_delay_ms", json_integer((json_int_t)delay));
     http_reply_json(r, 200, body);
 }
 

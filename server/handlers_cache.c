@@ -22,9 +22,7 @@ void handle_cache_get(http_req *r)
 {
     char key[DSYNC_CACHE_KEY_MAX + 1];
     int got = r->query ? mg_get_var(r->query, strlen(r->query), "key", key, sizeof key) : -1;
-    json_t *k = got > 0 ? json_string(key) : NULL; /* NULL unless valid UTF-8 */
-    if (!k || strlen(key) != (size_t)got) {
-        json_decref(k);
+    if (got <= 0 || strlen(key) != (size_t)got || !ut_utf8_valid(key, (size_t)got)) {
         http_reply_error(r, 400, "invalid_field",
                          "query \"key\" must be 1 to %d bytes of UTF-8 without NUL",
                          DSYNC_CACHE_KEY_MAX);
@@ -34,24 +32,26 @@ void handle_cache_get(http_req *r)
     size_t len = 0;
     int rc = dsync_cache_get(r->server->node, key, &value, &len, &state);
     if (rc == DSYNC_ENOTFOUND) {
-        json_decref(k);
         http_reply_error(r, 404, "not_found", "cache: no value for this key");
         return;
     }
     if (rc != 0) {
-        json_decref(k);
         http_reply_dsync_error(r, rc, "cache get");
         return;
     }
-    json_t *v = json_stringn(value, len);
-    free(value);
-    if (!v) { /* only UTF-8 goes in through HTTP; an embedder may store bytes */
-        json_decref(k);
+    /* Only UTF-8 goes in through HTTP; an embedder may store bytes. */
+    if (!ut_utf8_valid(value, len)) {
+        free(value);
         http_reply_error(r, 500, "internal", "cache get: the stored value is not UTF-8 text");
         return;
     }
-    http_reply_json(r, 200,
-                    json_pack("{s:o,s:o,s:s}", "key", k, "value", v, "state", state_name(state)));
+    http_obj o;
+    http_obj_begin(&o);
+    http_obj_str(&o, "key", key);
+    http_obj_strn(&o, "value", value, len);
+    http_obj_str(&o, "state", state_name(state));
+    free(value);
+    http_reply_obj(r, 200, &o);
 }
 
 void handle_cache_put(http_req *r)
@@ -66,11 +66,16 @@ void handle_cache_put(http_req *r)
         http_reply_error(r, 400, "invalid_field", "field \"value\" must be a string");
         return;
     }
-    int rc = dsync_cache_put(r->server->node, key, json_string_value(v), json_string_length(v),
-                             ttl);
+    int rc =
+        dsync_cache_put(r->server->node, key, json_string_value(v), json_string_length(v), ttl);
     if (rc != 0) {
         http_reply_dsync_error(r, rc, "cache put");
         return;
     }
-    http_reply_json(r, 200, json_pack("{s:s,s:s,s:s}", "status", "stored", "key", key, "state", "M"));
+    http_obj o;
+    http_obj_begin(&o);
+    http_obj_str(&o, "status", "stored");
+    http_obj_str(&o, "key", key);
+    http_obj_str(&o, "state", "M");
+    http_reply_obj(r, 200, &o);
 }

@@ -44,31 +44,33 @@ void handle_lock_acquire(http_req *r)
         http_reply_dsync_error(r, rc, "acquire");
         return;
     }
-    json_t *body = json_pack("{s:s,s:s,s:s}", "key", key, "client_id", client, "mode", mode_name);
-    switch (res.status) {
-    case DSYNC_LOCK_GRANTED:
-        json_object_set_new(body, "status", json_string("granted"));
-        json_object_set_new(body, "fencing_token", json_integer((json_int_t)res.fencing_token));
-        json_object_set_new(body, "lease_ms", json_integer((json_int_t)res.lease_ms));
-        http_reply_json(r, 200, body);
-        return;
-    case DSYNC_LOCK_WAITING:
-        json_object_set_new(body, "status", json_string("waiting"));
-        json_object_set_new(body, "position", json_integer(res.position));
-        http_reply_json(r, 202, body);
-        return;
-    case DSYNC_LOCK_DEADLOCK: {
-        json_t *cycle = json_array();
-        for (uint32_t i = 0; i < res.cycle_len; i++)
-            json_array_append_new(cycle, json_string(res.cycle[i]));
-        json_object_set_new(body, "status", json_string("deadlock"));
-        json_object_set_new(body, "cycle", cycle);
-        http_reply_json(r, 409, body);
+    if (res.status == DSYNC_LOCK_GRANTED || res.status == DSYNC_LOCK_WAITING) {
+        bool granted = res.status == DSYNC_LOCK_GRANTED;
+        http_obj o;
+        http_obj_begin(&o);
+        http_obj_str(&o, "key", key);
+        http_obj_str(&o, "client_id", client);
+        http_obj_str(&o, "mode", mode_name);
+        http_obj_str(&o, "status", granted ? "granted" : "waiting");
+        if (granted) {
+            http_obj_int(&o, "fencing_token", (int64_t)res.fencing_token);
+            http_obj_int(&o, "lease_ms", (int64_t)res.lease_ms);
+        } else {
+            http_obj_int(&o, "position", (int64_t)res.position);
+        }
+        http_reply_obj(r, granted ? 200 : 202, &o);
         return;
     }
+    if (res.status != DSYNC_LOCK_DEADLOCK) {
+        http_reply_error(r, 500, "internal", "unexpected lock status %d", (int)res.status);
+        return;
     }
-    json_decref(body);
-    http_reply_error(r, 500, "internal", "unexpected lock status %d", (int)res.status);
+    json_t *cycle = json_array();
+    for (uint32_t i = 0; i < res.cycle_len; i++)
+        json_array_append_new(cycle, json_string(res.cycle[i]));
+    http_reply_json(r, 409,
+                    json_pack("{s:s,s:s,s:s,s:s,s:o}", "key", key, "client_id", client, "mode",
+                              mode_name, "status", "deadlock", "cycle", cycle));
 }
 
 void handle_lock_release(http_req *r)
@@ -88,9 +90,13 @@ void handle_lock_release(http_req *r)
         http_reply_dsync_error(r, rc, "release");
         return;
     }
-    http_reply_json(r, 200,
-                    json_pack("{s:s,s:s,s:s,s:b}", "status", "released", "key", key, "client_id",
-                              client, "was_waiting", was_waiting));
+    http_obj o;
+    http_obj_begin(&o);
+    http_obj_str(&o, "status", "released");
+    http_obj_str(&o, "key", key);
+    http_obj_str(&o, "client_id", client);
+    http_obj_bool(&o, "was_waiting", was_waiting);
+    http_reply_obj(r, 200, &o);
 }
 
 void handle_lock_state(http_req *r)

@@ -38,7 +38,11 @@ void handle_queue_enqueue(http_req *r)
         http_reply_dsync_error(r, rc, "enqueue");
         return;
     }
-    http_reply_json(r, 200, json_pack("{s:s,s:I}", "topic", topic, "id", (json_int_t)id));
+    http_obj o;
+    http_obj_begin(&o);
+    http_obj_str(&o, "topic", topic);
+    http_obj_int(&o, "id", (int64_t)id);
+    http_reply_obj(r, 200, &o);
 }
 
 void handle_queue_consume(http_req *r)
@@ -104,7 +108,11 @@ void handle_queue_ack(http_req *r)
         http_reply_dsync_error(r, rc, "ack");
         return;
     }
-    http_reply_json(r, 200, json_pack("{s:s,s:s}", "status", "acked", "topic", topic));
+    http_obj o;
+    http_obj_begin(&o);
+    http_obj_str(&o, "status", "acked");
+    http_obj_str(&o, "topic", topic);
+    http_reply_obj(r, 200, &o);
 }
 
 /* GET /queue/state[?topic=T]: the nodes topics are placed on, the topics
@@ -135,13 +143,13 @@ void handle_queue_state(http_req *r)
                                                 "depth", (json_int_t)st.topics[i].depth,
                                                 "in_flight", (json_int_t)st.topics[i].in_flight));
     dsync_queue_state_free(&st);
-    json_t *body = json_pack("{s:I,s:s,s:I,s:o,s:o}", "node_id", (json_int_t)r->server->cfg->node_id,
-                             "store", st.store, "view_epoch", (json_int_t)st.view_epoch, "owners",
-                             owners, "topics", topics);
+    json_t *body = json_pack("{s:I,s:s,s:I,s:o,s:o}", "node_id",
+                             (json_int_t)r->server->cfg->node_id, "store", st.store, "view_epoch",
+                             (json_int_t)st.view_epoch, "owners", owners, "topics", topics);
     if (got > 0) {
         json_object_set_new(body, "topic", json_string(topic));
-        json_object_set_new(body, "owner", st.topic_owner ? json_integer((json_int_t)st.topic_owner)
-                                                          : json_null());
+        json_object_set_new(
+            body, "owner", st.topic_owner ? json_integer((json_int_t)st.topic_owner) : json_null());
     }
     http_reply_json(r, 200, body);
 }

@@ -8,6 +8,7 @@
  * closed, so no worker ever blocks on a body we will not read.
  */
 #include <civetweb.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +45,15 @@ static void send_response(http_req *r, int status, const char *content_type, con
     r->status = status;
     if (close_conn) mg_disable_keep_alive(r->conn);
     bool alive = !close_conn && keeps_alive(r->conn);
-    char date[64];
+    /* The Date header changes once a second: each worker formats it then. */
+    static _Thread_local char date[64];
+    static _Thread_local time_t date_of;
     time_t now = time(NULL);
-    struct tm tm;
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+    if (now != date_of || !date[0]) {
+        struct tm tm;
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+        date_of = now;
+    }
     ut_buf b;
     ut_buf_init(&b);
     ut_buf_printf(&b,
@@ -90,6 +96,57 @@ void http_reply_json(http_req *r, int status, json_t *body)
     }
     send_response(r, status, "application/json", text, strlen(text), NULL, NULL, false);
     free(text);
+}
+
+void http_obj_begin(http_obj *o)
+{
+    ut_buf_init(&o->b);
+    ut_buf_append(&o->b, "{", 1);
+}
+
+/* The separator and "name": (names are plain ASCII, never escaped). */
+static void obj_name(http_obj *o, const char *name)
+{
+    if (o->b.len > 1) ut_buf_append(&o->b, ",", 1);
+    ut_buf_append(&o->b, "\"", 1);
+    ut_buf_puts(&o->b, name);
+    ut_buf_append(&o->b, "\":", 2);
+}
+
+void http_obj_str(http_obj *o, const char *name, const char *value)
+{
+    http_obj_strn(o, name, value, strlen(value));
+}
+
+void http_obj_strn(http_obj *o, const char *name, const char *value, size_t len)
+{
+    obj_name(o, name);
+    ut_buf_json_str(&o->b, value, len);
+}
+
+void http_obj_int(http_obj *o, const char *name, int64_t value)
+{
+    obj_name(o, name);
+    ut_buf_printf(&o->b, "%" PRId64, value);
+}
+
+void http_obj_bool(http_obj *o, const char *name, bool value)
+{
+    obj_name(o, name);
+    ut_buf_puts(&o->b, value ? "true" : "false");
+}
+
+void http_reply_obj(http_req *r, int status, http_obj *o)
+{
+    ut_buf_append(&o->b, "}", 1);
+    if (o->b.oom) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, false);
+    } else {
+        send_response(r, status, "application/json", o->b.data, o->b.len, NULL, NULL, false);
+    }
+    ut_buf_free(&o->b);
 }
 
 static void reply_error_ex(http_req *r, int status, const char *code, const char *extra_name,

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "dsync.h"
+#include "util/util.h"
 
 struct mg_connection;
 
@@ -68,6 +69,20 @@ void http_reply_text(http_req *r, int status, const char *content_type, const ch
                      size_t len);
 void http_reply_error(http_req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A flat JSON object answer written straight into one buffer, for the
+ * busiest endpoints (jansson's pack and dump cost them several mallocs a
+ * request); the bytes are those jansson would write. Names are plain
+ * ASCII; string values valid UTF-8. begin, then the fields in order, then
+ * http_reply_obj, which sends and frees it (500 if memory ran out). */
+typedef struct {
+    ut_buf b;
+} http_obj;
+void http_obj_begin(http_obj *o);
+void http_obj_str(http_obj *o, const char *name, const char *value);
+void http_obj_strn(http_obj *o, const char *name, const char *value, size_t len);
+void http_obj_int(http_obj *o, const char *name, int64_t value);
+void http_obj_bool(http_obj *o, const char *name, bool value);
+void http_reply_obj(http_req *r, int status, http_obj *o);
 /* Maps a libdsync error code to its HTTP status and error code. */
 void http_reply_dsync_error(http_req *r, int rc, const char *what);
 

@@ -74,6 +74,18 @@ int ut_buf_printf(ut_buf *b, const char *fmt, ...) __attribute__((format(printf,
  * NULL if an append had failed (the buffer is freed). */
 char *ut_buf_detach(ut_buf *b, size_t *len);
 
+/* ---- JSON (json.c) ------------------------------------------------------ */
+
+/* Whether s[0..len) is well-formed UTF-8 (RFC 3629: no overlong form, no
+ * surrogate, nothing above U+10FFFF; NUL bytes are fine), as jansson
+ * judges a string. */
+bool ut_utf8_valid(const char *s, size_t len);
+/* Appends s[0..len) (valid UTF-8) as a JSON string literal, quotes
+ * included, escaped as jansson's dump does it: ", \ and the control
+ * characters; everything else as it is. DSYNC_ENOMEM (and b->oom) when it
+ * could not grow. */
+int ut_buf_json_str(ut_buf *b, const char *s, size_t len);
+
 /* ---- little-endian encoding ------------------------------------------ */
 
 /* Fixed-width little-endian integers in and out of raw bytes. */

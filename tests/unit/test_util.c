@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "dsync.h"
 #include "util/util.h"
@@ -138,6 +139,104 @@ static void test_rand_next_is_splitmix64_and_repeats_from_its_seed(void **state)
         assert_true(ut_rand_next(&a) == ut_rand_next(&b));
 }
 
+/* ---- JSON ---------------------------------------------------------------- */
+
+/* Whether jansson takes s[0..len) as a string: its UTF-8 check. */
+static bool jansson_takes(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    json_decref(j);
+    return j != NULL;
+}
+
+/* Random bytes drawn mostly from where UTF-8 has its edges. */
+static size_t random_bytes(uint64_t *rng, char *out, size_t cap)
+{
+    static const unsigned char edges[] = {0x00, 0x01, 0x1F, 0x20, 0x22, 0x2F, 0x41, 0x5C, 0x7F,
+                                          0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2,
+                                          0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF};
+    size_t len = ut_rand_next(rng) % cap;
+    for (size_t i = 0; i < len; i++) {
+        uint64_t r = ut_rand_next(rng);
+        out[i] = (char)(r % 3 ? edges[(r >> 8) % sizeof edges] : (unsigned char)(r >> 16));
+    }
+    return len;
+}
+
+/* The UTF-8 check accepts exactly what jansson accepts. */
+static void test_utf8_check_agrees_with_jansson(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len;
+        bool ok;
+    } cases[] = {
+        {"", 0, true},
+        {"plain", 5, true},
+        {"a\0b", 3, true},              /* NUL is a character */
+        {"\xC3\xA9", 2, true},          /* e acute */
+        {"\xF0\x9F\x98\x80", 4, true},  /* U+1F600 */
+        {"\xF4\x8F\xBF\xBF", 4, true},  /* U+10FFFF */
+        {"\xC3", 1, false},             /* cut short */
+        {"\xC0\x80", 2, false},         /* overlong NUL */
+        {"\xE0\x80\x80", 3, false},     /* overlong */
+        {"\xF0\x80\x80\x80", 4, false}, /* overlong */
+        {"\xED\xA0\x80", 3, false},     /* surrogate U+D800 */
+        {"\xF4\x90\x80\x80", 4, false}, /* above U+10FFFF */
+        {"\x80", 1, false},             /* continuation first */
+        {"\xFF", 1, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(ut_utf8_valid(cases[i].s, cases[i].len), cases[i].ok);
+        assert_int_equal(jansson_takes(cases[i].s, cases[i].len), cases[i].ok);
+    }
+    uint64_t rng = 7;
+    char buf[16];
+    int valid = 0;
+    for (int i = 0; i < 50000; i++) {
+        size_t len = random_bytes(&rng, buf, sizeof buf);
+        bool ok = ut_utf8_valid(buf, len);
+        if (ok != jansson_takes(buf, len)) fail_msg("disagree at case %d (len %zu)", i, len);
+        valid += ok;
+    }
+    assert_true(valid > 1000 && valid < 49000); /* both answers were tested */
+}
+
+/* A string literal written by ut_buf_json_str reads exactly as jansson's
+ * compact dump of the same string. */
+static void test_json_string_literal_matches_jansson(void **state)
+{
+    (void)state;
+    ut_buf b;
+    ut_buf_init(&b);
+    assert_int_equal(ut_buf_json_str(&b, "a\"b\\c\n\x01/\xC3\xA9\x7F\t", 12), 0);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001/\xC3\xA9\x7F\\t\"");
+    ut_buf_free(&b);
+    assert_int_equal(ut_buf_json_str(&b, NULL, 0), 0);
+    assert_string_equal(b.data, "\"\"");
+    ut_buf_free(&b);
+
+    uint64_t rng = 11;
+    char in[16];
+    int compared = 0;
+    for (int i = 0; i < 50000; i++) {
+        size_t len = random_bytes(&rng, in, sizeof in);
+        json_t *j = json_stringn(in, len);
+        if (!j) continue; /* not UTF-8: the writer's callers never pass it */
+        char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(j);
+        assert_non_null(want);
+        ut_buf_init(&b);
+        assert_int_equal(ut_buf_json_str(&b, in, len), 0);
+        if (strcmp(b.data, want) != 0) fail_msg("case %d: wrote %s, jansson %s", i, b.data, want);
+        free(want);
+        ut_buf_free(&b);
+        compared++;
+    }
+    assert_true(compared > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +247,8 @@ int main(void)
         cmocka_unit_test(test_hash_spreads_similar_keys),
         cmocka_unit_test(test_rand_next_is_splitmix64_and_repeats_from_its_seed),
         cmocka_unit_test(test_every_error_code_has_a_name_and_text),
+        cmocka_unit_test(test_utf8_check_agrees_with_jansson),
+        cmocka_unit_test(test_json_string_literal_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,12 @@ bool nt_dropping(const nt_transport *t, uint64_t id);
 typedef struct {
     uint64_t frames_sent, frames_received, bytes_sent, bytes_received;
     uint64_t frames_dropped, protocol_errors, connects;
+    /* Times frames may have been lost without a refusal telling the
+     * sender: a dialled connection that went down after carrying a frame
+     * (what was unsent or unread goes with it), a frame received from a
+     * peer the fault switch drops. A connection that never came up, or
+     * carried nothing, loses nothing. */
+    uint64_t losses;
 } nt_stats;
 void nt_get_stats(const nt_transport *t, nt_stats *out);
 

@@ -38,6 +38,7 @@ typedef struct {
     out_state state;
     ut_buf outbox;
     size_t out_off; /* bytes of outbox already written */
+    bool carried;   /* a frame was queued on this connection since it was dialled */
     uint64_t backoff_ms;
     uint64_t next_dial_ms;
 } peer;
@@ -180,6 +181,9 @@ int nt_add_peer(nt_transport *t, uint64_t id, const char *addr)
 
 static void out_down(nt_transport *t, peer *p, uint64_t now_ms)
 {
+    /* Frames unsent, or sent but unread by the peer, go with it. */
+    if (p->carried) t->stats.losses++;
+    p->carried = false;
     if (p->fd >= 0) close(p->fd);
     p->fd = -1;
     p->state = OUT_DOWN;
@@ -280,6 +284,7 @@ int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t 
         t->stats.frames_dropped++;
         return DSYNC_EUNAVAILABLE;
     }
+    p->carried = true;
     t->stats.frames_sent++;
     return 0;
 }
@@ -405,6 +410,7 @@ static bool parse_frames(nt_transport *t, inbound *c, uint64_t now_ms)
             peer *p = find_peer(t, c->from);
             if (p->drop) {
                 t->stats.frames_dropped++;
+                t->stats.losses++;
             } else {
                 p->last_heard = now_ms;
                 t->stats.frames_received++;

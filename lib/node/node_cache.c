@@ -472,23 +472,19 @@ uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms)
         cc_tick(n->cache, now_ms);
         n->cache_tick_due = now_ms + 100;
     }
-    /* A peer connection that came back may have lost frames: ask for a new
-     * epoch, which aborts and retries whatever waited on them. Not before
-     * the first view: no cache frame has been sent then, so the first
-     * connections of a starting cluster lose nothing. (They used to ask
-     * for a second view just after the first, which failed the first PUTs
-     * in flight with 503.) */
-    if (n->net && cc_epoch(n->cache) > 0) {
-        bool bump = false;
-        for (size_t i = 0; i < n->n_voters && i < RAFT_MAX_NODES; i++) {
-            uint64_t id = n->voters[i];
-            if (id == n->cfg.node_id) continue;
-            bool up = nt_connected(n->net, id) && !nt_dropping(n->net, id);
-            if (up && !n->peer_was_up[i] && n->peer_seen[i]) bump = true;
-            n->peer_was_up[i] = up;
-            n->peer_seen[i] = true;
-        }
-        if (bump) nd_request_view_bump(n);
+    /* Frames the transport may have lost without telling (a connection
+     * that broke after carrying some, frames the fault switch dropped on
+     * arrival): ask for a new epoch, which aborts and retries whatever
+     * waited on them. Not for losses before the first view: no cache frame
+     * had been sent. Nor for connections that only came up late: nothing
+     * was lost on them. (Asking on every connection that came up made a
+     * second view just after a cluster's first, failing the first PUTs in
+     * flight with 503.) */
+    if (n->net) {
+        nt_stats st;
+        nt_get_stats(n->net, &st);
+        if (st.losses != n->losses_seen && cc_epoch(n->cache) > 0) nd_request_view_bump(n);
+        n->losses_seen = st.losses;
     }
     return n->cache_tick_due;
 }

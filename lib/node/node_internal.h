@@ -59,7 +59,7 @@ enum {
     ND_FRAME_QRESP,           /* the owner's answer */
     ND_FRAME_CACHE,           /* a cache protocol message (lib/cache's wire form) */
     ND_FRAME_VIEW_BUMP,       /* any node -> leader: frames may have been lost, a view past
-                                 the epoch named (u64) please */
+                                 the epoch named (u64; empty from older nodes) please */
 };
 
 /* How long a write waits for its entry to commit, and a read for its
@@ -308,8 +308,12 @@ struct dsync_node {
     uint64_t quiet_until;       /* after a long turn: no cache hits, no view proposals */
     bool bump_pending;          /* a new view epoch was asked for ... */
     uint64_t bump_epoch;        /* ... while the view's epoch was this */
-    bool peer_was_up[RAFT_MAX_NODES], peer_seen[RAFT_MAX_NODES];
+    uint64_t losses_seen;       /* the transport's losses count, as last looked at */
     bool view_bump; /* leader: propose a new view epoch even with the same members */
+    /* leader: peers whose bump requests name an epoch (their empty ones,
+     * sent for leaders older than that, are ignored) */
+    uint64_t bump_speakers[RAFT_MAX_NODES];
+    size_t n_bump_speakers;
     uint64_t last_bump_ms; /* leader: when a bump last made a view */
     /* Readable lines for GETs on callers' threads (node_cache.c, "copies"):
      * written by the loop only, under copies_lock. */
@@ -507,8 +511,8 @@ void nd_propose_view(dsync_node *n, uint64_t now_ms);
  * nd_send_view_bump until a newer view applies. */
 void nd_request_view_bump(dsync_node *n);
 void nd_send_view_bump(dsync_node *n);
-/* Leader: a request (ND_FRAME_VIEW_BUMP, or its own) for a view past epoch. */
-void nd_view_bump_asked(dsync_node *n, uint64_t epoch);
+/* An ND_FRAME_VIEW_BUMP from a member. */
+void nd_view_bump_frame(dsync_node *n, uint64_t from, const unsigned char *p, size_t len);
 
 /* node_locks.c: the lock service's half of the loop. */
 int nd_locks_open(dsync_node *n);

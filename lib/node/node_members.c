@@ -211,7 +211,10 @@ uint64_t nd_down_after_ms(const dsync_node *n)
  * has caught up with the log; the leader is live. */
 void nd_propose_view(dsync_node *n, uint64_t now_ms)
 {
-    if (raft_get_role(n->raft) != RAFT_LEADER) return;
+    if (raft_get_role(n->raft) != RAFT_LEADER) {
+        n->view_bump = false; /* asked of an earlier leadership: answered or asked again */
+        return;
+    }
     /* Out of a long turn, what was heard from peers is stale: the frames
      * that came meanwhile may be unread yet. */
     if (now_ms < n->quiet_until) return;
@@ -252,15 +255,32 @@ void nd_propose_view(dsync_node *n, uint64_t now_ms)
 
 void nd_request_view_bump(dsync_node *n)
 {
-    if (!n->bump_pending) {
-        n->bump_pending = true;
-        n->bump_epoch = n->fsm.view_epoch;
-    }
+    /* Always the current epoch: a loss in a later epoch than a request
+     * still pending needs a view past that one (epochs only grow, so the
+     * later request answers the earlier too). */
+    n->bump_pending = true;
+    n->bump_epoch = n->fsm.view_epoch;
+}
+
+/* Leader: someone wants a view past epoch. Granted already when the view
+ * applied here is past it, or will be when the view in flight applies (it
+ * gets a higher epoch than any before it): an asker still short of it asks
+ * again. Without this, requests resent while the asker had not yet applied
+ * the view that answered them each made one more epoch, aborting the
+ * transactions of the one before for nothing. */
+static void bump_asked(dsync_node *n, uint64_t epoch)
+{
+    if (raft_get_role(n->raft) != RAFT_LEADER) return; /* the asker asks the next one */
+    if (epoch < n->fsm.view_epoch) return;
+    if (n->view_index && n->view_term == raft_term(n->raft)) return;
+    n->view_bump = true;
 }
 
 /* Asks until a view past the one of the request has applied: there may be
  * no leader when the request is made, and a frame can be lost too. The
- * request names the epoch it wants a view past. */
+ * request names the epoch it wants a view past; an empty one follows it,
+ * the form leaders of the previous release understand (a rolling upgrade
+ * has them lead while followers run this one). */
 void nd_send_view_bump(dsync_node *n)
 {
     if (!n->bump_pending) return;
@@ -270,23 +290,25 @@ void nd_send_view_bump(dsync_node *n)
     }
     uint64_t leader = raft_leader(n->raft);
     if (leader == n->cfg.node_id) {
-        nd_view_bump_asked(n, n->bump_epoch);
+        bump_asked(n, n->bump_epoch);
     } else if (leader && n->net) {
         unsigned char b[8];
         ut_put_le(b, n->bump_epoch, 8);
         nt_send(n->net, leader, ND_FRAME_VIEW_BUMP, b, sizeof b);
+        nt_send(n->net, leader, ND_FRAME_VIEW_BUMP, NULL, 0);
     }
 }
 
-/* Leader: someone wants a view past epoch. Granted already when the view
- * applied here is past it, or will be when the view in flight applies (it
- * gets a higher epoch than any before it): an asker still short of it asks
- * again. Without this, requests resent while the asker had not yet applied
- * the view that answered them each made one more epoch, aborting the
- * transactions of the one before for nothing. */
-void nd_view_bump_asked(dsync_node *n, uint64_t epoch)
+void nd_view_bump_frame(dsync_node *n, uint64_t from, const unsigned char *p, size_t len)
 {
-    if (epoch < n->fsm.view_epoch) return;
-    if (n->view_index && n->view_term == raft_term(n->raft)) return;
-    n->view_bump = true;
+    bool speaker = false;
+    for (size_t i = 0; i < n->n_bump_speakers && !speaker; i++)
+        speaker = n->bump_speakers[i] == from;
+    if (len == 8) {
+        if (!speaker && n->n_bump_speakers < RAFT_MAX_NODES)
+            n->bump_speakers[n->n_bump_speakers++] = from;
+        bump_asked(n, ut_get_le(p, 8));
+    } else if (len == 0 && !speaker && raft_get_role(n->raft) == RAFT_LEADER) {
+        n->view_bump = true; /* a node of the previous release: no epoch to judge by */
+    }
 }

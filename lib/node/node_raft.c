@@ -215,7 +215,7 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
         nd_cache_frame(n, from, payload, len);
         return;
     case ND_FRAME_VIEW_BUMP:
-        if (len == 8 && nd_is_member(n, from)) nd_view_bump_asked(n, ut_get_le(payload, 8));
+        if (nd_is_member(n, from)) nd_view_bump_frame(n, from, payload, len);
         return;
     case ND_FRAME_QREQ:
     case ND_FRAME_QRESP:

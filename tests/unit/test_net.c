@@ -1,7 +1,8 @@
 /*
  * test_net.c: the peer transport on loopback: frames arrive whole and in
  * order, a peer that sends garbage is cut off, unknown nodes are refused,
- * the fault switch drops both ways, and a restarted peer is re-dialled.
+ * the fault switch drops both ways, a restarted peer is re-dialled, and
+ * the losses counter counts what may have been lost and nothing else.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -240,6 +241,45 @@ static void test_a_restarted_peer_is_dialled_again(void **state)
     assert_string_equal(p->ib[1].payload[p->ib[1].n - 1], "again");
 }
 
+static uint64_t losses(nt_transport *t)
+{
+    nt_stats st;
+    nt_get_stats(t, &st);
+    return st.losses;
+}
+
+/* The losses counter: dials to a peer that is not there yet, and a
+ * connection that came up late, lose nothing; a connection that breaks
+ * after carrying a frame, and a frame the fault switch drops on arrival,
+ * count. */
+static void test_losses_count_only_what_may_have_been_lost(void **state)
+{
+    pair *p = *state;
+    nt_close(p->t[1]);
+    p->t[1] = NULL;
+    for (int i = 0; i < 300; i++) /* 3 s of dials refused, backing off */
+        turn(p, 1000 + (uint64_t)i * 10, 1);
+    assert_false(nt_connected(p->t[0], 2));
+    p->t[1] = open_node(p, 1);
+    RUN_UNTIL(p, nt_connected(p->t[0], 2) && nt_connected(p->t[1], 1));
+    assert_int_equal(losses(p->t[0]), 0);
+    assert_int_equal(losses(p->t[1]), 0);
+
+    assert_int_equal(nt_send(p->t[0], 2, NT_USER, "a", 1), 0);
+    RUN_UNTIL(p, p->ib[1].n == 1);
+    nt_close(p->t[1]); /* the peer dies after the frame went out */
+    p->t[1] = NULL;
+    RUN_UNTIL(p, losses(p->t[0]) == 1);
+
+    p->t[1] = open_node(p, 1);
+    RUN_UNTIL(p, nt_connected(p->t[0], 2) && nt_connected(p->t[1], 1));
+    uint64_t cut = 2;
+    nt_set_drop(p->t[0], &cut, 1);
+    assert_int_equal(nt_send(p->t[1], 1, NT_USER, "b", 1), 0);
+    RUN_UNTIL(p, losses(p->t[0]) == 2);
+    assert_int_equal(p->ib[0].n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +293,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_the_fault_switch_drops_both_ways_until_healed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_restarted_peer_is_dialled_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_losses_count_only_what_may_have_been_lost, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

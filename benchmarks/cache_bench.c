@@ -43,12 +43,15 @@
  *               unchecked: against http_ceiling it measures bare HTTP.
  * HTTP GETs go to /cache/get?key=K, PUTs to /cache/put with {"key","value"}.
  * Latency is of one timed operation. Only operations ending within SECONDS
- * count. A failed operation counts as an error, backs off 10 ms and goes
- * on; a read that returns another value than the last one put counts in
- * stale (and as an error). Prints one line:
+ * count (put-shared: every PUT of its write phases, the last of which ends
+ * after SECONDS). A failed operation counts as an error, backs off 10 ms
+ * and goes on; a read that returns another value than the last one put
+ * counts in stale (and as an error). Prints one line:
  *   <system> <workload> clients=N ops=X ops/s=Y p50_ms=.. p99_ms=.. errors=E stale=S [...]
  * (lib adds the node's hits and misses during the window, from its
- * metrics). Exits 1 if a client could not set up or no operation completed.
+ * metrics; put-shared adds write_s, the write phases' seconds, and
+ * cycle_ops/s). Exits 1 if a client could not set up or no operation
+ * completed.
  *
  * memory opens a node with DSYNC_CACHE_MAX_ENTRIES raised above ENTRIES,
  * puts ENTRIES entries (KEY_LEN-byte keys, VALUE_LEN-byte values) from
@@ -112,12 +115,13 @@ typedef struct {
     atomic_int ready; /* clients done with their setup (or failed it) */
     atomic_int go;    /* 1: the window has started, deadline is set (or abort) */
     atomic_int abort; /* a client could not set up: go home at once */
+    atomic_int oom;   /* put-shared: a client's latency log could not grow */
     double deadline; /* monotonic seconds: no operation starts after it, none ending after counts */
     /* put-shared's rounds: every client meets the others at the barrier;
      * the thread the barrier elects writes the fields below, which the
      * others read after the next barrier. */
     pthread_barrier_t barrier;
-    bool stop;       /* no further round: the deadline has passed */
+    bool stop;       /* no further round: the deadline has passed (or oom) */
     double phase_t0; /* the current write phase's start line */
     double write_s;  /* the write phases' summed wall-clock time */
 } run_state;
@@ -389,7 +393,7 @@ static void failed(worker *w)
 }
 
 /* put-shared: rounds of a share phase and a timed write phase, all clients
- * in lock step, until a round would start after the deadline. Every PUT of
+ * in lock step, until a write phase ends after the deadline. Every PUT of
  * a write phase counts, also one ending after the deadline. */
 static void run_shared_rounds(worker *w)
 {
@@ -397,12 +401,8 @@ static void run_shared_rounds(worker *w)
     for (;;) {
         for (int k = 0; k < w->n_keys; k++)
             if (!(get_key(w, k, &w->conn[1]) && get_key(w, k, &w->conn[2]))) failed(w);
-        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
-            run->stop = now_s() >= run->deadline || w->lat->oom;
+        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD)
             run->phase_t0 = now_s();
-        }
-        pthread_barrier_wait(&run->barrier);
-        if (run->stop) return;
         for (int k = 0; k < w->n_keys; k++) {
             double t0 = now_s();
             if (put_key(w, k))
@@ -410,8 +410,14 @@ static void run_shared_rounds(worker *w)
             else
                 failed(w);
         }
-        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD)
-            run->write_s += now_s() - run->phase_t0;
+        if (w->lat->oom) atomic_store(&run->oom, 1); /* its PUTs go unrecorded: stop */
+        if (pthread_barrier_wait(&run->barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
+            double now = now_s();
+            run->write_s += now - run->phase_t0;
+            run->stop = now >= run->deadline || atomic_load(&run->oom);
+        }
+        pthread_barrier_wait(&run->barrier);
+        if (run->stop) return;
     }
 }
 
@@ -662,7 +668,8 @@ int main(int argc, char **argv)
     }
     long threads;
     double seconds;
-    if (!bench_parse_run("cache_bench", argv[3], argv[4], MAX_THREADS, &threads, &seconds)) return 2;
+    if (!bench_parse_run("cache_bench", argv[3], argv[4], MAX_THREADS, &threads, &seconds))
+        return 2;
     endpoint eps[HTTP_MAX_ENDPOINTS];
     int n_eps = 0;
     dsync_node *node = NULL;
@@ -708,9 +715,16 @@ int main(int argc, char **argv)
     while (atomic_load(&run.ready) < started)
         sleep_ms(1);
     for (long i = 0; i < started; i++)
-        if (!w[i].setup_ok || (wl == WL_PUT_SHARED && started < threads)) atomic_store(&run.abort, 1);
-    if (wl == WL_PUT_SHARED && pthread_barrier_init(&run.barrier, NULL, (unsigned)started) != 0)
-        atomic_store(&run.abort, 1);
+        if (!w[i].setup_ok || (wl == WL_PUT_SHARED && started < threads))
+            atomic_store(&run.abort, 1);
+    bool barrier = false;
+    if (wl == WL_PUT_SHARED && !atomic_load(&run.abort)) {
+        barrier = pthread_barrier_init(&run.barrier, NULL, (unsigned)started) == 0;
+        if (!barrier) {
+            fprintf(stderr, "cache_bench: cannot make the clients' barrier\n");
+            atomic_store(&run.abort, 1);
+        }
+    }
     double hits0 = node ? node_metric(node, "cache_hits_total") : 0;
     double misses0 = node ? node_metric(node, "cache_misses_total") : 0;
     double start = now_s();
@@ -724,7 +738,7 @@ int main(int argc, char **argv)
         failed_setup += !w[i].setup_ok;
     }
     double elapsed = now_s() - start;
-    if (wl == WL_PUT_SHARED && !atomic_load(&run.abort)) pthread_barrier_destroy(&run.barrier);
+    if (barrier) pthread_barrier_destroy(&run.barrier);
     char extra[160] = "";
     if (node)
         snprintf(extra, sizeof extra, " hits=%.0f misses=%.0f",

@@ -12,6 +12,7 @@
 
 bool ut_utf8_valid(const char *s, size_t len)
 {
+    if (len == 0) return true; /* s may be NULL then: no arithmetic on it */
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
         unsigned c = *p;

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "dsync/errors.h"
@@ -98,6 +100,7 @@ void hc_conn_init(hc_conn *c, const hc_endpoint *ep, uint32_t connect_timeout_ms
     c->fd = -1;
     c->connect_timeout_ms = connect_timeout_ms;
     c->rpos = c->rlen = 0;
+    c->awaiting = false;
 }
 
 void hc_conn_close(hc_conn *c)
@@ -105,6 +108,7 @@ void hc_conn_close(hc_conn *c)
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->rpos = c->rlen = 0;
+    c->awaiting = false;
 }
 
 void hc_response_init(hc_response *r)
@@ -168,26 +172,43 @@ static int conn_open(hc_conn *c, uint64_t deadline_ms, char *detail, size_t dcap
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->rpos = c->rlen = 0;
+    c->awaiting = false;
     return 0;
 }
 
-static int send_all(hc_conn *c, const char *p, size_t n, int flags, uint64_t deadline_ms)
+/* Sends head and then body (n2 bytes, may be 0) in one system call when
+ * the socket takes them all, as it does for any request of ordinary size. */
+static int send_all(hc_conn *c, const char *head, size_t n1, const char *body, size_t n2,
+                    uint64_t deadline_ms)
 {
-    while (n > 0) {
-        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | flags);
-        if (k > 0) {
-            p += k;
-            n -= (size_t)k;
+    struct iovec iov[2] = {{(void *)head, n1}, {(void *)body, n2}};
+    struct iovec *v = iov;
+    int nv = n2 ? 2 : 1;
+    while (nv > 0) {
+        struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)nv};
+        ssize_t k = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (k >= 0) {
+            size_t done = (size_t)k;
+            while (nv > 0 && done >= v->iov_len) {
+                done -= v->iov_len;
+                v++;
+                nv--;
+            }
+            if (nv > 0) {
+                v->iov_base = (char *)v->iov_base + done;
+                v->iov_len -= done;
+            }
             continue;
         }
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
             int rc = wait_fd(c->fd, POLLOUT, deadline_ms);
             if (rc != 0) return rc;
             continue;
         }
         return DSYNC_EIO;
     }
+    c->awaiting = true;
     return 0;
 }
 
@@ -203,6 +224,13 @@ static ssize_t conn_fill(hc_conn *c, uint64_t deadline_ms)
         c->rpos = 0;
     }
     if (c->rlen == sizeof c->rbuf) return DSYNC_EPROTO;
+    /* Just after a request the answer is not there yet: wait first, which
+     * spares a recv that would only say EAGAIN. */
+    if (c->awaiting) {
+        int rc = wait_fd(c->fd, POLLIN, deadline_ms);
+        if (rc != 0) return rc;
+        c->awaiting = false;
+    }
     for (;;) {
         ssize_t k = recv(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, 0);
         if (k > 0) {
@@ -463,8 +491,7 @@ int hc_request(hc_conn *c, const char *method, const char *path, const char *bod
         int rc;
         if (!reused && (rc = conn_open(c, deadline_ms, detail, detail_cap)) != 0) return rc;
         r->sent = true;
-        rc = send_all(c, head, (size_t)n, body && len ? MSG_MORE : 0, deadline_ms);
-        if (rc == 0 && body && len) rc = send_all(c, body, len, 0, deadline_ms);
+        rc = send_all(c, head, (size_t)n, body, body ? len : 0, deadline_ms);
         if (rc == 0) {
             rc = read_response(c, method, r, max_body, deadline_ms, &stale, detail, detail_cap);
             if (rc == 0) return 0;

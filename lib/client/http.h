@@ -36,6 +36,7 @@ typedef struct {
     uint32_t connect_timeout_ms;
     char rbuf[HC_RBUF_CAP]; /* received, not yet consumed: rbuf[rpos, rlen) */
     size_t rpos, rlen;
+    bool awaiting; /* a request went out and no byte of its answer came yet */
 } hc_conn;
 
 void hc_conn_init(hc_conn *c, const hc_endpoint *ep, uint32_t connect_timeout_ms);

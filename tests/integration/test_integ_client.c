@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -199,6 +200,27 @@ static void test_cache_works_or_says_the_server_has_no_cache(void **state)
         assert_int_equal(dsync_client_cache_get(c, "no such key", &value, NULL, &st),
                          DSYNC_ENOTFOUND);
     }
+    dsync_client_close(c);
+}
+
+/* A value of 600 KB goes to a real node and comes back whole. */
+static void test_a_large_value_round_trips(void **state)
+{
+    dsync_client *c = client_for(*state);
+    size_t len = 600 * 1024;
+    char *big = malloc(len + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (char)('a' + i % 26);
+    big[len] = '\0';
+    assert_int_equal(dsync_client_cache_put(c, "big", big, len), 0);
+    char *value = NULL;
+    size_t got = 0;
+    assert_int_equal(dsync_client_cache_get(c, "big", &value, &got, NULL), 0);
+    assert_int_equal(got, len);
+    assert_memory_equal(value, big, len);
+    free(value);
+    free(big);
     dsync_client_close(c);
 }
 
@@ -435,6 +457,96 @@ static void test_retry_after_is_honoured_up_to_its_bound(void **state)
     assert_true(gap >= 90 && gap < 800);
 }
 
+/* A server that lets a big request sit in the socket buffers (kept small)
+ * for a while before it reads it, so the client's send cannot go out in
+ * one piece; it keeps the body and answers a cache PUT. */
+typedef struct {
+    int listen_fd, port;
+    char *body;
+    size_t body_len;
+    pthread_t thread;
+} slow_server;
+
+static void *slow_main(void *arg)
+{
+    slow_server *s = arg;
+    int fd = accept(s->listen_fd, NULL, NULL);
+    if (fd < 0) return NULL;
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    char head[8192];
+    size_t len = 0;
+    char *end = NULL;
+    while (!end && len < sizeof head - 1) {
+        ssize_t k = recv(fd, head + len, sizeof head - 1 - len, 0);
+        if (k <= 0) break;
+        len += (size_t)k;
+        head[len] = '\0';
+        end = strstr(head, "\r\n\r\n");
+    }
+    const char *cl = end ? strstr(head, "Content-Length: ") : NULL;
+    size_t want = cl ? (size_t)atol(cl + 16) : 0, have = end ? len - (size_t)(end + 4 - head) : 0;
+    s->body = malloc(want + 1);
+    if (end && s->body && have <= want) {
+        memcpy(s->body, end + 4, have);
+        while (have < want) {
+            ssize_t k = recv(fd, s->body + have, want - have, 0);
+            if (k <= 0) break;
+            have += (size_t)k;
+        }
+        s->body[have] = '\0';
+        s->body_len = have;
+    }
+    static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 "Content-Length: 43\r\nConnection: close\r\n\r\n"
+                                 "{\"status\":\"stored\",\"key\":\"big\",\"state\":\"M\"}";
+    (void)send(fd, answer, sizeof answer - 1, MSG_NOSIGNAL);
+    close(fd);
+    return NULL;
+}
+
+/* A request far larger than the socket buffers goes out in pieces, head
+ * and body in order and whole. */
+static void test_a_request_larger_than_the_socket_buffers_goes_out_whole(void **state)
+{
+    (void)state;
+    slow_server s = {0};
+    s.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s.listen_fd >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(s.listen_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s.listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(s.listen_fd, (struct sockaddr *)&sa, &sl);
+    s.port = ntohs(sa.sin_port);
+    assert_int_equal(listen(s.listen_fd, 1), 0);
+    assert_int_equal(pthread_create(&s.thread, NULL, slow_main, &s), 0);
+
+    size_t len = 8u << 20;
+    char *big = malloc(len + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (char)('a' + i % 26);
+    big[len] = '\0';
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    dsync_client *c = open_client(addr, NULL);
+    assert_int_equal(dsync_client_cache_put(c, "big", big, len), 0);
+    dsync_client_close(c);
+    pthread_join(s.thread, NULL);
+    close(s.listen_fd);
+    json_error_t err;
+    json_t *j = s.body ? json_loadb(s.body, s.body_len, 0, &err) : NULL;
+    assert_non_null(j);
+    json_t *v = json_object_get(j, "value");
+    assert_int_equal(json_string_length(v), len);
+    assert_memory_equal(json_string_value(v), big, len);
+    json_decref(j);
+    free(s.body);
+    free(big);
+}
+
 static void test_malformed_answers_are_refused(void **state)
 {
     (void)state;
@@ -533,6 +645,8 @@ int main(void)
             teardown_node),
         cmocka_unit_test_setup_teardown(test_cache_works_or_says_the_server_has_no_cache,
                                         setup_node, teardown_node),
+        cmocka_unit_test_setup_teardown(test_a_large_value_round_trips, setup_node, teardown_node),
+        cmocka_unit_test(test_a_request_larger_than_the_socket_buffers_goes_out_whole),
         cmocka_unit_test_setup_teardown(test_a_dead_first_address_fails_over_to_the_next,
                                         setup_node, teardown_node),
         cmocka_unit_test(test_a_node_answering_503_fails_over_and_retry_after_is_bounded),

@@ -48,6 +48,9 @@ typedef struct {
     void *ctx;
     const ut_logger *log;
     size_t max_outbox_bytes; /* per peer; frames past it are dropped */
+    /* Frame types (bit t for type t < 64) whose loss nt_stats.losses
+     * counts; others may be lost without a count. */
+    uint64_t watch_types;
 } nt_options;
 
 int nt_open(const nt_options *opt, nt_transport **out, char *err, size_t errlen);
@@ -89,11 +92,11 @@ bool nt_dropping(const nt_transport *t, uint64_t id);
 typedef struct {
     uint64_t frames_sent, frames_received, bytes_sent, bytes_received;
     uint64_t frames_dropped, protocol_errors, connects;
-    /* Times frames may have been lost without a refusal telling the
-     * sender: a dialled connection that went down after carrying a frame
-     * (what was unsent or unread goes with it), a frame received from a
-     * peer the fault switch drops. A connection that never came up, or
-     * carried nothing, loses nothing. */
+    /* Times frames of a watched type may have been lost without a refusal
+     * telling the sender: a dialled connection that went down after
+     * carrying one (what was unsent or unread goes with it), one received
+     * from a peer the fault switch drops. A connection that never came
+     * up, or carried none, loses none. */
     uint64_t losses;
 } nt_stats;
 void nt_get_stats(const nt_transport *t, nt_stats *out);

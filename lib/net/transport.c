@@ -38,7 +38,7 @@ typedef struct {
     out_state state;
     ut_buf outbox;
     size_t out_off; /* bytes of outbox already written */
-    bool carried;   /* a frame was queued on this connection since it was dialled */
+    bool carried;   /* a watched frame was queued on this connection since it was dialled */
     uint64_t backoff_ms;
     uint64_t next_dial_ms;
 } peer;
@@ -179,6 +179,12 @@ int nt_add_peer(nt_transport *t, uint64_t id, const char *addr)
     return 0;
 }
 
+/* Whether the losses counter counts frames of this type. */
+static bool watched(const nt_transport *t, uint8_t type)
+{
+    return type < 64 && (t->opt.watch_types >> type & 1);
+}
+
 static void out_down(nt_transport *t, peer *p, uint64_t now_ms)
 {
     /* Frames unsent, or sent but unread by the peer, go with it. */
@@ -284,7 +290,7 @@ int nt_send2(nt_transport *t, uint64_t to, uint8_t type, const void *p1, size_t 
         t->stats.frames_dropped++;
         return DSYNC_EUNAVAILABLE;
     }
-    p->carried = true;
+    if (watched(t, type)) p->carried = true;
     t->stats.frames_sent++;
     return 0;
 }
@@ -410,7 +416,7 @@ static bool parse_frames(nt_transport *t, inbound *c, uint64_t now_ms)
             peer *p = find_peer(t, c->from);
             if (p->drop) {
                 t->stats.frames_dropped++;
-                t->stats.losses++;
+                if (watched(t, type)) t->stats.losses++;
             } else {
                 p->last_heard = now_ms;
                 t->stats.frames_received++;

@@ -472,10 +472,10 @@ uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms)
         cc_tick(n->cache, now_ms);
         n->cache_tick_due = now_ms + 100;
     }
-    /* Frames the transport may have lost without telling (a connection
-     * that broke after carrying some, frames the fault switch dropped on
-     * arrival): ask for a new epoch, which aborts and retries whatever
-     * waited on them. Not for losses before the first view: no cache frame
+    /* Cache frames the transport may have lost without telling (a
+     * connection that broke after carrying some, frames the fault switch
+     * dropped on arrival): ask for a new epoch, which aborts and retries
+     * whatever waited on them. Not for losses before the first view: no cache frame
      * had been sent. Nor for connections that only came up late: nothing
      * was lost on them. (Asking on every connection that came up made a
      * second view just after a cluster's first, failing the first PUTs in

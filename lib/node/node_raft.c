@@ -672,7 +672,9 @@ int nd_raft_open(dsync_node *n)
                           .on_frame = on_frame,
                           .ctx = n,
                           .log = &n->log,
-                          .max_outbox_bytes = 256u << 20};
+                          .max_outbox_bytes = 256u << 20,
+                          /* a lost cache frame needs a new view epoch */
+                          .watch_types = 1ULL << ND_FRAME_CACHE};
         char err[256];
         if ((rc = nt_open(&opt, &n->net, err, sizeof err)) != 0) {
             ut_log(&n->log, DSYNC_LOG_ERROR, "peer transport: %s", err);

@@ -63,7 +63,8 @@ static nt_transport *open_node(pair *p, int i)
                       .peers = p->peers,
                       .n_peers = 2,
                       .on_frame = on_frame,
-                      .ctx = &p->ib[i]};
+                      .ctx = &p->ib[i],
+                      .watch_types = 1ULL << NT_USER};
     char err[256];
     nt_transport *t;
     int rc = nt_open(&opt, &t, err, sizeof err);
@@ -248,10 +249,10 @@ static uint64_t losses(nt_transport *t)
     return st.losses;
 }
 
-/* The losses counter: dials to a peer that is not there yet, and a
- * connection that came up late, lose nothing; a connection that breaks
- * after carrying a frame, and a frame the fault switch drops on arrival,
- * count. */
+/* The losses counter: dials to a peer that is not there yet, a connection
+ * that came up late, and frames of a type not watched lose nothing; a
+ * connection that breaks after carrying a watched frame, and a watched
+ * frame the fault switch drops on arrival, count. */
 static void test_losses_count_only_what_may_have_been_lost(void **state)
 {
     pair *p = *state;
@@ -265,18 +266,34 @@ static void test_losses_count_only_what_may_have_been_lost(void **state)
     assert_int_equal(losses(p->t[0]), 0);
     assert_int_equal(losses(p->t[1]), 0);
 
+    /* Unwatched: the break costs no count. */
+    assert_int_equal(nt_send(p->t[0], 2, NT_USER + 1, "u", 1), 0);
+    RUN_UNTIL(p, p->ib[1].n == 1);
+    nt_close(p->t[1]);
+    p->t[1] = NULL;
+    RUN_UNTIL(p, !nt_connected(p->t[0], 2));
+    assert_int_equal(losses(p->t[0]), 0);
+
+    /* Watched: it does. */
+    p->t[1] = open_node(p, 1);
+    p->ib[1].n = 0;
+    RUN_UNTIL(p, nt_connected(p->t[0], 2) && nt_connected(p->t[1], 1));
     assert_int_equal(nt_send(p->t[0], 2, NT_USER, "a", 1), 0);
     RUN_UNTIL(p, p->ib[1].n == 1);
     nt_close(p->t[1]); /* the peer dies after the frame went out */
     p->t[1] = NULL;
     RUN_UNTIL(p, losses(p->t[0]) == 1);
 
+    /* Dropped on arrival: only the watched one counts. */
     p->t[1] = open_node(p, 1);
     RUN_UNTIL(p, nt_connected(p->t[0], 2) && nt_connected(p->t[1], 1));
     uint64_t cut = 2;
     nt_set_drop(p->t[0], &cut, 1);
+    assert_int_equal(nt_send(p->t[1], 1, NT_USER + 1, "x", 1), 0);
     assert_int_equal(nt_send(p->t[1], 1, NT_USER, "b", 1), 0);
-    RUN_UNTIL(p, losses(p->t[0]) == 2);
+    nt_stats st;
+    RUN_UNTIL(p, (nt_get_stats(p->t[0], &st), st.frames_dropped == 2));
+    assert_int_equal(losses(p->t[0]), 2);
     assert_int_equal(p->ib[0].n, 0);
 }
 

@@ -388,19 +388,29 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
+/* A socket listening on a free loopback port (*port); rcvbuf > 0 sets the
+ * receive buffer of the connections it accepts. */
+static int listen_loopback(int rcvbuf, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    if (rcvbuf > 0)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    assert_int_equal(listen(fd, 8), 0);
+    return fd;
+}
+
 static void fake_start(fake_server *f, const char *const *answers, int n)
 {
     memset(f, 0, sizeof *f);
     f->answers = answers;
     f->n_answers = n;
-    f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(f->listen_fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(f->listen_fd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    assert_int_equal(listen(f->listen_fd, 8), 0);
+    f->listen_fd = listen_loopback(0, &f->port);
     assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
 }
 
@@ -511,16 +521,7 @@ static void test_a_request_larger_than_the_socket_buffers_goes_out_whole(void **
 {
     (void)state;
     slow_server s = {0};
-    s.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s.listen_fd >= 0);
-    int small = 4096;
-    assert_int_equal(setsockopt(s.listen_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(s.listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(s.listen_fd, (struct sockaddr *)&sa, &sl);
-    s.port = ntohs(sa.sin_port);
-    assert_int_equal(listen(s.listen_fd, 1), 0);
+    s.listen_fd = listen_loopback(4096, &s.port);
     assert_int_equal(pthread_create(&s.thread, NULL, slow_main, &s), 0);
 
     size_t len = 8u << 20;

@@ -65,7 +65,33 @@ for i in $(seq 1 "$nodes"); do
 done
 
 echo "libdsync: $nodes node(s) on http://127.0.0.1:$base_http..$((base_http + nodes - 1)) (Ctrl-C stops them)"
-echo "  queue store: ${redis_url:-local file in each node's data directory}"
+echo "  queue store: ${redis_url:-a local file in the data directory of each node}"
+# Until every node knows a leader and serves the cache (15 s at most, and
+# not past a node that exited): before that, calls answer 503 (retry).
+node_ready() { # HTTP port
+    local code
+    curl -sf -m 1 "http://127.0.0.1:$1/health" 2>/dev/null | grep -q '"status":"ok"' || return 1
+    code=$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$1/cache/get?key=probe" 2>/dev/null)
+    [ "$code" = 404 ]
+}
+ready=0
+for _ in $(seq 150); do
+    up=0
+    for i in $(seq 1 "$nodes"); do
+        node_ready $((base_http + i - 1)) && up=$((up + 1))
+    done
+    [ "$up" = "$nodes" ] && ready=1 && break
+    alive=1
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || alive=0; done
+    [ "$alive" = 1 ] || break
+    sleep 0.1
+done
+if [ "$ready" = 1 ]; then
+    leader=$(curl -s -m 1 "http://127.0.0.1:$base_http/health" | grep -o '"leader_id":[0-9]*' | cut -d: -f2)
+    echo "  ready: every node answers (leader: node ${leader:-?})"
+else
+    echo "  not ready yet: calls answer 503 until a leader is elected (see the log)"
+fi
 echo "  try: curl -s http://127.0.0.1:$base_http/health"
 echo "       curl -s -XPOST http://127.0.0.1:$((base_http + nodes - 1))/locks/acquire -d '{\"key\":\"k\",\"client_id\":\"me\",\"mode\":\"X\"}'"
 # Stop everything as soon as any node exits.

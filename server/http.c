@@ -84,14 +84,20 @@ void http_reply_text(http_req *r, int status, const char *content_type, const ch
     send_response(r, status, content_type, text, len, NULL, NULL, false);
 }
 
+/* The answer when memory ran out building another: fixed, no allocation
+ * for its body. */
+static void reply_oom(http_req *r, bool close_conn)
+{
+    static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+    send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, close_conn);
+}
+
 void http_reply_json(http_req *r, int status, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, false);
+        reply_oom(r, false);
         return;
     }
     send_response(r, status, "application/json", text, strlen(text), NULL, NULL, false);
@@ -140,9 +146,7 @@ void http_reply_obj(http_req *r, int status, http_obj *o)
 {
     ut_buf_append(&o->b, "}", 1);
     if (o->b.oom) {
-        static const char oom[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, false);
+        reply_oom(r, false);
     } else {
         send_response(r, status, "application/json", o->b.data, o->b.len, NULL, NULL, false);
     }
@@ -158,9 +162,7 @@ static void reply_error_ex(http_req *r, int status, const char *code, const char
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        send_response(r, 500, "application/json", oom, sizeof oom - 1, NULL, NULL, true);
+        reply_oom(r, true);
         return;
     }
     send_response(r, status, "application/json", text, strlen(text), extra_name, extra_value,

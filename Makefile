@@ -189,12 +189,15 @@ API_TEST := tests/api/test_api_spec.py
 # check files and scenarios, not memory: SAN=1 leaves them out.
 DOCKER_TEST := $(if $(filter 1,$(SAN)),,tests/docker/test_compose.sh)
 LOAD_TEST := $(if $(filter 1,$(SAN)),,tests/load/test_locust_smoke.sh)
+# What make run runs (scripts/run-cluster.sh), as a new user meets it; it
+# runs bin/dsyncd, so SAN=1 leaves it out.
+RUN_TEST := $(if $(filter 1,$(SAN)),,tests/run/test_run_cluster.sh)
 
 # Every test binary in one run, so one closing line sums up the suite.
 check: $(UNIT_BIN) $(INTEG_BIN) $(DSYNCD) $(EXAMPLES) $(SHARED)
 	@DSYNC_SIM_SEEDS=$(SIM_SEEDS) DSYNCD=$(abspath $(DSYNCD)) DSYNC_BIN=$(abspath $(BIN)) \
 	    scripts/run-tests.sh tests $(UNIT_BIN) $(INTEG_BIN) $(API_TEST) $(PACKAGING_TEST) \
-	    $(DOCKER_TEST) $(LOAD_TEST)
+	    $(DOCKER_TEST) $(LOAD_TEST) $(RUN_TEST)
 
 test-packaging: $(LIBA) $(LIBSO)
 	@scripts/run-tests.sh packaging tests/packaging/test_install.sh

@@ -78,7 +78,9 @@ const char *const rlc_scripts[S_COUNT] = {
 
 size_t rlc_format_u64(char *buf, uint64_t v)
 {
-    return (size_t)snprintf(buf, 24, "%" PRIu64, v);
+    size_t n = ut_u64_dec(buf, v);
+    buf[n] = '\0';
+    return n;
 }
 
 uint64_t rlc_parse_u64(const char *s, size_t len)

@@ -51,6 +51,32 @@ int ut_buf_puts(ut_buf *b, const char *s)
     return ut_buf_append(b, s, strlen(s));
 }
 
+size_t ut_u64_dec(char out[20], uint64_t v)
+{
+    char rev[20];
+    size_t n = 0;
+    do {
+        rev[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = rev[n - 1 - i];
+    return n;
+}
+
+int ut_buf_put_dec(ut_buf *b, int64_t v)
+{
+    char d[21];
+    size_t n = 0;
+    uint64_t mag = (uint64_t)v;
+    if (v < 0) {
+        d[n++] = '-';
+        mag = 0 - mag; /* exact for INT64_MIN too */
+    }
+    n += ut_u64_dec(d + n, mag);
+    return ut_buf_append(b, d, n);
+}
+
 int ut_buf_printf(ut_buf *b, const char *fmt, ...)
 {
     va_list ap;

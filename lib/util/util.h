@@ -70,6 +70,11 @@ int ut_buf_reserve(ut_buf *b, size_t extra);
 int ut_buf_append(ut_buf *b, const void *data, size_t len);
 int ut_buf_puts(ut_buf *b, const char *s);
 int ut_buf_printf(ut_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends v in decimal ("-" first when negative), as "%" PRId64 would,
+ * without printf's machinery (hot paths format several numbers per call). */
+int ut_buf_put_dec(ut_buf *b, int64_t v);
+/* v in decimal into out (no NUL); how many digits, 1 to 20. */
+size_t ut_u64_dec(char out[20], uint64_t v);
 /* Hands the NUL-terminated contents to the caller and resets the buffer.
  * NULL if an append had failed (the buffer is freed). */
 char *ut_buf_detach(ut_buf *b, size_t *len);

@@ -119,6 +119,29 @@ static void test_invalid_names_and_clashes_are_refused(void **state)
     assert_null(dsync_metric_series0(a));
     assert_null(dsync_metric_series2(a, "x", "y"));
     assert_ptr_equal(dsync_metric_series1(a, "x"), dsync_metric_series1(a, "x"));
+
+    /* Series are told apart by every value whole, wherever the values
+     * split, and at any length the lookup key holds (1,023 bytes: a value
+     * of 1,017 with its length "1017", ':' and the separator). */
+    dsync_metric *two = dsync_metrics_counter(m, "two_total", "", "a,b");
+    dsync_series *ab_c = dsync_metric_series2(two, "ab", "c");
+    dsync_series *a_bc = dsync_metric_series2(two, "a", "bc");
+    dsync_series *e_abc = dsync_metric_series2(two, "", "abc");
+    assert_non_null(ab_c);
+    assert_non_null(a_bc);
+    assert_non_null(e_abc);
+    assert_ptr_not_equal(ab_c, a_bc);
+    assert_ptr_not_equal(a_bc, e_abc);
+    assert_ptr_equal(dsync_metric_series2(two, "ab", "c"), ab_c);
+    char longest[1018], too_long[1019];
+    memset(longest, 'v', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0';
+    memset(too_long, 'v', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = '\0';
+    dsync_series *l = dsync_metric_series1(a, longest);
+    assert_non_null(l);
+    assert_ptr_equal(dsync_metric_series1(a, longest), l);
+    assert_null(dsync_metric_series1(a, too_long));
     dsync_metrics_free(m);
 }
 

@@ -1,4 +1,5 @@
 /* test_util.c: the hash map, byte buffer, hashes and error names. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,6 +92,45 @@ static void test_buf_grows_and_detaches(void **state)
     big[sizeof big - 1] = '\0';
     assert_int_equal(ut_buf_printf(&b, "<%s>", big), 0);
     assert_int_equal(b.len, sizeof big + 1);
+    ut_buf_free(&b);
+}
+
+/* ut_buf_put_dec and ut_u64_dec write what printf writes: the edges, every
+ * power of ten and its neighbours, and random values of every width. */
+static void test_decimal_matches_printf(void **state)
+{
+    (void)state;
+    int64_t edges[] = {0, 1, -1, 9, 10, -10, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    int64_t v[4000];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        v[n++] = edges[i];
+    for (int64_t p = 10; p <= INT64_MAX / 10; p *= 10) {
+        v[n++] = p - 1;
+        v[n++] = p;
+        v[n++] = -p;
+    }
+    uint64_t seed = 42;
+    while (n < sizeof v / sizeof v[0]) {
+        uint64_t r = ut_rand_next(&seed);
+        v[n++] = (int64_t)(r >> (r % 64)); /* every width */
+    }
+    ut_buf b;
+    ut_buf_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        char want[32], got[20];
+        int wl = snprintf(want, sizeof want, "%" PRId64, v[i]);
+        b.len = 0;
+        assert_int_equal(ut_buf_put_dec(&b, v[i]), 0);
+        assert_int_equal(b.len, (size_t)wl);
+        assert_memory_equal(b.data, want, b.len);
+        if (v[i] < 0) continue;
+        assert_int_equal(ut_u64_dec(got, (uint64_t)v[i]), (size_t)wl);
+        assert_memory_equal(got, want, (size_t)wl);
+    }
+    char got[20];
+    assert_int_equal(ut_u64_dec(got, UINT64_MAX), 20);
+    assert_memory_equal(got, "18446744073709551615", 20);
     ut_buf_free(&b);
 }
 
@@ -244,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_map_puts_gets_and_replaces),
         cmocka_unit_test(test_map_matches_a_reference_under_churn),
         cmocka_unit_test(test_buf_grows_and_detaches),
+        cmocka_unit_test(test_decimal_matches_printf),
         cmocka_unit_test(test_crc32c_matches_the_standard_check_value),
         cmocka_unit_test(test_hash_spreads_similar_keys),
         cmocka_unit_test(test_rand_next_is_splitmix64_and_repeats_from_its_seed),

@@ -396,6 +396,12 @@ void cc_get_stats(const cc_node *n, cc_stats *out);
  * fetched or written back counts as CC_I) and, when held, the value (valid
  * until the next call into n). Read-only: no LRU touch, no expiry. */
 cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *len);
+/* A hit served outside the core, from an embedder's copy of the line (as
+ * node_cache.c serves GETs on callers' threads): key's line becomes the
+ * most recently used, if this node still holds it and it sits in the LRU
+ * (a line with a request in flight is pinned outside it). No state change,
+ * no message, no stats: the embedder counts its own hits. */
+void cc_touch(cc_node *n, const char *key);
 /* Whether this node holds a value of key that the store may not have yet:
  * a dirty line, or a dirty value written back or handed over and not yet
  * acknowledged. What a crash of this node would lose. */

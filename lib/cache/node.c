@@ -392,6 +392,12 @@ cc_state cc_peek(const cc_node *n, const char *key, const void **value, size_t *
     return s;
 }
 
+void cc_touch(cc_node *n, const char *key)
+{
+    cc_line *l = key ? ut_map_get(&n->lines, key) : NULL;
+    if (l && l->state != CC_I) cc_lru_touch(&n->lru, l);
+}
+
 uint64_t cc_peek_expiry(const cc_node *n, const char *key)
 {
     const cc_line *l = ut_map_get(&n->lines, key);

@@ -136,6 +136,7 @@ static void *loop_main(void *arg)
          * learns of new commits this turn, and a node whose view changed,
          * answer the calls below from the fresher state. */
         uint64_t turn_start = ut_now_ms();
+        nd_cache_touches(n);
         if (pr > 0 && n->net) nt_handle(n->net, fds + 2, nfds - 2, turn_start);
         /* A flush that landed: its calls answered before this turn's work. */
         if (fds[1].revents) nq_redis_land(n, false);
@@ -152,6 +153,8 @@ static void *loop_main(void *arg)
         n->queue_head = n->queue_tail = NULL;
         bool closing = n->closing;
         pthread_mutex_unlock(&n->mu);
+        /* Again: a caller's hits before its call are in the LRU before it. */
+        nd_cache_touches(n);
 
         now = ut_now_ms();
         while (batch) {

@@ -164,13 +164,24 @@ static char state_char(cc_state s)
  *  - readers use the copies only until copies_until, which each loop turn
  *    pushes half an election timeout ahead while the node is in contact: a
  *    loop that stalls stops the copies being served soon after.
- * Hits served here do not refresh the core's LRU order (the loop never sees
- * them): a key only read this way ages as if unused, so the LRU is an
- * approximation under memory pressure. */
+ *
+ * Touches. A hit served here must still count as a use in the core's LRU,
+ * or a key only ever read would age as if unused and be the first evicted.
+ * The first hit on a copy since the loop last looked appends the key to
+ * n->touches (and marks the copy, so later hits cost one atomic load); at
+ * the start of each turn, before anything there can evict, the loop moves
+ * those keys to the LRU's recent end (cc_touch) in the order they were
+ * first hit, and unmarks their copies. The log is bounded
+ * (NC_TOUCH_MAX_BYTES): a reader that finds it half full wakes the loop,
+ * and one that finds it full drops the touch, leaving the copy unmarked so
+ * that its next hit tries again. */
+
+#define NC_TOUCH_MAX_BYTES (64u * 1024u)
 
 typedef struct {
-    char state;       /* 'M', 'E' or 'S' */
-    uint64_t expires; /* ut_now_ms time; 0: none */
+    char state;          /* 'M', 'E' or 'S' */
+    atomic_bool touched; /* its key is in n->touches, not yet applied */
+    uint64_t expires;    /* ut_now_ms time; 0: none */
     size_t len;
     char value[]; /* len bytes and a NUL */
 } nc_copy;
@@ -207,6 +218,7 @@ static void copies_sync(dsync_node *n, const char *key)
     nc_copy *c = s == CC_I ? NULL : malloc(sizeof *c + len + 1);
     if (c) {
         c->state = state_char(s);
+        atomic_init(&c->touched, false);
         c->expires = cc_peek_expiry(n->cache, key);
         c->len = len;
         if (len) memcpy(c->value, value, len);
@@ -218,6 +230,44 @@ static void copies_sync(dsync_node *n, const char *key)
     pthread_rwlock_unlock(&n->copies_lock);
 }
 
+/* A hit on c (key's copy; the caller holds copies_lock to read): its first
+ * since the loop last applied touches goes into the log. */
+static void note_touch(dsync_node *n, const char *key, nc_copy *c)
+{
+    if (atomic_load_explicit(&c->touched, memory_order_relaxed)) return;
+    size_t klen = strlen(key);
+    bool wake = false;
+    pthread_mutex_lock(&n->touch_lock);
+    if (!atomic_load_explicit(&c->touched, memory_order_relaxed) &&
+        n->touches.len + klen + 1 <= NC_TOUCH_MAX_BYTES &&
+        ut_buf_append(&n->touches, key, klen + 1) == 0) {
+        atomic_store_explicit(&c->touched, true, memory_order_relaxed);
+        wake = n->touches.len > NC_TOUCH_MAX_BYTES / 2 &&
+               n->touches.len - (klen + 1) <= NC_TOUCH_MAX_BYTES / 2;
+    }
+    n->touches.oom = false; /* a failed append dropped only this touch */
+    pthread_mutex_unlock(&n->touch_lock);
+    if (wake) nd_wake(n);
+}
+
+void nd_cache_touches(dsync_node *n)
+{
+    if (!n->cache) return;
+    pthread_mutex_lock(&n->touch_lock);
+    ut_buf log = n->touches;
+    ut_buf_init(&n->touches);
+    pthread_mutex_unlock(&n->touch_lock);
+    /* Only this thread changes the copies: it reads them without the lock. */
+    for (size_t off = 0; off < log.len;) {
+        const char *key = log.data + off;
+        off += strlen(key) + 1;
+        cc_touch(n->cache, key);
+        nc_copy *c = ut_map_get(&n->copies, key);
+        if (c) atomic_store_explicit(&c->touched, false, memory_order_relaxed);
+    }
+    ut_buf_free(&log);
+}
+
 /* A hit from the copies, on the caller's thread: true with the results
  * filled, false to go to the loop. */
 static bool copies_get(dsync_node *n, const char *key, char **value, size_t *len, char *state)
@@ -226,12 +276,13 @@ static bool copies_get(dsync_node *n, const char *key, char **value, size_t *len
     if (now >= atomic_load(&n->copies_until)) return false;
     bool hit = false;
     pthread_rwlock_rdlock(&n->copies_lock);
-    const nc_copy *c = ut_map_get(&n->copies, key);
+    nc_copy *c = ut_map_get(&n->copies, key);
     if (c && (!c->expires || now < c->expires) && (*value = malloc(c->len + 1)) != NULL) {
         memcpy(*value, c->value, c->len + 1);
         *len = c->len;
         if (state) *state = c->state;
         hit = true;
+        note_touch(n, key, c);
     }
     pthread_rwlock_unlock(&n->copies_lock);
     return hit;
@@ -511,6 +562,13 @@ int nd_cache_open(dsync_node *n)
         n->cache = NULL;
         return DSYNC_ENOMEM;
     }
+    if (pthread_mutex_init(&n->touch_lock, NULL) != 0) {
+        pthread_rwlock_destroy(&n->copies_lock);
+        cc_node_free(n->cache);
+        n->cache = NULL;
+        return DSYNC_ENOMEM;
+    }
+    ut_buf_init(&n->touches);
     ut_map_init(&n->copies);
     atomic_store(&n->copies_until, 0);
     cc_set_drop_listener(n->cache, on_drop, n);
@@ -529,6 +587,8 @@ void nd_cache_close(dsync_node *n)
     copies_clear(n);
     ut_map_close(&n->copies);
     pthread_rwlock_destroy(&n->copies_lock);
+    pthread_mutex_destroy(&n->touch_lock);
+    ut_buf_free(&n->touches);
     cc_node_free(n->cache);
     n->cache = NULL;
 }

@@ -320,6 +320,10 @@ struct dsync_node {
     pthread_rwlock_t copies_lock;
     ut_map copies;
     _Atomic uint64_t copies_until; /* ut_now_ms: readers use the copies until then */
+    /* Keys hit in the copies since the loop last looked (NUL-separated,
+     * each once: node_cache.c, "touches"), under touch_lock. */
+    pthread_mutex_t touch_lock;
+    ut_buf touches;
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -490,6 +494,11 @@ void nd_cache_frame(dsync_node *n, uint64_t from, const void *payload, size_t le
 void nd_cache_view_changed(dsync_node *n);
 /* Sends what the core has ready, answers calls, runs store requests. */
 void nd_cache_process(dsync_node *n);
+/* The hits served on callers' threads since the last time, applied to the
+ * LRU (node_cache.c, "Touches"): at the start of each turn, before frames
+ * can evict, and after taking the calls, so that every hit a caller had
+ * before its call counts before the call runs. */
+void nd_cache_touches(dsync_node *n);
 uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms);
 /* node_members.c: membership changes and the view of live members. */
 bool nd_is_member(const dsync_node *n, uint64_t id);

@@ -204,6 +204,36 @@ static void test_capacity_in_entries_evicts_the_oldest_m_line_with_its_write_bac
     cc_node_free(o.n);
 }
 
+/* cc_touch: a hit the embedder served from its own copy moves the line to
+ * the recent end like a hit through cc_get, and changes nothing else. */
+static void test_a_touch_from_outside_the_core_counts_as_a_use(void **state)
+{
+    (void)state;
+    one o;
+    start(&o, (cc_config){.max_entries = 2});
+    put(&o, "a", "1", 0);
+    put(&o, "b", "2", 0);
+    cc_touch(o.n, "a");
+    cc_touch(o.n, "absent"); /* no line: nothing happens */
+    cc_touch(o.n, NULL);
+    cc_stats st;
+    cc_get_stats(o.n, &st);
+    assert_int_equal(st.hits, 0);
+    assert_int_equal(st.entries, 2);
+    put(&o, "c", "3", 0); /* b goes, not a */
+    assert_int_equal(cc_peek(o.n, "a", NULL, NULL), CC_M);
+    assert_int_equal(cc_peek(o.n, "b", NULL, NULL), CC_I);
+    cc_touch(o.n, "b"); /* gone: no effect on the order */
+    cc_touch(o.n, "a");
+    put(&o, "d", "4", 0); /* c goes */
+    assert_int_equal(cc_peek(o.n, "a", NULL, NULL), CC_M);
+    assert_int_equal(cc_peek(o.n, "c", NULL, NULL), CC_I);
+    cc_get_stats(o.n, &st);
+    assert_int_equal(st.entries, 2);
+    assert_int_equal(st.evictions, 2);
+    cc_node_free(o.n);
+}
+
 static void test_capacity_in_bytes_counts_keys_and_values(void **state)
 {
     one o;
@@ -378,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_lru_evicts_the_least_recently_used_first),
         cmocka_unit_test(test_lru_counts_bytes_and_pinned_lines_are_never_victims),
         cmocka_unit_test(test_capacity_in_entries_evicts_the_oldest_m_line_with_its_write_back),
+        cmocka_unit_test(test_a_touch_from_outside_the_core_counts_as_a_use),
         cmocka_unit_test(test_capacity_in_bytes_counts_keys_and_values),
         cmocka_unit_test(test_an_expired_line_is_a_miss_and_the_value_is_fetched_again),
         cmocka_unit_test(test_evicting_m_writes_back_to_an_external_store_before_it_lets_go),

@@ -508,6 +508,51 @@ static void test_the_cache_serves_from_the_first_call_on_a_lone_node(void **stat
     free(metrics);
 }
 
+/* GET key, which must read want; returns the node's state for it. */
+static char get_value(dsync_node *n, const char *key, const char *want)
+{
+    char *v = NULL, st = 0;
+    size_t len = 0;
+    assert_int_equal(dsync_cache_get(n, key, &v, &len, &st), 0);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+    free(v);
+    return st;
+}
+
+/* A GET that hits is answered on the caller's thread, from the loop's
+ * copies: it must still count as a use in the LRU, or a key only ever
+ * read would be the first evicted. Two entries at most: of a (read since)
+ * and b (not), a PUT of c evicts b, whatever the order of the PUTs. The
+ * states tell which went: a line this node wrote is M; one evicted and read
+ * again comes back from the home's memory as E. (The metrics are not used:
+ * the loop updates them after it answers.) */
+static void test_hits_on_the_callers_thread_keep_a_line_in_the_lru(void **state)
+{
+    (void)state;
+    dsync_config cfg;
+    dsync_config_defaults(&cfg);
+    cfg.data_dir[0] = '\0';
+    cfg.cache_max_entries = 2;
+    dsync_node *n;
+    assert_int_equal(dsync_node_open(&cfg, &n), 0);
+    for (int round = 0; round < 20; round++) {
+        char a[16], b[16], c[16];
+        snprintf(a, sizeof a, "a%d", round);
+        snprintf(b, sizeof b, "b%d", round);
+        snprintf(c, sizeof c, "c%d", round);
+        /* b is written last, so without the touch a is the oldest. */
+        assert_int_equal(dsync_cache_put(n, a, "1", 1, 0), 0);
+        assert_int_equal(dsync_cache_put(n, b, "2", 1, 0), 0);
+        assert_int_equal(get_value(n, a, "1"), 'M');
+        assert_int_equal(get_value(n, a, "1"), 'M'); /* a second hit before the loop looks */
+        assert_int_equal(dsync_cache_put(n, c, "3", 1, 0), 0);
+        assert_int_equal(get_value(n, a, "1"), 'M'); /* a stayed */
+        assert_int_equal(get_value(n, b, "2"), 'E'); /* b went, and came back from the home */
+    }
+    dsync_node_close(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -528,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_count_outcomes, open_node, close_node),
         cmocka_unit_test_setup_teardown(test_the_cache_serves_from_the_first_call_on_a_lone_node,
                                         open_node, close_node),
+        cmocka_unit_test(test_hits_on_the_callers_thread_keep_a_line_in_the_lru),
         cmocka_unit_test(test_locks_and_tokens_survive_a_restart),
         cmocka_unit_test(test_the_log_is_written_by_the_loop_when_idle_and_all_of_it_survives),
         cmocka_unit_test(test_snapshots_compact_the_log_and_restore_the_table),

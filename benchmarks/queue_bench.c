@@ -24,7 +24,8 @@
  * With QUEUE_BENCH_ROUTE=owner in the environment (http only), each
  * client's topic is one that the node it talks to owns (asked at
  * /queue/state?topic=T before the clock starts), as a client that routes
- * by placement would: no call is forwarded to another node.
+ * by placement would: no call is forwarded to another node. The line then
+ * names the system dsync-http-routed.
  * Latency is of a whole operation. Only operations ending within SECONDS
  * count. A failed operation counts as an error, backs off 10 ms and goes on.
  * Prints one line:
@@ -434,6 +435,7 @@ int main(int argc, char **argv)
     }
     const char *route_env = getenv("QUEUE_BENCH_ROUTE");
     bool route = route_env && strcmp(route_env, "owner") == 0;
+    if (route && sys == SYS_HTTP && wl != WL_POST) label = "dsync-http-routed";
     for (long i = 0; i < threads; i++) {
         w[i].sys = sys;
         w[i].wl = wl;

@@ -5,7 +5,11 @@
 #      nodes, each on its own topic): enqueue/s and enqueue+consume+ack
 #      cycles/s with 1 and 32 clients;
 #   2. a bare civetweb server (http_ceiling) at 32 clients: the HTTP ceiling,
-#      and dsync enqueue/s at 32 clients against it (target >= 0.7);
+#      and dsync enqueue/s at 32 clients against it (target >= 0.7), with
+#      the clients spread over the nodes as above (two thirds of the calls
+#      forwarded to their topic's owner) and routed: each client's topic
+#      owned by the node it talks to (QUEUE_BENCH_ROUTE=owner), what a
+#      client that follows /queue/state's placement gets;
 #   3. raw Redis doing the same work with the reliable-queue pattern (LPUSH;
 #      LPUSH, LMOVE to an in-flight list, LREM), 1 and 32 connections;
 #   4. one in-process node through the library (no HTTP), cycles/s with 1 and
@@ -134,6 +138,8 @@ redis_ep="127.0.0.1:$redis_port"
 for wl in enqueue cycle; do
     for c in 1 32; do measure "dsync $wl $c" "${ready[dsync]}" http "$wl" "$c" "$secs" "$dsync_eps"; done
 done
+QUEUE_BENCH_ROUTE=owner measure "dsync enqueue 32 routed" "${ready[dsync]}" http enqueue 32 "$secs" \
+    "$dsync_eps"
 measure "ceiling post 32" "${ready[ceiling]}" http post 32 "$secs" "127.0.0.1:$ceiling_port"
 for wl in enqueue cycle; do
     for c in 1 32; do measure "redis $wl $c" "${ready[redis]}" redis "$wl" "$c" "$secs" "$redis_ep"; done
@@ -185,6 +191,9 @@ printf 'Bare civetweb ceiling, 32 clients:           %10s req/s  p99 %s ms\n' "$
     "$(cell "ceiling post 32" p99_ms)"
 printf 'dsync enqueue/s at 32 / ceiling:              %10s  (target >= 0.70x)\n' \
     "$(ratio "$(cell "dsync enqueue 32" ops/s)" "$ceil" x)"
+printf '  routed to the owners (none forwarded):      %10s  (%s enqueue/s, p99 %s ms)\n' \
+    "$(ratio "$(cell "dsync enqueue 32 routed" ops/s)" "$ceil" x)" \
+    "$(cell "dsync enqueue 32 routed" ops/s)" "$(cell "dsync enqueue 32 routed" p99_ms)"
 printf 'In-process library, 1 node, cycles/s:        %10s (1 thread)  %s (32 threads, p99 %s ms)\n' \
     "$(cell "lib cycle 1" ops/s)" "$(cell "lib cycle 32" ops/s)" "$(cell "lib cycle 32" p99_ms)"
 printf 'In-process cycles at 32 / raw Redis at 32:   %10s  (target >= 1.00x; median of %s pairs: %s)\n' \

@@ -17,11 +17,18 @@
 #include "dsync.h"
 #include "util/util.h"
 
-static int open_node(void **state)
+/* The defaults, memory only: tests share no directory. */
+static dsync_config memory_config(void)
 {
     dsync_config cfg;
     dsync_config_defaults(&cfg);
-    cfg.data_dir[0] = '\0'; /* memory only: tests share no directory */
+    cfg.data_dir[0] = '\0';
+    return cfg;
+}
+
+static int open_node(void **state)
+{
+    dsync_config cfg = memory_config();
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);
     *state = n;
@@ -85,9 +92,7 @@ static void test_bad_arguments_are_refused_without_change(void **state)
 static void test_the_queue_disk_delay_is_bounded(void **state)
 {
     (void)state;
-    dsync_config cfg;
-    dsync_config_defaults(&cfg);
-    cfg.data_dir[0] = '\0';
+    dsync_config cfg = memory_config();
     cfg.fault_injection = 1;
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);
@@ -168,9 +173,7 @@ static void test_an_unrenewed_lease_ends_and_grants_the_waiter(void **state)
 
 static void test_close_fails_a_call_that_is_still_waiting(void **state)
 {
-    dsync_config cfg;
-    dsync_config_defaults(&cfg);
-    cfg.data_dir[0] = '\0'; /* memory only: tests share no directory */
+    dsync_config cfg = memory_config();
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);
     acquire(n, "h", "k", DSYNC_LOCK_EXCLUSIVE, 0, 0);
@@ -530,9 +533,7 @@ static char get_value(dsync_node *n, const char *key, const char *want)
 static void test_hits_on_the_callers_thread_keep_a_line_in_the_lru(void **state)
 {
     (void)state;
-    dsync_config cfg;
-    dsync_config_defaults(&cfg);
-    cfg.data_dir[0] = '\0';
+    dsync_config cfg = memory_config();
     cfg.cache_max_entries = 2;
     dsync_node *n;
     assert_int_equal(dsync_node_open(&cfg, &n), 0);

@@ -117,6 +117,11 @@ static void register_metrics(dsync_node *n)
     cm->put_seconds = dsync_metric_series0(dsync_metrics_histogram(
         m, "cache_put_seconds", "Time of a PUT on this node, until every other copy is invalid.",
         NULL, dsync_metrics_latency_bounds, dsync_metrics_latency_n_bounds));
+    cm->touch_log_full = dsync_metric_series0(dsync_metrics_counter(
+        m, "cache_lru_touch_log_full_total",
+        "Times the log of hits served on callers' threads filled up before the loop applied it "
+        "to the LRU (some hits then did not count as uses).",
+        NULL));
 }
 
 /* Counters only go up: add what the core counted since last time. */
@@ -169,12 +174,16 @@ static char state_char(cc_state s)
  * or a key only ever read would age as if unused and be the first evicted.
  * The first hit on a copy since the loop last looked appends the key to
  * n->touches (and marks the copy, so later hits cost one atomic load); at
- * the start of each turn, before anything there can evict, the loop moves
- * those keys to the LRU's recent end (cc_touch) in the order they were
- * first hit, and unmarks their copies. The log is bounded
- * (NC_TOUCH_MAX_BYTES): a reader that finds it half full wakes the loop,
- * and one that finds it full drops the touch, leaving the copy unmarked so
- * that its next hit tries again. */
+ * the start of each turn, before anything there can evict, and again after
+ * taking the turn's calls, the loop moves those keys to the LRU's recent
+ * end (cc_touch) in the order they were first hit, and unmarks their
+ * copies. A key can be logged twice (its copy replaced meanwhile):
+ * harmless. The log is bounded (NC_TOUCH_MAX_BYTES): a reader that takes it
+ * past half full wakes the loop; one that finds it full (or has no memory
+ * to grow it) drops the touch, leaving the copy unmarked, and sets
+ * touches_full, which keeps later readers off the lock until the loop has
+ * emptied the log; cache_lru_touch_log_full_total counts the turns that
+ * found it so. Those dropped hits do not count in the LRU. */
 
 #define NC_TOUCH_MAX_BYTES (64u * 1024u)
 
@@ -234,18 +243,27 @@ static void copies_sync(dsync_node *n, const char *key)
  * since the loop last applied touches goes into the log. */
 static void note_touch(dsync_node *n, const char *key, nc_copy *c)
 {
-    if (atomic_load_explicit(&c->touched, memory_order_relaxed)) return;
+    /* Acquire, with the release below: a reader that skips because another
+     * logged the key sees that append too, so its own later call still
+     * finds the key applied first. */
+    if (atomic_load_explicit(&c->touched, memory_order_acquire) ||
+        atomic_load_explicit(&n->touches_full, memory_order_relaxed))
+        return;
     size_t klen = strlen(key);
     bool wake = false;
     pthread_mutex_lock(&n->touch_lock);
-    if (!atomic_load_explicit(&c->touched, memory_order_relaxed) &&
-        n->touches.len + klen + 1 <= NC_TOUCH_MAX_BYTES &&
-        ut_buf_append(&n->touches, key, klen + 1) == 0) {
-        atomic_store_explicit(&c->touched, true, memory_order_relaxed);
-        wake = n->touches.len > NC_TOUCH_MAX_BYTES / 2 &&
-               n->touches.len - (klen + 1) <= NC_TOUCH_MAX_BYTES / 2;
+    if (!atomic_load_explicit(&c->touched, memory_order_acquire)) {
+        if (n->touches.len + klen + 1 <= NC_TOUCH_MAX_BYTES &&
+            ut_buf_append(&n->touches, key, klen + 1) == 0) {
+            atomic_store_explicit(&c->touched, true, memory_order_release);
+            wake = n->touches.len > NC_TOUCH_MAX_BYTES / 2 &&
+                   n->touches.len - (klen + 1) <= NC_TOUCH_MAX_BYTES / 2;
+        } else {
+            n->touches.oom = false; /* a failed append dropped only this touch */
+            atomic_store_explicit(&n->touches_full, true, memory_order_relaxed);
+            wake = true;
+        }
     }
-    n->touches.oom = false; /* a failed append dropped only this touch */
     pthread_mutex_unlock(&n->touch_lock);
     if (wake) nd_wake(n);
 }
@@ -253,19 +271,23 @@ static void note_touch(dsync_node *n, const char *key, nc_copy *c)
 void nd_cache_touches(dsync_node *n)
 {
     if (!n->cache) return;
+    ut_buf *log = &n->touches_spare;
     pthread_mutex_lock(&n->touch_lock);
-    ut_buf log = n->touches;
-    ut_buf_init(&n->touches);
+    ut_buf t = n->touches;
+    n->touches = *log;
+    *log = t;
+    bool full = atomic_exchange_explicit(&n->touches_full, false, memory_order_relaxed);
     pthread_mutex_unlock(&n->touch_lock);
+    if (full) dsync_series_add(n->cm.touch_log_full, 1);
     /* Only this thread changes the copies: it reads them without the lock. */
-    for (size_t off = 0; off < log.len;) {
-        const char *key = log.data + off;
+    for (size_t off = 0; off < log->len;) {
+        const char *key = log->data + off;
         off += strlen(key) + 1;
         cc_touch(n->cache, key);
         nc_copy *c = ut_map_get(&n->copies, key);
         if (c) atomic_store_explicit(&c->touched, false, memory_order_relaxed);
     }
-    ut_buf_free(&log);
+    log->len = 0;
 }
 
 /* A hit from the copies, on the caller's thread: true with the results
@@ -569,6 +591,8 @@ int nd_cache_open(dsync_node *n)
         return DSYNC_ENOMEM;
     }
     ut_buf_init(&n->touches);
+    ut_buf_init(&n->touches_spare);
+    atomic_init(&n->touches_full, false);
     ut_map_init(&n->copies);
     atomic_store(&n->copies_until, 0);
     cc_set_drop_listener(n->cache, on_drop, n);
@@ -589,6 +613,7 @@ void nd_cache_close(dsync_node *n)
     pthread_rwlock_destroy(&n->copies_lock);
     pthread_mutex_destroy(&n->touch_lock);
     ut_buf_free(&n->touches);
+    ut_buf_free(&n->touches_spare);
     cc_node_free(n->cache);
     n->cache = NULL;
 }

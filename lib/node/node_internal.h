@@ -167,6 +167,7 @@ typedef struct {
     dsync_series *transitions[4][4];             /* [from][to] by cc_state, NULL on the diagonal */
     dsync_series *entries, *bytes, *dir_entries;
     dsync_series *get_seconds, *put_seconds;
+    dsync_series *touch_log_full; /* loop turns that found the touch log full */
 } nd_cache_metrics;
 
 typedef struct {
@@ -321,9 +322,11 @@ struct dsync_node {
     ut_map copies;
     _Atomic uint64_t copies_until; /* ut_now_ms: readers use the copies until then */
     /* Keys hit in the copies since the loop last looked (NUL-separated,
-     * each once: node_cache.c, "touches"), under touch_lock. */
+     * node_cache.c, "Touches"), under touch_lock; touches_spare is the
+     * loop's, swapped in each time so both keep their capacity. */
     pthread_mutex_t touch_lock;
-    ut_buf touches;
+    ut_buf touches, touches_spare;
+    atomic_bool touches_full; /* a touch was dropped since the loop last looked */
 };
 
 /* node.c: hand a call to the loop and wait for it; returns call->rc. */
@@ -497,7 +500,7 @@ void nd_cache_process(dsync_node *n);
 /* The hits served on callers' threads since the last time, applied to the
  * LRU (node_cache.c, "Touches"): at the start of each turn, before frames
  * can evict, and after taking the calls, so that every hit a caller had
- * before its call counts before the call runs. */
+ * before its call counts before the call runs (unless the log was full). */
 void nd_cache_touches(dsync_node *n);
 uint64_t nd_cache_tick(dsync_node *n, uint64_t now_ms);
 /* node_members.c: membership changes and the view of live members. */

@@ -105,10 +105,11 @@ static void test_decimal_matches_printf(void **state)
     size_t n = 0;
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
         v[n++] = edges[i];
-    for (int64_t p = 10; p <= INT64_MAX / 10; p *= 10) {
+    for (int64_t p = 10;; p *= 10) { /* 10 to 10^18 */
         v[n++] = p - 1;
         v[n++] = p;
         v[n++] = -p;
+        if (p > INT64_MAX / 10) break;
     }
     uint64_t seed = 42;
     while (n < sizeof v / sizeof v[0]) {

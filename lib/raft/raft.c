@@ -335,8 +335,13 @@ static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
         p->state = PR_PROBE;
     }
     if (m->reject) {
-        /* Stale rejections of an index we no longer probe are ignored. */
+        /* Stale rejections of an index we no longer probe are ignored; so
+         * is one, while replicating, of an index the follower has since
+         * acknowledged (a reordered or duplicated answer: what it has
+         * acknowledged is durable there and never taken back), which would
+         * otherwise throw the pipeline back to probing. */
         if (m->index != p->next - 1 && p->state == PR_PROBE) return;
+        if (p->state == PR_REPLICATE && m->index <= p->match) return;
         uint64_t next = m->reject_hint + 1;
         if (next > p->next - 1 && p->next > 1) next = p->next - 1;
         if (next <= p->match) next = p->match + 1;

@@ -1207,6 +1207,82 @@ static void test_a_configuration_in_a_divergent_tail_is_undone_with_it(void **st
 /* A follower holding entries nobody else has (its leader crashed before
  * they reached a majority) has that tail replaced by the next leader's
  * log, and never applies them. */
+/* Appends to node i (by index) queued in the network, and the lowest prev
+ * index among them (UINT64_MAX when none). */
+static size_t appends_to(sim *s, int i, uint64_t *lowest)
+{
+    size_t count = 0;
+    *lowest = UINT64_MAX;
+    for (size_t k = 0; k < s->n_net; k++) {
+        raft_msg m;
+        if (s->net[k].to != i) continue;
+        assert_int_equal(raft_msg_decode(s->net[k].bytes, s->net[k].len, &m), 0);
+        if (m.type == RAFT_MSG_APPEND) {
+            count++;
+            if (m.index < *lowest) *lowest = m.index;
+        }
+        raft_msg_free_entries(&m);
+    }
+    return count;
+}
+
+/* While replicating, a rejection of an index the follower has since
+ * acknowledged is stale (reordered or duplicated on the way): the leader
+ * keeps pipelining instead of falling back to probing from the follower's
+ * match. A rejection beyond the match still sends it back to probing. */
+static void test_a_stale_rejection_does_not_stop_the_pipeline(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 33);
+    elect(&s, 0);
+    settle(&s);
+    for (uint64_t v = 1; v <= 4; v++)
+        raft_propose(s.nodes[0].r, &v, sizeof v, NULL);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    uint64_t match = raft_match_index(leader, 2);
+    assert_int_equal(match, raft_last_index(leader));
+    assert_true(match >= 3);
+    raft_msg stale = {.type = RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = raft_term(leader),
+                      .index = match - 2, .reject = true, .reject_hint = match - 3};
+    assert_int_equal(raft_step(leader, &stale), 0);
+    process_ready(&s, 0);
+    uint64_t lowest;
+    assert_int_equal(appends_to(&s, 1, &lowest), 0); /* no probe went out */
+    uint64_t v = 5;
+    raft_propose(leader, &v, sizeof v, NULL);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    assert_int_equal(lowest, match); /* the new entry, right after the match */
+    settle(&s);
+    assert_int_equal(raft_match_index(leader, 2), match + 1);
+
+    /* A rejection past the match is not stale: two appends pipelined, the
+     * first lost, the second rejected (a gap). Only probing from the match
+     * recovers here (settle never ticks, so no heartbeat helps). */
+    match++;
+    for (v = 6; v <= 7; v++) {
+        raft_propose(leader, &v, sizeof v, NULL);
+        process_and_write(&s, 0);
+    }
+    size_t lost = SIZE_MAX;
+    for (size_t k = 0; k < s.n_net; k++) {
+        raft_msg m;
+        if (s.net[k].to != 1) continue;
+        assert_int_equal(raft_msg_decode(s.net[k].bytes, s.net[k].len, &m), 0);
+        if (m.type == RAFT_MSG_APPEND && m.index == match) lost = k;
+        raft_msg_free_entries(&m);
+    }
+    assert_true(lost != SIZE_MAX);
+    assert_true(appends_to(&s, 1, &lowest) == 2);
+    free(s.net[lost].bytes);
+    s.net[lost] = s.net[--s.n_net];
+    settle(&s);
+    assert_int_equal(raft_match_index(leader, 2), match + 2);
+    free_sim(&s);
+}
+
 static void test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced(void **state)
 {
     sim s;
@@ -1414,6 +1490,7 @@ int main(void)
         cmocka_unit_test(test_a_partitioned_old_leader_steps_down_and_its_tail_is_replaced),
         cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
         cmocka_unit_test(test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced),
+        cmocka_unit_test(test_a_stale_rejection_does_not_stop_the_pipeline),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_async_a_leader_counts_itself_only_once_its_own_write_is_durable),

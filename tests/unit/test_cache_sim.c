@@ -485,6 +485,15 @@ static void apply_views(sim *s)
 static void client_step(sim *s, int i)
 {
     snode *nd = &s->nodes[i];
+    /* A hit the embedder served from its own copy of a line (node_cache.c
+     * serves GETs so) reaches the core later as a touch: at any time, the
+     * key held, pinned by a request in flight, or gone. It may only
+     * reorder the LRU. */
+    if (nd->up && chance(s, s->p_evict)) {
+        int k = (int)(rnd(s) % (uint64_t)s->nkeys);
+        cc_touch(nd->cc, key_name(k));
+        trace(s, "node %d: touch %s", i, key_name(k));
+    }
     if (!nd->up || nd->busy || cc_epoch(nd->cc) == 0) return;
     if (chance(s, s->p_evict)) {
         int k = (int)(rnd(s) % (uint64_t)s->nkeys);

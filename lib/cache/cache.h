@@ -321,7 +321,23 @@ typedef enum { CC_STORE_LOAD = 1, CC_STORE_WRITE = 2 } cc_store_kind;
  * what it holds (a late write-back must not win over a newer value, and
  * the home must learn of the newer one). In Redis: a hash with the value
  * and the two version numbers, and a Lua script that compares. Either way
- * answer with cc_store_done(id, key, ...). */
+ * answer with cc_store_done(id, key, ...).
+ *
+ * Epoch fence. epoch is the asking node's epoch. A store that answers
+ * asynchronously (a write may still be on its way when the view changes)
+ * must also keep, for each key it holds, the highest epoch that LOADed
+ * it, and refuse a WRITE asked under a lower epoch: change nothing and
+ * answer DSYNC_EUNAVAILABLE (the home asks again until the view change
+ * that made it stale reaches it and ends its transaction). Without the
+ * fence, a write of a transaction the view change ended could land after
+ * the new epoch's home loaded the key and granted copies of the older
+ * value: the store would then hold a value no copy has, and the next load
+ * would hand it out beside them. (A write-through PUT whose write is
+ * refused so completed DSYNC_EUNAVAILABLE, outcome unknown; a dirty value
+ * so refused is still held by its writer, which brings it to the new
+ * epoch's recall.) A store that answers each request before the next turn
+ * of the caller's loop, as node_cache.c's does, keeps the fence anyway. A
+ * key the store does not hold needs no fence: no copy of it can exist. */
 typedef struct {
     uint64_t id;
     cc_store_kind kind;
@@ -329,6 +345,7 @@ typedef struct {
     const void *value;
     size_t len;
     cc_version version;
+    uint64_t epoch;
 } cc_store_req;
 
 /* The answer to store request id for key. status 0 or a negative

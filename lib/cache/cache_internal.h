@@ -120,6 +120,7 @@ typedef enum {
 typedef struct cc_dir {
     char *key;
     bool unknown;    /* made in this epoch, holders not yet recalled */
+    bool fenced;     /* external store: this epoch has LOADed the key (cache.h, "Epoch fence") */
     cc_holder owner; /* node 0: none */
     cc_holder sharers[CC_MAX_NODES];
     size_t n_sharers;

@@ -142,7 +142,7 @@ static void store(cc_node *n, cc_dir *d, cc_store_kind kind, const void *value, 
 {
     if (kind == CC_STORE_WRITE) learn_version(d, version);
     if (n->cfg.external_store) {
-        d->store_again = (cc_store_req){0, kind, NULL, value, len, version};
+        d->store_again = (cc_store_req){0, kind, NULL, value, len, version, 0};
         d->store_waited = cc_store_issue(n, kind, d->key, value, len, version);
         return;
     }
@@ -281,8 +281,16 @@ static void dir_run(cc_node *n, cc_dir *d)
             break;
         case PH_LOAD:
             d->phase = PH_REPLY;
-            if (r->type == CC_MSG_GETS && !d->has_best)
+            /* The first grant of a value in this epoch comes after a LOAD
+             * even when a holder supplied the value: the LOAD fences off
+             * writes of older epochs still on their way to the store, so
+             * none can land behind the copies granted now. A GETM needs
+             * none: its version is above anything of older epochs. */
+            if (r->type == CC_MSG_GETS &&
+                (!d->has_best || (n->cfg.external_store && !d->fenced))) {
+                d->fenced = true;
                 store(n, d, CC_STORE_LOAD, NULL, 0, (cc_version){0, 0});
+            }
             break;
         case PH_REPLY:
             if (r->type == CC_MSG_GETS) {

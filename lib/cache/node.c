@@ -159,7 +159,8 @@ uint64_t cc_store_issue(cc_node *n, cc_store_kind kind, const char *key, const v
                                             cc_memdup(key, strlen(key) + 1),
                                             kind == CC_STORE_WRITE ? cc_memdup(value, len) : NULL,
                                             kind == CC_STORE_WRITE ? len : 0,
-                                            version};
+                                            version,
+                                            n->epoch};
     return id;
 }
 

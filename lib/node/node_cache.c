@@ -36,6 +36,7 @@ typedef struct {
     void *value;
     size_t len;
     cc_version version;
+    uint64_t epoch; /* the core's, when it asked: the store's fence (cache.h) */
 } nc_store_req;
 
 static bool redis_mode(const dsync_node *n)
@@ -409,12 +410,17 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
         ut_buf_init(&vals[i]);
         ops[i] = (rl_cache_op){.store = r->kind != CC_STORE_LOAD, .key = r->key, .value = r->value,
                                .len = r->len, .epoch = r->version.epoch, .seq = r->version.seq,
-                               .out = &vals[i]};
+                               .fence = r->epoch, .out = &vals[i]};
     }
     rl_cache_run(rl, ops, count);
-    /* Writes refused as older: what Redis holds instead. */
+    /* Writes refused as older: what Redis holds instead. A write refused
+     * because a newer view has loaded the key fails: the core asks again
+     * until that view reaches it and ends the transaction. */
     for (size_t i = 0; i < count; i++)
-        if (ops[i].store && ops[i].rc == 0 && !ops[i].stored) {
+        if (ops[i].store && ops[i].rc == 0 && ops[i].fenced) {
+            ops[i].rc = DSYNC_EUNAVAILABLE;
+            snprintf(ops[i].error, sizeof ops[i].error, "refused: a newer view has loaded it");
+        } else if (ops[i].store && ops[i].rc == 0 && !ops[i].stored) {
             loads[n_again] = (rl_cache_op){.key = reqs[i].key, .out = &vals[i]};
             again[n_again++] = i;
         }
@@ -435,8 +441,9 @@ static void run_store(dsync_node *n, nc_store_req *reqs, size_t count, uint64_t 
     for (size_t i = 0; i < count; i++) {
         rl_cache_op *op = &ops[i];
         if (op->rc != 0)
-            ut_log(&n->log, DSYNC_LOG_WARN, "cache: Redis %s of \"%s\": %s",
-                   op->store ? "store" : "load", reqs[i].key, op->error);
+            ut_log(&n->log, op->fenced ? DSYNC_LOG_INFO : DSYNC_LOG_WARN,
+                   "cache: Redis %s of \"%s\": %s", op->store ? "store" : "load", reqs[i].key,
+                   op->error);
         cc_store_done(n->cache, reqs[i].id, reqs[i].key, op->rc, op->found, vals[i].data,
                       vals[i].len, (cc_version){op->out_epoch, op->out_seq}, now_ms);
         ut_buf_free(&vals[i]);
@@ -482,6 +489,7 @@ void nd_cache_process(dsync_node *n)
             r->id = s->id;
             r->kind = s->kind;
             r->version = s->version;
+            r->epoch = s->epoch;
             snprintf(r->key, sizeof r->key, "%s", s->key);
             r->len = s->len;
             if (s->kind == CC_STORE_WRITE && !(r->value = malloc(s->len ? s->len : 1))) break;

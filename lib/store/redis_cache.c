@@ -49,43 +49,59 @@ static int parse_load(rl_log *rl, const redisReply *r, rl_cache_op *op)
     return 0;
 }
 
-/* The store script's reply into op (stored); its code. */
+/* The store script's reply into op (stored, fenced); its code. */
 static int parse_store(rl_log *rl, const redisReply *r, rl_cache_op *op)
 {
     if (r->type == REDIS_REPLY_ERROR) return rlc_reply_error(rl, "cache store", r);
-    if (r->type != REDIS_REPLY_INTEGER) {
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < -1 || r->integer > 1) {
         rlc_set_error(rl, "cache store: unexpected reply");
         return DSYNC_EIO;
     }
     op->stored = r->integer == 1;
+    op->fenced = r->integer == -1;
     return 0;
 }
 
 /* The command of one op, built in its slot. */
 typedef struct {
-    char k[sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX], e[24], s[24];
-    const char *argv[7];
-    size_t argvlen[7];
+    char k[sizeof CACHE_PREFIX + RL_CACHE_KEY_MAX], e[24], s[24], f[24];
+    const char *argv[8];
+    size_t argvlen[8];
 } op_slot;
+
+/* Whether op runs as a script (a store, or a load that raises the fence). */
+static bool scripted(const rl_cache_op *op)
+{
+    return op->store || op->fence != 0;
+}
 
 static rlc_cmd build(rl_log *rl, const rl_cache_op *op, op_slot *sl, bool eval)
 {
     size_t klen = make_key(sl->k, op->key);
-    if (!op->store) {
+    size_t flen = rlc_format_u64(sl->f, op->fence);
+    if (!op->store && op->fence == 0) {
         const char *argv[] = {"HMGET", sl->k, "v", "e", "s"};
         size_t argvlen[] = {5, klen, 1, 1, 1};
         memcpy(sl->argv, argv, sizeof argv);
         memcpy(sl->argvlen, argvlen, sizeof argvlen);
         return (rlc_cmd){5, sl->argv, sl->argvlen};
     }
-    const char *script = eval ? rlc_scripts[S_CSTORE] : rl->sha[S_CSTORE];
+    int which = op->store ? S_CSTORE : S_CLOAD;
+    const char *script = eval ? rlc_scripts[which] : rl->sha[which];
+    if (!op->store) {
+        const char *argv[] = {eval ? "EVAL" : "EVALSHA", script, "1", sl->k, sl->f};
+        size_t argvlen[] = {strlen(argv[0]), strlen(script), 1, klen, flen};
+        memcpy(sl->argv, argv, sizeof argv);
+        memcpy(sl->argvlen, argvlen, sizeof argvlen);
+        return (rlc_cmd){5, sl->argv, sl->argvlen};
+    }
     const char *argv[] = {eval ? "EVAL" : "EVALSHA", script, "1", sl->k,
-                          op->len ? op->value : "", sl->e, sl->s};
+                          op->len ? op->value : "", sl->e, sl->s, sl->f};
     size_t argvlen[] = {strlen(argv[0]), strlen(script), 1, klen, op->len,
-                        rlc_format_u64(sl->e, op->epoch), rlc_format_u64(sl->s, op->seq)};
+                        rlc_format_u64(sl->e, op->epoch), rlc_format_u64(sl->s, op->seq), flen};
     memcpy(sl->argv, argv, sizeof argv);
     memcpy(sl->argvlen, argvlen, sizeof argvlen);
-    return (rlc_cmd){7, sl->argv, sl->argvlen};
+    return (rlc_cmd){8, sl->argv, sl->argvlen};
 }
 
 static bool op_valid(const rl_cache_op *op)
@@ -111,7 +127,7 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         rl_cache_op *op = &ops[i];
-        op->stored = op->found = false;
+        op->stored = op->found = op->fenced = false;
         op->out_epoch = op->out_seq = 0;
         op->error[0] = '\0';
         op->rc = !sent || !cmds || !replies ? DSYNC_ENOMEM : op_valid(op) ? 0 : DSYNC_EINVAL;
@@ -124,7 +140,8 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
                      op->rc == DSYNC_ENOMEM ? "out of memory" : "a bad key or value");
         }
     }
-    /* Loads read, and stores are fenced by their version: all may run twice. */
+    /* Loads read (or raise a fence to a maximum), and stores are fenced by
+     * their version: all may run twice. */
     int prc = m ? rlc_pipeline(rl, m, cmds, RLC_IDEMPOTENT, replies) : 0;
     /* Why the unanswered ones failed: said now, as a NOSCRIPT re-send below
      * may reconnect and clear it. */
@@ -138,13 +155,13 @@ int rl_cache_run(rl_log *rl, rl_cache_op *ops, size_t n)
             snprintf(op->error, sizeof op->error, "%s", perr);
             continue;
         }
-        if (op->store && rlc_is_noscript(r)) {
+        if (scripted(op) && rlc_is_noscript(r)) {
             /* It did not run: once more, with the script's text. */
             freeReplyObject(r);
             r = NULL;
             rlc_cmd c = build(rl, op, &sent[j].slot, true);
             op->rc = rlc_command(rl, c.argc, c.argv, c.argvlen, 0, &r);
-            if (op->rc == 0) op->rc = parse_store(rl, r, op);
+            if (op->rc == 0) op->rc = op->store ? parse_store(rl, r, op) : parse_load(rl, r, op);
         } else {
             op->rc = op->store ? parse_store(rl, r, op) : parse_load(rl, r, op);
         }

@@ -66,14 +66,27 @@ const char *const rlc_scripts[S_COUNT] = {
     "return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}\n",
 
     /* S_CSTORE (redis_cache.c). KEYS: the value's hash. ARGV: value, epoch,
-     * seq. Keeps the value only if its version (epoch, seq) is above the
-     * stored one. -> 1 stored, 0 kept the newer one there. */
+     * seq, fence (the writer's view epoch; "0": none). Refuses a write whose
+     * fence is below the key's (field f: the highest view epoch that loaded
+     * it), then keeps the value only if its version (epoch, seq) is above
+     * the stored one. -> 1 stored, 0 kept the newer one there, -1 fenced. */
     LUA_NEWER
-    "local cur = redis.call('HMGET', KEYS[1], 'e', 's')\n"
+    "local cur = redis.call('HMGET', KEYS[1], 'e', 's', 'f')\n"
+    "if cur[3] and ARGV[4] ~= '0' and newer(cur[3], ARGV[4]) then return -1 end\n"
     "if cur[1] and cur[2] and not (newer(ARGV[2], cur[1]) or\n"
     "    (ARGV[2] == cur[1] and newer(ARGV[3], cur[2]))) then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'v', ARGV[1], 'e', ARGV[2], 's', ARGV[3])\n"
     "return 1\n",
+
+    /* S_CLOAD (redis_cache.c). KEYS: the value's hash. ARGV: fence (the
+     * loader's view epoch). Raises the key's fence to it when the key has
+     * a value. -> {value, epoch, seq}, as HMGET (nils when absent). */
+    LUA_NEWER
+    "local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 's', 'f')\n"
+    "if cur[1] and (not cur[4] or newer(ARGV[1], cur[4])) then\n"
+    "  redis.call('HSET', KEYS[1], 'f', ARGV[1])\n"
+    "end\n"
+    "return {cur[1], cur[2], cur[3]}\n",
 };
 
 size_t rlc_format_u64(char *buf, uint64_t v)

@@ -24,7 +24,7 @@
 #define EPOCH_SUFFIX "}:epoch"
 #define KEY_MAX (RL_TOPIC_MAX + 32)
 
-enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_CSTORE, S_COUNT };
+enum { S_CLAIM, S_APPEND, S_REWRITE, S_LOAD, S_CSTORE, S_CLOAD, S_COUNT };
 
 /* ---- the handle -------------------------------------------------------- */
 

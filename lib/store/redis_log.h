@@ -255,18 +255,23 @@ int rl_info_appendfsync(rl_log *rl, char *buf, size_t len);
  *
  * The coherent cache keeps written-back values in Redis through the same
  * connection: key K is the hash "dsync:c:K" with fields v (the value), e
- * and s (its version: epoch, seq, decimal). A write keeps the value only
- * if its version is above the stored one (a Lua script compares), so a
- * late or repeated write-back never moves a key back in time. */
+ * and s (its version: epoch, seq, decimal), and f (the fence: the highest
+ * view epoch that loaded it). A write keeps the value only if its version
+ * is above the stored one (a Lua script compares), so a late or repeated
+ * write-back never moves a key back in time; and a write asked under a
+ * view epoch below the key's fence changes nothing (fenced), so a write of
+ * a view that has ended cannot land behind what a newer view loaded and
+ * handed out (lib/cache/cache.h, "Epoch fence"). */
 
 #define RL_CACHE_KEY_MAX 1024
 
 /* *found says whether K has a value; if so it is appended to value (the
- * caller's buffer) and its version set. Retried once on a dead connection. */
+ * caller's buffer) and its version set. Retried once on a dead connection.
+ * No fence is raised (rl_cache_run's fence does that). */
 int rl_cache_load(rl_log *rl, const char *key, bool *found, ut_buf *value, uint64_t *epoch,
                   uint64_t *seq);
 /* Stores value under version (epoch, seq) unless a version >= it is there;
- * *stored (may be NULL) tells which. Not retried on an unknown outcome
+ * *stored (may be NULL) tells which. Unfenced. Not retried on an unknown outcome
  * (DSYNC_EUNAVAILABLE): the caller may send it again, the version makes
  * that harmless. */
 int rl_cache_store(rl_log *rl, const char *key, const void *value, size_t len, uint64_t epoch,
@@ -288,9 +293,12 @@ typedef struct {
     const void *value;   /* store: value, len and version (epoch, seq) */
     size_t len;
     uint64_t epoch, seq;
+    uint64_t fence;      /* the asker's view epoch; 0: none. A load raises the
+                          * key's fence to it; a store below the fence is refused */
     ut_buf *out;         /* load: the caller's buffer, the value appended */
     int rc;              /* out: 0 or DSYNC_E* (EINVAL: a bad request, not sent) */
-    bool stored;         /* out, store: no version >= it was there */
+    bool stored;         /* out, store: no version >= it was there, nor a higher fence */
+    bool fenced;         /* out, store: refused, a newer view has loaded the key */
     bool found;          /* out, load: the key has a value */
     uint64_t out_epoch, out_seq; /* out, load: its version */
     char error[160];             /* out: why, when rc is not 0 */

@@ -109,6 +109,7 @@ typedef struct {
     unsigned char value[VALUE_MAX];
     size_t len;
     cc_version version;
+    uint64_t fence; /* the highest epoch that loaded it (cache.h, "Epoch fence") */
 } redis_key;
 
 typedef struct {
@@ -562,17 +563,26 @@ static void store_step(sim *s)
             (rk->version.epoch == op.req.version.epoch && rk->version.seq < op.req.version.seq);
         /* A write answers found only when the store kept a newer value. */
         bool found = op.req.kind == CC_STORE_LOAD ? rk->present : !newer;
-        if (op.req.kind == CC_STORE_WRITE && applies && newer) {
+        /* A write asked under an epoch older than a load of the key since
+         * is refused, and says so (DSYNC_EUNAVAILABLE). DSYNC_SIM_NO_FENCE
+         * turns the fence off, to see what it prevents. */
+        bool fenced = op.req.kind == CC_STORE_WRITE && rk->present &&
+                      op.req.epoch < rk->fence && !getenv("DSYNC_SIM_NO_FENCE");
+        if (op.req.kind == CC_STORE_LOAD && applies && rk->present && op.req.epoch > rk->fence)
+            rk->fence = op.req.epoch;
+        if (fenced) fails = true;
+        if (op.req.kind == CC_STORE_WRITE && applies && newer && !fenced) {
             rk->present = true;
             memcpy(rk->value, op.req.value, op.req.len);
             rk->len = op.req.len;
             rk->version = op.req.version;
         }
         snode *nd = &s->nodes[op.node];
-        trace(s, "  store %s %s v(%llu,%llu) for node %d%s%s",
+        trace(s, "  store %s %s v(%llu,%llu) e%llu for node %d%s%s",
               op.req.kind == CC_STORE_LOAD ? "LOAD" : "WRITE", op.req.key,
               (unsigned long long)op.req.version.epoch, (unsigned long long)op.req.version.seq,
-              op.node, fails ? " fails" : "", applies ? "" : " (not applied)");
+              (unsigned long long)op.req.epoch, op.node,
+              fenced ? " fenced" : fails ? " fails" : "", applies || fenced ? "" : " (not applied)");
         if (nd->up && nd->incarnation == op.incarnation) {
             if (fails)
                 cc_store_done(nd->cc, op.req.id, op.req.key, DSYNC_EUNAVAILABLE, false, NULL, 0,
@@ -687,7 +697,6 @@ static void configure(sim *s, uint64_t seed)
     s->cfg.max_bytes = seed % 5 == 0 ? 64 : 0;
     s->cfg.default_ttl_ms = seed % 7 == 0 ? 25 : 0;
     s->cfg.store_retry_ms = 3;
-    s->cfg.op_timeout_ms = seed % 11 == 0 ? 30 : 0;
     s->cfg.ring_vnodes = 16;
     s->lossy_crash = s->cfg.policy == CC_WRITE_BACK || !s->cfg.external_store;
     s->lossy_view = !s->cfg.external_store;
@@ -699,6 +708,12 @@ static void configure(sim *s, uint64_t seed)
     s->p_store_fail = s->cfg.external_store ? 0.03 : 0;
     s->p_loss = seed % 3 == 1 ? 0.003 : 0;
     s->max_delay = 1 + seed % 6;
+    /* Timeouts short enough to fire often in the storm, yet above the
+     * slowest path a calm operation can take, where none may time out: a
+     * GET queued behind its own PUTBACK whose home recalls every member,
+     * stores a dirty value and loads is six hops and three store requests
+     * (a flat 30 ticks fell short of that once in ~30,000 seeds). */
+    s->cfg.op_timeout_ms = seed % 11 == 0 ? 10 * s->max_delay + 30 : 0;
     for (int i = 0; i < s->n; i++)
         s->ids[i] = (uint64_t)i * 7 + 3;
 }

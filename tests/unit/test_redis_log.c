@@ -1206,6 +1206,76 @@ static void load_value(rl_log *rl, const char *key, bool *found, ut_buf *v, uint
     assert_int_equal(rl_cache_load(rl, key, found, v, e, sq), 0);
 }
 
+/* One op through rl_cache_run: a load (store false) or a store, fenced by
+ * fence (0: none); returns the op with its results. */
+static rl_cache_op cache_op(rl_log *rl, bool store, const char *key, const char *value,
+                            uint64_t epoch, uint64_t seq, uint64_t fence, ut_buf *out)
+{
+    out->len = 0;
+    rl_cache_op op = {.store = store, .key = key, .value = value,
+                      .len = value ? strlen(value) : 0, .epoch = epoch, .seq = seq,
+                      .fence = fence, .out = out};
+    assert_int_equal(rl_cache_run(rl, &op, 1), 0);
+    assert_int_equal(op.rc, 0);
+    return op;
+}
+
+/* The epoch fence (lib/cache/cache.h): once a view has loaded a key, a
+ * write asked under an older view changes nothing and says so; the fence
+ * only rises; keys without a value get none; and it works through the
+ * EVAL fallback when Redis lost the scripts. */
+static void test_cache_writes_of_an_ended_view_are_fenced_off_by_a_newer_load(void **state)
+{
+    fixture *f = *state;
+    REQUIRE_REDIS(f);
+    rl_log *rl = open_ok(f->redis.url);
+    ut_buf v;
+    ut_buf_init(&v);
+    rl_cache_op op = cache_op(rl, true, "k", "a", 3, 1, 3, &v);
+    assert_true(op.stored);
+    assert_false(op.fenced);
+    op = cache_op(rl, false, "k", NULL, 0, 0, 4, &v); /* view 4 loads it */
+    assert_true(op.found);
+    assert_memory_equal(v.data, "a", 1);
+    op = cache_op(rl, true, "k", "late", 3, 5, 3, &v); /* view 3's write, landing late */
+    assert_false(op.stored);
+    assert_true(op.fenced);
+    op = cache_op(rl, false, "k", NULL, 0, 0, 2, &v); /* a lower fence changes nothing */
+    assert_memory_equal(v.data, "a", 1);
+    op = cache_op(rl, true, "k", "late", 3, 5, 3, &v);
+    assert_true(op.fenced);
+    /* View 4 storing a dirty value of an older version is no late write. */
+    op = cache_op(rl, true, "k", "dirty", 3, 5, 4, &v);
+    assert_true(op.stored);
+    assert_false(op.fenced);
+    op = cache_op(rl, false, "k", NULL, 0, 0, 0, &v);
+    assert_int_equal(v.len, 5);
+    assert_memory_equal(v.data, "dirty", 5);
+    assert_int_equal(op.out_epoch, 3);
+    assert_int_equal(op.out_seq, 5);
+    /* A key without a value: the load leaves nothing behind, no fence. */
+    op = cache_op(rl, false, "absent", NULL, 0, 0, 9, &v);
+    assert_false(op.found);
+    redisReply *r = admin(f, 0, "EXISTS dsync:c:absent");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    op = cache_op(rl, true, "absent", "x", 1, 1, 1, &v);
+    assert_true(op.stored);
+    /* Both scripts again after Redis lost them. */
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    op = cache_op(rl, false, "absent", NULL, 0, 0, 7, &v);
+    assert_true(op.found);
+    r = admin(f, 0, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    op = cache_op(rl, true, "absent", "y", 1, 2, 6, &v);
+    assert_true(op.fenced);
+    op = cache_op(rl, true, "absent", "y", 1, 2, 7, &v);
+    assert_true(op.stored);
+    ut_buf_free(&v);
+    rl_close(rl);
+}
+
 static void test_cache_values_keep_only_the_highest_version(void **state)
 {
     fixture *f = *state;
@@ -1381,6 +1451,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_topics_lists_every_claimed_topic_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_info_reports_the_aof_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cache_writes_of_an_ended_view_are_fenced_off_by_a_newer_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_values_keep_only_the_highest_version, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_every_script_falls_back_to_eval_when_redis_lost_it,

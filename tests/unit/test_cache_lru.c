@@ -316,6 +316,51 @@ static void test_evicting_m_writes_back_to_an_external_store_before_it_lets_go(v
     cc_node_free(o.n);
 }
 
+/* Every store request names the epoch it was asked under (the store's
+ * fence, cache.h): a write of view 1, and after a view change a load of
+ * view 2; a write refused by the fence (DSYNC_EUNAVAILABLE) is asked again
+ * under the node's epoch of then. */
+static void test_store_requests_carry_the_epoch_they_are_asked_under(void **state)
+{
+    (void)state;
+    one o;
+    start(&o, (cc_config){.external_store = true, .policy = CC_WRITE_THROUGH,
+                          .store_retry_ms = 10});
+    cc_result res;
+    assert_int_equal(cc_put(o.n, "k", "v", 1, 0, o.now, &res), 0);
+    collect(&o);
+    assert_int_equal(o.n_store, 1);
+    assert_int_equal(o.store[0].kind, CC_STORE_WRITE);
+    assert_int_equal(o.store[0].epoch, 1);
+    cc_store_done(o.n, o.store[0].id, "k", DSYNC_EUNAVAILABLE, false, NULL, 0,
+                  (cc_version){0, 0}, o.now);
+    cc_tick(o.n, o.now + 10);
+    collect(&o);
+    assert_int_equal(o.n_store, 2);
+    assert_int_equal(o.store[1].epoch, 1);
+    cc_store_done(o.n, o.store[1].id, "k", 0, false, NULL, 0, (cc_version){0, 0}, o.now);
+    collect(&o);
+    assert_int_equal(o.n_done, 1);
+    assert_int_equal(o.done[0].status, 0);
+
+    uint64_t me = 1;
+    assert_int_equal(cc_set_view(o.n, 2, &me, 1), 0);
+    assert_int_equal(cc_evict(o.n, "k", o.now), 0);
+    collect(&o);
+    o.n_done = 0;
+    assert_int_equal(cc_get(o.n, "k", o.now, &res), 0);
+    assert_false(res.done);
+    collect(&o);
+    assert_int_equal(o.n_store, 3);
+    assert_int_equal(o.store[2].kind, CC_STORE_LOAD);
+    assert_int_equal(o.store[2].epoch, 2);
+    cc_store_done(o.n, o.store[2].id, "k", 0, true, "v", 1, (cc_version){1, 1}, o.now);
+    collect(&o);
+    assert_int_equal(o.n_done, 1);
+    assert_int_equal(o.done[0].status, 0);
+    cc_node_free(o.n);
+}
+
 static void test_write_through_completes_only_once_the_store_has_the_value(void **state)
 {
     one o;
@@ -409,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_lru_counts_bytes_and_pinned_lines_are_never_victims),
         cmocka_unit_test(test_capacity_in_entries_evicts_the_oldest_m_line_with_its_write_back),
         cmocka_unit_test(test_a_touch_from_outside_the_core_counts_as_a_use),
+        cmocka_unit_test(test_store_requests_carry_the_epoch_they_are_asked_under),
         cmocka_unit_test(test_capacity_in_bytes_counts_keys_and_values),
         cmocka_unit_test(test_an_expired_line_is_a_miss_and_the_value_is_fetched_again),
         cmocka_unit_test(test_evicting_m_writes_back_to_an_external_store_before_it_lets_go),

@@ -177,6 +177,9 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
             ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent a malformed raft message", from);
             return;
         }
+        /* Whether our answers ask the leader for each new commit index
+         * at once: only while callers here wait on one. */
+        raft_set_waiting(n->raft, n->writes || n->reads || n->confs || n->parked);
         /* The sender is who the connection's HELLO said, nobody else. */
         if (m.from != from || raft_step(n->raft, &m) != 0)
             ut_log(&n->log, DSYNC_LOG_WARN, "peer %" PRIu64 " sent an invalid raft message", from);
@@ -259,7 +262,11 @@ uint64_t nd_propose_internal(dsync_node *n, fsm_cmd *cmd)
     cmd->origin = n->cfg.node_id;
     cmd->seq = 0;
     uint64_t index;
-    return propose_cmd(n, cmd, &index) == 0 ? index : 0;
+    if (propose_cmd(n, cmd, &index) != 0) return 0;
+    /* Lease expiries and views concern every replica, not only the
+     * followers where callers wait: all hear of their commit at once. */
+    raft_tell_commit_at(n->raft, index);
+    return index;
 }
 
 int nd_read(dsync_node *n, nd_call *call)

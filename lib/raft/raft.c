@@ -98,6 +98,7 @@ void raft_send(raft *r, raft_msg m)
     }
     m.from = r->cfg.id;
     if (!m.term) m.term = r->term;
+    if (m.type == RAFT_MSG_APPEND_RESP || m.type == RAFT_MSG_HEARTBEAT_RESP) m.waiting = r->waiting;
     r->out[r->n_out++] = m;
 }
 
@@ -120,12 +121,27 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 static void send_append(raft *r, progress *p, bool allow_empty);
 
 /* Sends what each follower lacks; with commit_changed, an empty append to
- * those that lack nothing, so they learn the new commit index now rather
- * than at the next heartbeat (their callers are waiting on it). */
+ * those that lack nothing but have not heard this commit index and either
+ * have callers waiting (raft_set_waiting) or have not heard one that
+ * raft_tell_commit_at asked for, so they learn it now rather than with
+ * the next entries or heartbeat. */
 static void bcast_append(raft *r, bool commit_changed)
 {
-    for (size_t i = 0; i < r->n; i++)
-        if (r->pr[i].id != r->cfg.id) send_append(r, &r->pr[i], commit_changed);
+    for (size_t i = 0; i < r->n; i++) {
+        progress *p = &r->pr[i];
+        if (p->id == r->cfg.id) continue;
+        bool tell = commit_changed && p->sent_commit < r->commit &&
+                    (p->waiting || p->sent_commit < r->tell_all_until);
+        send_append(r, p, tell);
+    }
+}
+
+/* An answer from p said whether callers wait there; one that waits and
+ * has not heard the commit index is told at the next ready. */
+static void note_waiting(raft *r, progress *p, const raft_msg *m)
+{
+    p->waiting = m->waiting;
+    if (p->waiting && p->sent_commit < r->commit) r->bcast_commit = true;
 }
 
 static void become_leader(raft *r)
@@ -143,6 +159,8 @@ static void become_leader(raft *r)
         p->inflight = 0;
         p->recent_active = true;
         p->read_ack = 0;
+        p->sent_commit = 0;
+        p->waiting = true; /* until its first answer says */
     }
     r->read_round = 0;
     /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
@@ -231,6 +249,7 @@ static void send_append(raft *r, progress *p, bool allow_empty)
                             .commit = r->commit,
                             .entries = ents,
                             .n_entries = count});
+    if (p->sent_commit < r->commit) p->sent_commit = r->commit;
     if (p->state == PR_PROBE) {
         p->probe_sent = true;
     } else if (count) {
@@ -328,6 +347,7 @@ static void handle_append(raft *r, const raft_msg *m)
 static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
 {
     p->recent_active = true;
+    note_waiting(r, p, m);
     if (p->state == PR_SNAPSHOT) {
         /* Only the answer to the snapshot moves it on; older answers say
          * no more than what the snapshot will. */
@@ -494,6 +514,7 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_HEARTBEAT_RESP:
         if (p && r->role == RAFT_LEADER) {
             p->recent_active = true;
+            note_waiting(r, p, m);
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
                 raft_release_reads(r);
@@ -702,6 +723,7 @@ raft *raft_new(const raft_config *cfg)
     raft *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->cfg = *cfg;
+    r->waiting = true; /* until raft_set_waiting says otherwise */
     r->cfg.members = NULL;
     r->cfg.entries = NULL;
     r->cfg.snapshot = NULL;
@@ -819,4 +841,14 @@ const char *raft_role_name(raft_role role)
 {
     static const char *const names[] = {"follower", "precandidate", "candidate", "leader"};
     return role <= RAFT_LEADER ? names[role] : "unknown";
+}
+
+void raft_set_waiting(raft *r, bool waiting)
+{
+    r->waiting = waiting;
+}
+
+void raft_tell_commit_at(raft *r, uint64_t index)
+{
+    if (index > r->tell_all_until) r->tell_all_until = index;
 }

@@ -87,6 +87,8 @@ typedef struct {
                           append resp: last index matched (or rejected) */
     uint64_t commit;
     bool reject;
+    bool waiting;         /* append/heartbeat resp: the follower has callers
+                             waiting on the commit index (raft_set_waiting) */
     uint64_t reject_hint; /* append resp: where the leader should probe */
     uint64_t context;     /* heartbeats: read round; read index: request id */
     raft_entry *entries;
@@ -188,6 +190,21 @@ int raft_step(raft *r, const raft_msg *m);
  * leader. DSYNC_EUNAVAILABLE when there is no leader (or the leader has not
  * yet committed an entry of its term): retry. */
 int raft_read_index(raft *r, uint64_t context);
+
+/* Whether this node has callers waiting for entries to commit and apply
+ * (a write it forwarded, a blocked acquire, a read past its applied
+ * index): it says so in its answers to the leader. A leader tells a
+ * follower of a new commit index at once, with an empty append, only
+ * while the follower's latest answer said it waits; the others learn it
+ * with the next entries or heartbeat. Under light load that spares two
+ * messages a commit, and the wake-ups of two loops, which nobody needs.
+ * A node that never calls this waits always (every follower hears every
+ * commit at once). */
+void raft_set_waiting(raft *r, bool waiting);
+/* Leader: every follower, waiting or not, is told at once of a commit
+ * index that reaches index (an entry every replica should apply soon,
+ * such as a new membership view). */
+void raft_tell_commit_at(raft *r, uint64_t index);
 
 /* Log compaction (§7): the node has saved a snapshot of its state machine
  * as of applied index `index`; the log up to there is dropped and `data`

@@ -21,6 +21,8 @@ typedef struct {
     bool recent_active; /* heard from within this election timeout */
     bool vote_granted, vote_answered;
     uint64_t hb_match;         /* match at the previous heartbeat answer */
+    uint64_t sent_commit;      /* the commit index last sent to it */
+    bool waiting;              /* its latest answer said callers wait there */
     uint64_t read_ack;         /* highest read round this follower confirmed */
     uint64_t pending_snapshot; /* snapshot: the index sent */
     unsigned snapshot_wait;    /* snapshot: heartbeat answers since it was sent */
@@ -65,6 +67,8 @@ struct raft {
 
     unsigned elapsed, heartbeat_elapsed, timeout;
     bool bcast_entries, bcast_commit; /* leader: appends to send at the next ready */
+    bool waiting;                     /* raft_set_waiting: said in our answers */
+    uint64_t tell_all_until;          /* raft_tell_commit_at: the highest index asked */
     uint64_t rng;
 
     raft_msg *out;

@@ -42,6 +42,7 @@ void raft_bcast_heartbeat(raft *r)
         progress *p = &r->pr[i];
         if (p->id == r->cfg.id) continue;
         uint64_t c = p->match < r->commit ? p->match : r->commit;
+        if (p->sent_commit < c) p->sent_commit = c;
         raft_send(
             r, (raft_msg){
                    .type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c, .context = r->read_round});

@@ -532,6 +532,10 @@ static void deliver_due(sim *s)
         if (to->up && !s->cut[p.to]) {
             raft_msg m;
             assert_int_equal(raft_msg_decode(p.bytes, p.len, &m), 0);
+            /* Callers wait on this node or not, at random: followers
+             * that do not hear each commit at once (raft_set_waiting).
+             * Scripted cases keep the default: every node waits. */
+            if (!s->scripted) raft_set_waiting(to->r, rnd(s) & 1);
             raft_step(to->r, &m);
             raft_msg_free_entries(&m);
         }
@@ -1283,6 +1287,90 @@ static void test_a_stale_rejection_does_not_stop_the_pipeline(void **state)
     free_sim(&s);
 }
 
+/* A follower hears a new commit index at once (an empty append) only
+ * while its answers say callers wait there (raft_set_waiting), or when the
+ * leader asked for it (raft_tell_commit_at); one that waits for nothing
+ * learns it with the next entries or heartbeat. A follower whose callers
+ * began to wait after the commit is told when its next answer says so. */
+static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_there(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 41);
+    elect(&s, 0);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    uint64_t lowest, v = 1, index;
+    /* The leader learns each follower's flag from its answers. */
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, true);
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[2].r), index);
+
+    /* An entry both acknowledge: at its commit, only node 3 is told. */
+    v = 2;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    s.now += 4;
+    deliver_due(&s);
+    process_and_write(&s, 1);
+    process_and_write(&s, 2);
+    s.now += 4;
+    deliver_due(&s);
+    process_ready(&s, 0);
+    assert_int_equal(raft_commit_index(leader), index);
+    assert_int_equal(appends_to(&s, 1, &lowest), 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[2].r), index);
+    assert_true(raft_commit_index(s.nodes[1].r) < index);
+    /* A heartbeat tells node 2 too. */
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), index);
+
+    /* Node 2's callers begin to wait while its answer is still on its
+     * way: the commit (on node 3's answer) is not sent to it, its answer
+     * then says it waits, and it is told. */
+    v = 3;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    s.now += 4;
+    raft_set_waiting(s.nodes[1].r, true);
+    deliver_due(&s);
+    process_and_write(&s, 2);
+    s.now += 4;
+    deliver_due(&s);
+    process_ready(&s, 0);
+    assert_int_equal(raft_commit_index(leader), index);
+    assert_int_equal(appends_to(&s, 1, &lowest), 0);
+    process_and_write(&s, 1);
+    s.now += 4;
+    deliver_due(&s);
+    process_ready(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), index);
+
+    /* Nobody waits anywhere, but the leader asks that every follower hear
+     * of this entry's commit (raft_tell_commit_at): both are told. */
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, false);
+    v = 4;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    settle(&s);
+    assert_true(raft_commit_index(s.nodes[1].r) < index);
+    assert_true(raft_commit_index(s.nodes[2].r) < index);
+    v = 5;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    raft_tell_commit_at(leader, index);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), index);
+    assert_int_equal(raft_commit_index(s.nodes[2].r), index);
+    free_sim(&s);
+}
+
 static void test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced(void **state)
 {
     sim s;
@@ -1491,6 +1579,7 @@ int main(void)
         cmocka_unit_test(test_a_deposed_leader_that_does_not_know_it_answers_no_read),
         cmocka_unit_test(test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced),
         cmocka_unit_test(test_a_stale_rejection_does_not_stop_the_pipeline),
+        cmocka_unit_test(test_a_follower_hears_each_commit_at_once_only_while_callers_wait_there),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_async_a_leader_counts_itself_only_once_its_own_write_is_durable),

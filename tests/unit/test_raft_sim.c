@@ -1287,6 +1287,25 @@ static void test_a_stale_rejection_does_not_stop_the_pipeline(void **state)
     free_sim(&s);
 }
 
+/* Leader 0 proposes v; the append reaches both followers; node 3's ack
+ * (and node 2's, with node2_answers) reaches the leader, which commits
+ * and processes its ready. Returns the entry's index. */
+static uint64_t propose_to_commit(sim *s, uint64_t v, bool node2_answers)
+{
+    uint64_t index;
+    assert_int_equal(raft_propose(s->nodes[0].r, &v, sizeof v, &index), 0);
+    process_and_write(s, 0);
+    s->now += 4;
+    deliver_due(s);
+    if (node2_answers) process_and_write(s, 1);
+    process_and_write(s, 2);
+    s->now += 4;
+    deliver_due(s);
+    process_ready(s, 0);
+    assert_int_equal(raft_commit_index(s->nodes[0].r), index);
+    return index;
+}
+
 /* A follower hears a new commit index at once (an empty append) only
  * while its answers say callers wait there (raft_set_waiting), or when the
  * leader asked for it (raft_tell_commit_at); one that waits for nothing
@@ -1309,17 +1328,7 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     assert_int_equal(raft_commit_index(s.nodes[2].r), index);
 
     /* An entry both acknowledge: at its commit, only node 3 is told. */
-    v = 2;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
-    s.now += 4;
-    deliver_due(&s);
-    process_and_write(&s, 1);
-    process_and_write(&s, 2);
-    s.now += 4;
-    deliver_due(&s);
-    process_ready(&s, 0);
-    assert_int_equal(raft_commit_index(leader), index);
+    index = propose_to_commit(&s, 2, true);
     assert_int_equal(appends_to(&s, 1, &lowest), 0);
     assert_int_equal(appends_to(&s, 2, &lowest), 1);
     settle(&s);
@@ -1333,17 +1342,8 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     /* Node 2's callers begin to wait while its answer is still on its
      * way: the commit (on node 3's answer) is not sent to it, its answer
      * then says it waits, and it is told. */
-    v = 3;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
-    s.now += 4;
     raft_set_waiting(s.nodes[1].r, true);
-    deliver_due(&s);
-    process_and_write(&s, 2);
-    s.now += 4;
-    deliver_due(&s);
-    process_ready(&s, 0);
-    assert_int_equal(raft_commit_index(leader), index);
+    index = propose_to_commit(&s, 3, false);
     assert_int_equal(appends_to(&s, 1, &lowest), 0);
     process_and_write(&s, 1);
     s.now += 4;

@@ -194,7 +194,13 @@ static void on_frame(void *ctx, uint64_t from, uint8_t type, const void *payload
             return;
         }
         /* A node removed from the cluster takes no writes any more. */
-        if (!nd_is_member(n, from) || propose_cmd(n, &cmd, NULL) != 0) send_refusal(n, from, cmd.seq);
+        uint64_t index;
+        if (!nd_is_member(n, from) || propose_cmd(n, &cmd, &index) != 0) {
+            send_refusal(n, from, cmd.seq);
+            return;
+        }
+        /* Its caller waits there: it hears of the commit at once. */
+        raft_peer_wants_commit(n->raft, from, index);
         return;
     }
     case ND_FRAME_PROPOSE_REFUSED: {
@@ -374,6 +380,13 @@ static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
     }
 }
 
+/* Whether a ready commits the view this leader proposed. */
+static bool commits_view(const dsync_node *n, const raft_ready *rd)
+{
+    return n->view_index && rd->n_committed &&
+           rd->committed[rd->n_committed - 1].index >= n->view_index;
+}
+
 /* Whether a ready sends entries or a snapshot to a follower. */
 static bool carries_entries(const raft_ready *rd)
 {
@@ -477,8 +490,12 @@ void nd_raft_process(dsync_node *n)
          * that only tells followers a new commit index (or beats) answers
          * its callers first: the two loopback sends wake two follower
          * loops, which on a small machine take the CPUs the woken callers
-         * need, and the followers' copies gain nothing by going first. */
-        bool sends_first = rd.role == RAFT_LEADER && n->net && carries_entries(&rd);
+         * need, and the followers' copies gain nothing by going first.
+         * Except when it commits this leader's view: applying that may
+         * take Redis round trips (queue topics move), and every replica
+         * waits to hear of it. */
+        bool sends_first = rd.role == RAFT_LEADER && n->net &&
+                           (carries_entries(&rd) || commits_view(n, &rd));
         if (sends_first) {
             send_msgs(n, &rd, true);
             nt_tick(n->net, ut_now_ms());
@@ -492,7 +509,10 @@ void nd_raft_process(dsync_node *n)
         if (rd.conf_changed) nd_set_members(n, rd.conf, rd.conf_len);
         for (size_t i = 0; i < rd.n_committed; i++)
             apply_entry(n, &rd.committed[i]);
-        if (rd.role == RAFT_LEADER && !sends_first) send_msgs(n, &rd, true);
+        if (rd.role == RAFT_LEADER && !sends_first && n->net) {
+            send_msgs(n, &rd, true);
+            nt_tick(n->net, ut_now_ms()); /* not behind the rest of the round */
+        }
         for (size_t i = 0; i < rd.n_reads; i++)
             for (nd_call *c = n->reads; c; c = c->next)
                 if (c->read_ctx == rd.reads[i].context) c->read_index = rd.reads[i].index;

@@ -2,7 +2,7 @@
  * codec.c: Raft messages on the wire.
  *
  * u8 version | u8 type | u64 from, to, term, log_term, index, commit,
- * reject_hint, context | u8 flags (1 reject, 2 waiting) | u32 n_entries | entries: u64 index, u64 term,
+ * reject_hint, context | u8 reject | u32 n_entries | entries: u64 index, u64 term,
  * u8 type, u32 length, bytes | u32 snapshot length, bytes | u32 configuration
  * length, bytes (the last two only in a snapshot message). Little-endian. Decoding checks every
  * length against what is left and refuses trailing bytes.
@@ -28,7 +28,7 @@ int raft_msg_encode(const raft_msg *m, ut_buf *b)
     ut_buf_put_le(b, m->commit, 8);
     ut_buf_put_le(b, m->reject_hint, 8);
     ut_buf_put_le(b, m->context, 8);
-    ut_buf_put_le(b, (m->reject ? 1u : 0u) | (m->waiting ? 2u : 0u), 1);
+    ut_buf_put_le(b, m->reject ? 1 : 0, 1);
     ut_buf_put_le(b, m->n_entries, 4);
     for (size_t i = 0; i < m->n_entries; i++) {
         const raft_entry *e = &m->entries[i];
@@ -87,14 +87,13 @@ int raft_msg_decode(const void *data, size_t len, raft_msg *m)
     m->commit = ut_read_le(&r, 8);
     m->reject_hint = ut_read_le(&r, 8);
     m->context = ut_read_le(&r, 8);
-    uint64_t flags = ut_read_le(&r, 1);
+    uint64_t reject = ut_read_le(&r, 1);
     uint64_t n = ut_read_le(&r, 4);
     /* Each entry takes at least 21 bytes: a count beyond that is a lie. */
-    if (r.bad || type < RAFT_MSG_VOTE || type >= RAFT_MSG_MAX_ || flags > 3 ||
+    if (r.bad || type < RAFT_MSG_VOTE || type >= RAFT_MSG_MAX_ || reject > 1 ||
         n > RAFT_MAX_ENTRIES_PER_MSG || n > r.left / 21)
         return DSYNC_ECORRUPT;
-    m->reject = flags & 1;
-    m->waiting = (flags & 2) != 0;
+    m->reject = reject == 1;
     if (n) {
         m->entries = calloc((size_t)n, sizeof *m->entries);
         if (!m->entries) return DSYNC_ENOMEM;

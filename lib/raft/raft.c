@@ -98,7 +98,8 @@ void raft_send(raft *r, raft_msg m)
     }
     m.from = r->cfg.id;
     if (!m.term) m.term = r->term;
-    if (m.type == RAFT_MSG_APPEND_RESP || m.type == RAFT_MSG_HEARTBEAT_RESP) m.waiting = r->waiting;
+    if (m.type == RAFT_MSG_APPEND_RESP || m.type == RAFT_MSG_HEARTBEAT_RESP)
+        m.commit = r->waiting ? 1 : 0; /* whether callers wait here */
     r->out[r->n_out++] = m;
 }
 
@@ -120,28 +121,31 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 
 static void send_append(raft *r, progress *p, bool allow_empty);
 
+/* Whether p is owed an empty append for the commit index: it has not
+ * heard it, and callers wait there or it is to hear of an index it has
+ * not heard committed. */
+static bool commit_owed(const raft *r, const progress *p)
+{
+    return p->sent_commit < r->commit && (p->waiting || p->sent_commit < p->wants);
+}
+
 /* Sends what each follower lacks; with commit_changed, an empty append to
- * those that lack nothing but have not heard this commit index and either
- * have callers waiting (raft_set_waiting) or have not heard one that
- * raft_tell_commit_at asked for, so they learn it now rather than with
- * the next entries or heartbeat. */
+ * those that lack nothing but are owed the new commit index, so they learn
+ * it now rather than with the next entries or heartbeat. */
 static void bcast_append(raft *r, bool commit_changed)
 {
     for (size_t i = 0; i < r->n; i++) {
         progress *p = &r->pr[i];
-        if (p->id == r->cfg.id) continue;
-        bool tell = commit_changed && p->sent_commit < r->commit &&
-                    (p->waiting || p->sent_commit < r->tell_all_until);
-        send_append(r, p, tell);
+        if (p->id != r->cfg.id) send_append(r, p, commit_changed && commit_owed(r, p));
     }
 }
 
-/* An answer from p said whether callers wait there; one that waits and
- * has not heard the commit index is told at the next ready. */
-static void note_waiting(raft *r, progress *p, const raft_msg *m)
+/* An answer from p says whether callers wait there; if that makes it
+ * owed the commit index, it is told at the next ready. */
+static void note_answer(raft *r, progress *p, const raft_msg *m)
 {
-    p->waiting = m->waiting;
-    if (p->waiting && p->sent_commit < r->commit) r->bcast_commit = true;
+    p->waiting = m->commit != 0;
+    if (commit_owed(r, p)) r->bcast_commit = true;
 }
 
 static void become_leader(raft *r)
@@ -161,6 +165,9 @@ static void become_leader(raft *r)
         p->read_ack = 0;
         p->sent_commit = 0;
         p->waiting = true; /* until its first answer says */
+        /* Everyone hears of the no-op's commit (and of what it commits
+         * of earlier terms) at once: index r->last + 1, appended below. */
+        p->wants = r->last + 1;
     }
     r->read_round = 0;
     /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
@@ -347,7 +354,7 @@ static void handle_append(raft *r, const raft_msg *m)
 static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
 {
     p->recent_active = true;
-    note_waiting(r, p, m);
+    note_answer(r, p, m);
     if (p->state == PR_SNAPSHOT) {
         /* Only the answer to the snapshot moves it on; older answers say
          * no more than what the snapshot will. */
@@ -514,7 +521,7 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_HEARTBEAT_RESP:
         if (p && r->role == RAFT_LEADER) {
             p->recent_active = true;
-            note_waiting(r, p, m);
+            note_answer(r, p, m);
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
                 raft_release_reads(r);
@@ -850,5 +857,12 @@ void raft_set_waiting(raft *r, bool waiting)
 
 void raft_tell_commit_at(raft *r, uint64_t index)
 {
-    if (index > r->tell_all_until) r->tell_all_until = index;
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].wants < index) r->pr[i].wants = index;
+}
+
+void raft_peer_wants_commit(raft *r, uint64_t id, uint64_t index)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].id == id && r->pr[i].wants < index) r->pr[i].wants = index;
 }

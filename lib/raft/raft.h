@@ -85,10 +85,11 @@ typedef struct {
     uint64_t log_term; /* vote: last log term; append: term at index */
     uint64_t index;    /* vote: last log index; append: entry before entries;
                           append resp: last index matched (or rejected) */
-    uint64_t commit;
+    uint64_t commit;   /* append, heartbeat: the leader's commit index (at most
+                          what the follower matches); append resp, heartbeat
+                          resp: 1 when callers wait at the follower, else 0
+                          (raft_set_waiting) */
     bool reject;
-    bool waiting;         /* append/heartbeat resp: the follower has callers
-                             waiting on the commit index (raft_set_waiting) */
     uint64_t reject_hint; /* append resp: where the leader should probe */
     uint64_t context;     /* heartbeats: read round; read index: request id */
     raft_entry *entries;
@@ -193,18 +194,25 @@ int raft_read_index(raft *r, uint64_t context);
 
 /* Whether this node has callers waiting for entries to commit and apply
  * (a write it forwarded, a blocked acquire, a read past its applied
- * index): it says so in its answers to the leader. A leader tells a
- * follower of a new commit index at once, with an empty append, only
- * while the follower's latest answer said it waits; the others learn it
- * with the next entries or heartbeat. Under light load that spares two
- * messages a commit, and the wake-ups of two loops, which nobody needs.
- * A node that never calls this waits always (every follower hears every
- * commit at once). */
+ * index): it says so in its answers to the leader (their commit field).
+ * A leader tells a follower of a new commit index at once, with an empty
+ * append, only while the follower's latest answer said it waits, or up
+ * to an index raft_tell_commit_at or raft_peer_wants_commit named; the
+ * others learn it with the next entries or heartbeat (one heartbeat_tick
+ * at most). Under light load that spares
+ * two messages a commit, and the wake-ups of two loops, which nobody
+ * needs. A node that never calls this waits always. An older follower
+ * that leaves the field 0 is treated as never waiting: during a rolling
+ * upgrade its callers may wait up to a heartbeat longer. */
 void raft_set_waiting(raft *r, bool waiting);
-/* Leader: every follower, waiting or not, is told at once of a commit
- * index that reaches index (an entry every replica should apply soon,
- * such as a new membership view). */
+/* Leader: every follower is told at once of a commit index that reaches
+ * index (an entry every replica should apply soon, such as a new
+ * membership view). */
 void raft_tell_commit_at(raft *r, uint64_t index);
+/* Leader: follower `id` is told at once of a commit index that reaches
+ * index (an entry proposed for it: its caller waits). Unknown ids are
+ * ignored. */
+void raft_peer_wants_commit(raft *r, uint64_t id, uint64_t index);
 
 /* Log compaction (§7): the node has saved a snapshot of its state machine
  * as of applied index `index`; the log up to there is dropped and `data`

@@ -21,8 +21,10 @@ typedef struct {
     bool recent_active; /* heard from within this election timeout */
     bool vote_granted, vote_answered;
     uint64_t hb_match;         /* match at the previous heartbeat answer */
-    uint64_t sent_commit;      /* the commit index last sent to it */
+    uint64_t sent_commit;      /* the highest commit index sent to it */
     bool waiting;              /* its latest answer said callers wait there */
+    uint64_t wants;            /* the highest index it is to hear committed at once
+                                  (raft_tell_commit_at, raft_peer_wants_commit) */
     uint64_t read_ack;         /* highest read round this follower confirmed */
     uint64_t pending_snapshot; /* snapshot: the index sent */
     unsigned snapshot_wait;    /* snapshot: heartbeat answers since it was sent */
@@ -68,7 +70,6 @@ struct raft {
     unsigned elapsed, heartbeat_elapsed, timeout;
     bool bcast_entries, bcast_commit; /* leader: appends to send at the next ready */
     bool waiting;                     /* raft_set_waiting: said in our answers */
-    uint64_t tell_all_until;          /* raft_tell_commit_at: the highest index asked */
     uint64_t rng;
 
     raft_msg *out;

@@ -630,8 +630,15 @@ static void step(sim *s, bool faults)
     deliver_due(s);
     int l = leader_index(s);
     if (l >= 0 && chance(s, 0.3)) {
-        uint64_t v = ++s->next_value;
-        raft_propose(s->nodes[l].r, &v, sizeof v, NULL);
+        uint64_t v = ++s->next_value, index;
+        if (raft_propose(s->nodes[l].r, &v, sizeof v, &index) == 0) {
+            /* Now and then the entry is one a follower's caller waits
+             * for, or one every replica should hear of at once. */
+            if (chance(s, 0.2))
+                raft_peer_wants_commit(s->nodes[l].r, s->ids[rnd(s) % (uint64_t)s->n], index);
+            else if (chance(s, 0.05))
+                raft_tell_commit_at(s->nodes[l].r, index);
+        }
     }
     if (l >= 0 && chance(s, s->p_conf)) {
         /* Add a node that is out, or take one out: one at a time. */
@@ -1306,11 +1313,12 @@ static uint64_t propose_to_commit(sim *s, uint64_t v, bool node2_answers)
     return index;
 }
 
-/* A follower hears a new commit index at once (an empty append) only
- * while its answers say callers wait there (raft_set_waiting), or when the
- * leader asked for it (raft_tell_commit_at); one that waits for nothing
- * learns it with the next entries or heartbeat. A follower whose callers
- * began to wait after the commit is told when its next answer says so. */
+/* A follower hears a new commit index at once (an empty append) only up
+ * to what its answers asked for (raft_set_waiting: callers wait there),
+ * or what the leader named (raft_tell_commit_at, raft_peer_wants_commit);
+ * one that waits for nothing learns it with the next entries or
+ * heartbeat. A follower whose callers began to wait after the commit is
+ * told when its next answer says so. */
 static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_there(void **state)
 {
     (void)state;
@@ -1368,6 +1376,16 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
     assert_int_equal(raft_commit_index(s.nodes[2].r), index);
+
+    /* An entry proposed for node 2 (a write it forwarded): node 2 alone
+     * is told (raft_peer_wants_commit), though its answers said nothing
+     * waits. */
+    v = 6;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    raft_peer_wants_commit(leader, 2, index);
+    settle(&s);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), index);
+    assert_true(raft_commit_index(s.nodes[2].r) < index);
     free_sim(&s);
 }
 

@@ -494,8 +494,8 @@ void nd_raft_process(dsync_node *n)
          * Except when it commits this leader's view: applying that may
          * take Redis round trips (queue topics move), and every replica
          * waits to hear of it. */
-        bool sends_first = rd.role == RAFT_LEADER && n->net &&
-                           (carries_entries(&rd) || commits_view(n, &rd));
+        bool sends_first =
+            rd.role == RAFT_LEADER && n->net && (carries_entries(&rd) || commits_view(n, &rd));
         if (sends_first) {
             send_msgs(n, &rd, true);
             nt_tick(n->net, ut_now_ms());

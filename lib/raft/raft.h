@@ -199,11 +199,11 @@ int raft_read_index(raft *r, uint64_t context);
  * append, only while the follower's latest answer said it waits, or up
  * to an index raft_tell_commit_at or raft_peer_wants_commit named; the
  * others learn it with the next entries or heartbeat (one heartbeat_tick
- * at most). Under light load that spares
- * two messages a commit, and the wake-ups of two loops, which nobody
- * needs. A node that never calls this waits always. An older follower
- * that leaves the field 0 is treated as never waiting: during a rolling
- * upgrade its callers may wait up to a heartbeat longer. */
+ * at most). Under light load that spares two messages a commit, and the
+ * wake-ups of two loops, which nobody needs. A node that never calls this
+ * waits always. An older follower that leaves the field 0 is treated as
+ * never waiting: during a rolling upgrade its callers may wait up to a
+ * heartbeat longer. */
 void raft_set_waiting(raft *r, bool waiting);
 /* Leader: every follower is told at once of a commit index that reaches
  * index (an entry every replica should apply soon, such as a new

@@ -1255,8 +1255,13 @@ static void test_a_stale_rejection_does_not_stop_the_pipeline(void **state)
     uint64_t match = raft_match_index(leader, 2);
     assert_int_equal(match, raft_last_index(leader));
     assert_true(match >= 3);
-    raft_msg stale = {.type = RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = raft_term(leader),
-                      .index = match - 2, .reject = true, .reject_hint = match - 3};
+    raft_msg stale = {.type = RAFT_MSG_APPEND_RESP,
+                      .from = 2,
+                      .to = 1,
+                      .term = raft_term(leader),
+                      .index = match - 2,
+                      .reject = true,
+                      .reject_hint = match - 3};
     assert_int_equal(raft_step(leader, &stale), 0);
     process_ready(&s, 0);
     uint64_t lowest;

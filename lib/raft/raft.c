@@ -122,11 +122,12 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 static void send_append(raft *r, progress *p, bool allow_empty);
 
 /* Whether p is owed an empty append for the commit index: it has not
- * heard it, and callers wait there or it is to hear of an index it has
- * not heard committed. */
+ * heard it, and callers wait there or the index it is to hear of
+ * (wants) has now committed. */
 static bool commit_owed(const raft *r, const progress *p)
 {
-    return p->sent_commit < r->commit && (p->waiting || p->sent_commit < p->wants);
+    return p->sent_commit < r->commit &&
+           (p->waiting || (p->sent_commit < p->wants && p->wants <= r->commit));
 }
 
 /* Sends what each follower lacks; with commit_changed, an empty append to

@@ -380,22 +380,6 @@ static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
     }
 }
 
-/* Whether a ready commits the view this leader proposed. */
-static bool commits_view(const dsync_node *n, const raft_ready *rd)
-{
-    return n->view_index && rd->n_committed &&
-           rd->committed[rd->n_committed - 1].index >= n->view_index;
-}
-
-/* Whether a ready sends entries or a snapshot to a follower. */
-static bool carries_entries(const raft_ready *rd)
-{
-    if (rd->has_snapshot || rd->n_entries) return true;
-    for (size_t i = 0; i < rd->n_msgs; i++)
-        if (rd->msgs[i].n_entries || rd->msgs[i].type == RAFT_MSG_SNAPSHOT) return true;
-    return false;
-}
-
 static void apply_entry(dsync_node *n, const raft_entry *e)
 {
     n->applied = e->index;
@@ -485,20 +469,9 @@ void nd_raft_process(dsync_node *n)
             nd_log_drain(n);
             if (n->store_broken || !restore_snapshot(n, &rd.snapshot)) return;
         }
-        /* Entries for followers go out now, before this round applies and
-         * answers: their disks are what the next commit waits for. A round
-         * that only tells followers a new commit index (or beats) answers
-         * its callers first: the two loopback sends wake two follower
-         * loops, which on a small machine take the CPUs the woken callers
-         * need, and the followers' copies gain nothing by going first.
-         * Except when it commits this leader's view: applying that may
-         * take Redis round trips (queue topics move), and every replica
-         * waits to hear of it. */
-        bool sends_first =
-            rd.role == RAFT_LEADER && n->net && (carries_entries(&rd) || commits_view(n, &rd));
-        if (sends_first) {
+        if (rd.role == RAFT_LEADER && n->net) {
             send_msgs(n, &rd, true);
-            nt_tick(n->net, ut_now_ms());
+            nt_tick(n->net, ut_now_ms()); /* out now, before this round applies and answers */
         }
         if (persist(n, &rd) != 0) {
             nd_raft_broken(n, "writing the log");
@@ -509,10 +482,6 @@ void nd_raft_process(dsync_node *n)
         if (rd.conf_changed) nd_set_members(n, rd.conf, rd.conf_len);
         for (size_t i = 0; i < rd.n_committed; i++)
             apply_entry(n, &rd.committed[i]);
-        if (rd.role == RAFT_LEADER && !sends_first && n->net) {
-            send_msgs(n, &rd, true);
-            nt_tick(n->net, ut_now_ms()); /* not behind the rest of the round */
-        }
         for (size_t i = 0; i < rd.n_reads; i++)
             for (nd_call *c = n->reads; c; c = c->next)
                 if (c->read_ctx == rd.reads[i].context) c->read_index = rd.reads[i].index;

@@ -856,14 +856,19 @@ void raft_set_waiting(raft *r, bool waiting)
     r->waiting = waiting;
 }
 
-void raft_tell_commit_at(raft *r, uint64_t index)
+/* Follower id (0: every follower) is to hear at once of index's commit. */
+static void want_commit(raft *r, uint64_t id, uint64_t index)
 {
     for (size_t i = 0; i < r->n; i++)
-        if (r->pr[i].wants < index) r->pr[i].wants = index;
+        if ((id == 0 || r->pr[i].id == id) && r->pr[i].wants < index) r->pr[i].wants = index;
+}
+
+void raft_tell_commit_at(raft *r, uint64_t index)
+{
+    want_commit(r, 0, index);
 }
 
 void raft_peer_wants_commit(raft *r, uint64_t id, uint64_t index)
 {
-    for (size_t i = 0; i < r->n; i++)
-        if (r->pr[i].id == id && r->pr[i].wants < index) r->pr[i].wants = index;
+    if (id) want_commit(r, id, index);
 }

@@ -196,22 +196,20 @@ int raft_read_index(raft *r, uint64_t context);
  * (a write it forwarded, a blocked acquire, a read past its applied
  * index): it says so in its answers to the leader (their commit field).
  * A leader tells a follower of a new commit index at once, with an empty
- * append, only while the follower's latest answer said it waits, or up
- * to an index raft_tell_commit_at or raft_peer_wants_commit named; the
- * others learn it with the next entries or heartbeat (one heartbeat_tick
- * at most). Under light load that spares two messages a commit, and the
+ * append, only while the follower's latest answer said it waits, or once
+ * an index raft_tell_commit_at or raft_peer_wants_commit named for it
+ * has committed; the others learn it with the next entries or heartbeat
+ * (one heartbeat_tick at most). Under light load that spares two messages a commit, and the
  * wake-ups of two loops, which nobody needs. A node that never calls this
  * waits always. An older follower that leaves the field 0 is treated as
  * never waiting: during a rolling upgrade its callers may wait up to a
  * heartbeat longer. */
 void raft_set_waiting(raft *r, bool waiting);
-/* Leader: every follower is told at once of a commit index that reaches
- * index (an entry every replica should apply soon, such as a new
- * membership view). */
+/* Leader: every follower is told at once when index commits (an entry
+ * every replica should apply soon, such as a new membership view). */
 void raft_tell_commit_at(raft *r, uint64_t index);
-/* Leader: follower `id` is told at once of a commit index that reaches
- * index (an entry proposed for it: its caller waits). Unknown ids are
- * ignored. */
+/* Leader: follower `id` is told at once when index commits (an entry
+ * proposed for it: its caller waits). Unknown ids are ignored. */
 void raft_peer_wants_commit(raft *r, uint64_t id, uint64_t index);
 
 /* Log compaction (§7): the node has saved a snapshot of its state machine

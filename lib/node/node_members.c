@@ -225,9 +225,13 @@ void nd_propose_view(dsync_node *n, uint64_t now_ms)
         uint64_t heard = id == n->cfg.node_id || !n->net ? now_ms : nt_last_heard(n->net, id);
         bool live = heard && now_ms - heard <= nd_down_after_ms(n);
         /* One coming back must first catch up with the log, or it would be
-         * handed topics it cannot serve yet. */
-        if (live && id != n->cfg.node_id && !fsm_view_has(&n->fsm, id))
+         * handed topics it cannot serve yet. Until it has, it gets entries
+         * as they come, not only at heartbeats (raft.h, thrifty
+         * replication), or under steady writes it would never be level. */
+        if (live && id != n->cfg.node_id && !fsm_view_has(&n->fsm, id)) {
             live = raft_match_index(n->raft, id) >= raft_commit_index(n->raft);
+            if (!live) raft_peer_wants_commit(n->raft, id, raft_last_index(n->raft));
+        }
         if (live) cmd.live[cmd.n_live++] = id;
     }
     /* Ids in increasing order, as the codec wants. */

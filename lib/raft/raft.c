@@ -5,6 +5,7 @@
  * the caller has persisted it. A leader counts itself toward a majority only
  * up to `stable`, so nothing commits that is not durable on a majority.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,6 +122,48 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 
 static void send_append(raft *r, progress *p, bool allow_empty);
 
+/* ---- thrifty replication ---------------------------------------------------
+ * A commit needs the leader and quorum - 1 followers. New entries go at
+ * once only to followers that make that majority, or whose callers wait
+ * for them; the rest are lazy and get them at each heartbeat, in one
+ * append. When the followers' disks are the leader's (several nodes on
+ * one machine) or their CPUs are, the lazy one no longer writes and
+ * fsyncs each entry beside the two that decide the commit; anywhere it
+ * saves that follower a message, a wake-up and a write per proposal. */
+
+/* Whether p answers often enough to be counted on for a majority. */
+static bool responsive(const raft *r, const progress *p)
+{
+    return p->state == PR_REPLICATE && p->quiet <= 2 * r->cfg.heartbeat_tick;
+}
+
+/* Whether p gets new entries at once whatever the others do: it is not
+ * simply replicating, callers wait there, an index it is to hear of
+ * (wants) is not yet in its log, or it is still getting what it lacked at
+ * the last heartbeat. */
+static bool eager_anyway(const progress *p)
+{
+    return p->state != PR_REPLICATE || p->waiting || p->wants > p->match || p->next <= p->catch_up;
+}
+
+/* Whether new entries go to p now. Among the responsive followers, those
+ * eager anyway count first toward the majority, then the others by how
+ * far their logs match (ties: lower id): p is lazy once quorum - 1
+ * followers before it make the majority. A follower that stops answering
+ * for two heartbeats no longer counts, so the lazy one takes its place. */
+static bool entries_now(const raft *r, const progress *p)
+{
+    if (eager_anyway(p) || !responsive(r, p)) return true;
+    size_t need = raft_quorum(r) - (raft_is_member(r, r->cfg.id) ? 1 : 0), ahead = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const progress *q = &r->pr[i];
+        if (q == p || q->id == r->cfg.id || !responsive(r, q)) continue;
+        if (eager_anyway(q) || q->match > p->match || (q->match == p->match && q->id < p->id))
+            ahead++;
+    }
+    return ahead < need;
+}
+
 /* Whether p is owed an empty append for the commit index: it has not
  * heard it, and callers wait there or the index it is to hear of
  * (wants) has now committed. */
@@ -164,6 +207,8 @@ static void become_leader(raft *r)
         p->inflight = 0;
         p->recent_active = true;
         p->read_ack = 0;
+        p->catch_up = 0;
+        p->quiet = 0;
         p->sent_commit = 0;
         p->waiting = true; /* until its first answer says */
         /* Everyone hears of the no-op's commit (and of what it commits
@@ -225,7 +270,7 @@ static void send_append(raft *r, progress *p, bool allow_empty)
     }
     uint64_t prev = p->next - 1;
     size_t count = 0;
-    if (p->next <= r->last) {
+    if (p->next <= r->last && entries_now(r, p)) {
         count = (size_t)(r->last - p->next + 1);
         if (count > r->cfg.max_msg_entries) count = r->cfg.max_msg_entries;
     }
@@ -355,6 +400,7 @@ static void handle_append(raft *r, const raft_msg *m)
 static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
 {
     p->recent_active = true;
+    p->quiet = 0;
     note_answer(r, p, m);
     if (p->state == PR_SNAPSHOT) {
         /* Only the answer to the snapshot moves it on; older answers say
@@ -522,6 +568,7 @@ int raft_step(raft *r, const raft_msg *m)
     case RAFT_MSG_HEARTBEAT_RESP:
         if (p && r->role == RAFT_LEADER) {
             p->recent_active = true;
+            p->quiet = 0;
             note_answer(r, p, m);
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
@@ -535,9 +582,11 @@ int raft_step(raft *r, const raft_msg *m)
                     p->probe_sent = false;
                     send_append(r, p, true);
                 }
-            } else if (p->match < r->last && p->match == p->hb_match) {
-                /* No progress for a whole heartbeat: appends were lost.
-                 * Probe again from what the follower surely has. */
+            } else if (p->match < (p->state == PR_PROBE ? r->last : p->next - 1) &&
+                       p->match == p->hb_match) {
+                /* No progress for a whole heartbeat on entries sent (or,
+                 * probing, on any): appends were lost. Probe again from
+                 * what the follower surely has. */
                 p->state = PR_PROBE;
                 p->next = p->match + 1;
                 p->inflight = 0;
@@ -580,8 +629,18 @@ void raft_tick(raft *r)
         if (++r->elapsed >= r->timeout) campaign(r, r->cfg.pre_vote);
         return;
     }
+    for (size_t i = 0; i < r->n; i++)
+        if (r->pr[i].quiet < UINT_MAX) r->pr[i].quiet++;
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_tick) {
         r->heartbeat_elapsed = 0;
+        /* Lazy followers get what they lack, ahead of the heartbeat so
+         * its answer comes after theirs. */
+        for (size_t i = 0; i < r->n; i++) {
+            progress *p = &r->pr[i];
+            if (p->id == r->cfg.id) continue;
+            p->catch_up = r->last;
+            send_append(r, p, false);
+        }
         raft_bcast_heartbeat(r);
     }
     if (++r->elapsed >= r->cfg.election_tick) {

@@ -203,7 +203,18 @@ int raft_read_index(raft *r, uint64_t context);
  * wake-ups of two loops, which nobody needs. A node that never calls this
  * waits always. An older follower that leaves the field 0 is treated as
  * never waiting: during a rolling upgrade its callers may wait up to a
- * heartbeat longer. */
+ * heartbeat longer.
+ *
+ * Thrifty replication: new entries, too, go at once only to the followers
+ * that wait (as above, or named by those two calls until they have the
+ * index) and to as many others as a majority with the leader needs, the
+ * furthest along first (ties: lower id), among those that answered within
+ * two heartbeats. The rest get what they lack at each heartbeat, so a
+ * follower nobody needs writes one batch a heartbeat instead of every
+ * entry. A follower whose callers begin to wait is known to from its next
+ * answer, at the latest to the next heartbeat: a node should name an
+ * entry it forwards (raft_peer_wants_commit), and a read it asks for runs
+ * a heartbeat round anyway. */
 void raft_set_waiting(raft *r, bool waiting);
 /* Leader: every follower is told at once when index commits (an entry
  * every replica should apply soon, such as a new membership view). */

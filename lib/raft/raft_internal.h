@@ -25,6 +25,8 @@ typedef struct {
     bool waiting;              /* its latest answer said callers wait there */
     uint64_t wants;            /* the highest index it is to hear committed at once
                                   (raft_tell_commit_at, raft_peer_wants_commit) */
+    uint64_t catch_up;         /* entries up to here go to it now, lazy or not */
+    unsigned quiet;            /* leader ticks since its last answer */
     uint64_t read_ack;         /* highest read round this follower confirmed */
     uint64_t pending_snapshot; /* snapshot: the index sent */
     unsigned snapshot_wait;    /* snapshot: heartbeat answers since it was sent */

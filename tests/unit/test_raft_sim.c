@@ -1261,6 +1261,7 @@ static void test_a_stale_rejection_does_not_stop_the_pipeline(void **state)
                       .to = 1,
                       .term = raft_term(leader),
                       .index = match - 2,
+                      .commit = 1, /* callers wait there: it gets entries at once */
                       .reject = true,
                       .reject_hint = match - 3};
     assert_int_equal(raft_step(leader, &stale), 0);
@@ -1346,28 +1347,40 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[2].r), index);
 
-    /* An entry both acknowledge: at its commit, only node 3 is told. */
+    /* Node 3, where callers wait, makes the majority with the leader:
+     * node 2 is not sent the entry (thrifty replication), and at its
+     * commit only node 3 is told. */
     index = propose_to_commit(&s, 2, true);
+    assert_true(raft_last_index(s.nodes[1].r) < index);
     assert_int_equal(appends_to(&s, 1, &lowest), 0);
     assert_int_equal(appends_to(&s, 2, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[2].r), index);
     assert_true(raft_commit_index(s.nodes[1].r) < index);
-    /* A heartbeat tells node 2 too. */
+    /* The next heartbeat brings node 2 the entry and its commit. */
     raft_tick(leader);
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
 
-    /* Node 2's callers begin to wait while its answer is still on its
-     * way: the commit (on node 3's answer) is not sent to it, its answer
-     * then says it waits, and it is told. */
+    /* Nobody waits: node 2 (the lower id) helps the leader make the
+     * majority, and its callers begin to wait while its answer is on its
+     * way. That answer commits the entry and says so: it is told at once. */
+    raft_set_waiting(s.nodes[2].r, false);
+    raft_tick(leader);
+    settle(&s);
     raft_set_waiting(s.nodes[1].r, true);
-    index = propose_to_commit(&s, 3, false);
-    assert_int_equal(appends_to(&s, 1, &lowest), 0);
+    v = 31;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    assert_int_equal(appends_to(&s, 2, &lowest), 0);
+    s.now += 4;
+    deliver_due(&s);
     process_and_write(&s, 1);
     s.now += 4;
     deliver_due(&s);
     process_ready(&s, 0);
+    assert_int_equal(raft_commit_index(leader), index);
     assert_int_equal(appends_to(&s, 1, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
@@ -1397,6 +1410,90 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
     assert_true(raft_commit_index(s.nodes[2].r) < index);
+    free_sim(&s);
+}
+
+/* Thrifty replication: a new entry goes at once only to the followers
+ * that make a majority with the leader (here one of two); the other gets
+ * what it lacks at each heartbeat. When the one helping falls silent for
+ * more than two heartbeats, the other takes its place. */
+static void test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 43);
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, false);
+    elect(&s, 0);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    raft_tick(leader); /* both answer a heartbeat: nothing waits there */
+    settle(&s);
+    uint64_t v = 1, index, lowest;
+
+    /* Node 2 (the lower id, as far along as node 3) helps. */
+    for (int k = 0; k < 3; k++, v++) {
+        assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+        process_and_write(&s, 0);
+        assert_int_equal(appends_to(&s, 1, &lowest), 1);
+        assert_int_equal(appends_to(&s, 2, &lowest), 0);
+        settle(&s);
+        assert_int_equal(raft_commit_index(leader), index);
+    }
+    assert_true(raft_last_index(s.nodes[2].r) < index);
+    raft_tick(leader);
+    process_ready(&s, 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_last_index(s.nodes[2].r), index);
+    assert_int_equal(raft_match_index(leader, 3), index);
+
+    /* Node 2 falls silent with nothing in flight. After three ticks
+     * without an answer it no longer counts: node 3 gets the next entry at
+     * once, and it commits without waiting for a heartbeat. */
+    s.cut[1] = true;
+    for (int k = 0; k < 3; k++) {
+        raft_tick(leader);
+        settle(&s);
+    }
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    v++;
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+
+    /* Back, it catches up at the next heartbeat and helps again. Then it
+     * falls silent with an entry on its way: nothing commits until the
+     * next heartbeat brings node 3 the entry; after that node 3, further
+     * along, gets entries at once. */
+    s.cut[1] = false;
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_match_index(leader, 2), index);
+    s.cut[1] = true;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    v++;
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 0);
+    settle(&s);
+    assert_true(raft_commit_index(leader) < index);
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    v++;
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+
+    /* Node 2 is back and catches up at the next heartbeat. */
+    s.cut[1] = false;
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_last_index(s.nodes[1].r), index);
+    assert_int_equal(raft_commit_index(s.nodes[1].r), index);
     free_sim(&s);
 }
 
@@ -1609,6 +1706,7 @@ int main(void)
         cmocka_unit_test(test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced),
         cmocka_unit_test(test_a_stale_rejection_does_not_stop_the_pipeline),
         cmocka_unit_test(test_a_follower_hears_each_commit_at_once_only_while_callers_wait_there),
+        cmocka_unit_test(test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_async_a_leader_counts_itself_only_once_its_own_write_is_durable),

@@ -146,22 +146,40 @@ static bool eager_anyway(const progress *p)
     return p->state != PR_REPLICATE || p->waiting || p->wants > p->match || p->next <= p->catch_up;
 }
 
-/* Whether new entries go to p now. Among the responsive followers, those
- * eager anyway count first toward the majority, then the others by how
- * far their logs match (ties: lower id): p is lazy once quorum - 1
- * followers before it make the majority. A follower that stops answering
- * for two heartbeats no longer counts, so the lazy one takes its place. */
+/* Whether new entries go to p now. The responsive followers count toward
+ * the majority by how far their logs match (ties: those eager anyway,
+ * then the lower id): p is lazy once enough followers before it make the
+ * majority with the leader. A follower that stops answering for two
+ * heartbeats no longer counts, so the lazy one takes its place; a leader
+ * whose own writes lag (self_slow) does not count itself, so a majority
+ * of followers commits without it, as before thrifty replication. */
 static bool entries_now(const raft *r, const progress *p)
 {
     if (eager_anyway(p) || !responsive(r, p)) return true;
-    size_t need = raft_quorum(r) - (raft_is_member(r, r->cfg.id) ? 1 : 0), ahead = 0;
+    bool self = raft_is_member(r, r->cfg.id) && !r->self_slow;
+    size_t need = raft_quorum(r) - (self ? 1 : 0), ahead = 0;
     for (size_t i = 0; i < r->n; i++) {
         const progress *q = &r->pr[i];
         if (q == p || q->id == r->cfg.id || !responsive(r, q)) continue;
-        if (eager_anyway(q) || q->match > p->match || (q->match == p->match && q->id < p->id))
+        if (q->match > p->match || (q->match == p->match && (eager_anyway(q) || q->id < p->id)))
             ahead++;
     }
     return ahead < need;
+}
+
+void raft_catch_up_to(raft *r, uint64_t index)
+{
+    if (r->role != RAFT_LEADER) return;
+    for (size_t i = 0; i < r->n; i++) {
+        progress *p = &r->pr[i];
+        if (p->id == r->cfg.id || p->state != PR_REPLICATE) continue;
+        if (p->catch_up < index) p->catch_up = index;
+        while (p->state == PR_REPLICATE && p->next <= index && p->inflight < r->cfg.max_inflight) {
+            uint64_t next = p->next;
+            send_append(r, p, false);
+            if (p->next == next) break;
+        }
+    }
 }
 
 /* Whether p is owed an empty append for the commit index: it has not
@@ -216,6 +234,8 @@ static void become_leader(raft *r)
         p->wants = r->last + 1;
     }
     r->read_round = 0;
+    r->self_slow = false;
+    r->tick_last = r->last;
     /* A no-op of the new term lets earlier entries commit (§5.4.2, §8). */
     append_local(r, r->term, RAFT_ENTRY_NOOP, NULL, 0);
     bcast_append(r, false);
@@ -631,6 +651,10 @@ void raft_tick(raft *r)
     }
     for (size_t i = 0; i < r->n; i++)
         if (r->pr[i].quiet < UINT_MAX) r->pr[i].quiet++;
+    /* Entries it had a tick ago are still not durable here: its disk
+     * lags, and followers alone must make the majority. */
+    r->self_slow = r->stable < r->tick_last;
+    r->tick_last = r->last;
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_tick) {
         r->heartbeat_elapsed = 0;
         /* Lazy followers get what they lack, ahead of the heartbeat so

@@ -207,9 +207,11 @@ int raft_read_index(raft *r, uint64_t context);
  *
  * Thrifty replication: new entries, too, go at once only to the followers
  * that wait (as above, or named by those two calls until they have the
- * index) and to as many others as a majority with the leader needs, the
- * furthest along first (ties: lower id), among those that answered within
- * two heartbeats. The rest get what they lack at each heartbeat, so a
+ * index) and to as many others as a majority with the leader needs,
+ * counted the furthest along first (ties: those that wait, then the lower
+ * id) among those that answered within two heartbeats; a leader whose own
+ * writes lag a tick behind counts only followers. The rest get what they
+ * lack at each heartbeat (and before a compaction drops it), so a
  * follower nobody needs writes one batch a heartbeat instead of every
  * entry. A follower whose callers begin to wait is known to from its next
  * answer, at the latest to the next heartbeat: a node should name an

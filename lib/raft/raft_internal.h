@@ -72,6 +72,8 @@ struct raft {
     unsigned elapsed, heartbeat_elapsed, timeout;
     bool bcast_entries, bcast_commit; /* leader: appends to send at the next ready */
     bool waiting;                     /* raft_set_waiting: said in our answers */
+    bool self_slow;                   /* leader: entries it had a tick ago are not yet durable */
+    uint64_t tick_last;               /* leader: its last index at the previous tick */
     uint64_t rng;
 
     raft_msg *out;
@@ -95,6 +97,11 @@ static inline raft_entry *raft_entry_at(const raft *r, uint64_t index)
 int raft_propose_entry(raft *r, uint8_t type, const void *data, size_t len, uint64_t *index);
 /* Queues m for the next ready (from and, if zero, term filled in). */
 void raft_send(raft *r, raft_msg m);
+/* Leader: replicating followers that lack entries up to index (lazy ones,
+ * see thrifty replication in raft.c) are sent them now, as far as their
+ * pipelines allow: before a compaction drops them, so that a heartbeat's
+ * lag does not cost them a snapshot. */
+void raft_catch_up_to(raft *r, uint64_t index);
 
 /* snapshot.c */
 /* Leader: sends the snapshot to a follower that needs entries compacted

@@ -53,6 +53,7 @@ int raft_compact(raft *r, uint64_t index, const void *data, size_t len)
     if (rc != 0) return rc;
     if (r->conf_index <= index) r->conf_index = 0;
     uint64_t term = raft_term_at(r, index);
+    raft_catch_up_to(r, index);
     drop_prefix(r, index);
     r->snap_index = index;
     r->snap_term = term;

@@ -1363,8 +1363,10 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
 
     /* Nobody waits: node 2 (the lower id) helps the leader make the
-     * majority, and its callers begin to wait while its answer is on its
-     * way. That answer commits the entry and says so: it is told at once. */
+     * majority. Its callers begin to wait while its answer is on its way,
+     * and the entry commits meanwhile on node 3's answer to the next
+     * heartbeat, so node 2 is not told then. When its answer arrives and
+     * says it waits, it is told. */
     raft_set_waiting(s.nodes[2].r, false);
     raft_tick(leader);
     settle(&s);
@@ -1377,10 +1379,17 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     s.now += 4;
     deliver_due(&s);
     process_and_write(&s, 1);
-    s.now += 4;
+    assert_int_equal(s.n_net, 1);
+    packet late = s.net[--s.n_net];
+    s.cut[1] = true;
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    s.cut[1] = false;
+    late.at = s.now;
+    s.net[s.n_net++] = late;
     deliver_due(&s);
     process_ready(&s, 0);
-    assert_int_equal(raft_commit_index(leader), index);
     assert_int_equal(appends_to(&s, 1, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
@@ -1494,6 +1503,125 @@ static void test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats
     settle(&s);
     assert_int_equal(raft_last_index(s.nodes[1].r), index);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
+    free_sim(&s);
+}
+
+/* Thrifty replication counts followers by how far their logs match: one
+ * far behind, hinted (so sent entries whatever the others do), does not
+ * stop a level follower from getting the next entry at once. */
+static void test_a_lagging_hinted_follower_does_not_make_a_level_one_lazy(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 43);
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, false);
+    elect(&s, 0);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    raft_tick(leader);
+    settle(&s);
+    s.cut[2] = true;
+    uint64_t v, index, lowest;
+    for (v = 1; v <= 12; v++)
+        assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    s.cut[2] = false;
+    raft_peer_wants_commit(leader, 3, index);
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    /* Heartbeats bring node 3 level. */
+    run_ticks(&s, 3);
+    assert_int_equal(raft_last_index(s.nodes[2].r), index);
+    free_sim(&s);
+}
+
+/* A leader whose own writes lag a tick behind does not count itself: the
+ * followers alone make the majority, so both get entries at once; once
+ * its disk catches up, one follower suffices again. */
+static void test_a_leader_whose_writes_lag_commits_through_both_followers(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 43);
+    s.async = true;
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, false);
+    elect(&s, 0);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    raft_tick(leader);
+    settle(&s);
+    uint64_t v = 1, index, lowest;
+
+    s.hold[0] = true;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 2, &lowest), 0);
+    settle(&s);
+    assert_true(raft_commit_index(leader) < index);
+    /* The heartbeat brings node 3 the entry: the two followers commit it. */
+    raft_tick(leader);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    /* A tick later the leader's write is still out: both get the next
+     * entry at once, and it commits without waiting for a heartbeat. */
+    raft_tick(leader);
+    settle(&s);
+    v = 2;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    assert_int_equal(appends_to(&s, 2, &lowest), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+
+    /* Its disk catches up: one follower helps again. */
+    s.hold[0] = false;
+    settle(&s);
+    raft_tick(leader);
+    settle(&s);
+    v = 3;
+    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    process_and_write(&s, 0);
+    assert_int_equal(appends_to(&s, 1, &lowest), 1);
+    assert_int_equal(appends_to(&s, 2, &lowest), 0);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    free_sim(&s);
+}
+
+/* A leader about to compact away entries a lazy follower lacks sends them
+ * first: a heartbeat's lag does not cost that follower a snapshot. */
+static void test_a_lazy_follower_is_sent_what_a_compaction_drops(void **state)
+{
+    (void)state;
+    sim s;
+    scripted_init(&s, 3, 43);
+    raft_set_waiting(s.nodes[1].r, false);
+    raft_set_waiting(s.nodes[2].r, false);
+    elect(&s, 0);
+    settle(&s);
+    raft *leader = s.nodes[0].r;
+    raft_tick(leader);
+    settle(&s);
+    uint64_t index;
+    for (uint64_t v = 1; v <= 5; v++)
+        assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
+    settle(&s);
+    assert_int_equal(s.nodes[0].applied, index);
+    assert_true(raft_last_index(s.nodes[2].r) < index);
+    compact_now(&s, 0);
+    assert_int_equal(raft_snapshot_index(leader), index);
+    settle(&s);
+    assert_int_equal(raft_last_index(s.nodes[2].r), index);
+    run_ticks(&s, 2);
+    assert_int_equal(s.nodes[2].applied, index);
+    assert_int_equal(s.snapshots_installed, 0);
     free_sim(&s);
 }
 
@@ -1707,6 +1835,9 @@ int main(void)
         cmocka_unit_test(test_a_stale_rejection_does_not_stop_the_pipeline),
         cmocka_unit_test(test_a_follower_hears_each_commit_at_once_only_while_callers_wait_there),
         cmocka_unit_test(test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats),
+        cmocka_unit_test(test_a_lagging_hinted_follower_does_not_make_a_level_one_lazy),
+        cmocka_unit_test(test_a_leader_whose_writes_lag_commits_through_both_followers),
+        cmocka_unit_test(test_a_lazy_follower_is_sent_what_a_compaction_drops),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_async_a_leader_counts_itself_only_once_its_own_write_is_durable),

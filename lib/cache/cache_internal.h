@@ -117,23 +117,17 @@ typedef enum {
     PH_REPLY,
 } cc_phase;
 
-typedef struct cc_dir {
-    char *key;
-    bool unknown;    /* made in this epoch, holders not yet recalled */
-    bool fenced;     /* external store: this epoch has LOADed the key (cache.h, "Epoch fence") */
-    cc_holder owner; /* node 0: none */
-    cc_holder sharers[CC_MAX_NODES];
-    size_t n_sharers;
-    cc_version max_version; /* highest version known for the key */
-    /* The transaction in progress (cur), and those waiting. */
-    cc_req *cur;
+/* The transaction a directory entry runs (one request at a time): only
+ * while one runs, so that an idle entry costs little. */
+typedef struct {
+    cc_req *req;
     cc_phase phase;
     uint64_t hid;
     uint64_t awaited[CC_MAX_NODES]; /* nodes whose INV_ACK is still due */
     size_t acks_waited;
     uint64_t store_waited; /* store request id, 0: none */
     uint64_t store_retry_at;
-    cc_store_req store_again; /* what to re-issue when it failed (value in best/cur) */
+    cc_store_req store_again; /* what to re-issue when it failed (value in best/req) */
     /* The freshest value the transaction has seen. */
     bool has_best, best_dirty;
     void *best;
@@ -141,7 +135,18 @@ typedef struct cc_dir {
     cc_version best_version;
     uint64_t suppliers[CC_MAX_NODES]; /* nodes that handed dirty values: told SAVED */
     size_t n_suppliers;
-    cc_req *queue, *queue_tail;
+} cc_txn;
+
+typedef struct cc_dir {
+    char *key;
+    bool unknown;       /* made in this epoch, holders not yet recalled */
+    bool fenced;        /* external store: this epoch has LOADed the key (cache.h, "Epoch fence") */
+    cc_holder owner;    /* node 0: none */
+    cc_holder *sharers; /* n_sharers of cap_sharers */
+    uint32_t n_sharers, cap_sharers;
+    cc_version max_version;     /* highest version known for the key */
+    cc_txn *tx;                 /* the transaction in progress; NULL: none */
+    cc_req *queue, *queue_tail; /* those waiting */
 } cc_dir;
 
 /* A value in the home's memory, when it is the backing store. */

@@ -25,23 +25,22 @@ static void req_free(cc_req *r)
     free(r);
 }
 
-static void clear_best(cc_dir *d)
+static void txn_free(cc_txn *t)
 {
-    free(d->best);
-    d->best = NULL;
-    d->best_len = 0;
-    d->has_best = d->best_dirty = false;
-    d->best_version = (cc_version){0, 0};
+    if (!t) return;
+    req_free(t->req);
+    free(t->best);
+    free(t);
 }
 
 static void dir_free(cc_dir *d)
 {
-    req_free(d->cur);
+    txn_free(d->tx);
     for (cc_req *r = d->queue, *next; r; r = next) {
         next = r->next;
         req_free(r);
     }
-    clear_best(d);
+    free(d->sharers);
     free(d->key);
     free(d);
 }
@@ -78,7 +77,14 @@ static void add_sharer(cc_dir *d, cc_holder h)
 {
     drop_holder(d, h.node);
     assert(d->n_sharers < CC_MAX_NODES);
-    if (d->n_sharers < CC_MAX_NODES) d->sharers[d->n_sharers++] = h;
+    if (d->n_sharers == d->cap_sharers) {
+        uint32_t cap = d->cap_sharers ? 2 * d->cap_sharers : 2;
+        cc_holder *grown = realloc(d->sharers, cap * sizeof *grown);
+        if (!grown) abort();
+        d->sharers = grown;
+        d->cap_sharers = cap;
+    }
+    d->sharers[d->n_sharers++] = h;
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -88,9 +94,9 @@ static void reply(cc_node *n, cc_dir *d, cc_msg_type type, uint8_t state, cc_ver
 {
     cc_msg m = {.type = type,
                 .from = n->cfg.self,
-                .to = d->cur->from,
+                .to = d->tx->req->from,
                 .epoch = n->epoch,
-                .rid = d->cur->rid,
+                .rid = d->tx->req->rid,
                 .state = state,
                 .version = version,
                 .key = d->key,
@@ -110,13 +116,13 @@ static void send_inv(cc_node *n, cc_dir *d, cc_holder h, cc_inv_mode mode, cc_re
                 .to = h.node,
                 .epoch = n->epoch,
                 .rid = h.rid,
-                .hid = d->hid,
+                .hid = d->tx->hid,
                 .mode = (uint8_t)mode,
                 .reason = (uint8_t)reason,
                 .key = d->key,
                 .key_len = strlen(d->key)};
-    assert(d->acks_waited < CC_MAX_NODES);
-    d->awaited[d->acks_waited++] = h.node;
+    assert(d->tx->acks_waited < CC_MAX_NODES);
+    d->tx->awaited[d->tx->acks_waited++] = h.node;
     cc_send(n, &m);
 }
 
@@ -126,13 +132,15 @@ static void send_inv(cc_node *n, cc_dir *d, cc_holder h, cc_inv_mode mode, cc_re
  * knows unless an answer brought a newer one. */
 static void take_stored(cc_dir *d, const void *value, size_t len, cc_version version)
 {
+    cc_txn *t = d->tx;
     learn_version(d, version);
-    if (d->has_best && cc_version_cmp(d->best_version, version) >= 0) return;
-    clear_best(d);
-    d->has_best = true;
-    d->best = cc_memdup(value, len);
-    d->best_len = len;
-    d->best_version = version;
+    if (t->has_best && cc_version_cmp(t->best_version, version) >= 0) return;
+    free(t->best);
+    t->has_best = true;
+    t->best_dirty = false;
+    t->best = cc_memdup(value, len);
+    t->best_len = len;
+    t->best_version = version;
 }
 
 /* A LOAD or WRITE for d's transaction. The home's memory answers at once;
@@ -142,8 +150,8 @@ static void store(cc_node *n, cc_dir *d, cc_store_kind kind, const void *value, 
 {
     if (kind == CC_STORE_WRITE) learn_version(d, version);
     if (n->cfg.external_store) {
-        d->store_again = (cc_store_req){0, kind, NULL, value, len, version, 0};
-        d->store_waited = cc_store_issue(n, kind, d->key, value, len, version);
+        d->tx->store_again = (cc_store_req){0, kind, NULL, value, len, version, 0};
+        d->tx->store_waited = cc_store_issue(n, kind, d->key, value, len, version);
         return;
     }
     cc_memval *mv = ut_map_get(&n->mem, d->key);
@@ -168,31 +176,28 @@ static void store(cc_node *n, cc_dir *d, cc_store_kind kind, const void *value, 
 /* Makes the next waiting request the current transaction. */
 static void take_next(cc_node *n, cc_dir *d)
 {
-    assert(!d->cur && d->queue);
-    d->cur = d->queue;
-    d->queue = d->cur->next;
+    assert(!d->tx && d->queue);
+    cc_txn *t = calloc(1, sizeof *t);
+    if (!t) abort();
+    t->req = d->queue;
+    d->queue = t->req->next;
     if (!d->queue) d->queue_tail = NULL;
-    d->cur->next = NULL;
-    d->hid = ++n->next_hid;
-    d->phase = PH_RECALL;
-    d->acks_waited = 0;
-    d->store_waited = 0;
-    d->store_retry_at = 0;
-    d->n_suppliers = 0;
-    clear_best(d);
+    t->req->next = NULL;
+    t->hid = ++n->next_hid;
+    t->phase = PH_RECALL;
+    d->tx = t;
 }
 
 /* Ends the current transaction; dir_run goes on with the next. */
 static void finish(cc_dir *d)
 {
-    req_free(d->cur);
-    d->cur = NULL;
-    clear_best(d);
+    txn_free(d->tx);
+    d->tx = NULL;
 }
 
-static bool waiting(const cc_dir *d)
+static bool waiting(const cc_txn *t)
 {
-    return d->acks_waited || d->store_waited || d->store_retry_at;
+    return t->acks_waited || t->store_waited || t->store_retry_at;
 }
 
 /* Runs transactions until one waits for answers or the store, or none is
@@ -200,12 +205,13 @@ static bool waiting(const cc_dir *d)
 static void dir_run(cc_node *n, cc_dir *d)
 {
     for (;;) {
-        if (!d->cur && d->queue) take_next(n, d);
-        if (!d->cur || waiting(d)) return;
-        cc_req *r = d->cur;
-        switch (d->phase) {
+        if (!d->tx && d->queue) take_next(n, d);
+        if (!d->tx || waiting(d->tx)) return;
+        cc_txn *t = d->tx;
+        cc_req *r = t->req;
+        switch (t->phase) {
         case PH_RECALL:
-            d->phase = PH_REVOKE;
+            t->phase = PH_REVOKE;
             if (!d->unknown) break;
             if (r->type == CC_MSG_WT) {
                 /* Nobody is known to own it: the writer must win it. */
@@ -220,7 +226,7 @@ static void dir_run(cc_node *n, cc_dir *d)
                              CC_REASON_VIEW);
             break;
         case PH_REVOKE:
-            d->phase = PH_SAVE_OLD;
+            t->phase = PH_SAVE_OLD;
             if (d->unknown && r->type != CC_MSG_PUTBACK) {
                 /* Recalled: nobody but the requester holds anything. */
                 d->unknown = false;
@@ -242,30 +248,30 @@ static void dir_run(cc_node *n, cc_dir *d)
             }
             break;
         case PH_SAVE_OLD:
-            d->phase = PH_SAVE_NEW;
-            if (d->best_dirty) {
-                d->best_dirty = false;
-                store(n, d, CC_STORE_WRITE, d->best, d->best_len, d->best_version);
+            t->phase = PH_SAVE_NEW;
+            if (t->best_dirty) {
+                t->best_dirty = false;
+                store(n, d, CC_STORE_WRITE, t->best, t->best_len, t->best_version);
             }
             break;
         case PH_SAVE_NEW:
-            d->phase = PH_LOAD;
+            t->phase = PH_LOAD;
             /* The store has best_version now (or something newer): the
              * nodes that handed dirty values may let go of them. */
-            for (size_t i = 0; i < d->n_suppliers; i++) {
+            for (size_t i = 0; i < t->n_suppliers; i++) {
                 cc_msg saved = {.type = CC_MSG_SAVED,
                                 .from = n->cfg.self,
-                                .to = d->suppliers[i],
+                                .to = t->suppliers[i],
                                 .epoch = n->epoch,
-                                .version = d->best_version,
+                                .version = t->best_version,
                                 .key = d->key,
                                 .key_len = strlen(d->key)};
                 cc_send(n, &saved);
             }
-            d->n_suppliers = 0;
+            t->n_suppliers = 0;
             if (r->type == CC_MSG_GETM || r->type == CC_MSG_WT) {
                 cc_version top = d->max_version;
-                if (cc_version_cmp(d->best_version, top) > 0) top = d->best_version;
+                if (cc_version_cmp(t->best_version, top) > 0) top = t->best_version;
                 r->version = cc_version_next(top, n->epoch);
                 learn_version(d, r->version);
                 if (r->flags & CC_F_VALUE)
@@ -280,21 +286,20 @@ static void dir_run(cc_node *n, cc_dir *d)
             }
             break;
         case PH_LOAD:
-            d->phase = PH_REPLY;
+            t->phase = PH_REPLY;
             /* The first grant of a value in this epoch comes after a LOAD
              * even when a holder supplied the value: the LOAD fences off
              * writes of older epochs still on their way to the store, so
              * none can land behind the copies granted now. A GETM needs
              * none: its version is above anything of older epochs. */
-            if (r->type == CC_MSG_GETS &&
-                (!d->has_best || (n->cfg.external_store && !d->fenced))) {
+            if (r->type == CC_MSG_GETS && (!t->has_best || (n->cfg.external_store && !d->fenced))) {
                 d->fenced = true;
                 store(n, d, CC_STORE_LOAD, NULL, 0, (cc_version){0, 0});
             }
             break;
         case PH_REPLY:
             if (r->type == CC_MSG_GETS) {
-                if (!d->has_best) {
+                if (!t->has_best) {
                     reply(n, d, CC_MSG_GRANT, CC_I, (cc_version){0, 0}, NULL, 0);
                 } else {
                     cc_holder h = {r->from, r->rid};
@@ -303,8 +308,8 @@ static void dir_run(cc_node *n, cc_dir *d)
                         d->owner = h;
                     else
                         add_sharer(d, h);
-                    reply(n, d, CC_MSG_GRANT, alone ? CC_E : CC_S, d->best_version, d->best,
-                          d->best_len);
+                    reply(n, d, CC_MSG_GRANT, alone ? CC_E : CC_S, t->best_version, t->best,
+                          t->best_len);
                 }
             } else if (r->type == CC_MSG_GETM) {
                 d->owner = (cc_holder){r->from, r->rid};
@@ -358,32 +363,33 @@ void cc_dir_on_request(cc_node *n, const cc_msg *m)
 void cc_dir_on_inv_ack(cc_node *n, const cc_msg *m)
 {
     cc_dir *d = ut_map_get(&n->dirs, m->key);
+    cc_txn *t = d ? d->tx : NULL;
     size_t at = 0;
-    while (d && d->cur && m->hid == d->hid && at < d->acks_waited && d->awaited[at] != m->from)
+    while (t && m->hid == t->hid && at < t->acks_waited && t->awaited[at] != m->from)
         at++;
-    if (!d || !d->cur || m->hid != d->hid || at == d->acks_waited) {
+    if (!t || m->hid != t->hid || at == t->acks_waited) {
         n->stats.msgs_dropped++; /* not one this transaction waits for */
         return;
     }
-    d->awaited[at] = d->awaited[--d->acks_waited];
+    t->awaited[at] = t->awaited[--t->acks_waited];
     learn_version(d, m->version);
     if (m->flags & CC_F_DIRTY) {
         bool known = false;
-        for (size_t i = 0; i < d->n_suppliers; i++)
-            known |= d->suppliers[i] == m->from;
-        if (!known && d->n_suppliers < CC_MAX_NODES) d->suppliers[d->n_suppliers++] = m->from;
+        for (size_t i = 0; i < t->n_suppliers; i++)
+            known |= t->suppliers[i] == m->from;
+        if (!known && t->n_suppliers < CC_MAX_NODES) t->suppliers[t->n_suppliers++] = m->from;
     }
     if (m->flags & CC_F_VALUE) {
-        int cmp = d->has_best ? cc_version_cmp(m->version, d->best_version) : 1;
+        int cmp = t->has_best ? cc_version_cmp(m->version, t->best_version) : 1;
         if (cmp > 0) {
-            clear_best(d);
-            d->has_best = true;
-            d->best = cc_memdup(m->value, m->len);
-            d->best_len = m->len;
-            d->best_version = m->version;
-            d->best_dirty = m->flags & CC_F_DIRTY;
+            free(t->best);
+            t->has_best = true;
+            t->best = cc_memdup(m->value, m->len);
+            t->best_len = m->len;
+            t->best_version = m->version;
+            t->best_dirty = m->flags & CC_F_DIRTY;
         } else if (cmp == 0 && (m->flags & CC_F_DIRTY)) {
-            d->best_dirty = true;
+            t->best_dirty = true;
         }
     }
     /* What the holder kept: S after a downgrade, nothing otherwise. */
@@ -397,10 +403,10 @@ void cc_dir_on_store_done(cc_node *n, uint64_t id, const char *key, int status, 
                           const void *value, size_t len, cc_version version)
 {
     cc_dir *d = ut_map_get(&n->dirs, key);
-    if (!d || !d->cur || d->store_waited != id || id == 0) return;
-    d->store_waited = 0;
+    if (!d || !d->tx || d->tx->store_waited != id || id == 0) return;
+    d->tx->store_waited = 0;
     if (status < 0) {
-        d->store_retry_at = n->now + n->cfg.store_retry_ms;
+        d->tx->store_retry_at = n->now + n->cfg.store_retry_ms;
         n->store_retries++;
         return;
     }
@@ -415,11 +421,12 @@ void cc_dirs_tick(cc_node *n, uint64_t now)
     void *v;
     for (size_t it = 0; ut_map_next(&n->dirs, &it, &k, &v);) {
         cc_dir *d = v;
-        if (!d->store_retry_at || now < d->store_retry_at) continue;
-        d->store_retry_at = 0;
+        cc_txn *t = d->tx;
+        if (!t || !t->store_retry_at || now < t->store_retry_at) continue;
+        t->store_retry_at = 0;
         n->store_retries--;
-        cc_store_req *s = &d->store_again;
-        d->store_waited = cc_store_issue(n, s->kind, d->key, s->value, s->len, s->version);
+        cc_store_req *s = &t->store_again;
+        t->store_waited = cc_store_issue(n, s->kind, d->key, s->value, s->len, s->version);
     }
 }
 

@@ -1422,6 +1422,41 @@ static void test_a_follower_hears_each_commit_at_once_only_while_callers_wait_th
     free_sim(&s);
 }
 
+/* The leader (the first node) proposes *v (then raises it) and sends
+ * what goes at once; the entry's index. */
+static uint64_t propose_now(sim *s, uint64_t *v)
+{
+    uint64_t index;
+    assert_int_equal(raft_propose(s->nodes[0].r, v, sizeof *v, &index), 0);
+    (*v)++;
+    process_and_write(s, 0);
+    return index;
+}
+
+/* A leader's tick (a heartbeat), and everything it causes. */
+static void heartbeat(sim *s)
+{
+    raft_tick(s->nodes[0].r);
+    settle(s);
+}
+
+/* Three nodes, the first leading, where callers wait on neither
+ * follower, and the leader knows it from their answers to a heartbeat
+ * (seed 43: two entries an append, four appends in flight). async: the
+ * nodes write through a storage thread (s->hold can stall them). */
+static raft *idle_followers_init(sim *s, bool async)
+{
+    scripted_init(s, 3, 43);
+    s->async = async;
+    raft_set_waiting(s->nodes[1].r, false);
+    raft_set_waiting(s->nodes[2].r, false);
+    elect(s, 0);
+    settle(s);
+    raft_tick(s->nodes[0].r);
+    settle(s);
+    return s->nodes[0].r;
+}
+
 /* Thrifty replication: a new entry goes at once only to the followers
  * that make a majority with the leader (here one of two); the other gets
  * what it lacks at each heartbeat. When the one helping falls silent for
@@ -1430,20 +1465,12 @@ static void test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats
 {
     (void)state;
     sim s;
-    scripted_init(&s, 3, 43);
-    raft_set_waiting(s.nodes[1].r, false);
-    raft_set_waiting(s.nodes[2].r, false);
-    elect(&s, 0);
-    settle(&s);
-    raft *leader = s.nodes[0].r;
-    raft_tick(leader); /* both answer a heartbeat: nothing waits there */
-    settle(&s);
+    raft *leader = idle_followers_init(&s, false);
     uint64_t v = 1, index, lowest;
 
     /* Node 2 (the lower id, as far along as node 3) helps. */
-    for (int k = 0; k < 3; k++, v++) {
-        assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-        process_and_write(&s, 0);
+    for (int k = 0; k < 3; k++) {
+        index = propose_now(&s, &v);
         assert_int_equal(appends_to(&s, 1, &lowest), 1);
         assert_int_equal(appends_to(&s, 2, &lowest), 0);
         settle(&s);
@@ -1462,12 +1489,9 @@ static void test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats
      * once, and it commits without waiting for a heartbeat. */
     s.cut[1] = true;
     for (int k = 0; k < 3; k++) {
-        raft_tick(leader);
-        settle(&s);
+        heartbeat(&s);
     }
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    v++;
-    process_and_write(&s, 0);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 2, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(leader), index);
@@ -1477,30 +1501,23 @@ static void test_a_follower_not_needed_for_a_majority_gets_entries_at_heartbeats
      * next heartbeat brings node 3 the entry; after that node 3, further
      * along, gets entries at once. */
     s.cut[1] = false;
-    raft_tick(leader);
-    settle(&s);
+    heartbeat(&s);
     assert_int_equal(raft_match_index(leader, 2), index);
     s.cut[1] = true;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    v++;
-    process_and_write(&s, 0);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 2, &lowest), 0);
     settle(&s);
     assert_true(raft_commit_index(leader) < index);
-    raft_tick(leader);
-    settle(&s);
+    heartbeat(&s);
     assert_int_equal(raft_commit_index(leader), index);
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    v++;
-    process_and_write(&s, 0);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 2, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(leader), index);
 
     /* Node 2 is back and catches up at the next heartbeat. */
     s.cut[1] = false;
-    raft_tick(leader);
-    settle(&s);
+    heartbeat(&s);
     assert_int_equal(raft_last_index(s.nodes[1].r), index);
     assert_int_equal(raft_commit_index(s.nodes[1].r), index);
     free_sim(&s);
@@ -1513,24 +1530,16 @@ static void test_a_lagging_hinted_follower_does_not_make_a_level_one_lazy(void *
 {
     (void)state;
     sim s;
-    scripted_init(&s, 3, 43);
-    raft_set_waiting(s.nodes[1].r, false);
-    raft_set_waiting(s.nodes[2].r, false);
-    elect(&s, 0);
-    settle(&s);
-    raft *leader = s.nodes[0].r;
-    raft_tick(leader);
-    settle(&s);
+    raft *leader = idle_followers_init(&s, false);
     s.cut[2] = true;
     uint64_t v, index, lowest;
-    for (v = 1; v <= 12; v++)
+    for (v = 1; v <= 12; v++) /* in one batch */
         assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
     settle(&s);
     assert_int_equal(raft_commit_index(leader), index);
     s.cut[2] = false;
     raft_peer_wants_commit(leader, 3, index);
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 1, &lowest), 1);
     settle(&s);
     assert_int_equal(raft_commit_index(leader), index);
@@ -1547,34 +1556,21 @@ static void test_a_leader_whose_writes_lag_commits_through_both_followers(void *
 {
     (void)state;
     sim s;
-    scripted_init(&s, 3, 43);
-    s.async = true;
-    raft_set_waiting(s.nodes[1].r, false);
-    raft_set_waiting(s.nodes[2].r, false);
-    elect(&s, 0);
-    settle(&s);
-    raft *leader = s.nodes[0].r;
-    raft_tick(leader);
-    settle(&s);
+    raft *leader = idle_followers_init(&s, true);
     uint64_t v = 1, index, lowest;
 
     s.hold[0] = true;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 2, &lowest), 0);
     settle(&s);
     assert_true(raft_commit_index(leader) < index);
     /* The heartbeat brings node 3 the entry: the two followers commit it. */
-    raft_tick(leader);
-    settle(&s);
+    heartbeat(&s);
     assert_int_equal(raft_commit_index(leader), index);
     /* A tick later the leader's write is still out: both get the next
      * entry at once, and it commits without waiting for a heartbeat. */
-    raft_tick(leader);
-    settle(&s);
-    v = 2;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
+    heartbeat(&s);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 1, &lowest), 1);
     assert_int_equal(appends_to(&s, 2, &lowest), 1);
     settle(&s);
@@ -1583,11 +1579,8 @@ static void test_a_leader_whose_writes_lag_commits_through_both_followers(void *
     /* Its disk catches up: one follower helps again. */
     s.hold[0] = false;
     settle(&s);
-    raft_tick(leader);
-    settle(&s);
-    v = 3;
-    assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);
-    process_and_write(&s, 0);
+    heartbeat(&s);
+    index = propose_now(&s, &v);
     assert_int_equal(appends_to(&s, 1, &lowest), 1);
     assert_int_equal(appends_to(&s, 2, &lowest), 0);
     settle(&s);
@@ -1601,14 +1594,7 @@ static void test_a_lazy_follower_is_sent_what_a_compaction_drops(void **state)
 {
     (void)state;
     sim s;
-    scripted_init(&s, 3, 43);
-    raft_set_waiting(s.nodes[1].r, false);
-    raft_set_waiting(s.nodes[2].r, false);
-    elect(&s, 0);
-    settle(&s);
-    raft *leader = s.nodes[0].r;
-    raft_tick(leader);
-    settle(&s);
+    raft *leader = idle_followers_init(&s, false);
     uint64_t index;
     for (uint64_t v = 1; v <= 5; v++)
         assert_int_equal(raft_propose(leader, &v, sizeof v, &index), 0);

@@ -186,6 +186,8 @@ static void *loop_main(void *arg)
         /* The Redis flush this turn sent, or one read to its end since. */
         uint64_t flight = nd_queue_flight_deadline(n);
         if (flight < next_deadline) next_deadline = flight;
+        uint64_t deferred = nd_log_deadline(n); /* a follower's flush put off */
+        if (deferred < next_deadline) next_deadline = deferred;
     }
     return NULL;
 }

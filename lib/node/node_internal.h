@@ -146,11 +146,11 @@ typedef struct {
     dsync_series *held;
     dsync_series *waiting;
     dsync_series *keys;
-    dsync_series *wait_seconds;  /* histogram: time from park to grant */
-    dsync_series *fsync_seconds; /* histogram: one group commit */
-    dsync_series *batch_entries; /* histogram: entries per group commit */
+    dsync_series *wait_seconds;                  /* histogram: time from park to grant */
+    dsync_series *fsync_seconds;                 /* histogram: one group commit */
+    dsync_series *batch_entries;                 /* histogram: entries per group commit */
     dsync_series *flushes_loop, *flushes_writer; /* counter: group commits, by thread */
-    dsync_series *snapshots;     /* counter */
+    dsync_series *snapshots;                     /* counter */
 } nd_lock_metrics;
 
 typedef struct {
@@ -217,16 +217,21 @@ void nd_writer_wait(nd_writer *w);
  * flush is the writer's alone while wr.busy. */
 typedef struct {
     nd_writer wr;
-    st_log_flush flush;                 /* the job */
-    uint64_t job_index, job_term;       /* the last entry the flush out carries */
-    size_t job_entries;                 /* how many it carries */
+    st_log_flush flush;                   /* the job */
+    uint64_t job_index, job_term;         /* the last entry the flush out carries */
+    size_t job_entries;                   /* how many it carries */
     uint64_t pending_index, pending_term; /* the same for what is buffered */
     size_t pending_entries;
-    bool pending_sync;   /* the buffer holds entries or a vote: it must be flushed */
-    ut_buf held;         /* raft frames waiting for the disk: u64 to, u32 len, frame */
-    size_t held_covered; /* bytes of held that the flush out releases */
+    bool pending_sync;            /* the buffer holds entries or a vote: it must be flushed */
+    ut_buf held;                  /* raft frames waiting for the disk: u64 to, u32 len, frame */
+    size_t held_covered;          /* bytes of held that the flush out releases */
     uint64_t idle_since_ns;       /* the loop saw the last flush end then (0: none yet) */
     uint64_t loop_flush_after_ns; /* no flush on the loop before: the disk was slow */
+    /* Follower: what is buffered came only in appends no commit waits on
+     * (raft_ready.unhurried), and nothing held waits on it but answers to
+     * appends: its flush may wait until defer_until_ms, batching more. */
+    bool deferrable;
+    uint64_t defer_until_ms;
 } nd_log;
 
 struct dsync_node {
@@ -274,43 +279,43 @@ struct dsync_node {
 
     /* The queue (node_queue.c): topics this node owns. */
     q_state *queue;
-    qr_ring *ring;               /* placement of topics on the members */
-    aof_file *aof;               /* local queue file; NULL when memory only */
-    nd_writer q_writer;          /* ... its flushes' thread */
-    aof_flush q_flush;           /* ... the flush it runs (its own while q_writer.busy) */
+    qr_ring *ring;                     /* placement of topics on the members */
+    aof_file *aof;                     /* local queue file; NULL when memory only */
+    nd_writer q_writer;                /* ... its flushes' thread */
+    aof_flush q_flush;                 /* ... the flush it runs (its own while q_writer.busy) */
     _Atomic uint32_t q_fsync_delay_ms; /* fault injection: each flush waits this long first */
-    bool queue_broken;           /* its fsync failed: queue writes refused */
-    uint64_t aof_rewritten_size; /* the file's size after the last rewrite */
-    ut_buf journal;              /* records of this turn's changes */
-    nq_op *q_durable;            /* answered once this turn's records are durable */
-    nq_op *q_flying;             /* answered when the flush in flight lands (Redis or file) */
-    uint64_t q_flight_ns;        /* when that flush was sent */
-    nq_op *q_parked;             /* consumes waiting for a message */
-    bool q_ready_dirty;          /* something became ready: look at the parked */
-    nd_call *q_waiting;          /* calls forwarded to a topic's owner */
+    bool queue_broken;                 /* its fsync failed: queue writes refused */
+    uint64_t aof_rewritten_size;       /* the file's size after the last rewrite */
+    ut_buf journal;                    /* records of this turn's changes */
+    nq_op *q_durable;                  /* answered once this turn's records are durable */
+    nq_op *q_flying;                   /* answered when the flush in flight lands (Redis or file) */
+    uint64_t q_flight_ns;              /* when that flush was sent */
+    nq_op *q_parked;                   /* consumes waiting for a message */
+    bool q_ready_dirty;                /* something became ready: look at the parked */
+    nd_call *q_waiting;                /* calls forwarded to a topic's owner */
     nd_queue_metrics qm;
     /* With DSYNC_REDIS_URL: topics live in Redis, placed on the view. */
-    rl_log *rl;               /* NULL until connected */
-    uint64_t rl_next_open_ms; /* when to try connecting again */
-    ut_map q_claims;          /* base topic -> nq_claim: units loaded here */
-    bool q_adopted;           /* the units of the current view were claimed */
-    char q_adopt_cursor[RL_CURSOR_MAX]; /* where the claiming goes on (a SCAN cursor) */
+    rl_log *rl;                           /* NULL until connected */
+    uint64_t rl_next_open_ms;             /* when to try connecting again */
+    ut_map q_claims;                      /* base topic -> nq_claim: units loaded here */
+    bool q_adopted;                       /* the units of the current view were claimed */
+    char q_adopt_cursor[RL_CURSOR_MAX];   /* where the claiming goes on (a SCAN cursor) */
     size_t q_adopt_count, q_adopt_failed; /* units claimed so far for the current view, or not */
-    bool q_adopt_warned;                /* the listing failed and said so */
-    ut_map q_adopt_tried;               /* topics claimed or tried for it: once each */
+    bool q_adopt_warned;                  /* the listing failed and said so */
+    ut_map q_adopt_tried;                 /* topics claimed or tried for it: once each */
 
     /* The cache (node_cache.c). */
     cc_node *cache;
     cc_stats cache_stats; /* as last added to the metrics */
     nd_cache_metrics cm;
-    nd_call *c_waiting; /* calls whose operation is under way */
+    nd_call *c_waiting;      /* calls whose operation is under way */
     uint64_t cache_tick_due; /* next cc_tick (it walks every line: not every turn) */
-    uint64_t last_turn_ms;      /* how long the loop's last turn took */
-    uint64_t quiet_until;       /* after a long turn: no cache hits, no view proposals */
-    bool bump_pending;          /* a new view epoch was asked for ... */
-    uint64_t bump_epoch;        /* ... while the view's epoch was this */
-    uint64_t losses_seen;       /* the transport's losses count, as last looked at */
-    bool view_bump; /* leader: propose a new view epoch even with the same members */
+    uint64_t last_turn_ms;   /* how long the loop's last turn took */
+    uint64_t quiet_until;    /* after a long turn: no cache hits, no view proposals */
+    bool bump_pending;       /* a new view epoch was asked for ... */
+    uint64_t bump_epoch;     /* ... while the view's epoch was this */
+    uint64_t losses_seen;    /* the transport's losses count, as last looked at */
+    bool view_bump;          /* leader: propose a new view epoch even with the same members */
     /* leader: peers whose bump requests name an epoch (their empty ones,
      * sent for leaders older than that, are ignored) */
     uint64_t bump_speakers[RAFT_MAX_NODES];
@@ -358,8 +363,11 @@ void nd_wake(dsync_node *n);
 int nd_log_open(dsync_node *n);
 void nd_log_close(dsync_node *n);
 /* Records handed to the store's buffer: the last entry (index, term) of
- * `entries` entries; must_sync when they hold entries or a vote. */
-void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync);
+ * `entries` entries; must_sync when they hold entries or a vote;
+ * unhurried when they are only entries no commit waits on (raft.h), whose
+ * flush may then wait up to ND_LOG_DEFER_MS for more. */
+void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync,
+                   bool unhurried);
 /* Begins a flush of the buffer when the writer is free and it is due. */
 void nd_log_kick(dsync_node *n);
 /* nd_log_kick, unless the disk has been idle a while and the flush due
@@ -369,12 +377,17 @@ void nd_log_kick_unless_idle(dsync_node *n);
 /* The flush due: on the loop itself at light load (see disk_idle in
  * node_log.c), else handed to the writer (nd_log_kick). */
 void nd_log_flush_if_idle(dsync_node *n);
-/* Takes the result of a flush that ended: raft_synced, held frames out. */
+/* Takes the result of a flush that ended: raft_synced, held frames out;
+ * begins a deferred flush whose time has come. */
 void nd_log_reap(dsync_node *n);
+/* When a deferred flush is due (ms), UINT64_MAX when none waits. */
+uint64_t nd_log_deadline(const dsync_node *n);
 /* Waits until everything handed over is durable. */
 void nd_log_drain(dsync_node *n);
-/* Sends a raft frame that must not overtake the disk (an ack, a vote). */
-void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len);
+/* Sends a raft frame that must not overtake the disk (an ack, a vote).
+ * Anything but an answer to an append (append_answer) ends a deferral:
+ * a vote, a heartbeat or read answer goes out at the disk's pace. */
+void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len, bool append_answer);
 bool nd_log_waiting(const dsync_node *n);
 /* Ticks Raft when due, fails writes and reads past their deadline;
  * returns the next time (absolute ms) the loop must wake for. */

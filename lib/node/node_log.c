@@ -29,11 +29,23 @@
  * every message waits for every write handed over before it, never for
  * one handed over after it. A commit index alone is not worth a flush: it
  * rides with the next one, as it did before (node_raft.c, persist).
+ *
+ * A follower whose answers no commit waits on (raft_ready.unhurried: the
+ * leader has enough other followers) puts its flush off by up to
+ * ND_LOG_DEFER_MS, so it writes one batch every few milliseconds instead
+ * of beside every flush of the followers that decide the commits; a vote,
+ * a heartbeat or read answer, or an entry a commit waits on ends the wait.
  */
 #include <inttypes.h>
 #include <string.h>
 
 #include "node_internal.h"
+
+/* The longest a follower puts off writing entries no commit waits on
+ * (raft_ready.unhurried), to write them with later ones in one flush. A
+ * vote, a heartbeat or read answer, or an entry a commit waits on ends
+ * the wait at once. */
+#define ND_LOG_DEFER_MS 5
 
 static int flush_job(void *arg)
 {
@@ -79,9 +91,10 @@ bool nd_log_waiting(const dsync_node *n)
     return n->wal.wr.busy || n->wal.pending_sync || n->wal.held.len;
 }
 
-void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len)
+void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len, bool append_answer)
 {
     nd_log *w = &n->wal;
+    if (!append_answer) w->deferrable = false;
     if (!nd_log_waiting(n)) {
         nt_send(n->net, to, ND_FRAME_RAFT, frame, len);
         return;
@@ -97,7 +110,8 @@ void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len)
 
 /* ---- flushes ------------------------------------------------------------ */
 
-void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync)
+void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries, bool must_sync,
+                   bool unhurried)
 {
     nd_log *w = &n->wal;
     if (entries) {
@@ -105,11 +119,31 @@ void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
         w->pending_term = term;
         w->pending_entries += entries;
     }
-    if (must_sync) w->pending_sync = true;
+    if (!must_sync) return;
+    if (!w->pending_sync) {
+        /* The first records of a flush to come: deferrable if they may
+         * wait, until ND_LOG_DEFER_MS from now. */
+        w->deferrable = unhurried;
+        w->defer_until_ms = ut_now_ms() + ND_LOG_DEFER_MS;
+    } else if (!unhurried) {
+        w->deferrable = false;
+    }
+    w->pending_sync = true;
 }
 
-static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
-                     uint64_t took_ns)
+/* Whether the flush due may wait for more. */
+static bool deferred(const nd_log *w)
+{
+    return w->pending_sync && w->deferrable && ut_now_ms() < w->defer_until_ms;
+}
+
+uint64_t nd_log_deadline(const dsync_node *n)
+{
+    const nd_log *w = &n->wal;
+    return w->pending_sync && w->deferrable && !w->wr.busy ? w->defer_until_ms : UINT64_MAX;
+}
+
+static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entries, uint64_t took_ns)
 {
     dsync_series_observe(n->lm.fsync_seconds, (double)took_ns / 1e9);
     if (entries) {
@@ -121,7 +155,7 @@ static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entrie
 void nd_log_kick(dsync_node *n)
 {
     nd_log *w = &n->wal;
-    if (!w->wr.started || w->wr.busy || n->store_broken) return;
+    if (!w->wr.started || w->wr.busy || n->store_broken || deferred(w)) return;
     if (!w->pending_sync) {
         /* Nothing handed over waits for the disk: what was held only
          * waited for the flush that just ended. */
@@ -136,13 +170,13 @@ void nd_log_kick(dsync_node *n)
     w->job_term = w->pending_term;
     w->job_entries = w->pending_entries;
     w->pending_entries = 0;
-    w->pending_sync = false;
+    w->pending_sync = w->deferrable = false;
     w->held_covered = w->held.len;
     nd_writer_hand(&w->wr);
 }
 
 #define ND_LOG_IDLE_NS 100000
-#define ND_LOG_SLOW_NS 50000000ull        /* 50 ms: a tenth of an election timeout */
+#define ND_LOG_SLOW_NS 50000000ull         /* 50 ms: a tenth of an election timeout */
 #define ND_LOG_SLOW_PAUSE_NS 2000000000ull /* 2 s */
 
 /* A flush has ended, on the writer or on the loop: the store told, the
@@ -195,7 +229,7 @@ void nd_log_flush_if_idle(dsync_node *n)
 {
     nd_log *w = &n->wal;
     if (!w->wr.started || w->wr.busy || n->store_broken) return;
-    if (!w->pending_sync || !disk_idle(w)) {
+    if (!w->pending_sync || !disk_idle(w) || deferred(w)) {
         nd_log_kick(n);
         return;
     }
@@ -206,12 +240,11 @@ void nd_log_flush_if_idle(dsync_node *n)
     uint64_t index = w->pending_index, term = w->pending_term;
     size_t entries = w->pending_entries;
     w->pending_entries = 0;
-    w->pending_sync = false;
+    w->pending_sync = w->deferrable = false;
     uint64_t start = ut_now_ns();
     int rc = st_log_flush_run(&w->flush);
     /* Nothing was out: every held message waited for this flush. */
-    flush_ended(n, rc, ut_now_ns() - start, index, term, entries, w->held.len,
-                n->lm.flushes_loop);
+    flush_ended(n, rc, ut_now_ns() - start, index, term, entries, w->held.len, n->lm.flushes_loop);
 }
 
 void nd_log_reap(dsync_node *n)
@@ -219,7 +252,11 @@ void nd_log_reap(dsync_node *n)
     nd_log *w = &n->wal;
     int rc;
     uint64_t took;
-    if (!nd_writer_reap(&w->wr, &rc, &took)) return;
+    if (!nd_writer_reap(&w->wr, &rc, &took)) {
+        /* A deferred flush whose time has come. */
+        if (w->pending_sync && !w->wr.busy && !deferred(w)) nd_log_kick(n);
+        return;
+    }
     if (flush_ended(n, rc, took, w->job_index, w->job_term, w->job_entries, w->held_covered,
                     n->lm.flushes_writer))
         nd_log_kick(n);
@@ -229,6 +266,7 @@ void nd_log_drain(dsync_node *n)
 {
     nd_log *w = &n->wal;
     if (!w->wr.started) return;
+    w->deferrable = false;
     nd_log_kick(n);
     while (w->wr.busy && !n->store_broken) {
         nd_writer_wait(&w->wr);

@@ -355,7 +355,7 @@ static int persist(dsync_node *n, const raft_ready *rd)
     }
     const raft_entry *last = rd->n_entries ? &rd->entries[rd->n_entries - 1] : NULL;
     nd_log_handed(n, last ? last->index : 0, last ? last->term : 0, rd->n_entries,
-                  rd->n_entries || vote_changed);
+                  rd->n_entries || vote_changed, rd->unhurried && !vote_changed);
     /* The disk starts now, while this turn goes on (or, idle, once this
      * round has been handed to Raft: nd_raft_process). */
     nd_log_kick_unless_idle(n);
@@ -376,7 +376,7 @@ static void send_msgs(dsync_node *n, const raft_ready *rd, bool appends)
         if (is_append && rd->role == RAFT_LEADER)
             nt_send(n->net, m->to, ND_FRAME_RAFT, n->scratch.data, n->scratch.len);
         else
-            nd_log_send(n, m->to, n->scratch.data, n->scratch.len);
+            nd_log_send(n, m->to, n->scratch.data, n->scratch.len, m->type == RAFT_MSG_APPEND_RESP);
     }
 }
 

@@ -146,25 +146,38 @@ static bool eager_anyway(const progress *p)
     return p->state != PR_REPLICATE || p->waiting || p->wants > p->match || p->next <= p->catch_up;
 }
 
-/* Whether new entries go to p now. The responsive followers count toward
- * the majority by how far their logs match (ties: those eager anyway,
- * then the lower id): p is lazy once enough followers before it make the
- * majority with the leader. A follower that stops answering for two
- * heartbeats no longer counts, so the lazy one takes its place; a leader
- * whose own writes lag (self_slow) does not count itself, so a majority
- * of followers commits without it, as before thrifty replication. */
-static bool entries_now(const raft *r, const progress *p)
+/* Whether q comes before p in the order followers count toward a
+ * majority: further along first, then those eager anyway, then the lower
+ * id. A strict order, so exactly the first ones count. */
+static bool before(const progress *q, const progress *p)
 {
-    if (eager_anyway(p) || !responsive(r, p)) return true;
+    if (q->match != p->match) return q->match > p->match;
+    bool eq = eager_anyway(q), ep = eager_anyway(p);
+    return eq != ep ? eq : q->id < p->id;
+}
+
+/* Whether the commit of new entries waits for p's answer: p is among the
+ * first responsive followers (in the order above) that make a majority
+ * with the leader, or unknown (not responsive). A follower that stops
+ * answering for two heartbeats no longer counts, so the next takes its
+ * place; a leader whose own writes lag (self_slow) does not count itself,
+ * so a majority of followers commits without it. */
+static bool counted(const raft *r, const progress *p)
+{
+    if (!responsive(r, p)) return true;
     bool self = raft_is_member(r, r->cfg.id) && !r->self_slow;
     size_t need = raft_quorum(r) - (self ? 1 : 0), ahead = 0;
     for (size_t i = 0; i < r->n; i++) {
         const progress *q = &r->pr[i];
-        if (q == p || q->id == r->cfg.id || !responsive(r, q)) continue;
-        if (q->match > p->match || (q->match == p->match && (eager_anyway(q) || q->id < p->id)))
-            ahead++;
+        if (q != p && q->id != r->cfg.id && responsive(r, q) && before(q, p)) ahead++;
     }
     return ahead < need;
+}
+
+/* Whether new entries go to p now: it counts, or it is eager anyway. */
+static bool entries_now(const raft *r, const progress *p)
+{
+    return eager_anyway(p) || counted(r, p);
 }
 
 void raft_catch_up_to(raft *r, uint64_t index)
@@ -315,11 +328,15 @@ static void send_append(raft *r, progress *p, bool allow_empty)
             }
         }
     }
+    /* context 1: no commit waits for this follower's answer, so it may
+     * take its time to make these entries durable (raft_ready.unhurried).
+     * Older followers ignore the field and write at once. */
     raft_send(r, (raft_msg){.type = RAFT_MSG_APPEND,
                             .to = p->id,
                             .index = prev,
                             .log_term = raft_term_at(r, prev),
                             .commit = r->commit,
+                            .context = count && !counted(r, p),
                             .entries = ents,
                             .n_entries = count});
     if (p->sent_commit < r->commit) p->sent_commit = r->commit;
@@ -409,6 +426,7 @@ static void handle_append(raft *r, const raft_msg *m)
             truncate_from(r, e->index);
         }
         if (append_local(r, e->term, e->type, e->data, e->len) != 0) return;
+        if (m->context != 1) r->hurried = true;
     }
     uint64_t last_new = m->index + m->n_entries;
     uint64_t c = m->commit < last_new ? m->commit : last_new;
@@ -736,6 +754,7 @@ void raft_ready_get(raft *r, raft_ready *rd)
     if (r->unstable_from <= r->last) {
         rd->entries = raft_entry_at(r, r->unstable_from);
         rd->n_entries = (size_t)(r->last - r->unstable_from + 1);
+        rd->unhurried = r->role == RAFT_FOLLOWER && !r->hurried;
     }
     rd->msgs = r->out;
     rd->n_msgs = r->n_out;
@@ -772,6 +791,7 @@ static void advance(raft *r, raft_ready *rd, bool synced)
         uint64_t last = rd->entries[rd->n_entries - 1].index;
         if (synced) r->stable = last;
         r->unstable_from = last + 1;
+        r->hurried = false;
     }
     if (rd->n_committed) r->applied = rd->committed[rd->n_committed - 1].index;
     for (size_t i = 0; i < rd->n_msgs; i++)

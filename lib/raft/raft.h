@@ -160,6 +160,13 @@ typedef struct {
     raft_snapshot snapshot; /* entries below, which follow it */
     raft_entry *entries;    /* to persist */
     size_t n_entries;
+    /* Follower: every one of those entries came in an append the leader
+     * marked as one no commit waits on (thrifty replication: the leader
+     * has enough other followers), so their write may be put off a while
+     * and batched with later ones. What depends on it still waits for it:
+     * every message but the leader's appends goes out only once what was
+     * handed to storage before it is durable. */
+    bool unhurried;
     raft_msg *msgs; /* to send after persisting */
     size_t n_msgs;
     raft_entry *committed; /* to apply, in order */

@@ -72,6 +72,8 @@ struct raft {
     unsigned elapsed, heartbeat_elapsed, timeout;
     bool bcast_entries, bcast_commit; /* leader: appends to send at the next ready */
     bool waiting;                     /* raft_set_waiting: said in our answers */
+    bool hurried;                     /* follower: entries not yet handed out came in an append a
+                                         commit waits on (raft_ready.unhurried) */
     bool self_slow;                   /* leader: entries it had a tick ago are not yet durable */
     uint64_t tick_last;               /* leader: its last index at the previous tick */
     uint64_t rng;

@@ -68,7 +68,8 @@ typedef struct {
     uint64_t last_term;
     pending_write *writes; /* asynchronous mode: not yet durable, oldest first */
     size_t n_writes, cap_writes;
-    uint64_t stalled_until; /* its disk completes nothing before then */
+    uint64_t stalled_until;                    /* its disk completes nothing before then */
+    size_t unhurried_entries, hurried_entries; /* handed to persist, by raft_ready.unhurried */
 } node;
 
 typedef struct {
@@ -477,6 +478,10 @@ static void process_ready(sim *s, int i)
     for (int round = 0; round < 10 && nd->up && raft_has_ready(nd->r); round++) {
         raft_ready rd;
         raft_ready_get(nd->r, &rd);
+        if (rd.unhurried)
+            nd->unhurried_entries += rd.n_entries;
+        else
+            nd->hurried_entries += rd.n_entries;
         /* A snapshot replaces the log, so every write queued before it
          * lands first; the core hears of the last entry they wrote once
          * this ready is done (nothing may come between get and advance). */
@@ -1611,6 +1616,65 @@ static void test_a_lazy_follower_is_sent_what_a_compaction_drops(void **state)
     free_sim(&s);
 }
 
+/* The context of the one append with entries on its way to node i. */
+static uint64_t append_context(sim *s, int i)
+{
+    uint64_t context = UINT64_MAX;
+    for (size_t k = 0; k < s->n_net; k++) {
+        raft_msg m;
+        if (s->net[k].to != i) continue;
+        assert_int_equal(raft_msg_decode(s->net[k].bytes, s->net[k].len, &m), 0);
+        if (m.type == RAFT_MSG_APPEND && m.n_entries) {
+            assert_int_equal(context, UINT64_MAX);
+            context = m.context;
+        }
+        raft_msg_free_entries(&m);
+    }
+    assert_true(context != UINT64_MAX);
+    return context;
+}
+
+/* An append whose answer no commit waits on says so (context 1), and the
+ * follower's ready marks the entries it brought unhurried: the node may
+ * put their write off a while (node_log.c). Entries from an append a
+ * commit waits on, and a leader's own, are never unhurried. */
+static void test_only_entries_no_commit_waits_on_are_unhurried(void **state)
+{
+    (void)state;
+    sim s;
+    raft *leader = idle_followers_init(&s, false);
+    /* Callers wait on both: both get entries at once, and node 2 (the
+     * lower id, as far along) is the one the commit waits on. */
+    raft_set_waiting(s.nodes[1].r, true);
+    raft_set_waiting(s.nodes[2].r, true);
+    heartbeat(&s);
+    size_t before2 = s.nodes[1].unhurried_entries;
+    uint64_t v = 1, index = propose_now(&s, &v);
+    assert_int_equal(append_context(&s, 1), 0);
+    assert_int_equal(append_context(&s, 2), 1);
+    settle(&s);
+    assert_int_equal(raft_commit_index(leader), index);
+    assert_int_equal(s.nodes[1].unhurried_entries, before2);
+    assert_true(s.nodes[2].unhurried_entries >= 1);
+    assert_int_equal(s.nodes[0].unhurried_entries, 0);
+
+    /* Nothing waits on node 3 now: it gets entries at the heartbeat, in
+     * an append no commit waits on either. */
+    raft_set_waiting(s.nodes[2].r, false);
+    heartbeat(&s);
+    size_t before3 = s.nodes[2].unhurried_entries;
+    index = propose_now(&s, &v);
+    settle(&s);
+    assert_true(raft_last_index(s.nodes[2].r) < index);
+    raft_tick(leader);
+    process_ready(&s, 0);
+    assert_int_equal(append_context(&s, 2), 1);
+    settle(&s);
+    assert_int_equal(raft_last_index(s.nodes[2].r), index);
+    assert_true(s.nodes[2].unhurried_entries > before3);
+    free_sim(&s);
+}
+
 static void test_a_follower_with_a_divergent_uncommitted_tail_has_it_replaced(void **state)
 {
     sim s;
@@ -1824,6 +1888,7 @@ int main(void)
         cmocka_unit_test(test_a_lagging_hinted_follower_does_not_make_a_level_one_lazy),
         cmocka_unit_test(test_a_leader_whose_writes_lag_commits_through_both_followers),
         cmocka_unit_test(test_a_lazy_follower_is_sent_what_a_compaction_drops),
+        cmocka_unit_test(test_only_entries_no_commit_waits_on_are_unhurried),
         cmocka_unit_test(test_a_follower_left_behind_by_compaction_catches_up_by_snapshot),
         cmocka_unit_test(test_a_configuration_in_a_divergent_tail_is_undone_with_it),
         cmocka_unit_test(test_async_a_leader_counts_itself_only_once_its_own_write_is_durable),

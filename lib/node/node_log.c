@@ -122,8 +122,9 @@ void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
     if (!must_sync) return;
     if (!w->pending_sync) {
         /* The first records of a flush to come: deferrable if they may
-         * wait, until ND_LOG_DEFER_MS from now. */
-        w->deferrable = unhurried;
+         * wait, until ND_LOG_DEFER_MS from now, and no message is held
+         * for this flush already (one held after the flush out began). */
+        w->deferrable = unhurried && w->held.len <= w->held_covered;
         w->defer_until_ms = ut_now_ms() + ND_LOG_DEFER_MS;
     } else if (!unhurried) {
         w->deferrable = false;
@@ -140,7 +141,8 @@ static bool deferred(const nd_log *w)
 uint64_t nd_log_deadline(const dsync_node *n)
 {
     const nd_log *w = &n->wal;
-    return w->pending_sync && w->deferrable && !w->wr.busy ? w->defer_until_ms : UINT64_MAX;
+    bool due = w->pending_sync && w->deferrable && !w->wr.busy && w->wr.started && !n->store_broken;
+    return due ? w->defer_until_ms : UINT64_MAX;
 }
 
 static void finished(dsync_node *n, uint64_t index, uint64_t term, size_t entries, uint64_t took_ns)

@@ -114,6 +114,9 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
     }
     r->role = RAFT_FOLLOWER;
     r->leader = leader;
+    /* Entries it appended as leader and has not handed out yet are its
+     * own, never unhurried. */
+    if (r->unstable_from <= r->last) r->hurried = true;
     /* Reads waiting for this node's leadership will never be confirmed;
      * their callers time out and retry with the new leader. */
     r->n_pending = 0;

@@ -91,7 +91,9 @@ typedef struct {
                           (raft_set_waiting) */
     bool reject;
     uint64_t reject_hint; /* append resp: where the leader should probe */
-    uint64_t context;     /* heartbeats: read round; read index: request id */
+    uint64_t context;     /* heartbeats: read round; read index: request id;
+                             append: 1 when no commit waits on its answer
+                             (raft_ready.unhurried), else 0 */
     raft_entry *entries;
     size_t n_entries;
     void *snapshot; /* RAFT_MSG_SNAPSHOT: the state machine image, owned like entries */

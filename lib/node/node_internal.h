@@ -232,6 +232,7 @@ typedef struct {
      * appends: its flush may wait until defer_until_ms, batching more. */
     bool deferrable;
     uint64_t defer_until_ms;
+    size_t urgent_end; /* held: end of the last frame that is no answer to an append */
 } nd_log;
 
 struct dsync_node {

@@ -84,6 +84,7 @@ static void release(dsync_node *n, size_t upto)
     if (upto < w->held.len) memmove(w->held.data, w->held.data + upto, w->held.len - upto);
     w->held.len -= upto;
     w->held_covered = 0;
+    w->urgent_end = w->urgent_end > upto ? w->urgent_end - upto : 0;
 }
 
 bool nd_log_waiting(const dsync_node *n)
@@ -106,6 +107,7 @@ void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len, bool
     if (ut_buf_reserve(&w->held, sizeof hdr + len) != 0) return;
     ut_buf_append(&w->held, hdr, sizeof hdr);
     ut_buf_append(&w->held, frame, len);
+    if (!append_answer) w->urgent_end = w->held.len;
 }
 
 /* ---- flushes ------------------------------------------------------------ */
@@ -122,9 +124,10 @@ void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
     if (!must_sync) return;
     if (!w->pending_sync) {
         /* The first records of a flush to come: deferrable if they may
-         * wait, until ND_LOG_DEFER_MS from now, and no message is held
-         * for this flush already (one held after the flush out began). */
-        w->deferrable = unhurried && w->held.len <= w->held_covered;
+         * wait, until ND_LOG_DEFER_MS from now, and nothing but answers
+         * to appends is held for this flush already (held after the
+         * flush out began). */
+        w->deferrable = unhurried && w->urgent_end <= w->held_covered;
         w->defer_until_ms = ut_now_ms() + ND_LOG_DEFER_MS;
     } else if (!unhurried) {
         w->deferrable = false;

@@ -125,64 +125,6 @@ static void become_follower(raft *r, uint64_t term, uint64_t leader)
 
 static void send_append(raft *r, progress *p, bool allow_empty);
 
-/* ---- thrifty replication ---------------------------------------------------
- * A commit needs the leader and quorum - 1 followers. New entries go at
- * once only to followers that make that majority, or whose callers wait
- * for them; the rest are lazy and get them at each heartbeat, in one
- * append. When the followers' disks are the leader's (several nodes on
- * one machine) or their CPUs are, the lazy one no longer writes and
- * fsyncs each entry beside the two that decide the commit; anywhere it
- * saves that follower a message, a wake-up and a write per proposal. */
-
-/* Whether p answers often enough to be counted on for a majority. */
-static bool responsive(const raft *r, const progress *p)
-{
-    return p->state == PR_REPLICATE && p->quiet <= 2 * r->cfg.heartbeat_tick;
-}
-
-/* Whether p gets new entries at once whatever the others do: it is not
- * simply replicating, callers wait there, an index it is to hear of
- * (wants) is not yet in its log, or it is still getting what it lacked at
- * the last heartbeat. */
-static bool eager_anyway(const progress *p)
-{
-    return p->state != PR_REPLICATE || p->waiting || p->wants > p->match || p->next <= p->catch_up;
-}
-
-/* Whether q comes before p in the order followers count toward a
- * majority: further along first, then those eager anyway, then the lower
- * id. A strict order, so exactly the first ones count. */
-static bool before(const progress *q, const progress *p)
-{
-    if (q->match != p->match) return q->match > p->match;
-    bool eq = eager_anyway(q), ep = eager_anyway(p);
-    return eq != ep ? eq : q->id < p->id;
-}
-
-/* Whether the commit of new entries waits for p's answer: p is among the
- * first responsive followers (in the order above) that make a majority
- * with the leader, or unknown (not responsive). A follower that stops
- * answering for two heartbeats no longer counts, so the next takes its
- * place; a leader whose own writes lag (self_slow) does not count itself,
- * so a majority of followers commits without it. */
-static bool counted(const raft *r, const progress *p)
-{
-    if (!responsive(r, p)) return true;
-    bool self = raft_is_member(r, r->cfg.id) && !r->self_slow;
-    size_t need = raft_quorum(r) - (self ? 1 : 0), ahead = 0;
-    for (size_t i = 0; i < r->n; i++) {
-        const progress *q = &r->pr[i];
-        if (q != p && q->id != r->cfg.id && responsive(r, q) && before(q, p)) ahead++;
-    }
-    return ahead < need;
-}
-
-/* Whether new entries go to p now: it counts, or it is eager anyway. */
-static bool entries_now(const raft *r, const progress *p)
-{
-    return eager_anyway(p) || counted(r, p);
-}
-
 void raft_catch_up_to(raft *r, uint64_t index)
 {
     if (r->role != RAFT_LEADER) return;
@@ -198,15 +140,6 @@ void raft_catch_up_to(raft *r, uint64_t index)
     }
 }
 
-/* Whether p is owed an empty append for the commit index: it has not
- * heard it, and callers wait there or the index it is to hear of
- * (wants) has now committed. */
-static bool commit_owed(const raft *r, const progress *p)
-{
-    return p->sent_commit < r->commit &&
-           (p->waiting || (p->sent_commit < p->wants && p->wants <= r->commit));
-}
-
 /* Sends what each follower lacks; with commit_changed, an empty append to
  * those that lack nothing but are owed the new commit index, so they learn
  * it now rather than with the next entries or heartbeat. */
@@ -214,16 +147,8 @@ static void bcast_append(raft *r, bool commit_changed)
 {
     for (size_t i = 0; i < r->n; i++) {
         progress *p = &r->pr[i];
-        if (p->id != r->cfg.id) send_append(r, p, commit_changed && commit_owed(r, p));
+        if (p->id != r->cfg.id) send_append(r, p, commit_changed && raft_commit_owed(r, p));
     }
-}
-
-/* An answer from p says whether callers wait there; if that makes it
- * owed the commit index, it is told at the next ready. */
-static void note_answer(raft *r, progress *p, const raft_msg *m)
-{
-    p->waiting = m->commit != 0;
-    if (commit_owed(r, p)) r->bcast_commit = true;
 }
 
 static void become_leader(raft *r)
@@ -306,7 +231,7 @@ static void send_append(raft *r, progress *p, bool allow_empty)
     }
     uint64_t prev = p->next - 1;
     size_t count = 0;
-    if (p->next <= r->last && entries_now(r, p)) {
+    if (p->next <= r->last && raft_entries_now(r, p)) {
         count = (size_t)(r->last - p->next + 1);
         if (count > r->cfg.max_msg_entries) count = r->cfg.max_msg_entries;
     }
@@ -339,7 +264,7 @@ static void send_append(raft *r, progress *p, bool allow_empty)
                             .index = prev,
                             .log_term = raft_term_at(r, prev),
                             .commit = r->commit,
-                            .context = count && !counted(r, p),
+                            .context = count && !raft_counted(r, p),
                             .entries = ents,
                             .n_entries = count});
     if (p->sent_commit < r->commit) p->sent_commit = r->commit;
@@ -442,7 +367,7 @@ static void handle_append_resp(raft *r, progress *p, const raft_msg *m)
 {
     p->recent_active = true;
     p->quiet = 0;
-    note_answer(r, p, m);
+    raft_note_answer(r, p, m);
     if (p->state == PR_SNAPSHOT) {
         /* Only the answer to the snapshot moves it on; older answers say
          * no more than what the snapshot will. */
@@ -610,7 +535,7 @@ int raft_step(raft *r, const raft_msg *m)
         if (p && r->role == RAFT_LEADER) {
             p->recent_active = true;
             p->quiet = 0;
-            note_answer(r, p, m);
+            raft_note_answer(r, p, m);
             if (m->context > p->read_ack && m->context <= r->read_round) {
                 p->read_ack = m->context;
                 raft_release_reads(r);
@@ -955,26 +880,4 @@ const char *raft_role_name(raft_role role)
 {
     static const char *const names[] = {"follower", "precandidate", "candidate", "leader"};
     return role <= RAFT_LEADER ? names[role] : "unknown";
-}
-
-void raft_set_waiting(raft *r, bool waiting)
-{
-    r->waiting = waiting;
-}
-
-/* Follower id (0: every follower) is to hear at once of index's commit. */
-static void want_commit(raft *r, uint64_t id, uint64_t index)
-{
-    for (size_t i = 0; i < r->n; i++)
-        if ((id == 0 || r->pr[i].id == id) && r->pr[i].wants < index) r->pr[i].wants = index;
-}
-
-void raft_tell_commit_at(raft *r, uint64_t index)
-{
-    want_commit(r, 0, index);
-}
-
-void raft_peer_wants_commit(raft *r, uint64_t id, uint64_t index)
-{
-    if (id) want_commit(r, id, index);
 }

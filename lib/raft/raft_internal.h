@@ -1,6 +1,7 @@
 /*
  * raft_internal.h: the Raft core's state, shared by its files: raft.c
- * (roles, elections, replication, ready), read.c (ReadIndex), snapshot.c
+ * (roles, elections, replication, ready), send.c (to whom a leader sends
+ * entries and the commit index when), read.c (ReadIndex), snapshot.c
  * (compaction, InstallSnapshot), conf.c (membership), codec.c.
  */
 #ifndef DSYNC_RAFT_INTERNAL_H
@@ -100,10 +101,21 @@ int raft_propose_entry(raft *r, uint8_t type, const void *data, size_t len, uint
 /* Queues m for the next ready (from and, if zero, term filled in). */
 void raft_send(raft *r, raft_msg m);
 /* Leader: replicating followers that lack entries up to index (lazy ones,
- * see thrifty replication in raft.c) are sent them now, as far as their
+ * see thrifty replication in send.c) are sent them now, as far as their
  * pipelines allow: before a compaction drops them, so that a heartbeat's
  * lag does not cost them a snapshot. */
 void raft_catch_up_to(raft *r, uint64_t index);
+
+/* send.c */
+/* Whether the commit of new entries waits for p's answer (it is among the
+ * followers that make the majority, or not known to answer). */
+bool raft_counted(const raft *r, const progress *p);
+/* Whether new entries go to p now rather than at the next heartbeat. */
+bool raft_entries_now(const raft *r, const progress *p);
+/* Whether p is owed an empty append carrying the commit index. */
+bool raft_commit_owed(const raft *r, const progress *p);
+/* An answer from p: whether callers wait there, and what that owes it. */
+void raft_note_answer(raft *r, progress *p, const raft_msg *m);
 
 /* snapshot.c */
 /* Leader: sends the snapshot to a follower that needs entries compacted

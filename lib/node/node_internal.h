@@ -228,8 +228,9 @@ typedef struct {
     uint64_t idle_since_ns;       /* the loop saw the last flush end then (0: none yet) */
     uint64_t loop_flush_after_ns; /* no flush on the loop before: the disk was slow */
     /* Follower: what is buffered came only in appends no commit waits on
-     * (raft_ready.unhurried), and nothing held waits on it but answers to
-     * appends: its flush may wait until defer_until_ms, batching more. */
+     * (raft_ready.unhurried); unless a frame other than an answer to an
+     * append waits for it (urgent_end), its flush may wait until
+     * defer_until_ms, batching more. */
     bool deferrable;
     uint64_t defer_until_ms;
     size_t urgent_end; /* held: end of the last frame that is no answer to an append */

@@ -95,7 +95,6 @@ bool nd_log_waiting(const dsync_node *n)
 void nd_log_send(dsync_node *n, uint64_t to, const void *frame, size_t len, bool append_answer)
 {
     nd_log *w = &n->wal;
-    if (!append_answer) w->deferrable = false;
     if (!nd_log_waiting(n)) {
         nt_send(n->net, to, ND_FRAME_RAFT, frame, len);
         return;
@@ -124,10 +123,8 @@ void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
     if (!must_sync) return;
     if (!w->pending_sync) {
         /* The first records of a flush to come: deferrable if they may
-         * wait, until ND_LOG_DEFER_MS from now, and nothing but answers
-         * to appends is held for this flush already (held after the
-         * flush out began). */
-        w->deferrable = unhurried && w->urgent_end <= w->held_covered;
+         * wait, until ND_LOG_DEFER_MS from now. */
+        w->deferrable = unhurried;
         w->defer_until_ms = ut_now_ms() + ND_LOG_DEFER_MS;
     } else if (!unhurried) {
         w->deferrable = false;
@@ -135,16 +132,24 @@ void nd_log_handed(dsync_node *n, uint64_t index, uint64_t term, size_t entries,
     w->pending_sync = true;
 }
 
-/* Whether the flush due may wait for more. */
+/* Whether the flush due may be put off: it carries only unhurried
+ * records, and no frame but answers to appends waits for it (held after
+ * the flush out began, if one is). */
+static bool may_defer(const nd_log *w)
+{
+    return w->pending_sync && w->deferrable && w->urgent_end <= w->held_covered;
+}
+
+/* Whether the flush due waits for more now. */
 static bool deferred(const nd_log *w)
 {
-    return w->pending_sync && w->deferrable && ut_now_ms() < w->defer_until_ms;
+    return may_defer(w) && ut_now_ms() < w->defer_until_ms;
 }
 
 uint64_t nd_log_deadline(const dsync_node *n)
 {
     const nd_log *w = &n->wal;
-    bool due = w->pending_sync && w->deferrable && !w->wr.busy && w->wr.started && !n->store_broken;
+    bool due = may_defer(w) && !w->wr.busy && w->wr.started && !n->store_broken;
     return due ? w->defer_until_ms : UINT64_MAX;
 }
 

@@ -191,6 +191,42 @@ cell() {
     echo "${v:--}"
 }
 
+# median_pair RATIO...: the position (from 1) of the median ratio, the
+# lower middle one for an even count; ratios that are "-" left out; nothing
+# when none is a number. This machine's speed drifts between runs minutes
+# apart, so a target's ratio is taken from back-to-back pairs of dsync and
+# its reference, and the median pair stands.
+median_pair() {
+    local i=0 r
+    for r in "$@"; do
+        i=$((i + 1))
+        echo "$r $i"
+    done | awk '$1 != "-"' | sort -n | awk '{ r[NR] = $2 } END { if (NR) print r[int((NR + 1) / 2)] }'
+}
+
+# paired NAME COUNT READY-A "ARGS-A" READY-B "ARGS-B": COUNT back-to-back
+# pairs of measurements, A (dsync) then B (its reference), each line kept in
+# result["NAME a P"] and result["NAME b P"]. Sets paired_ratio[NAME] to the
+# median pair's A/B ratio of op/s ("-" when no pair gave one) and
+# paired_all[NAME] to every pair's, in order. ARGS are split on blanks
+# (none of the benchmarks' arguments holds one).
+declare -A paired_ratio paired_all
+# shellcheck disable=SC2034 # the callers read paired_ratio and paired_all
+paired() {
+    local name=$1 count=$2 p mid rs=()
+    for ((p = 1; p <= count; p++)); do
+        # shellcheck disable=SC2086 # split on purpose
+        measure "$name a $p" "$3" $4
+        # shellcheck disable=SC2086
+        measure "$name b $p" "$5" $6
+        rs+=("$(ratio "$(cell "$name a $p" ops/s)" "$(cell "$name b $p" ops/s)")")
+    done
+    mid=$(median_pair "${rs[@]}")
+    paired_ratio[$name]=-
+    [ -n "$mid" ] && paired_ratio[$name]=${rs[mid - 1]}
+    paired_all[$name]="${rs[*]}"
+}
+
 # ratio A B [SUFFIX]: A / B to two decimals and SUFFIX, or "-" when either
 # is missing or B is 0.
 ratio() {

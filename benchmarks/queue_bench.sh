@@ -159,9 +159,8 @@ for ((p = 1; p <= pairs; p++)); do
     pair_ratios+=("$(ratio "$(cell "pair lib $p" ops/s)" "$(cell "pair redis $p" ops/s)")")
 done
 # The median pair (the lower middle one for an even count) stands for both.
-median_pair=$(for ((p = 1; p <= pairs; p++)); do echo "${pair_ratios[p - 1]} $p"; done |
-    grep -v '^-' | sort -n | awk '{ r[NR] = $2 } END { if (NR) print r[int((NR + 1) / 2)] }')
-result[lib cycle 32]=${result[pair lib ${median_pair:-0}]:-}
+mid=$(median_pair "${pair_ratios[@]}")
+result[lib cycle 32]=${result[pair lib ${mid:-0}]:-}
 rm -rf "${tmp:?}/lib" "$tmp/mem"
 { "$bench" memory "$mem_messages" 4 "$mem_max_secs" "$tmp/mem" 2>>"$tmp/bench.err" || true; } |
     sed -u 's/^/  /' | tee "$tmp/mem.out"
@@ -197,7 +196,7 @@ printf '  routed to the owners (none forwarded):      %10s  (%s enqueue/s, p99 %
 printf 'In-process library, 1 node, cycles/s:        %10s (1 thread)  %s (32 threads, p99 %s ms)\n' \
     "$(cell "lib cycle 1" ops/s)" "$(cell "lib cycle 32" ops/s)" "$(cell "lib cycle 32" p99_ms)"
 printf 'In-process cycles at 32 / raw Redis at 32:   %10s  (target >= 1.00x; median of %s pairs: %s)\n' \
-    "$(ratio "$(cell "pair lib ${median_pair:-0}" ops/s)" "$(cell "pair redis ${median_pair:-0}" ops/s)" x)" \
+    "$(ratio "$(cell "pair lib ${mid:-0}" ops/s)" "$(cell "pair redis ${mid:-0}" ops/s)" x)" \
     "$pairs" "$(IFS=' '; echo "${pair_ratios[*]}")"
 if [ -n "$mem_line" ]; then
     printf 'Memory, in-process node: %s messages waiting (%s/s), RSS %s MB -> %s MB, %s bytes/message%s\n' \

@@ -409,9 +409,12 @@ static void on_queue_event(void *ctx, const q_event *ev)
 {
     dsync_node *n = ctx;
     n->q_ready_dirty = true;
+    /* A lease ran out in a tick, with no call on the topic to update them. */
+    nq_topic_gauges(n, ev->topic);
     if (ev->kind == Q_EV_REQUEUED) {
         dsync_series_add(dsync_metric_series1(n->qm.requeued, ev->topic), 1);
     } else {
+        nq_topic_gauges(n, ev->dlq_topic);
         dsync_series_add(dsync_metric_series1(n->qm.dead_lettered, ev->topic), 1);
         ut_log(&n->log, DSYNC_LOG_WARN, "message %" PRIu64 " of %s dead-lettered to %s", ev->id,
                ev->topic, ev->dlq_topic);

@@ -69,6 +69,8 @@ static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(
     json_decref(a);
     assert_int_equal(h_ack(n, "orders", r1), 200);
     assert_int_equal(h_ack(n, "orders", r1), 404); /* once */
+    assert_int_equal(h_metric(n, "queue_depth{topic=\"orders\"}"), 1);
+    assert_int_equal(h_metric(n, "queue_in_flight{topic=\"orders\"}"), 1);
 
     /* Message 2 was not acked: once its visibility ran out (the node
      * counts the requeue), it comes back ahead of message 3, with its
@@ -76,6 +78,9 @@ static void test_fifo_delivery_ack_and_redelivery_after_the_visibility_runs_out(
     long long deadline = h_now_ms() + 5000;
     while (h_metric(n, "queue_requeued_total{topic=\"orders\"}") < 1 && h_now_ms() < deadline)
         usleep(20000);
+    /* The gauges follow the requeue itself, with no call on the topic. */
+    assert_int_equal(h_metric(n, "queue_depth{topic=\"orders\"}"), 2);
+    assert_int_equal(h_metric(n, "queue_in_flight{topic=\"orders\"}"), 0);
     msgs = consume(n, "orders", 1, 30000, 0, &a);
     assert_int_equal(json_array_size(msgs), 1);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(msgs, 0), "id")), 2);

@@ -3,7 +3,8 @@
 #   make              lib/libdsync.a, lib/libdsync.so (+ soname links), bin/dsyncd, the examples
 #   make test         installs missing Debian packages (as root), builds, runs every test
 #   make test-asan    the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make run          a node on 127.0.0.1:8081 in the foreground
+#   make run          three nodes on 127.0.0.1:8081-8083 (and a Redis) in the foreground
+#   make run-node N=2 node 2 of that cluster again, after it exited
 #   make bench        the benchmarks (see benchmarks/)
 #   make test-packaging  installs into a temporary prefix, builds the examples with pkg-config
 #   make test-docker  docker-compose config, then the compose cluster as plain processes
@@ -87,7 +88,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-examples test-asan \
-        test-valgrind run run-cluster bench install uninstall clean deps format test-docker \
+        test-valgrind run run-node run-cluster bench install uninstall clean deps format test-docker \
         test-load docs docs-tools
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)
@@ -238,6 +239,12 @@ run:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@scripts/run-cluster.sh
+
+# Node N of make run's cluster, started again (from another terminal) after
+# it exited; make run keeps the others running meanwhile.
+run-node:
+	@test -n "$(N)" || { echo "usage: make run-node N=1|2|3" >&2; exit 2; }
+	@ONLY=$(N) scripts/run-cluster.sh
 
 bench:
 	@scripts/deps.sh

@@ -3,7 +3,11 @@
 # HTTP on 127.0.0.1:8081-8083 and the peer transport on 127.0.0.1:9081-9083,
 # data in ./data/node1..3. Ctrl-C stops all three.
 #
-# NODES=1 runs a single node instead. Shared settings (DSYNC_LOG_LEVEL,
+# A node that exits (killed, say, to watch the others elect a new leader)
+# leaves the rest running; ONLY=I runs node I alone with the same settings,
+# to start it again from another terminal (make run-node N=I), against the
+# Redis the first one started. NODES=1 runs a single node instead. Shared
+# settings (DSYNC_LOG_LEVEL,
 # DSYNC_LOCK_DEFAULT_TTL_MS, ...) come from the environment or ./.env, which
 # dsyncd reads itself; the per-node addresses and ids are set here.
 #
@@ -17,6 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 nodes=${NODES:-3}
+only=${ONLY:-}
+if [ -n "$only" ] && ! { [[ "$only" =~ ^[0-9]+$ ]] && [ "$only" -ge 1 ] && [ "$only" -le "$nodes" ]; }; then
+    echo "run-cluster: ONLY must be a node from 1 to $nodes, not '$only'" >&2
+    exit 2
+fi
 base_http=${BASE_HTTP_PORT:-8081}
 base_peer=${BASE_PEER_PORT:-9081}
 data=${DATA_ROOT:-./data}
@@ -27,15 +36,19 @@ for i in $(seq 1 "$nodes"); do
 done
 [ "$nodes" -eq 1 ] && peers=""
 
-pids=()
+pids=()    # every process started here
+running=() # those of them that have not exited (yet)
 redis_url=${DSYNC_REDIS_URL:-}
-if [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ]; then
-    redis_port=${REDIS_PORT:-6390}
+redis_port=${REDIS_PORT:-6390}
+if [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ] && [ -n "$only" ]; then
+    redis_url=redis://127.0.0.1:$redis_port # the one the cluster's run started
+elif [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ]; then
     mkdir -p "$data/redis"
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes \
         --appendfsync "${REDIS_APPENDFSYNC:-always}" --dir "$data/redis" \
         --logfile redis.log --daemonize no &
     pids+=($!)
+    running+=($!)
     redis_url=redis://127.0.0.1:$redis_port
     for _ in $(seq 100); do # until it answers (its AOF loaded), 10 s at most
         [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
@@ -43,16 +56,19 @@ if [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ]; then
     done
 fi
 
+# shellcheck disable=SC2317 # run by the traps
 stop() {
     trap - INT TERM EXIT
+    [ "${#running[@]}" = 0 ] && return
     echo
-    echo "libdsync: stopping ${#pids[@]} process(es)"
-    kill "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+    echo "libdsync: stopping ${#running[@]} process(es)"
+    kill "${running[@]}" 2>/dev/null || true
+    wait "${running[@]}" 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
 
-for i in $(seq 1 "$nodes"); do
+for i in $(seq "${only:-1}" "${only:-$nodes}"); do
     mkdir -p "$data/node$i"
     DSYNC_NODE_ID=$i \
         DSYNC_HTTP_ADDR=127.0.0.1:$((base_http + i - 1)) \
@@ -62,10 +78,20 @@ for i in $(seq 1 "$nodes"); do
         DSYNC_REDIS_URL=$redis_url \
         bin/dsyncd &
     pids+=($!)
+    running+=($!)
 done
 
+if [ -n "$only" ]; then
+    echo "libdsync: node $only on http://127.0.0.1:$((base_http + only - 1)) (Ctrl-C stops it)"
+    status=0
+    wait "${pids[@]}" || status=$?
+    exit "$status"
+fi
 echo "libdsync: $nodes node(s) on http://127.0.0.1:$base_http..$((base_http + nodes - 1)) (Ctrl-C stops them)"
 echo "  queue store: ${redis_url:-a local file in the data directory of each node}"
+for i in $(seq 1 "$nodes"); do
+    echo "  node $i: pid ${pids[${#pids[@]} - nodes + i - 1]}, http://127.0.0.1:$((base_http + i - 1))"
+done
 # Until every node knows a leader and serves the cache (15 s at most, and
 # not past a node that exited): before that, calls answer 503 (retry).
 node_ready() { # HTTP port
@@ -94,7 +120,27 @@ else
 fi
 echo "  try: curl -s http://127.0.0.1:$base_http/health"
 echo "       curl -s -XPOST http://127.0.0.1:$((base_http + nodes - 1))/locks/acquire -d '{\"key\":\"k\",\"client_id\":\"me\",\"mode\":\"X\"}'"
-# Stop everything as soon as any node exits.
+# A process that exits is reported and the others keep running (killing
+# the leader is how one watches a failover); Ctrl-C stops the rest. The
+# script ends when none is left.
+declare -A name
+first=$((${#pids[@]} - nodes)) # a redis-server started here comes first
+[ "$first" = 1 ] && name[${pids[0]}]=redis-server
+for i in $(seq 1 "$nodes"); do name[${pids[first + i - 1]}]="node $i"; done
 status=0
-wait -n "${pids[@]}" || status=$?
+while [ "${#running[@]}" -gt 0 ]; do
+    gone=""
+    rc=0
+    wait -n -p gone "${running[@]}" || rc=$?
+    [ -n "$gone" ] || break
+    [ "$rc" = 0 ] || status=$rc
+    left=()
+    for p in "${running[@]}"; do [ "$p" = "$gone" ] || left+=("$p"); done
+    running=("${left[@]}")
+    what=${name[$gone]:-process $gone}
+    echo "libdsync: $what exited (status $rc); ${#running[@]} process(es) still running"
+    if [[ "$what" == node* ]]; then
+        echo "  start it again from another terminal: make run-node N=${what#node }"
+    fi
+done
 exit "$status"

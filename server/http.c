@@ -2,10 +2,12 @@
  * http.c: civetweb setup, routing, bounded body reading and replies.
  *
  * Hardening for civetweb 1.15 (see DESIGN.md, known hazards): no
- * document_root, no form handling, a whole-request deadline, and the body
- * size judged from Content-Length before reading: a request that declares
- * too much, or declares its length twice, is refused with the connection
- * closed, so no worker ever blocks on a body we will not read.
+ * document_root, no form handling, a deadline on the headers and on each
+ * pause in the body (civetweb's request_timeout_ms; not on a body that
+ * keeps trickling, docs/architecture.md), and the body size judged from
+ * Content-Length before reading: a request that declares too much, or
+ * declares its length twice, is refused with the connection closed, so no
+ * worker ever blocks on a body we will not read.
  */
 #include <civetweb.h>
 #include <inttypes.h>

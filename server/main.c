@@ -56,6 +56,29 @@ static void usage(FILE *out)
         fprintf(out, "  %-30s %s (default: \"%s\")\n", v->name, v->help, v->default_value);
 }
 
+/* An unknown DSYNC_ name in the env file stops the node: the file is
+ * dsyncd's alone, so it is a typo. The environment is shared with other
+ * tools that use the prefix (the tests' DSYNC_SIM_SEEDS, the Locust
+ * file's DSYNC_LOCUST_HOSTS), so there an unknown name gets a warning
+ * that names it, at start, where a typo such as DSYNC_RAFT_TIK_MS would
+ * otherwise pass unseen. */
+static void warn_unknown_env(const ut_logger *log)
+{
+    extern char **environ;
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "DSYNC_", 6) != 0) continue;
+        size_t len = strcspn(*e, "=");
+        bool known = false;
+        for (const dsync_config_var *v = dsync_config_vars(); v->name && !known; v++)
+            known = strlen(v->name) == len && strncmp(v->name, *e, len) == 0;
+        if (!known)
+            ut_log(log, DSYNC_LOG_WARN,
+                   "environment: %.*s is not a dsyncd setting and is ignored (dsyncd --help "
+                   "lists them)",
+                   (int)len, *e);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *env_path = ".env";
@@ -86,6 +109,7 @@ int main(int argc, char **argv)
     }
     cfg.log_fn = log_stderr;
     cfg.log_ctx = &cfg;
+    warn_unknown_env(&(ut_logger){log_stderr, &cfg, cfg.log_level});
 
     sigset_t stop;
     sigemptyset(&stop);

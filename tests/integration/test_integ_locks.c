@@ -401,6 +401,27 @@ static void test_bad_requests_get_their_error_and_change_nothing(void **state)
                             "code=\"400\"}") >= 18);
 }
 
+/* A misspelt setting in the environment is not an error there (other
+ * tools share the DSYNC_ prefix), but it must not pass unseen. */
+static void test_an_unknown_setting_in_the_environment_is_named_in_a_warning(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"DSYNC_RAFT_TIK_MS=5", NULL};
+    h_node *n = h_node_new(env);
+    assert_non_null(n);
+    FILE *f = fopen(n->log_path, "r");
+    assert_non_null(f);
+    char log[65536];
+    size_t len = fread(log, 1, sizeof log - 1, f);
+    fclose(f);
+    log[len] = '\0';
+    assert_non_null(strstr(log, "warn: environment: DSYNC_RAFT_TIK_MS is not a dsyncd setting"));
+    /* The settings the harness gives it are all known. */
+    assert_null(strstr(log, "DSYNC_NODE_ID is not"));
+    assert_null(strstr(log, "DSYNC_HTTP_ADDR is not"));
+    assert_int_equal(h_node_free(n), 0);
+}
+
 static void test_a_node_killed_with_sigkill_restarts_with_every_granted_lock(void **state)
 {
     h_node *n = *state;
@@ -506,6 +527,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_head_request_gets_no_body_on_a_kept_alive_connection,
                                         setup, teardown),
+        cmocka_unit_test(test_an_unknown_setting_in_the_environment_is_named_in_a_warning),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_their_error_and_change_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_eight_clients_take_turns_on_one_exclusive_lock, setup,

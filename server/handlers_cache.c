@@ -63,7 +63,8 @@ void handle_cache_put(http_req *r)
         return;
     json_t *v = json_object_get(r->body, "value");
     if (!json_is_string(v)) {
-        http_reply_error(r, 400, "invalid_field", "field \"value\" must be a string");
+        http_reply_error(r, 400, "invalid_field",
+                         v ? "field \"value\" must be a string" : "field \"value\" is required");
         return;
     }
     int rc =

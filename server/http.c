@@ -378,8 +378,12 @@ static bool parse_json_body(http_req *r)
     r->body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!r->body) {
+        /* jansson names its own flag for a \u0000; say what it means. */
+        const char *why = strstr(jerr.text, "JSON_ALLOW_NUL")
+                              ? "a string must not contain NUL (\\u0000)"
+                              : jerr.text;
         http_reply_error(r, 400, "invalid_json", "malformed JSON at line %d column %d: %s",
-                         jerr.line, jerr.column, jerr.text);
+                         jerr.line, jerr.column, why);
         return false;
     }
     if (!json_is_object(r->body)) {

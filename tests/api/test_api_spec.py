@@ -631,6 +631,10 @@ def scenario_locks(a):
                 ("empty body", b""), ("duplicate key", b'{"key":"k","client_id":"c","mode":"S","mode":"X"}')]
     for label, raw in bad_json:
         call(a, f"acquire with {label}: 400 invalid_json", "POST", ACQ, None, 400, code="invalid_json", raw=raw)
+    call(a, "acquire with a \\u0000 in a string: 400 invalid_json that says NUL, not jansson's flag", "POST",
+         ACQ, None, 400, code="invalid_json", raw=b'{"key":"a\\u0000b","client_id":"c","mode":"S"}',
+         pred=lambda b: None if "must not contain NUL" in b["error"]["message"]
+         and "JSON_ALLOW_NUL" not in b["error"]["message"] else f"body {b}")
     base = {"key": "k", "client_id": "c", "mode": "S"}
     bad_fields = [
         ("no key", {"client_id": "c", "mode": "S"}, True),
@@ -763,6 +767,9 @@ def scenario_queue(a):
                         ("ttl_ms 0", {"key": "k", "value": "v", "ttl_ms": 0})]:
         call(a, f"cache put with {label}: 400 invalid_field", "POST", PUT, body, 400, code="invalid_field",
              req_valid=False)
+    call(a, "cache put with no value: the message says it is required", "POST", PUT, {"key": "k"}, 400,
+         code="invalid_field", req_valid=False,
+         pred=lambda b: None if "\"value\" is required" in b["error"]["message"] else f"body {b}")
     call(a, "cache get with no key: 400 invalid_field", "GET", GET, None, 400, code="invalid_field")
     call(a, "cache get with a key of 256 bytes: 400 invalid_field", "GET", GET + "?key=" + "k" * 256, None, 400,
          code="invalid_field")

@@ -2,9 +2,8 @@
  * http.c: civetweb setup, routing, bounded body reading and replies.
  *
  * Hardening for civetweb 1.15 (see DESIGN.md, known hazards): no
- * document_root, no form handling, a deadline on the headers and on each
- * pause in the body (civetweb's request_timeout_ms; not on a body that
- * keeps trickling, docs/architecture.md), and the body size judged from
+ * document_root, no form handling, a deadline on the headers (civetweb's
+ * request_timeout_ms) and the same again on the body (slow_body.c), and the body size judged from
  * Content-Length before reading: a request that declares too much, or
  * declares its length twice, is refused with the connection closed, so no
  * worker ever blocks on a body we will not read.
@@ -327,30 +326,61 @@ static char *read_body(http_req *r, size_t *len)
         reply_error_closing(r, 500, "internal", "out of memory");
         return NULL;
     }
+    /* The body gets the request timeout again from here: civetweb's own
+     * bounds only the headers and each pause, so read_body keeps a
+     * deadline, and slow_body.c's watchdog wakes an mg_read past it. */
+    uint64_t timeout = r->server->cfg->http_request_timeout_ms;
+    uint64_t deadline = ut_now_ms() + timeout;
+    sb_slot *watch = sb_begin(&r->server->slow, deadline);
     size_t got = 0;
+    int refused = 0; /* 413, 500 or 408, decided in the loop */
     for (;;) {
         if (got == cap) {
             if (ri->content_length >= 0) break;
             if (cap > max) {
-                free(buf);
-                reply_error_closing(r, 413, "payload_too_large",
-                                    "chunked request body is over the limit of %llu",
-                                    (unsigned long long)max);
-                return NULL;
+                refused = 413;
+                break;
             }
             size_t ncap = cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
             char *nb = realloc(buf, ncap + 1);
             if (!nb) {
-                free(buf);
-                reply_error_closing(r, 500, "internal", "out of memory");
-                return NULL;
+                refused = 500;
+                break;
             }
             buf = nb;
             cap = ncap;
         }
-        int n = mg_read(r->conn, buf + got, cap - got);
+        /* A chunked body a byte at a time: civetweb's chunked mg_read
+         * loops until it has all it was asked for, through the watchdog's
+         * signal, so a byte is the most a dribbling client can make it
+         * wait for beyond the deadline (plus one civetweb timeout). Bodies
+         * with a Content-Length are read whole: an interrupted mg_read of
+         * those returns what it has. */
+        size_t want = ri->content_length >= 0 ? cap - got : 1;
+        int n = mg_read(r->conn, buf + got, want);
+        if (n > 0) got += (size_t)n;
+        bool complete = ri->content_length >= 0 ? got == (size_t)ri->content_length : n == 0;
+        if (complete) break;
+        if (ut_now_ms() >= deadline) {
+            refused = 408;
+            break;
+        }
         if (n <= 0) break;
-        got += (size_t)n;
+    }
+    sb_end(watch);
+    if (refused) {
+        free(buf);
+        if (refused == 413)
+            reply_error_closing(r, 413, "payload_too_large",
+                                "chunked request body is over the limit of %llu",
+                                (unsigned long long)max);
+        else if (refused == 408)
+            reply_error_closing(r, 408, "request_timeout",
+                                "request body not received within %llu ms",
+                                (unsigned long long)timeout);
+        else
+            reply_error_closing(r, 500, "internal", "out of memory");
+        return NULL;
     }
     if (ri->content_length >= 0 && got < (size_t)ri->content_length) {
         free(buf);
@@ -410,8 +440,8 @@ static int allow_all(struct mg_connection *conn, void *cbdata)
     return 1;
 }
 
-static const int codes[HTTP_N_CODES] = {200, 202, 400, 404, 405, 409, 413, 500, 503, 504};
-static const char *const codes_text[HTTP_N_CODES] = {"200", "202", "400", "404", "405",
+static const int codes[HTTP_N_CODES] = {200, 202, 400, 404, 405, 408, 409, 413, 500, 503, 504};
+static const char *const codes_text[HTTP_N_CODES] = {"200", "202", "400", "404", "405", "408",
                                                      "409", "413", "500", "503", "504"};
 
 static int code_index(int status)
@@ -535,6 +565,10 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
         "1",
         NULL,
     };
+    if (sb_start(&s->slow, cfg->http_request_timeout_ms) != 0) {
+        snprintf(err, errlen, "cannot start the HTTP body watchdog");
+        return DSYNC_ENOMEM;
+    }
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
@@ -548,6 +582,7 @@ int http_start(srv *s, dsync_node *node, const dsync_config *cfg, const http_rou
         snprintf(err, errlen, "cannot serve HTTP on %s: %s", cfg->http_addr,
                  etext[0] ? etext : "unknown error");
         mg_exit_library();
+        sb_stop(&s->slow);
         return DSYNC_EIO;
     }
     /* Without an auth handler civetweb looks for a password file on every
@@ -567,4 +602,5 @@ void http_stop(srv *s)
         s->ctx = NULL;
         mg_exit_library();
     }
+    sb_stop(&s->slow); /* the workers are gone */
 }

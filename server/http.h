@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "dsync.h"
+#include "slow_body.h"
 #include "util/util.h"
 
 struct mg_connection;
@@ -42,7 +43,7 @@ typedef struct {
 } http_route;
 
 #define HTTP_MAX_ROUTES 32
-#define HTTP_N_CODES 10 /* the statuses handlers answer with (http.c: codes) */
+#define HTTP_N_CODES 11 /* the statuses handlers answer with (http.c: codes) */
 
 struct srv {
     dsync_node *node;
@@ -55,6 +56,7 @@ struct srv {
      * every request. (Two threads may both look one up: same handle.) */
     _Atomic(dsync_series *) route_requests[HTTP_MAX_ROUTES][HTTP_N_CODES];
     _Atomic(dsync_series *) route_duration[HTTP_MAX_ROUTES];
+    sb_watchdog slow; /* the deadline on reading bodies */
 };
 
 /* Starts civetweb on cfg->http_addr serving routes (n of them, static).

@@ -248,7 +248,7 @@ static const var_def vars[] = {
     {{"DSYNC_LOCK_MAX_WAIT_MS", "60000", "largest wait_ms an acquire may ask for"}, set_max_wait},
     {{"DSYNC_HTTP_THREADS", "16", "HTTP worker threads"}, set_http_threads},
     {{"DSYNC_HTTP_REQUEST_TIMEOUT_MS", "10000",
-      "deadline for a request's headers and longest pause in its body"},
+      "deadline for a request's headers, and again for its body"},
      set_http_timeout},
     {{"DSYNC_LOG_LEVEL", "info", "debug, info, warn or error"}, set_log_level},
     {{"DSYNC_SNAPSHOT_ENTRIES", "10000", "snapshot the state and compact the log every N entries"},

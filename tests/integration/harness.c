@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -498,6 +499,28 @@ int h_raw(const h_node *n, const void *data, size_t len, int timeout_ms, h_resp 
         if (k <= 0) break; /* the server may close early (413): read what it said */
         p += k;
         len -= (size_t)k;
+    }
+    int rc = read_response(fd, r);
+    close(fd);
+    return rc;
+}
+
+int h_raw_dribble(const h_node *n, const void *head, size_t len, const char *drip, int every_ms,
+                  int timeout_ms, h_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    int fd = connect_node(n, timeout_ms);
+    if (fd < 0) return -1;
+    if (send(fd, head, len, MSG_NOSIGNAL) != (ssize_t)len) {
+        close(fd);
+        return -1;
+    }
+    /* A byte of drip each every_ms, until the server has something to say
+     * (an answer, or the end of the connection) or drip runs out. */
+    for (size_t i = 0; drip[i]; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, every_ms) != 0) break;
+        if (send(fd, drip + i, 1, MSG_NOSIGNAL) != 1) break;
     }
     int rc = read_response(fd, r);
     close(fd);

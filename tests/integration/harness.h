@@ -107,6 +107,10 @@ int h_http(const h_node *n, const char *method, const char *path, const char *bo
 /* Sends raw bytes and reads the answer until the server closes or
  * timeout_ms passes. */
 int h_raw(const h_node *n, const void *data, size_t len, int timeout_ms, h_resp *r);
+/* Sends head, then one byte of drip every every_ms until the server
+ * answers or closes (or drip ends), and reads the answer: a slow client. */
+int h_raw_dribble(const h_node *n, const void *head, size_t len, const char *drip, int every_ms,
+                  int timeout_ms, h_resp *r);
 void h_resp_free(h_resp *r);
 
 /* Request + JSON parse of the answer (NULL if it is not JSON). */
@@ -152,8 +156,7 @@ long long h_now_ms(void);
 /* Enqueues {"v": value} to topic: the message id, or minus the HTTP status. */
 long long h_enqueue(const h_node *n, const char *topic, long long value);
 /* The same, retrying a 503 (a topic between owners) for up to timeout_ms. */
-long long h_enqueue_retrying(const h_node *n, const char *topic, long long value,
-                             int timeout_ms);
+long long h_enqueue_retrying(const h_node *n, const char *topic, long long value, int timeout_ms);
 /* A consume by consumer "c": the whole answer (the caller decrefs it), NULL
  * unless 200; the status in *status. */
 json_t *h_consume(const h_node *n, const char *topic, int max, int visibility_ms, int wait_ms,

@@ -422,6 +422,64 @@ static void test_an_unknown_setting_in_the_environment_is_named_in_a_warning(voi
     assert_int_equal(h_node_free(n), 0);
 }
 
+/* civetweb's timeout bounds each wait for bytes, not a whole body: a
+ * client dribbling its body a byte at a time must still be cut off at the
+ * request deadline (408, connection closed, nothing applied), while one
+ * that finishes within it is served. */
+static void test_a_body_dribbled_past_the_request_deadline_gets_408(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"DSYNC_HTTP_REQUEST_TIMEOUT_MS=1000", NULL};
+    h_node *n = h_node_new(env);
+    assert_non_null(n);
+    static const char body[] = "{\"key\":\"slow\",\"client_id\":\"c\",\"mode\":\"X\"}";
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "POST /locks/acquire HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      sizeof body - 1);
+
+    /* The whole body at 10 bytes a second would take 4 s: it is cut off
+     * after the 1 s deadline (and at most a quarter of it late). */
+    h_resp r;
+    long long start = h_now_ms();
+    assert_int_equal(h_raw_dribble(n, head, (size_t)hl, body, 100, 10000, &r), 0);
+    long long took = h_now_ms() - start;
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "\"request_timeout\""));
+    assert_string_equal(r.connection, "close");
+    h_resp_free(&r);
+    assert_true(took >= 900 && took < 3000);
+    int st;
+    json_t *s = h_json(n, "GET", "/locks/state", NULL, &st);
+    assert_int_equal(st, 200);
+    assert_null(lock_of(s, "slow"));
+    json_decref(s);
+    assert_int_equal(h_metric(n, "http_requests_total{method=\"POST\",path=\"/locks/acquire\","
+                                 "code=\"408\"}"),
+                     1);
+
+    /* A chunked body, dribbled the same way, is cut off the same way. */
+    static const char chunked_head[] = "POST /locks/acquire HTTP/1.1\r\nHost: x\r\n"
+                                       "Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    char chunked[128];
+    snprintf(chunked, sizeof chunked, "%zx\r\n%s\r\n0\r\n\r\n", sizeof body - 1, body);
+    start = h_now_ms();
+    assert_int_equal(
+        h_raw_dribble(n, chunked_head, sizeof chunked_head - 1, chunked, 100, 10000, &r), 0);
+    took = h_now_ms() - start;
+    assert_int_equal(r.status, 408);
+    h_resp_free(&r);
+    assert_true(took >= 900 && took < 3000);
+
+    /* The same body a byte each 5 ms (0.2 s) is within the deadline. */
+    assert_int_equal(h_raw_dribble(n, head, (size_t)hl, body, 5, 10000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"granted\""));
+    h_resp_free(&r);
+    assert_int_equal(h_node_free(n), 0);
+}
+
 static void test_a_node_killed_with_sigkill_restarts_with_every_granted_lock(void **state)
 {
     h_node *n = *state;
@@ -527,6 +585,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_head_request_gets_no_body_on_a_kept_alive_connection,
                                         setup, teardown),
+        cmocka_unit_test(test_a_body_dribbled_past_the_request_deadline_gets_408),
         cmocka_unit_test(test_an_unknown_setting_in_the_environment_is_named_in_a_warning),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_their_error_and_change_nothing, setup,
                                         teardown),

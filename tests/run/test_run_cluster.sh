@@ -123,29 +123,21 @@ back_in() {
     return 1
 }
 check "ONLY=2 starts node 2 again, and it catches up (the lock taken meanwhile) within 15 s" back_in
-kill -INT -- "-$group2" 2>/dev/null
-node2_gone() {
+# Ctrl-C, as a terminal sends it: SIGINT to the process group $1; every
+# process in it must be gone within 15 s.
+interrupt_and_wait() {
     local _
+    kill -INT -- "-$1" 2>/dev/null
     for _ in $(seq 150); do
-        pgrep -g "$group2" >/dev/null || return 0
+        pgrep -g "$1" >/dev/null || return 0
         sleep 0.1
     done
+    pgrep -ag "$1"
     return 1
 }
-check "Ctrl-C stops the restarted node within 15 s" node2_gone
+check "Ctrl-C stops the restarted node within 15 s" interrupt_and_wait "$group2"
 group2=""
-
-kill -INT -- "-$group" 2>/dev/null
-all_gone() {
-    local _
-    for _ in $(seq 150); do
-        pgrep -g "$group" >/dev/null || return 0
-        sleep 0.1
-    done
-    pgrep -ag "$group"
-    return 1
-}
-check "Ctrl-C (SIGINT to the group) stops every process within 15 s" all_gone
+check "Ctrl-C (SIGINT to the group) stops every process within 15 s" interrupt_and_wait "$group"
 group=""
 said_stopping() { grep -q '^libdsync: stopping 2 process(es)' "$out"; }
 check "run-cluster.sh says it stops the two nodes still running" said_stopping

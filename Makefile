@@ -88,7 +88,7 @@ INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 
 .PHONY: all lib test check test-unit test-integration test-packaging test-examples test-asan \
-        test-valgrind run run-node run-cluster bench install uninstall clean deps format test-docker \
+        test-valgrind run run-node bench install uninstall clean deps format test-docker \
         test-load docs docs-tools
 
 all: $(LIBA) $(SHARED) $(DSYNCD) $(EXAMPLES) $(BENCHES)

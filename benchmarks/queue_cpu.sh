@@ -7,7 +7,8 @@
 # each, and reads each server's CPU time (user + system, /proc/PID/stat)
 # around every run. Prints per pair the two rates, their ratio, and the
 # microseconds of CPU per call that dsyncd, Redis and the ceiling spent;
-# the client's share is what the ceiling run leaves of the machine.
+# the client's is at most what the ceiling run leaves of the machine (idle
+# time and other processes count in it too).
 #
 # Redis runs with appendonly yes, appendfsync everysec, as in queue_bench.sh.
 # Every server listens on 127.0.0.1 on free ports from a fresh mktemp dir and
@@ -69,7 +70,7 @@ us_per_call() { awk -v t="$1" -v c="$2" -v hz="$ticks_per_s" 'BEGIN { if (c > 0)
 
 echo "queue_cpu: ${secs}s per run, $(nproc) CPUs, one dsyncd node with Redis (everysec) against bare civetweb"
 printf '%-5s | %12s %12s %7s | %14s %12s %14s %12s\n' pair "enqueue/s" "ceiling/s" ratio \
-    "dsyncd us/call" "redis us/call" "ceiling us/call" "client us/call"
+    "dsyncd us/call" "redis us/call" "ceiling us/call" "client <= us/call"
 for ((p = 1; p <= pairs; p++)); do
     d0=$(cpu "${dsync_pid[1]}")
     r0=$(cpu "$redis_pid")

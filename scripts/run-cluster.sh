@@ -6,7 +6,9 @@
 # A node that exits (killed, say, to watch the others elect a new leader)
 # leaves the rest running; ONLY=I runs node I alone with the same settings,
 # to start it again from another terminal (make run-node N=I), against the
-# Redis the first one started. NODES=1 runs a single node instead. Shared
+# Redis the first one started (give it the same REDIS=0 or DSYNC_REDIS_URL
+# as the first run, if it had one; Ctrl-C on the first run stops that
+# Redis too). NODES=1 runs a single node instead. Shared
 # settings (DSYNC_LOG_LEVEL,
 # DSYNC_LOCK_DEFAULT_TTL_MS, ...) come from the environment or ./.env, which
 # dsyncd reads itself; the per-node addresses and ids are set here.
@@ -65,7 +67,8 @@ stop() {
     kill "${running[@]}" 2>/dev/null || true
     wait "${running[@]}" 2>/dev/null || true
 }
-trap 'stop; exit 130' INT TERM
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
 trap stop EXIT
 
 for i in $(seq "${only:-1}" "${only:-$nodes}"); do
@@ -85,6 +88,7 @@ if [ -n "$only" ]; then
     echo "libdsync: node $only on http://127.0.0.1:$((base_http + only - 1)) (Ctrl-C stops it)"
     status=0
     wait "${pids[@]}" || status=$?
+    running=()
     exit "$status"
 fi
 echo "libdsync: $nodes node(s) on http://127.0.0.1:$base_http..$((base_http + nodes - 1)) (Ctrl-C stops them)"
@@ -122,7 +126,13 @@ echo "  try: curl -s http://127.0.0.1:$base_http/health"
 echo "       curl -s -XPOST http://127.0.0.1:$((base_http + nodes - 1))/locks/acquire -d '{\"key\":\"k\",\"client_id\":\"me\",\"mode\":\"X\"}'"
 # A process that exits is reported and the others keep running (killing
 # the leader is how one watches a failover); Ctrl-C stops the rest. The
-# script ends when none is left.
+# script ends when none is left. (wait -p needs bash 5.1: an older bash
+# stops everything when the first process exits, as this script once did.)
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
+    status=0
+    wait -n "${pids[@]}" || status=$?
+    exit "$status"
+fi
 declare -A name
 first=$((${#pids[@]} - nodes)) # a redis-server started here comes first
 [ "$first" = 1 ] && name[${pids[0]}]=redis-server

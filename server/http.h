@@ -31,6 +31,7 @@ typedef struct {
     const char *query; /* may be NULL */
     json_t *body;      /* parsed object for routes with want_json, else NULL */
     int status;        /* set by the reply functions, for metrics */
+    bool close_after;  /* the answer closes the connection: a body went unread */
 } http_req;
 
 typedef void (*http_handler)(http_req *r);
@@ -43,7 +44,7 @@ typedef struct {
 } http_route;
 
 #define HTTP_MAX_ROUTES 32
-#define HTTP_N_CODES 11 /* the statuses handlers answer with (http.c: codes) */
+#define HTTP_N_CODES 12 /* the statuses handlers answer with (http.c: codes) */
 
 struct srv {
     dsync_node *node;

@@ -14,14 +14,18 @@
  * watchdog, looking at the slots a few times per timeout, sends a worker
  * past its deadline a signal (SIGURG, with a handler that does nothing).
  * The signal ends the poll() that civetweb waits in (poll is never
- * restarted), so mg_read returns, and the worker answers 408. The
- * watchdog signals again at each look until the worker ends the watch, in
- * case a signal lands between two polls. SA_RESTART restarts every other
- * interrupted call (a send, a futex), so a stray late signal harms
- * nothing else. Nothing is searched for and no descriptor is touched.
+ * restarted), so mg_read returns what it has, and the worker answers 408.
+ * The watchdog signals again at each look until the worker ends the
+ * watch, in case a signal lands between two polls. Nothing is searched
+ * for and no descriptor is touched. Chunked bodies are refused (411):
+ * civetweb's chunked reader reads on through an interrupted read.
  *
  * The slot's lock keeps the two apart: no signal is sent to a worker once
- * it has ended its watch.
+ * it has ended its watch, and one sent just before is delivered at the
+ * worker's next system call (at the latest the futex of that lock, or the
+ * send of its answer), before it could interrupt anything that matters:
+ * SA_RESTART restarts a send or a futex wait, and civetweb retries a send
+ * whose poll was interrupted.
  */
 #include <errno.h>
 #include <signal.h>

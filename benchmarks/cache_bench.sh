@@ -40,11 +40,7 @@ secs=${SECONDS_PER_RUN:-5}
 http_threads=${DSYNC_HTTP_THREADS:-64}
 mem_entries=${MEMORY_ENTRIES:-50000}
 mem_max_secs=${MEMORY_MAX_SECONDS:-120}
-pairs=${PAIRS:-3}
-[[ "$pairs" =~ ^[1-9][0-9]?$ ]] || {
-    echo "cache_bench: PAIRS must be 1 to 99, not '$pairs'" >&2
-    exit 2
-}
+need_pairs 3
 bench=bin/cache_bench
 dsyncd=bin/dsyncd
 ceiling=bin/http_ceiling
@@ -57,10 +53,7 @@ make_tmp cache-bench
 
 # Nine consecutive free ports: dsyncd HTTP +0..2 and peers +3..5,
 # http_ceiling +6, Redis +7, memcached +8.
-base=$(pick_ports 9) || {
-    echo "cache_bench: found no free ports" >&2
-    exit 1
-}
+need_ports 9
 ceiling_port=$((base + 6))
 redis_port=$((base + 7))
 mc_port=$((base + 8))

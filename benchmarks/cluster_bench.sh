@@ -48,10 +48,7 @@ make_tmp cluster-bench
 
 # Twelve consecutive free ports: etcd clients +0..2 and peers +3..5,
 # dsyncd HTTP +6..8 and peers +9..11.
-base=$(pick_ports 12) || {
-    echo "cluster_bench: found no free ports" >&2
-    exit 1
-}
+need_ports 12
 for i in 1 2 3; do
     etcd_client[i]=$((base + i - 1))
     etcd_peer[i]=$((base + 2 + i))

@@ -70,6 +70,25 @@ cleanup() {
     rm -rf "$tmp"
 }
 
+# need_ports COUNT: sets base to the first of COUNT consecutive free
+# loopback ports (pick_ports); exits 1 when it finds none.
+need_ports() {
+    base=$(pick_ports "$1") || {
+        echo "$bench_name: found no free ports" >&2
+        exit 1
+    }
+}
+
+# need_pairs DEFAULT: sets pairs from PAIRS, or DEFAULT; exits 2 unless it
+# is 1 to 99.
+need_pairs() {
+    pairs=${PAIRS:-$1}
+    [[ "$pairs" =~ ^[1-9][0-9]?$ ]] || {
+        echo "$bench_name: PAIRS must be 1 to 99, not '$pairs'" >&2
+        exit 2
+    }
+}
+
 # pick_ports COUNT: prints the first of COUNT consecutive ports that no TCP
 # socket uses, from a random base; fails after 50 tries.
 pick_ports() {

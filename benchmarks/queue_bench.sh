@@ -38,11 +38,7 @@ source benchmarks/lib.sh
 
 bench_name=queue_bench
 secs=${SECONDS_PER_RUN:-5}
-pairs=${PAIRS:-3}
-[[ "$pairs" =~ ^[1-9][0-9]?$ ]] || {
-    echo "queue_bench: PAIRS must be 1 to 99, not '$pairs'" >&2
-    exit 2
-}
+need_pairs 3
 http_threads=${DSYNC_HTTP_THREADS:-64}
 mem_messages=${MEMORY_MESSAGES:-1000000}
 mem_max_secs=${MEMORY_MAX_SECONDS:-120}
@@ -59,10 +55,7 @@ ceiling=bin/http_ceiling
 # http_ceiling +6, the reference Redis +7, dsync's store +8.
 store=${STORE:-redis}
 fsync_policy=${REDIS_APPENDFSYNC:-everysec}
-base=$(pick_ports 9) || {
-    echo "queue_bench: found no free ports" >&2
-    exit 1
-}
+need_ports 9
 ceiling_port=$((base + 6))
 redis_port=$((base + 7))
 store_port=$((base + 8))

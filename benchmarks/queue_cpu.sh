@@ -19,11 +19,7 @@ source benchmarks/lib.sh
 
 bench_name=queue_cpu
 secs=${SECONDS_PER_RUN:-5}
-pairs=${PAIRS:-2}
-[[ "$pairs" =~ ^[1-9][0-9]?$ ]] || {
-    echo "queue_cpu: PAIRS must be 1 to 99, not '$pairs'" >&2
-    exit 2
-}
+need_pairs 2
 http_threads=${DSYNC_HTTP_THREADS:-64}
 bench=bin/queue_bench
 dsyncd=bin/dsyncd
@@ -34,10 +30,7 @@ make_tmp queue-cpu
 
 # Four consecutive free ports: dsyncd HTTP +0, its peer port +1, Redis +2,
 # the ceiling +3.
-base=$(pick_ports 4) || {
-    echo "queue_cpu: found no free ports" >&2
-    exit 1
-}
+need_ports 4
 redis_port=$((base + 2))
 ceiling_port=$((base + 3))
 mkdir -p "$tmp/redis"

@@ -8,10 +8,10 @@
 # to start it again from another terminal (make run-node N=I), against the
 # Redis the first one started (give it the same REDIS=0 or DSYNC_REDIS_URL
 # as the first run, if it had one; Ctrl-C on the first run stops that
-# Redis too). NODES=1 runs a single node instead. Shared
-# settings (DSYNC_LOG_LEVEL,
-# DSYNC_LOCK_DEFAULT_TTL_MS, ...) come from the environment or ./.env, which
-# dsyncd reads itself; the per-node addresses and ids are set here.
+# Redis too). NODES=1 runs a single node instead. Shared settings
+# (DSYNC_LOG_LEVEL, DSYNC_LOCK_DEFAULT_TTL_MS, ...) come from the
+# environment or ./.env, which dsyncd reads itself; the per-node addresses
+# and ids are set here.
 #
 # The queue's store: a redis-server started here on 127.0.0.1:$REDIS_PORT
 # (6390 by default) with appendonly yes and appendfsync $REDIS_APPENDFSYNC
@@ -40,6 +40,7 @@ done
 
 pids=()    # every process started here
 running=() # those of them that have not exited (yet)
+declare -A name # what each of them is, by pid
 redis_url=${DSYNC_REDIS_URL:-}
 redis_port=${REDIS_PORT:-6390}
 if [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ] && [ -n "$only" ]; then
@@ -51,6 +52,7 @@ elif [ -z "$redis_url" ] && [ "${REDIS:-1}" = 1 ]; then
         --logfile redis.log --daemonize no &
     pids+=($!)
     running+=($!)
+    name[$!]=redis-server
     redis_url=redis://127.0.0.1:$redis_port
     for _ in $(seq 100); do # until it answers (its AOF loaded), 10 s at most
         [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
@@ -82,6 +84,8 @@ for i in $(seq "${only:-1}" "${only:-$nodes}"); do
         bin/dsyncd &
     pids+=($!)
     running+=($!)
+    name[$!]="node $i"
+    node_pid[i]=$!
 done
 
 if [ -n "$only" ]; then
@@ -94,7 +98,7 @@ fi
 echo "libdsync: $nodes node(s) on http://127.0.0.1:$base_http..$((base_http + nodes - 1)) (Ctrl-C stops them)"
 echo "  queue store: ${redis_url:-a local file in the data directory of each node}"
 for i in $(seq 1 "$nodes"); do
-    echo "  node $i: pid ${pids[${#pids[@]} - nodes + i - 1]}, http://127.0.0.1:$((base_http + i - 1))"
+    echo "  node $i: pid ${node_pid[i]}, http://127.0.0.1:$((base_http + i - 1))"
 done
 # Until every node knows a leader and serves the cache (15 s at most, and
 # not past a node that exited): before that, calls answer 503 (retry).
@@ -133,10 +137,6 @@ if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
     wait -n "${pids[@]}" || status=$?
     exit "$status"
 fi
-declare -A name
-first=$((${#pids[@]} - nodes)) # a redis-server started here comes first
-[ "$first" = 1 ] && name[${pids[0]}]=redis-server
-for i in $(seq 1 "$nodes"); do name[${pids[first + i - 1]}]="node $i"; done
 status=0
 while [ "${#running[@]}" -gt 0 ]; do
     gone=""

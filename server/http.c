@@ -3,10 +3,11 @@
  *
  * Hardening for civetweb 1.15 (see DESIGN.md, known hazards): no
  * document_root, no form handling, a deadline on the headers (civetweb's
- * request_timeout_ms) and the same again on the body (slow_body.c), and the body size judged from
- * Content-Length before reading: a request that declares too much, or
- * declares its length twice, is refused with the connection closed, so no
- * worker ever blocks on a body we will not read.
+ * request_timeout_ms) and the same again on the body (slow_body.c), no
+ * chunked bodies, and the body size judged from Content-Length before
+ * reading: a request that declares too much, or declares its length
+ * twice, is refused with the connection closed, so no worker ever blocks
+ * on a body we will not read.
  */
 #include <civetweb.h>
 #include <inttypes.h>
@@ -331,8 +332,10 @@ static char *read_body(http_req *r, size_t *len)
                             ri->content_length, (unsigned long long)max);
         return NULL;
     }
-    size_t cap = ri->content_length >= 0 ? (size_t)ri->content_length : 4096;
-    char *buf = malloc(cap + 1);
+    /* With chunking refused, the body is what Content-Length says, and
+     * none without one (civetweb reads nothing then, RFC 9112 §6.3). */
+    size_t want = ri->content_length > 0 ? (size_t)ri->content_length : 0;
+    char *buf = malloc(want + 1);
     if (!buf) {
         reply_error_closing(r, 500, "internal", "out of memory");
         return NULL;
@@ -342,59 +345,29 @@ static char *read_body(http_req *r, size_t *len)
      * deadline, and slow_body.c's watchdog wakes an mg_read past it. */
     uint64_t timeout = r->server->cfg->http_request_timeout_ms;
     uint64_t deadline = ut_now_ms() + timeout;
-    sb_slot *watch = sb_begin(&r->server->slow, deadline);
+    sb_slot *watch = want ? sb_begin(&r->server->slow, deadline) : NULL;
     size_t got = 0;
-    int refused = 0; /* 413, 500 or 408, decided in the loop */
-    for (;;) {
-        if (got == cap) {
-            if (ri->content_length >= 0) break;
-            if (cap > max) {
-                refused = 413;
-                break;
-            }
-            size_t ncap = cap * 2 > max + 1 ? (size_t)max + 1 : cap * 2;
-            char *nb = realloc(buf, ncap + 1);
-            if (!nb) {
-                refused = 500;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
+    bool late = false;
+    while (got < want) {
         /* Interrupted by the watchdog, mg_read returns what it has. */
-        int n = mg_read(r->conn, buf + got, cap - got);
+        int n = mg_read(r->conn, buf + got, want - got);
         if (n > 0) got += (size_t)n;
-        bool complete = ri->content_length >= 0 ? got == (size_t)ri->content_length : n == 0;
-        if (complete) break;
-        if (ut_now_ms() >= deadline) {
-            refused = 408;
+        if (got < want && ut_now_ms() >= deadline) {
+            late = true;
             break;
         }
         if (n <= 0) break;
     }
     sb_end(watch);
-    if (refused) {
+    if (late) {
         free(buf);
-        if (refused == 413)
-            reply_error_closing(r, 413, "payload_too_large",
-                                "request body is over the limit of %llu", (unsigned long long)max);
-        else if (refused == 408)
-            reply_error_closing(r, 408, "request_timeout",
-                                "request body not received within %llu ms",
-                                (unsigned long long)timeout);
-        else
-            reply_error_closing(r, 500, "internal", "out of memory");
+        reply_error_closing(r, 408, "request_timeout", "request body not received within %llu ms",
+                            (unsigned long long)timeout);
         return NULL;
     }
-    if (ri->content_length >= 0 && got < (size_t)ri->content_length) {
+    if (got < want) {
         free(buf);
         reply_error_closing(r, 400, "invalid_request", "request body ended early");
-        return NULL;
-    }
-    if (got > max) {
-        free(buf);
-        reply_error_closing(r, 413, "payload_too_large", "request body is over the limit of %llu",
-                            (unsigned long long)max);
         return NULL;
     }
     buf[got] = '\0';
